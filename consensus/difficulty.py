@@ -1,0 +1,66 @@
+"""Difficulty (k), work and median-time-past.
+
+* Work of a block = 2^k; cumulative work = sum over the chain. Most work wins,
+  ties go to the block seen first.
+* Retarget: at heights h with h > window + 1 and (h - 1) % window == 0, let
+  ``a`` = timestamp(h-1) - timestamp(h-1-window) and ``t`` = target * window.
+  k goes up by one when ``2a^2 < t^2`` (blocks came faster than t/sqrt 2), down by
+  one when ``a^2 > 2t^2``, else stays; clamped to [minimum, maximum]. Integer
+  arithmetic only. Everywhere else k equals the parent's k.
+* Median time past: the median of the timestamps of the last ``mtp_window``
+  blocks ending at the parent (fewer near genesis); a block's timestamp must be
+  strictly greater.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from .block import BlockHeader
+from .spec import ChainSpec
+
+
+class ChainView(Protocol):
+    def header(self, block_hash: str) -> BlockHeader | None: ...
+
+
+def work(k: int) -> int:
+    return 1 << k
+
+
+def ancestors(view: ChainView, start: BlockHeader, count: int) -> list[BlockHeader]:
+    """``start`` and up to ``count - 1`` of its ancestors, newest first."""
+    out = [start]
+    while len(out) < count and out[-1].height > 0:
+        parent = view.header(out[-1].parent)
+        if parent is None:
+            break
+        out.append(parent)
+    return out
+
+
+def is_retarget_height(spec: ChainSpec, height: int) -> bool:
+    w = spec.difficulty.retarget_window
+    return height > w + 1 and (height - 1) % w == 0
+
+
+def next_difficulty(spec: ChainSpec, parent: BlockHeader, view: ChainView) -> int:
+    d = spec.difficulty
+    height = parent.height + 1
+    if not is_retarget_height(spec, height):
+        return parent.difficulty
+    chain = ancestors(view, parent, d.retarget_window + 1)
+    if len(chain) < d.retarget_window + 1:
+        raise LookupError("ancestors missing for retarget")
+    a = chain[0].timestamp_ms - chain[-1].timestamp_ms
+    t = d.target_interval_ms * d.retarget_window
+    k = parent.difficulty
+    if 2 * a * a < t * t:
+        k += d.max_step
+    elif a * a > 2 * t * t:
+        k -= d.max_step
+    return max(d.minimum, min(d.maximum, k))
+
+
+def median_time_past(spec: ChainSpec, parent: BlockHeader, view: ChainView) -> int:
+    times = sorted(h.timestamp_ms for h in ancestors(view, parent, spec.time.mtp_window))
+    return times[len(times) // 2]

@@ -1,0 +1,134 @@
+"""Typed outcomes of block validation, each with a stable reason code.
+
+Three families, kept apart because the node treats them differently:
+
+* ``Ignored``      -- not judged yet (future timestamp, unknown parent, duplicate).
+                      No penalty for the sender; the block may become valid later.
+* ``BadBody``      -- the body does not match the header (wrong weights, bad
+                      safetensors). The *header* stays unjudged: the real body may
+                      still arrive from another peer.
+* ``InvalidBlock`` -- provably bad. The block hash is marked invalid and the
+                      invalidity passes to every descendant.
+
+Reason codes are part of the wire protocol (REST errors, metrics labels).
+"""
+from __future__ import annotations
+
+
+class BlockError(Exception):
+    code = "block-error"
+
+    def __init__(self, detail: str = ""):
+        super().__init__(f"{self.code}: {detail}" if detail else self.code)
+        self.detail = detail
+
+
+# -- ignore for now ---------------------------------------------------------
+class Ignored(BlockError):
+    code = "ignored"
+
+
+class TimeTooNew(Ignored):
+    code = "time-too-new"
+
+
+class UnknownParent(Ignored):
+    code = "unknown-parent"
+
+
+class Duplicate(Ignored):
+    code = "duplicate"
+
+
+# -- bad body (header unjudged) ---------------------------------------------
+class BadBody(BlockError):
+    code = "bad-body"
+
+
+class WeightsMismatch(BadBody):
+    code = "weights-mismatch"
+
+
+class MalformedWeights(BadBody):
+    code = "malformed-weights"
+
+
+class RecordsMismatch(BadBody):
+    code = "records-mismatch"
+
+
+# -- invalid ----------------------------------------------------------------
+class InvalidBlock(BlockError):
+    code = "invalid"
+
+
+class Malformed(InvalidBlock):
+    code = "malformed"
+
+
+class BadVersion(InvalidBlock):
+    code = "bad-version"
+
+
+class BadChainId(InvalidBlock):
+    code = "bad-chain-id"
+
+
+class BadSignature(InvalidBlock):
+    code = "bad-signature"
+
+
+class BadParent(InvalidBlock):
+    """The parent is known and invalid."""
+    code = "bad-parent"
+
+
+class BadHeight(InvalidBlock):
+    code = "bad-height"
+
+
+class BadDifficulty(InvalidBlock):
+    code = "bad-difficulty"
+
+
+class TimeTooOld(InvalidBlock):
+    code = "time-too-old"
+
+
+class BadBatchIndices(InvalidBlock):
+    code = "bad-batch-indices"
+
+
+class BadRecord(InvalidBlock):
+    code = "bad-record"
+
+
+class NonFiniteWeights(InvalidBlock):
+    code = "non-finite-weights"
+
+
+class RequirementsNotMet(InvalidBlock):
+    code = "requirements-not-met"
+
+
+class BadAccuracyClaim(InvalidBlock):
+    code = "bad-accuracy-claim"
+
+
+class AccuracyNotImproved(InvalidBlock):
+    code = "accuracy-not-improved"
+
+
+class AccuracyRegressed(InvalidBlock):
+    code = "accuracy-regressed"
+
+
+def all_reason_codes() -> dict[str, type[BlockError]]:
+    """Every concrete reason code -> its exception class."""
+    out: dict[str, type[BlockError]] = {}
+    stack = [BlockError]
+    while stack:
+        cls = stack.pop()
+        out[cls.code] = cls
+        stack.extend(cls.__subclasses__())
+    return out

@@ -1,0 +1,42 @@
+"""Choosing a miner implementation and a device."""
+from __future__ import annotations
+
+import torch
+
+from consensus.data import Dataset
+from consensus.spec import ChainSpec
+from consensus.training import Replayer, set_deterministic
+
+from .fast import FastMiner
+from .reference import ReferenceMiner
+
+
+def pick_device(name: str = "auto") -> str:
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def default_groups(spec: ChainSpec, device: str) -> int:
+    if device.startswith("cuda"):
+        return 256 if spec.model.arch == "tiny-cnn" else 64
+    return 16
+
+
+def make_miner(kind: str, spec: ChainSpec, dataset: Dataset, *, device: str = "cpu", seed: int | None = None,
+               groups: int | None = None) -> ReferenceMiner:
+    device = pick_device(device)
+    set_deterministic()
+    replayer = Replayer(spec, dataset, device)
+    if kind == "reference":
+        m = ReferenceMiner(spec, replayer, seed)
+    elif kind == "fast":
+        m = FastMiner(spec, replayer, groups or default_groups(spec, device), seed)
+    else:
+        raise ValueError(f"unknown miner {kind!r}")
+    m.device = device
+    return m

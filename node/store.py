@@ -1,0 +1,309 @@
+"""The node's storage: SQLite (WAL) through SQLAlchemy, plus a weights store.
+
+Tables
+  blocks      one row per block header seen: status, reason, cumulative work,
+              measured accuracy, arrival time and peer, first-seen sequence.
+  best_chain  height -> hash of the active chain; rewritten in one transaction
+              on every tip change (a reorg is atomic).
+  meta        key/value (the tip).
+
+Weights live beside the database, content-addressed by weights hash, written
+atomically (temp file, fsync, rename), so a crash never leaves a half file
+under a real name. A block row is committed only after its weights are on disk.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import (BigInteger, Integer, String, Text, create_engine, event, func, select,
+                        delete)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from consensus.block import BlockHeader
+
+VALID = "valid"
+INVALID = "invalid"
+HEADER_ONLY = "header-only"
+STATUSES = (VALID, INVALID, HEADER_ONLY)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BlockRow(Base):
+    __tablename__ = "blocks"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent: Mapped[str] = mapped_column(String(64), index=True)
+    height: Mapped[int] = mapped_column(Integer, index=True)
+    header_json: Mapped[str] = mapped_column(Text)
+    records_json: Mapped[str] = mapped_column(Text, default="[]")
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cumulative_work: Mapped[int] = mapped_column(BigInteger)
+    acc_before: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    acc_after: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    received_at: Mapped[float] = mapped_column()
+    peer: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    seq: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class BestChainRow(Base):
+    __tablename__ = "best_chain"
+    height: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class MetaRow(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class StoredBlock:
+    header: BlockHeader
+    records: list
+    status: str
+    reason: str | None
+    detail: str | None
+    cumulative_work: int
+    acc_before: int | None
+    acc_after: int | None
+    received_at: float
+    peer: str | None
+    seq: int
+
+    @property
+    def hash(self) -> str:
+        return self.header.hash
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+
+def _to_stored(row: BlockRow) -> StoredBlock:
+    return StoredBlock(BlockHeader.from_json(row.header_json), json.loads(row.records_json), row.status,
+                       row.reason, row.detail, int(row.cumulative_work), row.acc_before, row.acc_after,
+                       row.received_at, row.peer, row.seq)
+
+
+class WeightsStore:
+    """Content-addressed safetensors files: <root>/<h[:2]>/<h>.safetensors."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, weights_hash: str) -> Path:
+        return self.root / weights_hash[:2] / f"{weights_hash}.safetensors"
+
+    def has(self, weights_hash: str) -> bool:
+        return self.path(weights_hash).exists()
+
+    def put(self, weights_hash: str, data: bytes) -> None:
+        final = self.path(weights_hash)
+        if final.exists():
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            dfd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, weights_hash: str) -> bytes | None:
+        try:
+            return self.path(weights_hash).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, weights_hash: str) -> None:
+        self.path(weights_hash).unlink(missing_ok=True)
+
+    def all_hashes(self) -> Iterator[str]:
+        for p in self.root.glob("*/*.safetensors"):
+            yield p.stem
+
+    def clean_temp(self) -> int:
+        n = 0
+        for p in self.root.glob("*/.tmp-*.part"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
+
+
+class Store:
+    def __init__(self, datadir: Path):
+        self.datadir = Path(datadir)
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.weights = WeightsStore(self.datadir / "weights")
+        self.engine = create_engine(f"sqlite:///{self.datadir / 'chain.sqlite'}",
+                                    connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self.write_lock = threading.RLock()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # -- integrity ------------------------------------------------------------
+    def integrity_problem(self) -> str | None:
+        with self.engine.connect() as c:
+            res = c.exec_driver_sql("PRAGMA quick_check").fetchall()
+        if [r[0] for r in res] != ["ok"]:
+            return "; ".join(str(r[0]) for r in res[:5])
+        return None
+
+    # -- reads -------------------------------------------------------------------
+    def get(self, block_hash: str) -> StoredBlock | None:
+        with self.session() as s:
+            row = s.get(BlockRow, block_hash)
+            return _to_stored(row) if row else None
+
+    def status(self, block_hash: str) -> str | None:
+        with self.session() as s:
+            return s.scalar(select(BlockRow.status).where(BlockRow.hash == block_hash))
+
+    def tip_hash(self) -> str | None:
+        with self.session() as s:
+            row = s.get(MetaRow, "tip")
+            return row.value if row else None
+
+    def tip(self) -> StoredBlock | None:
+        h = self.tip_hash()
+        return self.get(h) if h else None
+
+    def hash_at(self, height: int) -> str | None:
+        with self.session() as s:
+            return s.scalar(select(BestChainRow.hash).where(BestChainRow.height == height))
+
+    def best_range(self, start: int, limit: int) -> list[StoredBlock]:
+        with self.session() as s:
+            rows = s.execute(select(BlockRow).join(BestChainRow, BestChainRow.hash == BlockRow.hash)
+                             .where(BestChainRow.height >= start).order_by(BestChainRow.height)
+                             .limit(limit)).scalars().all()
+            return [_to_stored(r) for r in rows]
+
+    def best_hashes(self) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(BestChainRow.hash).order_by(BestChainRow.height)))
+
+    def children(self, block_hash: str) -> list[StoredBlock]:
+        with self.session() as s:
+            return [_to_stored(r) for r in s.scalars(select(BlockRow).where(BlockRow.parent == block_hash))]
+
+    def leaves(self) -> list[StoredBlock]:
+        """Blocks without children: the chain tips, best first."""
+        with self.session() as s:
+            parents = select(BlockRow.parent)
+            rows = s.scalars(select(BlockRow).where(BlockRow.hash.not_in(parents))
+                             .order_by(BlockRow.cumulative_work.desc(), BlockRow.seq)).all()
+            return [_to_stored(r) for r in rows]
+
+    def best_candidate(self) -> StoredBlock | None:
+        """The valid block with most work; ties go to the first seen."""
+        with self.session() as s:
+            row = s.scalars(select(BlockRow).where(BlockRow.status == VALID)
+                            .order_by(BlockRow.cumulative_work.desc(), BlockRow.seq).limit(1)).first()
+            return _to_stored(row) if row else None
+
+    def count_by_status(self) -> dict[str, int]:
+        with self.session() as s:
+            return dict(s.execute(select(BlockRow.status, func.count()).group_by(BlockRow.status)).all())
+
+    # -- writes ---------------------------------------------------------------------
+    def _next_seq(self, s: Session) -> int:
+        return (s.scalar(select(func.max(BlockRow.seq))) or 0) + 1
+
+    def put_block(self, header: BlockHeader, records: list, status: str, cumulative_work: int, *,
+                  reason: str | None = None, detail: str | None = None, acc: tuple[int, int] | None = None,
+                  peer: str | None = None) -> None:
+        """Insert or update a block row (an upgrade header-only -> valid/invalid keeps its seq)."""
+        with self.write_lock, self.session() as s, s.begin():
+            row = s.get(BlockRow, header.hash)
+            if row is None:
+                row = BlockRow(hash=header.hash, parent=header.parent, height=header.height,
+                               header_json=json.dumps(header.to_dict(), sort_keys=True),
+                               received_at=time.time(), peer=peer, seq=self._next_seq(s))
+                s.add(row)
+            row.records_json = json.dumps(records, sort_keys=True)
+            row.status, row.reason, row.detail = status, reason, (detail or None)
+            row.cumulative_work = cumulative_work
+            if acc is not None:
+                row.acc_before, row.acc_after = acc
+
+    def set_tip(self, new_tip: BlockHeader, path: list[str]) -> tuple[int, int]:
+        """Make ``new_tip`` the tip. ``path`` = hashes from genesis to the tip.
+
+        Rewrites best_chain from the fork point in one transaction. Returns
+        (fork height, reorg depth = blocks of the old chain disconnected).
+        """
+        with self.write_lock, self.session() as s, s.begin():
+            old = {h: ha for h, ha in s.execute(select(BestChainRow.height, BestChainRow.hash))}
+            fork = 0
+            while fork < len(path) and old.get(fork) == path[fork]:
+                fork += 1
+            old_height = max(old) if old else -1
+            depth = max(0, old_height - fork + 1)
+            s.execute(delete(BestChainRow).where(BestChainRow.height >= fork))
+            s.add_all(BestChainRow(height=h, hash=path[h]) for h in range(fork, len(path)))
+            meta = s.get(MetaRow, "tip")
+            if meta is None:
+                s.add(MetaRow(key="tip", value=new_tip.hash))
+            else:
+                meta.value = new_tip.hash
+            return fork, depth
+
+    def mark_invalid_descendants(self, block_hash: str, reason: str) -> int:
+        """Invalidity passes to every descendant."""
+        n = 0
+        with self.write_lock, self.session() as s, s.begin():
+            todo = [block_hash]
+            while todo:
+                h = todo.pop()
+                for row in s.scalars(select(BlockRow).where(BlockRow.parent == h)):
+                    if row.status != INVALID:
+                        row.status, row.reason, row.detail = INVALID, "bad-parent", f"ancestor {reason}"
+                        n += 1
+                    todo.append(row.hash)
+        return n
+
+    def get_meta(self, key: str) -> str | None:
+        with self.session() as s:
+            row = s.get(MetaRow, key)
+            return row.value if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write_lock, self.session() as s, s.begin():
+            s.merge(MetaRow(key=key, value=value))
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
