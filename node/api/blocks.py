@@ -1,0 +1,134 @@
+"""Blocks: read the chain, fetch weights, submit blocks."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from consensus import errors
+from consensus.block import BlockHeader
+from consensus.hashing import is_hex_hash
+from node.store import StoredBlock
+
+from .deps import Service
+from .errors import ApiError, error_response
+from .schemas import BlockList, BlockOut, SubmitResult, TipOut
+
+router = APIRouter(tags=["blocks"])
+MAX_LIMIT = 500
+
+
+def block_out(service, b: StoredBlock) -> dict:
+    return {
+        "hash": b.hash, "height": b.height, "status": b.status, "reason": b.reason,
+        "header": b.header.to_dict(), "records": b.records,
+        "accuracy": {"claimed_before": b.header.acc_before, "claimed_after": b.header.acc_after,
+                     "measured_before": b.acc_before, "measured_after": b.acc_after,
+                     "of": service.spec.evaluation.size},
+        "cumulative_work": b.cumulative_work, "received_at": b.received_at, "peer": b.peer,
+        "in_best_chain": service.chain.store.hash_at(b.height) == b.hash,
+    }
+
+
+def find_block(service, ident: str) -> StoredBlock:
+    store = service.chain.store
+    if ident.isdigit() and len(ident) < 19:
+        h = store.hash_at(int(ident))
+        b = store.get(h) if h else None
+    elif is_hex_hash(ident):
+        b = store.get(ident)
+    else:
+        raise ApiError(422, "malformed", "give a height or a 64-hex block hash")
+    if b is None:
+        raise ApiError(404, "not-found", f"no block {ident}")
+    return b
+
+
+@router.get("/blocks", response_model=BlockList)
+def list_blocks(service: Service, start: int = Query(0, ge=0, le=1 << 62),
+                limit: int = Query(100, ge=1, le=MAX_LIMIT)):
+    """Headers of the best chain, oldest first."""
+    blocks = service.chain.store.best_range(start, limit)
+    nxt = blocks[-1].height + 1 if len(blocks) == limit else None
+    return {"blocks": [block_out(service, b) for b in blocks], "next_start": nxt}
+
+
+@router.get("/tips", response_model=list[TipOut])
+def tips(service: Service):
+    """Known chain tips: active, valid-fork, headers-only, invalid."""
+    active = service.chain.tip().hash
+    out = []
+    for b in service.chain.store.leaves()[:100]:
+        state = ("active" if b.hash == active else "valid-fork" if b.status == "valid"
+                 else "headers-only" if b.status == "header-only" else "invalid")
+        out.append({"hash": b.hash, "height": b.height, "status": state, "cumulative_work": b.cumulative_work})
+    return out
+
+
+@router.get("/blocks/{ident}", response_model=BlockOut)
+def get_block(ident: str, service: Service):
+    return block_out(service, find_block(service, ident))
+
+
+@router.get("/blocks/{block_hash}/weights", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "pruned"}})
+def get_weights(block_hash: str, service: Service):
+    b = find_block(service, block_hash)
+    path = service.chain.store.weights.path(b.header.weights_hash)
+    if not path.exists():
+        raise ApiError(404, "pruned", "this node no longer keeps that block's weights")
+    return FileResponse(path, media_type="application/octet-stream",
+                        filename=f"{b.header.weights_hash}.safetensors")
+
+
+SUBMIT_STATUS = {"accepted": 200, "header-ok": 202, "orphan": 202, "ignored": 202,
+                 "duplicate": 409, "invalid": 400, "bad-body": 400}
+
+
+@router.post("/blocks", response_model=SubmitResult,
+             responses={202: {"description": "held as orphan or body being fetched"}, 400: {}, 409: {}, 413: {},
+                        422: {}})
+async def post_block(request: Request, service: Service):
+    """Submit a block: multipart (`header` JSON, `weights` safetensors file, optional `records` JSON),
+    or the header alone as JSON, with `X-Polchain-Origin` naming the peer to fetch the body from."""
+    ctype = request.headers.get("content-type", "")
+    origin = request.headers.get("x-polchain-origin")
+    records: list = []
+    weights: bytes | None = None
+    try:
+        if ctype.startswith("multipart/form-data"):
+            form = await request.form(max_files=2, max_fields=4, max_part_size=1 << 20)
+            header_raw = form.get("header")
+            if header_raw is None:
+                raise errors.Malformed("multipart needs a 'header' part")
+            header_raw = await header_raw.read() if hasattr(header_raw, "read") else header_raw
+            header = BlockHeader.from_json(header_raw)
+            rec = form.get("records")
+            if rec is not None:
+                rec = await rec.read() if hasattr(rec, "read") else rec
+                records = json.loads(rec)
+            part = form.get("weights")
+            if part is not None:
+                weights = await part.read() if hasattr(part, "read") else str(part).encode()
+        else:
+            header = BlockHeader.from_json(await request.body())
+    except errors.Malformed as exc:
+        return error_response(422, exc.code, exc.detail)
+    except ValueError as exc:
+        return error_response(422, "malformed", str(exc))
+    if weights is None:
+        known = service.chain.store.status(header.hash)
+        if known in ("valid", "invalid"):
+            return error_response(409, "duplicate", f"already {known}", hash=header.hash)
+        if origin:
+            service.network.on_announcement(header, origin)
+            return JSONResponse({"status": "fetching", "hash": header.hash, "detail": ""}, status_code=202)
+    peer = origin or (request.client.host if request.client else None)
+    loop = asyncio.get_running_loop()
+    out = await loop.run_in_executor(service.validator, service.submit_remote, header, records, weights, peer)
+    code = SUBMIT_STATUS.get(out.status, 400)
+    if code >= 400:
+        return error_response(code, out.code or out.status, out.detail, hash=header.hash)
+    return JSONResponse({"status": out.status, "hash": header.hash, "detail": out.detail}, status_code=code)

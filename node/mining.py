@@ -1,0 +1,76 @@
+"""The miner inside the node: a thread that mines on the current tip.
+
+It abandons its search as soon as the tip changes (the chain's tip listener
+sets a flag that ``should_stop`` reads on every attempt or pass) and starts
+again from the new tip's model W' = update(W, P).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from consensus.difficulty import next_difficulty
+from miner.search import make_miner
+from miner.template import build_block
+
+log = logging.getLogger("polchain.miner")
+
+
+class MinerWorker:
+    def __init__(self, service, device: str = "auto", kind: str = "fast"):
+        self.service = service
+        chain = service.chain
+        self.miner = make_miner(kind, chain.spec, chain.dataset, device=device)
+        self.device = self.miner.device
+        self.blocks_found = 0
+        self._tip_changed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="miner", daemon=True)
+        chain.tip_listeners.append(lambda tip, reorg: self._tip_changed.set())
+        self._last_rate = (time.perf_counter(), 0)
+        self.rate = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._tip_changed.set()
+        self._thread.join(timeout=10)
+
+    def attempts_per_second(self) -> float:
+        t, n = time.perf_counter(), self.miner.progress.attempts
+        t0, n0 = self._last_rate
+        if t - t0 >= 2.0:
+            self.rate = (n - n0) / (t - t0)
+            self._last_rate = (t, n)
+        return self.rate
+
+    def _should_stop(self) -> bool:
+        return self._stop.is_set() or self._tip_changed.is_set()
+
+    def _run(self) -> None:
+        chain = self.service.chain
+        while not self._stop.is_set():
+            self._tip_changed.clear()
+            try:
+                tip, w_prime = chain.tip_model()
+                k = next_difficulty(chain.spec, tip.header, chain.view)
+                found = self.miner.mine(tip.header, k, w_prime, should_stop=self._should_stop)
+            except Exception:
+                log.exception("miner failed; retrying in 1 s")
+                time.sleep(1)
+                continue
+            if found is None:
+                continue
+            records = self.service.pending_records()
+            header, body = build_block(chain.spec, tip.header, k, found, self.service.key, chain.view,
+                                       tuple(records))
+            log.info("mined block %s height %d after %d attempts (%.1fs)", header.hash[:16], header.height,
+                     found.attempts, found.seconds)
+            out = self.service.submit_local(header, [r.body for r in records], body)
+            if out.status == "accepted":
+                self.blocks_found += 1
+            else:
+                log.error("own block rejected: %s %s", out.code, out.detail)

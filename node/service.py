@@ -1,0 +1,128 @@
+"""Wiring: the chain, the node's key, the miner, the network and metrics."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from consensus.block import BlockHeader
+from consensus.records import Record
+
+from . import __version__
+from .chain import Chain, Outcome
+from .keys import load_or_create_key
+from .metrics import Metrics
+from .settings import Settings
+from .setup import open_chain, resolve_spec
+
+log = logging.getLogger("polchain.node")
+
+
+class NodeService:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        datadir = Path(settings.datadir)
+        self.spec = resolve_spec(datadir, settings.preset, settings.spec_file)
+        self.chain: Chain = open_chain(datadir, self.spec, data_dir=settings.data_dir,
+                                       keep_weights=settings.keep_weights, archival=settings.archival)
+        self.key = load_or_create_key(settings.key_file or datadir / "node.key")
+        self.metrics = Metrics()
+        self.validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validator")
+        self.mempool: list[Record] = []
+        self.mempool_lock = threading.Lock()
+        self.miner = None
+        from p2p.network import Network  # late import: p2p depends on node wiring only through us
+        self.network = Network(self)
+
+    # -- life cycle ---------------------------------------------------------------
+    def start(self) -> None:
+        tip = self.chain.tip()
+        log.info("node up: chain %s (%s) height %d tip %s datadir %s api %s", self.spec.chain_id[:16],
+                 self.spec.name, tip.height, tip.hash[:16], self.settings.datadir, self.settings.url)
+        self.network.start()
+        if self.settings.mine:
+            from .mining import MinerWorker
+            self.miner = MinerWorker(self, self.settings.device, self.settings.miner)
+            log.info("mining on %s with the %s miner", self.miner.device, self.settings.miner)
+            self.miner.start()
+
+    def stop(self) -> None:
+        if self.miner:
+            self.miner.stop()
+        self.network.stop()
+        self.validator.shutdown(wait=True, cancel_futures=True)
+        self.chain.store.close()
+        log.info("node stopped cleanly")
+
+    # -- blocks ---------------------------------------------------------------------
+    def submit_local(self, header: BlockHeader, records_json: list, body: bytes) -> Outcome:
+        out = self._submit(header, records_json, body, None)
+        return out
+
+    def submit_remote(self, header: BlockHeader, records_json: list, body: bytes | None, peer: str | None) -> Outcome:
+        """Blocks from peers and the API. Runs on the caller's thread (use the validator executor)."""
+        return self._submit(header, records_json, body, peer)
+
+    def _submit(self, header, records_json, body, peer) -> Outcome:
+        t0 = time.perf_counter()
+        out = self.chain.submit(header, records_json, body, peer)
+        if out.status == "accepted":
+            self.metrics.block_accepted(time.perf_counter() - t0)
+            self._drop_included_records(records_json)
+            self.network.announce(header, exclude=peer)
+            for h in out.connected:
+                b = self.chain.store.get(h)
+                if b is not None:
+                    self.network.announce(b.header, exclude=None)
+        elif out.status in ("invalid", "bad-body"):
+            self.metrics.block_rejected(out.code)
+            log.warning("rejected block %s from %s: %s (%s)", out.block_hash[:16], peer or "local", out.code,
+                        out.detail)
+            if out.status == "invalid" and peer:
+                self.network.penalize(peer, out.code)
+        return out
+
+    # -- records (mempool) ------------------------------------------------------------
+    def add_record(self, record: Record) -> bool:
+        with self.mempool_lock:
+            if any(r.id == record.id for r in self.mempool):
+                return False
+            self.mempool.append(record)
+            return True
+
+    def pending_records(self) -> list[Record]:
+        with self.mempool_lock:
+            return list(self.mempool[: self.spec.limits.max_records])
+
+    def _drop_included_records(self, records_json: list) -> None:
+        if not records_json:
+            return
+        from consensus.block import parse_records
+        ids = {r.id for r in parse_records(records_json)}
+        with self.mempool_lock:
+            self.mempool = [r for r in self.mempool if r.id not in ids]
+
+    # -- status -------------------------------------------------------------------------
+    def status(self) -> dict:
+        tip = self.chain.tip()
+        from consensus.difficulty import next_difficulty
+        return {
+            "chain_id": self.spec.chain_id, "preset": self.spec.name, "height": tip.height, "tip": tip.hash,
+            "cumulative_work": tip.cumulative_work,
+            "difficulty": next_difficulty(self.spec, tip.header, self.chain.view),
+            "peers": self.network.peer_count(), "syncing": self.network.syncing(),
+            "tip_accuracy": {"correct": tip.header.acc_after, "of": self.spec.evaluation.size},
+            "mining": {
+                "enabled": self.miner is not None,
+                "device": self.miner.device if self.miner else None,
+                "attempts_per_second": round(self.miner.attempts_per_second(), 2) if self.miner else 0.0,
+                "blocks_found": self.miner.blocks_found if self.miner else 0,
+            },
+            "version": __version__,
+        }
