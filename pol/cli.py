@@ -1,0 +1,115 @@
+"""argparse subcommands: `pol verify PROOF_DIR [--queries Q] [--json]` and `pol demo --out DIR`.
+
+The project CLI calls add_commands(subparsers) and then args.func(args) -> exit code.
+`pol verify` rebuilds the model and dataset from the ids in the manifest; only the
+demo ids ("demo-mlp", "demo-data") are known here. Other models are verified from
+Python: pol.verify_proof(proof_dir, model_factory, (inputs, targets)).
+Standalone: python -m pol.cli verify DIR.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import proof as P
+
+# (model_id, dataset_id) -> (model factory, dataset builder), imported lazily
+KNOWN = {("demo-mlp", "demo-data"): ("pol.demo", "demo_model", "demo_dataset")}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be non-negative")
+    return v
+
+
+def cmd_verify(args) -> int:
+    import importlib
+
+    from .verifier import verify_proof
+
+    key = ("demo-mlp", "demo-data")  # if the manifest is unreadable, verify_proof reports why
+    try:
+        m = P.load_manifest(args.proof_dir)
+        key = (m.model_id, m.dataset_id)
+    except P.ProofError:
+        pass
+    if key not in KNOWN:
+        print(f"pol verify: unknown model/dataset ids {key[0]!r}/{key[1]!r}; the CLI only rebuilds "
+              f"{sorted(KNOWN)}. Verify other models in Python with pol.verify_proof().", file=sys.stderr)
+        return 2
+    mod, model_fn, data_fn = KNOWN[key]
+    mod = importlib.import_module(mod)
+    report = verify_proof(args.proof_dir, getattr(mod, model_fn), getattr(mod, data_fn)(),
+                          queries_per_epoch=args.queries)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(report.format())
+    return 0 if report.passed else 1
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    try:
+        out = run_demo(args.out, steps=args.steps, checkpoint_every=args.every, seed=args.seed)
+    except (FileExistsError, ValueError) as e:
+        print(f"pol demo: {e}", file=sys.stderr)
+        return 1
+    summary = P.proof_summary(out)
+    print(f"proof written to {out}")
+    for k in ("steps", "merkle_root", "model_hash", "dataset_hash"):
+        print(f"  {k}: {summary[k]}")
+    return 0
+
+
+def _add_pol_subcommands(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="pol_command", metavar="{verify,demo}")
+    v = sub.add_parser("verify", help="verify a proof-of-learning directory",
+                       description="Verify a proof of learning (the CLI knows the demo model/data; "
+                                   "other models: pol.verify_proof in Python).")
+    v.add_argument("proof_dir")
+    v.add_argument("--queries", type=_positive_int, default=None, metavar="Q",
+                   help="replay the Q largest updates per epoch (default: every segment)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=cmd_verify)
+    d = sub.add_parser("demo", help="train the demo MLP and record a proof")
+    d.add_argument("--out", required=True, help="proof directory to create")
+    d.add_argument("--steps", type=_positive_int, default=96)
+    d.add_argument("--every", type=_positive_int, default=8, help="checkpoint interval k")
+    d.add_argument("--seed", type=_nonneg_int, default=0)
+    d.set_defaults(func=cmd_demo)
+    parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
+
+
+def add_commands(subparsers) -> None:
+    """Add the `pol` command (with `verify` and `demo`) to an argparse subparsers object."""
+    p = subparsers.add_parser("pol", help="proof-of-learning: record, verify, demo")
+    _add_pol_subcommands(p)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="pol", description="proof-of-learning tools")
+    _add_pol_subcommands(parser)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
