@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from . import errors
 from .hashing import ZERO_HASH, canonical_json, is_hex_hash, merkle_root, sha256_hex
 from .records import Record, parse_record
+from . import certificates as _certificates  # noqa: F401  (registers the record type)
 
 SIGN_DOMAIN = b"polchain-header/1\x00"
 

@@ -97,7 +97,9 @@ class NodeService:
             return True
 
     def pending_records(self) -> list[Record]:
+        """Mempool records not yet on the best chain (at most one block's worth)."""
         with self.mempool_lock:
+            self.mempool = [r for r in self.mempool if not self.chain.store.has_record(r.id)]
             return list(self.mempool[: self.spec.limits.max_records])
 
     def _drop_included_records(self, records_json: list) -> None:

@@ -62,6 +62,17 @@ class BestChainRow(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class CertificateRow(Base):
+    """Model certificates carried by valid blocks (any branch; queries join best_chain)."""
+    __tablename__ = "certificates"
+    record_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    block_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    height: Mapped[int] = mapped_column(Integer)
+    model_hash: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    record_json: Mapped[str] = mapped_column(Text)
+
+
 class MetaRow(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -254,6 +265,37 @@ class Store:
             row.cumulative_work = cumulative_work
             if acc is not None:
                 row.acc_before, row.acc_after = acc
+            if status == VALID:
+                self._index_certificates(s, header, records)
+
+    @staticmethod
+    def _index_certificates(s: Session, header: BlockHeader, records: list) -> None:
+        from consensus.hashing import canonical_json, sha256_hex
+        for rec in records:
+            if rec.get("type") != "model-certificate":
+                continue
+            rid = sha256_hex(canonical_json(rec))
+            if s.get(CertificateRow, (rid, header.hash)) is None:
+                s.add(CertificateRow(record_id=rid, block_hash=header.hash, height=header.height,
+                                     model_hash=rec["model_hash"], owner=rec["owner"],
+                                     record_json=json.dumps(rec, sort_keys=True)))
+
+    def certificates_for(self, model_hash: str) -> list[dict]:
+        """Certificates for a model on the best chain, oldest first."""
+        with self.session() as s:
+            rows = s.execute(select(CertificateRow).join(
+                BestChainRow, (BestChainRow.hash == CertificateRow.block_hash)
+                & (BestChainRow.height == CertificateRow.height))
+                .where(CertificateRow.model_hash == model_hash).order_by(CertificateRow.height)).scalars().all()
+            return [{"record": json.loads(r.record_json), "block": r.block_hash, "height": r.height,
+                     "id": r.record_id} for r in rows]
+
+    def has_record(self, record_id: str) -> bool:
+        """Whether a record is already in a block of the best chain."""
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(CertificateRow).join(
+                BestChainRow, BestChainRow.hash == CertificateRow.block_hash)
+                .where(CertificateRow.record_id == record_id)) > 0
 
     def set_tip(self, new_tip: BlockHeader, path: list[str]) -> tuple[int, int]:
         """Make ``new_tip`` the tip. ``path`` = hashes from genesis to the tip.

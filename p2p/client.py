@@ -69,6 +69,12 @@ class PeerClient:
         except httpx.HTTPError as exc:
             raise PeerError(str(exc)) from None
 
+    def send_record(self, peer: str, record_body: dict) -> int:
+        try:
+            return self.http.post(f"{peer}/certificates", json=record_body).status_code
+        except httpx.HTTPError as exc:
+            raise PeerError(str(exc)) from None
+
     def announce(self, peer: str, header: BlockHeader, my_url: str) -> int:
         try:
             r = self.http.post(f"{peer}/blocks", content=header.encode(),

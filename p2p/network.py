@@ -107,6 +107,19 @@ class Network:
                     log.debug("announce to %s failed: %s", p.url, exc)
                     self.book.failed(p.url)
 
+    def relay_record(self, record) -> None:
+        """Pass a new mempool record (certificate) on to every peer, off the caller's thread."""
+        def send():
+            for p in self.book.usable():
+                try:
+                    self.client.send_record(p.url, record.body)
+                except PeerError:
+                    self.book.failed(p.url)
+        try:
+            self._fetchers.submit(send)
+        except RuntimeError:
+            pass
+
     def on_announcement(self, header: BlockHeader, origin: str) -> None:
         """A peer announced a header we lack: fetch its body in the background."""
         origin = origin.rstrip("/")
