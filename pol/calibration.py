@@ -13,7 +13,7 @@ between a replayed end state and a recorded one (l1, l2, linf, cosine):
                  state of a different segment)                        -> min
 
 Good thresholds sit well above the first two and well below the last two.
-Run `python -m pol.calibration` for the demo figures (docs/provenance.md).
+Run `python -m pol.demo calibrate` for the demo figures (docs/provenance.md).
 """
 from __future__ import annotations
 
@@ -122,19 +122,3 @@ def calibrate(proof_dir: str | os.PathLike, model_factory: Callable[[], torch.nn
     finally:
         torch.set_num_threads(threads)
     return res
-
-
-if __name__ == "__main__":  # python -m pol.calibration: the figures in docs/provenance.md
-    import tempfile
-
-    from .demo import demo_dataset, demo_model, run_demo
-    from .verifier import DEFAULT_THRESHOLDS
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for k in (4, 16):
-            proof = run_demo(os.path.join(tmp, f"k{k}"), steps=96, checkpoint_every=k)
-            r = calibrate(proof, demo_model, demo_dataset(), thread_counts=(1, 2))
-            print(f"\n### demo-mlp, 96 steps, k={k}, {len(r.segments)} segments, threads {r.thread_counts}")
-            print(r.format())
-            print("suggested:", r.suggest())
-            print("defaults separate:", r.check(DEFAULT_THRESHOLDS))

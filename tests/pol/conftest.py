@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from pol.demo import demo_dataset, demo_model, run_demo
 
@@ -6,12 +7,22 @@ from pol.demo import demo_dataset, demo_model, run_demo
 STEPS, EVERY = 64, 8
 
 
-@pytest.fixture(scope="session")
-def demo_proof(tmp_path_factory):
+@pytest.fixture(scope="package", autouse=True)
+def _one_torch_thread():
+    # The demo model is far too small to gain from threads, and OpenMP workers spinning
+    # against other jobs on a shared 2-core machine can make it 10-100x slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="package")
+def demo_proof(tmp_path_factory, _one_torch_thread):
     return run_demo(tmp_path_factory.mktemp("pol") / "proof", steps=STEPS, checkpoint_every=EVERY, seed=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def data():
     return demo_dataset()
 

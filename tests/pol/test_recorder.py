@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pol import ProofRecorder, dataset_hash
+from pol import ProofRecorder
 
 DH = "ab" * 32
 
