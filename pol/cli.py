@@ -79,8 +79,45 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_register(args) -> int:
+    """Sign a model certificate for a proof and submit it to a node."""
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from consensus.certificates import make_certificate
+    from node.keys import load_or_create_key
+
+    try:
+        summary = P.proof_summary(args.proof_dir)
+    except P.ProofError as e:
+        print(f"pol register: the proof does not check out: {e}", file=sys.stderr)
+        return 1
+    meta = {"steps": str(summary["steps"]), "dataset_hash": summary["dataset_hash"]}
+    for item in args.meta or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            print(f"pol register: --meta wants KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        meta[k] = v
+    key = load_or_create_key(Path(args.key))
+    cert = make_certificate(key, summary["model_hash"], summary["merkle_root"], meta, int(time.time() * 1000))
+    try:
+        r = httpx.post(f"{args.node.rstrip('/')}/certificates", json=cert.body, timeout=10)
+    except httpx.HTTPError as e:
+        print(f"pol register: cannot reach {args.node}: {e}", file=sys.stderr)
+        return 1
+    if r.status_code >= 300:
+        print(f"pol register: node refused the certificate: HTTP {r.status_code} {r.text}", file=sys.stderr)
+        return 1
+    print(json.dumps({"id": cert.id, "model_hash": summary["model_hash"], "proof_root": summary["merkle_root"],
+                      "owner": cert.body["owner"], "node_status": r.json().get("status")}))
+    return 0
+
+
 def _add_pol_subcommands(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="pol_command", metavar="{verify,demo}")
+    sub = parser.add_subparsers(dest="pol_command", metavar="{verify,demo,register}")
     v = sub.add_parser("verify", help="verify a proof-of-learning directory",
                        description="Verify a proof of learning (the CLI knows the demo model/data; "
                                    "other models: pol.verify_proof in Python).")
@@ -95,6 +132,15 @@ def _add_pol_subcommands(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--every", type=_positive_int, default=8, help="checkpoint interval k")
     d.add_argument("--seed", type=_nonneg_int, default=0)
     d.set_defaults(func=cmd_demo)
+    r = sub.add_parser("register", help="register a signed model certificate for a proof on the chain",
+                       description="Checks the proof's manifest, Merkle root and final checkpoint, signs a "
+                                   "model certificate (owner key, model hash, proof root, metadata) and "
+                                   "submits it to a node; miners carry it in a block.")
+    r.add_argument("proof_dir")
+    r.add_argument("--node", default="http://127.0.0.1:8000", help="node URL")
+    r.add_argument("--key", default="owner.key", help="Ed25519 key (PEM), created if missing")
+    r.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
+    r.set_defaults(func=cmd_register)
     parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
 
 
