@@ -93,6 +93,8 @@ class BlockHeader:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise errors.Malformed(f"header is not JSON: {exc}") from None
+        except RecursionError:  # e.g. "[[[[..." nested deeper than the interpreter's stack
+            raise errors.Malformed("header is not JSON: nested too deeply") from None
         return cls.from_dict(obj)
 
     # -- signatures ----------------------------------------------------------

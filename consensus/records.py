@@ -50,5 +50,7 @@ def parse_record(obj: Any) -> Record:
         canonical_json(obj)
     except (TypeError, ValueError) as exc:
         raise errors.BadRecord(f"record is not canonical JSON: {exc}") from None
+    except RecursionError:
+        raise errors.BadRecord("record is nested too deeply") from None
     check(obj)
     return Record(obj["type"], obj)

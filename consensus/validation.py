@@ -13,13 +13,14 @@ before every header rule has passed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 
 from . import errors
 from .block import BlockHeader, records_root
 from .difficulty import median_time_past, next_difficulty
+from .hashing import canonical_json, merkle_root
 from .records import Record
 from .requirements import (derive_requirements, first_failed, requirements_hold,
                            requirements_hold_with_margin)
@@ -143,6 +144,24 @@ def decode_weights(header: BlockHeader, data: bytes, spec: ChainSpec, template: 
     if not all_finite(state):
         raise errors.NonFiniteWeights("committed weights contain NaN or Inf")
     return state
+
+
+def check_records_commitment(header: BlockHeader, items: Any) -> None:
+    """Raw records (JSON from a peer) against the header's records_root, before any parsing.
+
+    Records the header does not commit to say nothing about the header: a relay may have
+    swapped them, and the genuine ones may still come. So a mismatch -- including items
+    that are not a list or have no canonical encoding -- is a bad body, and only records
+    that *do* match the root can make the block invalid (bad-record, when parsed).
+    """
+    if not isinstance(items, list):
+        raise errors.RecordsMismatch("records must be a JSON list")
+    try:
+        root = merkle_root(canonical_json(item) for item in items)
+    except (TypeError, ValueError, RecursionError):
+        raise errors.RecordsMismatch("a record has no canonical encoding") from None
+    if root != header.records_root:
+        raise errors.RecordsMismatch("records do not match the header's records_root")
 
 
 def validate_records(header: BlockHeader, records: Sequence[Record], spec: ChainSpec) -> None:

@@ -23,8 +23,8 @@ from consensus.data import Dataset
 from consensus.difficulty import work
 from consensus.spec import ChainSpec
 from consensus.training import Replayer, genesis_state
-from consensus.validation import (decode_weights, validate_header, validate_proof,
-                                  validate_records)
+from consensus.validation import (check_records_commitment, decode_weights, validate_header,
+                                  validate_proof, validate_records)
 from consensus.weights import State, decode_state, encode_state, weights_hash
 
 from .store import HEADER_ONLY, INVALID, VALID, Store, StoredBlock
@@ -182,6 +182,7 @@ class Chain:
                                      self._work_of(parent, header), peer=peer)
             return Outcome("header-ok", "", "", h)
         try:
+            check_records_commitment(header, records_json)  # junk records are a bad body, not a bad header
             records = parse_records(records_json)
             state = decode_weights(header, weights, self.spec, self.template)
             validate_records(header, records, self.spec)
@@ -208,6 +209,11 @@ class Chain:
         return p.cumulative_work + work(header.difficulty)
 
     def _reject(self, header, records_json, exc: errors.InvalidBlock, peer) -> Outcome:
+        if len(header.encode()) > self.spec.limits.max_header_bytes:
+            # never store an oversized header (it would cost the store its size); nothing
+            # can descend from it and it is rejected again as cheaply as it would be looked up
+            log.warning("rejected oversized header %s from %s", header.hash[:16], peer or "local")
+            return Outcome("invalid", exc.code, exc.detail, header.hash)
         self.store.put_block(header, records_json, INVALID, 0, reason=exc.code, detail=exc.detail, peer=peer)
         n = self.store.mark_invalid_descendants(header.hash, exc.code)
         log.warning("rejected block %s height %d from %s: %s (%s)%s", header.hash[:16], header.height,

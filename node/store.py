@@ -260,7 +260,9 @@ class Store:
                                header_json=json.dumps(header.to_dict(), sort_keys=True),
                                received_at=time.time(), peer=peer, seq=self._next_seq(s))
                 s.add(row)
-            row.records_json = json.dumps(records, sort_keys=True)
+            # records are kept for valid blocks only: for invalid and header-only rows they are
+            # unchecked peer input (bounded by the request size alone), and nothing reads them
+            row.records_json = json.dumps(records if status == VALID else [], sort_keys=True)
             row.status, row.reason, row.detail = status, reason, (detail or None)
             row.cumulative_work = cumulative_work
             if acc is not None:
