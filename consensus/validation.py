@@ -58,8 +58,8 @@ def validate_fields(header: BlockHeader, spec: ChainSpec) -> None:
         raise errors.BadDifficulty(f"k={header.difficulty} outside [{d.minimum}, {d.maximum}]")
     if not (0 <= header.acc_before <= m and 0 <= header.acc_after <= m):
         raise errors.BadAccuracyClaim(f"accuracy counts must lie in [0, {m}]")
-    if len(header.miner) != 64 or len(header.signature) != 128:
-        raise errors.BadSignature("miner key must be 32 bytes and signature 64 bytes, hex")
+    if len(header.miner) != 64 or len(header.signature) != 128 or not set(header.miner + header.signature) <= set("0123456789abcdef"):
+        raise errors.BadSignature("miner key must be 32 bytes and signature 64 bytes, lowercase hex")
 
 
 def validate_batch_indices(header: BlockHeader, spec: ChainSpec) -> None:

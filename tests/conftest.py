@@ -1,0 +1,154 @@
+"""Shared session fixtures: the tiny chain spec, its synthetic data, replayers,
+a fixed Ed25519 key, an in-memory chain view and a mined block on genesis.
+
+Everything is offline and deterministic: the dataset is generated from the
+spec's seed (once per session: it takes a few seconds), keys come from fixed
+bytes, the reference miner runs from a fixed seed and block timestamps are
+fixed offsets from the genesis time.
+
+Sub-directories may define fixtures with the same names (tests/miner does);
+theirs win inside their directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from consensus.block import BlockHeader, genesis_header
+from consensus.data import Dataset, make_synthetic
+from consensus.difficulty import next_difficulty
+from consensus.records import Record
+from consensus.spec import ChainSpec, preset
+from consensus.training import Replayer, genesis_state
+from consensus.weights import State
+
+MINER_SEED = 0            # ReferenceMiner seed for the session's block (75 attempts at k=8 on tiny)
+BLOCK_GAP_MS = 2000       # timestamps of test blocks: parent + 2 s
+
+
+class MemoryView:
+    """A consensus.validation.ChainView held in memory: known headers and invalid hashes."""
+
+    def __init__(self, headers: Iterable[BlockHeader] = (), invalid: Iterable[str] = ()):
+        self.headers: dict[str, BlockHeader] = {}
+        self.invalid: set[str] = set(invalid)
+        for h in headers:
+            self.add(h)
+
+    def add(self, header: BlockHeader) -> "MemoryView":
+        self.headers[header.hash] = header
+        return self
+
+    def header(self, block_hash: str) -> BlockHeader | None:
+        return None if block_hash in self.invalid else self.headers.get(block_hash)
+
+    def is_invalid(self, block_hash: str) -> bool:
+        return block_hash in self.invalid
+
+    def copy(self) -> "MemoryView":
+        return MemoryView(self.headers.values(), self.invalid)
+
+
+@dataclass(frozen=True)
+class MinedBlock:
+    header: BlockHeader
+    body: bytes               # safetensors of W (the state before the winning step)
+    w: State                  # W
+    w_after: State            # W' = update(W, P): where the next miner continues
+    attempts: int
+
+
+def low_difficulty(spec: ChainSpec, k: int) -> ChainSpec:
+    """The same rules with initial k (and minimum 1): another chain id, the same genesis weights."""
+    return dataclasses.replace(spec, name=f"{spec.name}-k{k}",
+                               difficulty=dataclasses.replace(spec.difficulty, initial=k, minimum=1))
+
+
+def mine_block(spec: ChainSpec, dataset: Dataset, parent: BlockHeader, w: State, view, key: Ed25519PrivateKey,
+               *, seed: int = MINER_SEED, k: int | None = None, now_ms: int | None = None,
+               records: tuple[Record, ...] = (), max_attempts: int = 20_000) -> MinedBlock:
+    """A valid block on ``parent`` continuing from the model ``w`` (the parent's W')."""
+    from miner.reference import ReferenceMiner
+    from miner.template import build_block
+
+    r = Replayer(spec, dataset)
+    k = next_difficulty(spec, parent, view) if k is None else k
+    found = ReferenceMiner(spec, r, seed=seed).mine(parent, k, w, max_attempts=max_attempts)
+    assert found is not None, f"no block in {max_attempts} attempts"
+    now_ms = parent.timestamp_ms + BLOCK_GAP_MS if now_ms is None else now_ms
+    header, body = build_block(spec, parent, k, found, key, view, records, now_ms=now_ms)
+    w_after = r.update(found.weights, found.batch)
+    return MinedBlock(header, body, found.weights, w_after, found.attempts)
+
+
+# -- fixtures ------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_spec() -> ChainSpec:
+    return preset("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_spec) -> Dataset:
+    d = tiny_spec.dataset
+    return make_synthetic(d.seed, d.train_size, d.test_size)
+
+
+@pytest.fixture(scope="session")
+def k1_spec(tiny_spec) -> ChainSpec:
+    """tiny with k = 1: blocks are found in a few steps (tests of the accuracy rule and fork choice)."""
+    return low_difficulty(tiny_spec, 1)
+
+
+@pytest.fixture(scope="session")
+def replayer(tiny_spec, tiny_dataset) -> Callable[..., Replayer]:
+    """``replayer(spec=tiny_spec, dataset=tiny_dataset)``: a fresh canonical Replayer."""
+    def make(spec: ChainSpec | None = None, dataset: Dataset | None = None) -> Replayer:
+        return Replayer(spec or tiny_spec, dataset if dataset is not None else tiny_dataset)
+    return make
+
+
+@pytest.fixture(scope="session")
+def miner_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+@pytest.fixture(scope="session")
+def other_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
+
+
+@pytest.fixture(scope="session")
+def tiny_genesis(tiny_spec) -> BlockHeader:
+    return genesis_header(tiny_spec)
+
+
+@pytest.fixture(scope="session")
+def tiny_genesis_state(tiny_spec) -> State:
+    return genesis_state(tiny_spec)
+
+
+@pytest.fixture
+def memory_view() -> Callable[..., MemoryView]:
+    return MemoryView
+
+
+@pytest.fixture(scope="session")
+def block_miner(tiny_dataset, miner_key) -> Callable[..., MinedBlock]:
+    """``block_miner(spec, parent, w, view, seed=..., k=..., now_ms=..., records=...)``."""
+    def mine(spec: ChainSpec, parent: BlockHeader, w: State, view, **kw) -> MinedBlock:
+        kw.setdefault("dataset", tiny_dataset)
+        dataset = kw.pop("dataset")
+        key = kw.pop("key", miner_key)
+        return mine_block(spec, dataset, parent, w, view, key, **kw)
+    return mine
+
+
+@pytest.fixture(scope="session")
+def tiny_block(tiny_spec, tiny_dataset, tiny_genesis, tiny_genesis_state, miner_key) -> MinedBlock:
+    """A valid height-1 block on the tiny genesis (k = 8), mined once per session."""
+    return mine_block(tiny_spec, tiny_dataset, tiny_genesis, tiny_genesis_state, MemoryView([tiny_genesis]),
+                      miner_key, seed=MINER_SEED)
