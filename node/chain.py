@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from sqlalchemy.exc import DatabaseError
+
 from consensus import errors
 from consensus.block import BlockHeader, genesis_header, parse_records, records_root
 from consensus.data import Dataset
@@ -73,7 +75,7 @@ class Chain:
                  archival: bool = False, clock: Callable[[], float] = time.time):
         self.spec = spec
         self.dataset = dataset
-        self.store = Store(datadir)
+        self.store = _open_store(Path(datadir))
         self.view = StoreView(self.store)
         self.replayer = Replayer(spec, dataset)
         self.template = genesis_state(spec)
@@ -87,12 +89,10 @@ class Chain:
         self.genesis = genesis_header(spec)
         self._init_genesis()
         self._recover_tip()
+        self._check_tip_weights()
 
     # -- start-up --------------------------------------------------------------
     def _init_genesis(self) -> None:
-        problem = self.store.integrity_problem()
-        if problem:
-            raise StartupError(f"SQLite store {self.store.datadir / 'chain.sqlite'} is corrupt: {problem}")
         removed = self.store.weights.clean_temp()
         if removed:
             log.info("removed %d partial weights files left by a crash", removed)
@@ -108,6 +108,28 @@ class Chain:
             self.store.set_tip(self.genesis, [self.genesis.hash])
         elif self.store.hash_at(0) != self.genesis.hash:
             raise StartupError("the datadir holds a different chain (genesis mismatch)")
+
+    def _check_tip_weights(self) -> None:
+        """The tip's weights are the node's working state (mining, serving peers): a stored file
+        that no longer hashes to the tip's weights_hash stops the start-up with a clear message."""
+        tip = self.store.tip()
+        if tip is None:
+            return
+        want = tip.header.weights_hash
+        data = self.store.weights.get(want)
+        if data is None:
+            log.warning("the weights of the tip (height %d) are not stored", tip.height)
+            return
+        try:
+            got = weights_hash(decode_state(data))
+            problem = None if got == want else f"hashes to {got[:16]}..., not {want[:16]}..."
+        except errors.BlockError as exc:
+            problem = f"is unreadable ({exc.detail or exc.code})"
+        if problem:
+            raise StartupError(
+                f"weights file {self.store.weights.path(want)} of the tip (height {tip.height}, block "
+                f"{tip.hash[:16]}) {problem}: the file is corrupt (disk or filesystem damage). Restore the "
+                "datadir from a backup, or move it aside and sync again from peers")
 
     def _recover_tip(self) -> None:
         """After a crash the best valid block may be ahead of the recorded tip."""
@@ -279,6 +301,19 @@ class Chain:
         for b in self.store.best_range(max(1, cutoff - 2 * self.keep_weights), 2 * self.keep_weights):
             if b.height < cutoff and b.header.weights_hash not in keep:
                 self.store.weights.delete(b.header.weights_hash)
+
+
+def _open_store(datadir: Path) -> Store:
+    """Open the SQLite store; a file SQLite cannot read at all is a clear start-up error."""
+    try:
+        store = Store(datadir)
+        problem = store.integrity_problem()
+    except DatabaseError as exc:
+        problem = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
+    if problem:
+        raise StartupError(f"SQLite store {datadir / 'chain.sqlite'} is corrupt: {problem}. Restore the datadir "
+                           "from a backup, or move it aside and sync again from peers")
+    return store
 
 
 def mined_records_root(records) -> str:
