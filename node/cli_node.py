@@ -33,6 +33,11 @@ def add_commands(sub) -> None:
     s.add_argument("--archival", action="store_true", default=d["archival"], help="keep all weights")
     s.add_argument("--threads", type=int, default=d["threads"], help="torch threads")
     s.add_argument("--poll-interval", type=float, default=d["poll_interval"])
+    s.add_argument("--no-discover", dest="discover", action="store_false", default=d["discover"],
+                   help="do not learn peers from other peers' lists (only --peer and peers that call us)")
+    s.add_argument("--assume-valid", metavar="HASH", default=d["assume_valid"],
+                   help="accept blocks up to this block hash on header checks alone, without their bodies "
+                        "(see docs/p2p.md)")
     s.set_defaults(func=cmd_node)
 
 
@@ -48,7 +53,8 @@ def cmd_node(args) -> int:
                         public_url=args.public_url, mine=args.mine, device=args.device, miner=args.miner,
                         preset=args.preset, spec_file=args.spec, key_file=args.key, data_dir=args.data_dir,
                         keep_weights=args.keep_weights, archival=args.archival, threads=args.threads,
-                        poll_interval=args.poll_interval)
+                        poll_interval=args.poll_interval, discover=args.discover,
+                        assume_valid=args.assume_valid)
     if settings.preset is None and settings.spec_file is None and not (settings.datadir / "spec.json").exists():
         settings.preset = "tiny"
     try:

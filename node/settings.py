@@ -35,6 +35,8 @@ class Settings:
     max_body_bytes: int = 64 << 20
     poll_interval: float = 2.0
     max_peers: int = 32
+    discover: bool = True               # learn peers from peers' lists (p2p)
+    assume_valid: str | None = None     # trust headers up to this block hash (p2p, docs/p2p.md)
 
     @property
     def url(self) -> str:
@@ -55,4 +57,5 @@ def env_defaults() -> dict:
         archival=_env_bool("ARCHIVAL"), threads=int(_env("THREADS")) if _env("THREADS") else None,
         max_body_bytes=int(_env("MAX_BODY_BYTES", str(64 << 20))),
         poll_interval=float(_env("POLL_INTERVAL", "2.0")),
+        discover=_env_bool("DISCOVER", True), assume_valid=_env("ASSUME_VALID"),
     )

@@ -1,84 +1,139 @@
-"""HTTP calls to a peer: every call has a timeout and a response-size cap."""
+"""HTTP calls to a peer. Every call has a timeout, a total deadline and a size cap.
+
+httpx timeouts bound each network operation (connect, one read); a peer that
+trickles bytes could still hold a request open for ever, so responses are
+streamed and the call fails once it passes its total deadline or its byte cap.
+"""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 
 from consensus.block import BlockHeader
 
-JSON_CAP = 4 << 20
+JSON_CAP = 4 << 20          # block lists and block JSON
+SMALL_CAP = 64 << 10        # /status, POST replies
+PEERS_CAP = 256 << 10
+MIN_BODY_RATE = 1 << 20     # bytes/s a body download must keep up on average
 
 
 class PeerError(Exception):
-    pass
+    """The peer did not answer usefully (network error, timeout, cap, HTTP error)."""
+
+    def __init__(self, msg: str, status: int | None = None, code: str | None = None):
+        super().__init__(msg)
+        self.status, self.code = status, code
+
+
+class NotFound(PeerError):
+    """HTTP 404: the peer lacks the block (``code == "pruned"``: it no longer keeps the weights)."""
+
+    @property
+    def pruned(self) -> bool:
+        return self.code == "pruned"
 
 
 class PeerClient:
-    def __init__(self, timeout: float = 10.0, body_timeout: float = 120.0):
-        self.http = httpx.Client(timeout=httpx.Timeout(timeout, connect=3.0), follow_redirects=False)
-        self.body_timeout = body_timeout
+    def __init__(self, timeout: float = 5.0, connect: float = 3.0, deadline: float = 15.0,
+                 body_deadline: float = 20.0, min_body_rate: int = MIN_BODY_RATE):
+        self.http = httpx.Client(timeout=httpx.Timeout(timeout, connect=connect), follow_redirects=False,
+                                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+        self.deadline = deadline
+        self.body_deadline = body_deadline
+        self.min_body_rate = min_body_rate
 
     def close(self) -> None:
         self.http.close()
 
-    def _get_bytes(self, url: str, cap: int, timeout: float | None = None) -> bytes:
+    # -- transport -------------------------------------------------------------------------
+    def request(self, method: str, url: str, cap: int, deadline: float | None = None, *,
+                ok: tuple[int, ...] = (200,), **kw) -> tuple[int, bytes]:
+        """(status, body) of a call; raises PeerError past ``deadline`` seconds or ``cap`` bytes."""
+        deadline = self.deadline if deadline is None else deadline
+        t_end = time.monotonic() + deadline
         try:
-            with self.http.stream("GET", url, timeout=timeout or self.http.timeout) as r:
-                if r.status_code != 200:
-                    raise PeerError(f"GET {url}: HTTP {r.status_code}")
+            with self.http.stream(method, url, **kw) as r:
                 declared = r.headers.get("content-length")
-                if declared and int(declared) > cap:
-                    raise PeerError(f"GET {url}: {declared} bytes over the cap {cap}")
+                if declared is not None:
+                    try:
+                        over = int(declared) > cap
+                    except ValueError:
+                        over = True
+                    if over:
+                        raise PeerError(f"{method} {url}: {declared} bytes over the cap {cap}", r.status_code)
                 chunks, n = [], 0
                 for chunk in r.iter_bytes():
                     n += len(chunk)
                     if n > cap:
-                        raise PeerError(f"GET {url}: body over the cap {cap}")
+                        raise PeerError(f"{method} {url}: body over the cap {cap}", r.status_code)
+                    if time.monotonic() > t_end:
+                        raise PeerError(f"{method} {url}: slower than the {deadline:.0f}s deadline", r.status_code)
                     chunks.append(chunk)
-                return b"".join(chunks)
+                data = b"".join(chunks)
+                if r.status_code not in ok:
+                    code = _error_code(data)
+                    cls = NotFound if r.status_code == 404 else PeerError
+                    raise cls(f"{method} {url}: HTTP {r.status_code} {code or ''}".rstrip(), r.status_code, code)
+                return r.status_code, data
         except httpx.HTTPError as exc:
-            raise PeerError(f"GET {url}: {type(exc).__name__} {exc}") from None
+            raise PeerError(f"{method} {url}: {type(exc).__name__} {exc}") from None
 
-    def get_json(self, url: str, cap: int = JSON_CAP):
-        data = self._get_bytes(url, cap)
+    def get_json(self, url: str, cap: int = JSON_CAP, deadline: float | None = None):
+        _, data = self.request("GET", url, cap, deadline)
         try:
             return json.loads(data)
         except ValueError:
             raise PeerError(f"GET {url}: not JSON") from None
 
+    # -- the calls ----------------------------------------------------------------------------
     def status(self, peer: str) -> dict:
-        return self.get_json(f"{peer}/status", 64 << 10)
+        out = self.get_json(f"{peer}/status", SMALL_CAP, deadline=5.0)
+        if not isinstance(out, dict):
+            raise PeerError(f"{peer}/status: not an object")
+        return out
 
     def block(self, peer: str, block_hash: str) -> dict:
-        return self.get_json(f"{peer}/blocks/{block_hash}")
+        out = self.get_json(f"{peer}/blocks/{block_hash}", JSON_CAP)
+        if not isinstance(out, dict):
+            raise PeerError(f"{peer}/blocks/{block_hash[:16]}: not an object")
+        return out
 
     def headers(self, peer: str, start: int, limit: int) -> list[dict]:
-        return self.get_json(f"{peer}/blocks?start={start}&limit={limit}").get("blocks", [])
+        """The peer's best chain from ``start``: a list of block JSON objects (header + records)."""
+        out = self.get_json(f"{peer}/blocks?start={int(start)}&limit={int(limit)}", JSON_CAP)
+        blocks = out.get("blocks") if isinstance(out, dict) else None
+        if not isinstance(blocks, list):
+            raise PeerError(f"{peer}/blocks: no block list")
+        return blocks
 
     def weights(self, peer: str, block_hash: str, cap: int) -> bytes:
-        return self._get_bytes(f"{peer}/blocks/{block_hash}/weights", cap, self.body_timeout)
+        deadline = self.body_deadline + cap / self.min_body_rate
+        return self.request("GET", f"{peer}/blocks/{block_hash}/weights", cap, deadline)[1]
 
     def peers(self, peer: str) -> list[dict]:
-        out = self.get_json(f"{peer}/peers", 256 << 10)
+        out = self.get_json(f"{peer}/peers", PEERS_CAP)
         return out if isinstance(out, list) else []
 
     def introduce(self, peer: str, my_url: str) -> None:
-        try:
-            self.http.post(f"{peer}/peers", json={"url": my_url})
-        except httpx.HTTPError as exc:
-            raise PeerError(str(exc)) from None
+        self.request("POST", f"{peer}/peers", SMALL_CAP, 5.0, ok=(200, 202), json={"url": my_url})
 
     def send_record(self, peer: str, record_body: dict) -> int:
-        try:
-            return self.http.post(f"{peer}/certificates", json=record_body).status_code
-        except httpx.HTTPError as exc:
-            raise PeerError(str(exc)) from None
+        return self.request("POST", f"{peer}/certificates", SMALL_CAP, 5.0, ok=tuple(range(200, 500)),
+                            json=record_body)[0]
 
     def announce(self, peer: str, header: BlockHeader, my_url: str) -> int:
-        try:
-            r = self.http.post(f"{peer}/blocks", content=header.encode(),
-                               headers={"content-type": "application/json", "x-polchain-origin": my_url})
-            return r.status_code
-        except httpx.HTTPError as exc:
-            raise PeerError(str(exc)) from None
+        """POST the header alone; 202 = the peer will fetch it, 409 = it already has it."""
+        return self.request("POST", f"{peer}/blocks", SMALL_CAP, 5.0, ok=(200, 202, 409),
+                            content=header.encode(),
+                            headers={"content-type": "application/json", "x-polchain-origin": my_url})[0]
+
+
+def _error_code(data: bytes) -> str | None:
+    try:
+        obj = json.loads(data[:4096])
+    except ValueError:
+        return None
+    code = obj.get("error") if isinstance(obj, dict) else None
+    return code if isinstance(code, str) else None

@@ -125,7 +125,10 @@ async def post_block(request: Request, service: Service):
         if origin:
             service.network.on_announcement(header, origin)
             return JSONResponse({"status": "fetching", "hash": header.hash, "detail": ""}, status_code=202)
-    peer = origin or (request.client.host if request.client else None)
+    # X-Polchain-Origin is only a claim: a block posted here is attributed to the connection's
+    # address, so nobody can get an honest peer banned by naming it (announcements are attributed
+    # to the origin only after the origin itself served the block)
+    peer = request.client.host if request.client else None
     loop = asyncio.get_running_loop()
     out = await loop.run_in_executor(service.validator, service.submit_remote, header, records, weights, peer)
     code = SUBMIT_STATUS.get(out.status, 400)

@@ -1,0 +1,159 @@
+"""`polchain bench sync`: how fast a new node catches up, full validation vs headers only.
+
+A chain of ``--blocks`` blocks is mined in this process (timestamps spaced by
+the target interval from genesis, so k stays at k0), or reused from
+``--source DIR``. A source node serves it (archival, not mining, peer
+discovery off). Then, for each mode, a fresh node with ``--peer source`` starts
+and the time from its ``/health`` answering until its tip equals the source's
+is measured (start-up itself is not counted):
+
+* ``full``: headers first, then every body downloaded and every proof replayed
+  (one SGD step and two evaluations per block);
+* ``headers-only``: the same node with ``--assume-valid <source tip>``: every
+  header rule is checked, bodies and proofs are skipped (only the tip's body is
+  fetched).
+
+Each mode runs ``--runs`` times on a fresh datadir; medians are reported, with
+the node's own figure from its ``sync: done ... (R blocks/s)`` log line.
+``--preset cifar10-resnet18`` uses the same stand-in spec as ``bench propagate``
+(ResNet18 on synthetic data, k lowered for CPU mining) and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from . import common
+from .propagate import Node, bench_spec, mine_chain, stop_all, wait_until, write_spec
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sync", help="catch-up speed of a new node (blocks/s): full validation vs headers only",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from consensus.spec import PRESETS
+    p.add_argument("--preset", choices=PRESETS, default="tiny")
+    p.add_argument("--k", type=int, default=4, help="initial difficulty of the cifar10-resnet18 stand-in spec")
+    p.add_argument("--blocks", type=int, default=None, help="chain length (default 100 tiny, 10 resnet18)")
+    p.add_argument("--runs", type=int, default=1, help="fresh nodes per mode (the median is reported)")
+    p.add_argument("--modes", default="full,headers-only", help="comma-separated: full, headers-only")
+    p.add_argument("--source", type=Path, default=None,
+                   help="a datadir holding the chain to serve (mined there first when it is too short)")
+    p.add_argument("--work-dir", type=Path, default=None, help="keep datadirs and logs here (default: a temp dir)")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    return common.emit(run(args), args, table, name=f"sync-{args.preset}")
+
+
+def source_height(datadir: Path, spec) -> int:
+    """Height of the chain stored in ``datadir`` (0 when none)."""
+    if not (Path(datadir) / "chain.sqlite").exists():
+        return 0
+    from node.store import Store
+    store = Store(datadir)
+    try:
+        tip = store.tip()
+        return tip.height if tip else 0
+    finally:
+        store.close()
+
+
+DONE = re.compile(r"sync: done at height (\d+) target \d+, (\d+) blocks in ([\d.]+)s \(([\d.]+) blocks/s\)")
+
+
+def run(args) -> dict:
+    resnet = args.preset != "tiny"
+    n_blocks = args.blocks or (10 if resnet else 100)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in ("full", "headers-only"):
+            raise SystemExit(f"unknown mode {m!r}")
+    spec, note = bench_spec(args.preset, args.k)
+    root = Path(args.work_dir or tempfile.mkdtemp(prefix="polchain-sync-"))
+    root.mkdir(parents=True, exist_ok=True)
+    spec_args = ["--spec", str(write_spec(spec, root / "spec.json"))]
+    src_dir = Path(args.source) if args.source else root / "source"
+    result = common.result_header("sync", preset=args.preset, spec=spec.name, arch=spec.model.arch, data=note,
+                                  blocks=n_blocks, runs=args.runs, machine=common.machine_info("cpu"),
+                                  work_dir=str(root))
+    nodes: list[Node] = []
+    try:
+        have = source_height(src_dir, spec)
+        if have < n_blocks:
+            if have:
+                raise SystemExit(f"{src_dir} holds {have} blocks, fewer than --blocks {n_blocks}")
+            common.progress(f"mining a {n_blocks}-block chain into {src_dir}")
+            t0 = time.perf_counter()
+            mine_chain(spec, src_dir, n_blocks)
+            result["mining_s"] = round(time.perf_counter() - t0, 1)
+        source = Node("source", src_dir, spec_args, "--archival", "--no-discover", "--poll-interval", "1").start()
+        nodes.append(source)
+        source.wait_ready()
+        st = source.status()
+        tip, height = st["tip"], st["height"]
+        body = source.get(f"/blocks/{tip}/weights")
+        result.update(source_height=height, body_bytes=len(body.content))
+        common.progress(f"source node up at height {height} ({source.url})")
+
+        for mode in modes:
+            rates, walls, logged = [], [], []
+            for r in range(args.runs):
+                extra = ["--assume-valid", tip] if mode == "headers-only" else []
+                node = Node(f"{mode}-{r + 1}", root / f"{mode}-{r + 1}", spec_args, "--no-discover",
+                            "--poll-interval", "1", "--peer", source.url, *extra).start()
+                nodes.append(node)
+                node.wait_ready()
+                t0 = time.monotonic()
+                wait_until(lambda: node.status()["tip"] == tip, args.timeout, f"{node.name} synced", interval=0.05)
+                wall = time.monotonic() - t0
+                node.stop()
+                m = DONE.findall(node.log_path.read_text(errors="replace"))
+                log_rate = float(m[-1][3]) if m else None
+                walls.append(wall)
+                rates.append(height / wall)
+                logged.append(log_rate)
+                common.progress(f"{mode} run {r + 1}: {height} blocks in {wall:.2f} s = {height / wall:.1f} blocks/s"
+                                + (f" (node's log: {log_rate} blocks/s)" if log_rate else ""))
+            result[mode] = {"blocks_per_s": common.summary(rates, 2), "seconds": common.summary(walls, 2),
+                            "node_log_blocks_per_s": logged}
+        if "full" in result and "headers-only" in result:
+            result["speedup_headers_only"] = common.ratio(result["headers-only"]["blocks_per_s"]["median"],
+                                                          result["full"]["blocks_per_s"]["median"], 1)
+        result["load_average_after"] = common.load_average()
+        return result
+    finally:
+        stop_all(nodes)
+        if not args.work_dir:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def table(res: dict) -> str:
+    rows = []
+    for mode in ("full", "headers-only"):
+        if mode in res:
+            r = res[mode]
+            rows.append((mode, r["blocks_per_s"]["median"], r["seconds"]["median"],
+                         " ".join(f"{v:g}" for v in r["blocks_per_s"]["runs"]),
+                         " ".join("-" if v is None else f"{v:g}" for v in r["node_log_blocks_per_s"])))
+    lines = [
+        f"polchain bench sync: a new node catching up {res['source_height']} blocks from one peer on loopback "
+        f"({res['body_bytes'] / 1e6:.2f} MB bodies)",
+        f"spec: {res['spec']} ({res['arch']}); {res['data']}",
+        f"machine: {common.machine_line(res['machine'])}",
+        "time from the new node's /health to its tip = the source's tip; node start-up not counted",
+        "",
+        common.format_table(["mode", "blocks/s", "seconds", "runs (blocks/s)", "node's log (blocks/s)"], rows),
+    ]
+    if res.get("speedup_headers_only"):
+        lines += ["", f"headers-only / full: {res['speedup_headers_only']}x"]
+    if res.get("load_average_after"):
+        lines.append(f"load average after: {res['load_average_after'][0]}")
+    return "\n".join(lines)

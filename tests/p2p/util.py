@@ -1,0 +1,110 @@
+"""Helpers for the P2P tests: node keys, chain comparisons, a fake peer serving a bad block."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from tests.nodeproc import NodeProc, free_port
+
+
+def miner_key(node: NodeProc) -> str:
+    """The node's Ed25519 public key (hex), as it appears in header.miner of the blocks it mines."""
+    from consensus.block import public_key_hex
+    from node.keys import load_or_create_key
+    path = Path(node.datadir) / "node.key"
+    assert path.exists(), f"{node.name} has no key yet"
+    return public_key_hex(load_or_create_key(path))
+
+
+def tips(*nodes: NodeProc) -> set[str]:
+    return {n.status()["tip"] for n in nodes}
+
+
+def same_tip(*nodes: NodeProc) -> str | None:
+    t = tips(*nodes)
+    return t.pop() if len(t) == 1 else None
+
+
+class FakePeer:
+    """A tiny HTTP server standing in for a peer: serves fixed routes, records every request."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[int, str, bytes]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self):
+                path = self.path.split("?")[0]
+                fake.requests.append((self.command, path))
+                n = int(self.headers.get("content-length") or 0)
+                if n:
+                    self.rfile.read(n)
+                status, ctype, body = fake.routes.get(path, (404, "application/json",
+                                                             b'{"error":"not-found","detail":""}'))
+                self.send_response(status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FakePeer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def serve_json(self, path: str, obj, status: int = 200) -> None:
+        self.routes[path] = (status, "application/json", json.dumps(obj).encode())
+
+    def serve_bytes(self, path: str, data: bytes) -> None:
+        self.routes[path] = (200, "application/octet-stream", data)
+
+    def serve_block(self, header, weights: bytes, records: list | None = None) -> None:
+        h = header.hash
+        self.serve_json(f"/blocks/{h}", {"hash": h, "height": header.height, "status": "valid",
+                                         "header": header.to_dict(), "records": records or []})
+        self.serve_bytes(f"/blocks/{h}/weights", weights)
+
+    def fetched(self, block_hash: str) -> int:
+        return sum(1 for _, p in self.requests if p.startswith(f"/blocks/{block_hash}"))
+
+
+def tampered_block(node: NodeProc, height: int):
+    """A sibling of the node's block at ``height``: its weights nudged and its batch changed, re-signed
+    with a fresh key. Every header rule passes (same parent, difficulty, timestamp); the proof does not."""
+    from dataclasses import replace
+
+    import torch
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from consensus.block import BlockHeader
+    from consensus.weights import decode_state, encode_state, weights_hash
+
+    info = node.block(str(height))
+    header = BlockHeader.from_dict(info["header"])
+    r = node.get(f"/blocks/{header.hash}/weights")
+    r.raise_for_status()
+    state = decode_state(r.content)
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 16)
+    g = torch.Generator().manual_seed(1234)
+    state[name] = state[name] + 0.05 * torch.randn(state[name].shape, generator=g)
+    body = encode_state(state)
+    batch = tuple((i + 17) % 10000 for i in header.batch)
+    bad = replace(header, batch=batch, weights_hash=weights_hash(state), signature="").signed(
+        Ed25519PrivateKey.generate())
+    return bad, body
