@@ -7,7 +7,15 @@ group losses yields every group's gradient signal at once. Only the k
 required coordinates are computed per group, from the saved layer inputs and
 the gradients at the layer outputs; no weight gradient is materialised (the
 autograd engine skips weight-gradient kernels when only activation gradients
-are asked for).
+are asked for, and the backward pass stops at the earliest layer holding a
+requirement).
+
+The search model is a second instance of the architecture with its own copy
+of the parameters, refreshed from the canonical model before every pass; on
+CPU it runs in channels_last layout (faster oneDNN convolutions). The
+canonical model, its layout and the global backend settings are never touched
+by the search: the node validates blocks in other threads with the same
+process-wide settings.
 
 A candidate whose predicted change ``-lr * g`` meets R is *confirmed* with the
 canonical fp32 ``update`` before it is published. When no candidate is
@@ -39,8 +47,12 @@ from .reference import Found, ReferenceMiner
 class GhostBatchNorm(nn.Module):
     """BatchNorm2d in train mode, statistics per group of ``group`` samples.
 
-    Shares weight and bias with the canonical module; never touches running
-    statistics (the search must not change W).
+    Uses the search model's own copies of weight and bias; never touches running
+    statistics (the search must not change W). The statistics are biased
+    (population) mean and variance over (samples of the group, H, W), as the
+    canonical BatchNorm in train mode uses for normalisation; they are computed
+    with contiguous two-pass reductions (``Tensor.var`` over a 5-d view was the
+    slowest op of the pass on CPU).
     """
 
     def __init__(self, bn: nn.BatchNorm2d, group: int):
@@ -50,10 +62,12 @@ class GhostBatchNorm(nn.Module):
 
     def forward(self, x):
         n, c, h, w = x.shape
-        xg = x.view(n // self.group, self.group, c, h, w)
-        mean = xg.mean(dim=(1, 3, 4), keepdim=True)
-        var = xg.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
-        xhat = ((xg - mean) * torch.rsqrt(var + self.eps)).view(n, c, h, w)
+        s = self.group
+        g, m = n // s, s * h * w
+        mean = x.sum(dim=(2, 3)).view(g, s, c).sum(dim=1).div(m)            # [g, c]
+        d = x.view(g, s, c, h, w) - mean.view(g, 1, c, 1, 1)
+        var = (d * d).sum(dim=(3, 4)).sum(dim=1).div(m)                     # [g, c], biased
+        xhat = (d * torch.rsqrt(var + self.eps).view(g, 1, c, 1, 1)).reshape(n, c, h, w)
         self.saved_xhat = xhat.detach()
         return xhat * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
 
@@ -67,21 +81,26 @@ class Target:
     coord: tuple[int, ...]
 
 
-def build_search_model(canonical: nn.Module, spec: ChainSpec) -> nn.Module:
-    """A second instance of the architecture sharing the canonical parameters."""
+def build_search_model(canonical: nn.Module, spec: ChainSpec, *, channels_last: bool = False) -> nn.Module:
+    """A second instance of the architecture with its own copies of the parameters.
+
+    The copies are refreshed from the canonical model before every pass
+    (``FastSearch.sync``); keeping them separate lets the search use another
+    memory format (channels_last) without touching the canonical model, whose
+    layout is part of what makes the canonical step reproducible.
+    """
     search = genesis_model(spec.model.arch, spec.model.init_seed, spec.model.num_classes)
-    canon = dict(canonical.named_modules())
     for name, mod in list(search.named_modules()):
-        src = canon[name]
-        if isinstance(mod, (nn.Conv2d, nn.Linear)):
-            mod.weight = src.weight
-            if mod.bias is not None:
-                mod.bias = src.bias
-        elif isinstance(mod, nn.BatchNorm2d):
+        if isinstance(mod, nn.BatchNorm2d):
             parent_name, _, attr = name.rpartition(".")
             parent = search.get_submodule(parent_name) if parent_name else search
-            setattr(parent, attr, GhostBatchNorm(src, spec.training.batch_size))
-    return search.to(next(canonical.parameters()).device)
+            setattr(parent, attr, GhostBatchNorm(mod, spec.training.batch_size))
+    search = search.to(next(canonical.parameters()).device)
+    if channels_last:
+        search = search.to(memory_format=torch.channels_last)
+    for p in search.parameters():
+        p.requires_grad_(False)   # only activation gradients are ever asked for
+    return search
 
 
 def locate_targets(model: nn.Module, reqs: tuple[Requirement, ...], index) -> list[Target]:
@@ -105,21 +124,47 @@ def locate_targets(model: nn.Module, reqs: tuple[Requirement, ...], index) -> li
 
 
 class FastSearch:
-    """Evaluates G candidate batches at the current W; returns per-group gradients at R."""
+    """Evaluates G candidate batches at the current W; returns per-group gradients at R.
 
-    def __init__(self, replayer: Replayer, groups: int):
+    ``channels_last`` (default: on for CPU, where oneDNN convolutions run
+    faster in that layout) applies to the search model's own parameter copies
+    and inputs only; the canonical model is never touched.
+    """
+
+    def __init__(self, replayer: Replayer, groups: int, channels_last: bool | None = None):
         self.r = replayer
         self.spec = replayer.spec
         self.groups = groups
-        self.model = build_search_model(replayer.model, self.spec)
+        self.channels_last = replayer.device.type == "cpu" if channels_last is None else channels_last
+        self.model = build_search_model(replayer.model, self.spec, channels_last=self.channels_last)
         self.modules = dict(self.model.named_modules())
+        mine = dict(self.model.named_parameters())
+        self._pairs = [(p, mine[name]) for name, p in replayer.model.named_parameters()]
 
-    def group_gradients(self, batches: list[tuple[int, ...]], targets: list[Target]) -> torch.Tensor:
-        """[G, k] gradients dL_g/dw at each required coordinate (fp32, approximate)."""
-        s = self.spec.training.batch_size
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Copy the canonical parameters (W, as loaded in the replayer) into the search model."""
+        for src, dst in self._pairs:
+            dst.copy_(src)
+
+    def inputs(self, batches: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.tensor([i for b in batches for i in b], dtype=torch.int64)
         x = normalize(self.r.dataset.train_x[idx], self.spec.mean, self.spec.std).to(self.r.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         y = self.r.dataset.train_y[idx].to(torch.int64).to(self.r.device)
+        return x, y
+
+    def group_gradients(self, batches: list[tuple[int, ...]], targets: list[Target]) -> torch.Tensor:
+        """[G, k] gradients dL_g/dw at each required coordinate (fp32, approximate).
+
+        L_g is group g's mean cross-entropy, as in the canonical step on that
+        batch alone; the model's current parameters (the replayer's W) are used.
+        """
+        s = self.spec.training.batch_size
+        self.sync()
+        x, y = self.inputs(batches)
+        x.requires_grad_(True)   # the parameter copies do not require grad; the graph starts here
         saved: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         names = {t.module for t in targets}
         hooks = [self.modules[n].register_forward_hook(
@@ -134,11 +179,10 @@ class FastSearch:
         order = sorted(names)
         gouts = dict(zip(order, torch.autograd.grad(loss, [saved[n][1] for n in order])))
         g = len(batches)
-        cols = []
-        for t in targets:
-            inp, gout = saved[t.module][0], gouts[t.module]
-            cols.append(_per_sample_grad(t, self.modules[t.module], inp, gout).view(g, s).sum(1))
-        return torch.stack(cols, dim=1).float().cpu()
+        with torch.no_grad():
+            cols = [_per_sample_grad(t, self.modules[t.module], saved[t.module][0], gouts[t.module]).view(g, s).sum(1)
+                    for t in targets]
+            return torch.stack(cols, dim=1).float().cpu()
 
 
 def _per_sample_grad(t: Target, mod: nn.Module, inp: torch.Tensor, gout: torch.Tensor) -> torch.Tensor:
@@ -163,9 +207,10 @@ def _per_sample_grad(t: Target, mod: nn.Module, inp: torch.Tensor, gout: torch.T
 class FastMiner(ReferenceMiner):
     """Same contract as ReferenceMiner.mine; G candidates per pass."""
 
-    def __init__(self, spec: ChainSpec, replayer: Replayer, groups: int = 16, seed: int | None = None):
+    def __init__(self, spec: ChainSpec, replayer: Replayer, groups: int = 16, seed: int | None = None,
+                 channels_last: bool | None = None):
         super().__init__(spec, replayer, seed)
-        self.search = FastSearch(replayer, groups)
+        self.search = FastSearch(replayer, groups, channels_last)
         self.groups = groups
 
     def predicted_hits(self, grads: torch.Tensor, values: torch.Tensor, reqs) -> list[int]:
@@ -178,15 +223,31 @@ class FastMiner(ReferenceMiner):
         ok = (signed >= need).all(dim=1)
         return [int(i) for i in ok.nonzero().flatten()]
 
-    def confirm(self, batch: tuple[int, ...], reqs, parent: BlockHeader) -> Found | None:
-        """Canonical fp32 step from the loaded W; restores W unless it returns a block."""
+    def search_pass(self, batches: list[tuple[int, ...]], reqs, targets: list[Target]) -> list[int]:
+        """Indices of the candidate batches predicted to meet R at the loaded W."""
+        grads = self.search.group_gradients(batches, targets)
+        return self.predicted_hits(grads, self.replayer.index.gather(reqs), reqs)
+
+    def _trial(self, batch: tuple[int, ...], reqs) -> tuple[bool, State]:
+        """Canonical fp32 step from the loaded W: (R holds with margin, W). The model holds W' after."""
         r = self.replayer
         w_before = r.state()
         before = r.index.gather(reqs)
         r.step(batch)
-        after = r.index.gather(reqs)
+        return miner_requirements_ok(before, r.index.gather(reqs), reqs, self.spec), w_before
+
+    def requirements_confirmed(self, batch: tuple[int, ...], reqs) -> bool:
+        """The canonical confirmation of R alone; W stays loaded."""
+        ok, w_before = self._trial(batch, reqs)
+        self.replayer.load(w_before)
+        return ok
+
+    def confirm(self, batch: tuple[int, ...], reqs, parent: BlockHeader) -> Found | None:
+        """Canonical fp32 step from the loaded W; restores W unless it returns a block."""
+        r = self.replayer
+        ok, w_before = self._trial(batch, reqs)
         found = None
-        if miner_requirements_ok(before, after, reqs, self.spec):
+        if ok:
             self.progress.r_hits += 1
             acc_after = r.accuracy()
             acc_before = r.accuracy(w_before)
@@ -204,13 +265,15 @@ class FastMiner(ReferenceMiner):
         t0, attempts = time.perf_counter(), 0
         while not should_stop() and (max_attempts is None or attempts < max_attempts):
             batches = [self.random_batch() for _ in range(self.groups)]
-            grads = self.search.group_gradients(batches, targets)
+            hits = self.search_pass(batches, reqs, targets)
             attempts += len(batches)
             self.progress.attempts += len(batches)
-            for i in self.predicted_hits(grads, r.index.gather(reqs), reqs):
+            for i in hits:
+                if should_stop():
+                    return None
                 found = self.confirm(batches[i], reqs, parent)
                 if found is not None:
                     found.attempts, found.seconds = attempts, time.perf_counter() - t0
                     return found
-            r.step(batches[0])  # no block: keep training with one canonical step
+            r.step(batches[0])  # no block: keep training with one canonical step (docs/mining.md)
         return None

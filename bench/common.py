@@ -1,0 +1,234 @@
+"""Shared helpers for the benchmarks under bench/.
+
+A benchmark module (bench/mine.py, bench/verify.py, ...) exposes
+``register(subparsers)``, adds its parser with ``add_common_arguments`` and
+reports through ``emit``: a text table by default, ONE JSON object with
+``--json``, and a JSON file under ``--out DIR``. Only the standard library is
+imported at module level (the ``polchain`` parser imports this module for every
+command); torch is imported inside the functions that need it.
+
+Timing figures on a shared machine are noisy: every result carries the load
+average before and after, and benchmarks repeat runs and report medians.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+GENERATED_CIFAR = "generated (CIFAR-10 unavailable)"
+
+
+# -- arguments ----------------------------------------------------------------------
+def add_common_arguments(p: argparse.ArgumentParser, *, preset_default: str = "tiny",
+                         seconds_default: float = 10.0, runs_default: int = 3) -> None:
+    from consensus.spec import PRESETS
+    p.add_argument("--preset", choices=PRESETS, default=preset_default)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    p.add_argument("--seconds", type=float, default=seconds_default, help="length of one timed run")
+    p.add_argument("--runs", type=int, default=runs_default, help="timed runs (the median is reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="where CIFAR-10 lives, if it does (never downloaded by a benchmark)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
+
+
+def apply_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
+# -- the machine --------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info(device: str | None = None) -> dict[str, Any]:
+    """CPU model and cores, memory, GPU (if any), torch and Python versions, load."""
+    import torch
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": None,
+        "load_average": load_average(),
+    }
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        info["memory_gib"] = round(pages * size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        info["memory_gib"] = None
+    if torch.cuda.is_available():
+        i = (torch.device(device).index or 0) if device and device.startswith("cuda") else 0
+        p = torch.cuda.get_device_properties(i)
+        info["gpu"] = {"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
+                       "count": torch.cuda.device_count(), "cuda": torch.version.cuda,
+                       "cudnn": torch.backends.cudnn.version()}
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        info["gpu"] = {"name": "Apple MPS"}
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    gpu = info["gpu"]["name"] if info.get("gpu") else "no GPU"
+    load = info.get("load_average")
+    return (f"{info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads), "
+            f"{info.get('memory_gib')} GiB, {gpu}; torch {info['torch']}, Python {info['python']}"
+            + (f"; load average {load[0]}" if load else ""))
+
+
+# -- timing -------------------------------------------------------------------------
+def sync_device(device: str | None) -> None:
+    """Wait for queued GPU work, so a timer reads the work done, not the work queued."""
+    if device and device.startswith("cuda"):
+        import torch
+        torch.cuda.synchronize()
+
+
+def run_for(seconds: float, body: Callable[[Callable[[], bool]], int], device: str | None = None) -> tuple[int, float]:
+    """Call ``body(should_stop)`` until ``seconds`` have passed; (work units it reported, elapsed s).
+
+    ``should_stop`` turns true at the deadline; ``body`` returns the units done
+    in that call (it may return early, e.g. when a miner finds a block, and is
+    called again).
+    """
+    sync_device(device)
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    should_stop = lambda: time.perf_counter() >= deadline  # noqa: E731
+    done = 0
+    while not should_stop():
+        done += body(should_stop)
+    sync_device(device)
+    return done, time.perf_counter() - t0
+
+
+def summary(values: Sequence[float], digits: int = 3) -> dict[str, Any]:
+    """Median, min, max and the individual values (rounded)."""
+    vals = [float(v) for v in values]
+    return {"median": round(statistics.median(vals), digits), "min": round(min(vals), digits),
+            "max": round(max(vals), digits), "runs": [round(v, digits) for v in vals]}
+
+
+def ratio(a: float, b: float, digits: int = 3) -> float | None:
+    return round(a / b, digits) if b else None
+
+
+# -- data ---------------------------------------------------------------------------
+def bench_dataset(spec, data_dir: Path | None = None):
+    """(dataset, description): the spec's data, or generated data of the same shape.
+
+    A benchmark never downloads. CIFAR-10 is used when it is already in
+    ``data_dir``; otherwise uniform random uint8 images and labels with the
+    spec's split sizes stand in (the cost of a training step does not depend on
+    the pixel values), and the description says so.
+    """
+    from consensus.data import DatasetError, load_dataset
+    if spec.dataset.id == "synthetic":
+        return load_dataset(spec.dataset, None, download=False, progress=False), "synthetic (the spec's own)"
+    if data_dir is not None:
+        try:
+            return (load_dataset(spec.dataset, Path(data_dir), download=False, progress=False),
+                    f"{spec.dataset.id} from {data_dir}")
+        except DatasetError:
+            pass
+    return generated_dataset(spec.dataset.train_size, spec.dataset.test_size), GENERATED_CIFAR
+
+
+def generated_dataset(train: int, test: int, seed: int = 0):
+    import torch
+    from consensus.data import Dataset
+    g = torch.Generator().manual_seed(seed)
+    return Dataset(torch.randint(0, 256, (train, 3, 32, 32), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 10, (train,), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 256, (test, 3, 32, 32), dtype=torch.uint8, generator=g),
+                   torch.randint(0, 10, (test,), dtype=torch.uint8, generator=g))
+
+
+# -- output -------------------------------------------------------------------------
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain aligned text table; numbers right-aligned."""
+    rows = [[_cell(c) for c in r] for r in rows]
+    cols = list(zip(*([list(headers)] + rows))) if rows else [[h] for h in headers]
+    widths = [max(len(c) for c in col) for col in cols]
+    numeric = [all(_is_number(c) for c in col[1:]) and len(col) > 1 for col in cols]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    return "-" if v is None else str(v)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s.rstrip("x"))
+        return True
+    except ValueError:
+        return s == "-"
+
+
+def write_json(result: dict[str, Any], out_dir: Path, name: str) -> Path:
+    """Write ``result`` to ``out_dir/name.json`` atomically; returns the path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def result_header(benchmark: str, **fields: Any) -> dict[str, Any]:
+    return {"benchmark": benchmark,
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **fields}
+
+
+def emit(result: dict[str, Any], args: argparse.Namespace, table: Callable[[dict[str, Any]], str],
+         name: str | None = None) -> int:
+    """Print the table (or the JSON object with --json); write the JSON under --out."""
+    name = name or f"{result['benchmark']}-{result.get('preset', 'result')}"
+    if getattr(args, "out", None):
+        path = write_json(result, args.out, name)
+        print(f"wrote {path}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(table(result))
+    return 0
+
+
+def progress(msg: str, args: argparse.Namespace | None = None) -> None:
+    """A progress line on stderr (stdout stays the result)."""
+    print(msg, file=sys.stderr, flush=True)

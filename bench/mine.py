@@ -1,0 +1,110 @@
+"""`polchain bench mine`: attempts per second, reference loop vs fast search, side by side.
+
+Both miners run in one process on the same data, the same W (the genesis
+weights) and the same requirements R, in alternating timed runs; the
+figures are medians over the runs. An *attempt* is one candidate mini-batch
+judged against R: one canonical SGD step for the reference loop, one group of
+the ghost batch for the fast search (whose per-pass canonical training step
+and any confirmations are inside the timed time). Each run draws R from its
+own stand-in parent hash (the same for both miners), at the spec's initial
+difficulty unless --k says otherwise; where R happens to be met the miners do
+their real confirmation and accuracy work, and mining simply goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+from types import SimpleNamespace
+
+from . import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser("mine", help="attempts/s of the reference loop and the fast search",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_arguments(p, preset_default="tiny", seconds_default=10.0, runs_default=3)
+    p.add_argument("--k", type=int, default=None, help="difficulty (default: the spec's initial k)")
+    p.add_argument("--groups", type=int, default=None, help="fast search: candidates per pass (default: per device)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def stand_in_parent(i: int) -> SimpleNamespace:
+    """What mine() reads from a parent header: its hash (for R) and its accuracy (regression floor)."""
+    return SimpleNamespace(hash=hashlib.sha256(f"polchain-bench-mine/{i}".encode()).hexdigest(),
+                           acc_after=0, height=0)
+
+
+def measure(miner, parent, k: int, w, seconds: float, device: str) -> tuple[float, int, float]:
+    """(attempts/s, attempts, seconds) of one timed run of miner.mine from W."""
+    def body(should_stop) -> int:
+        before = miner.progress.attempts
+        miner.mine(parent, k, w, should_stop=should_stop)   # a found block ends one call; go on
+        return miner.progress.attempts - before
+    attempts, elapsed = common.run_for(seconds, body, device)
+    return attempts / elapsed, attempts, elapsed
+
+
+def run(args) -> int:
+    common.apply_threads(args.threads)
+    from consensus.spec import preset
+    from consensus.training import genesis_state
+    from miner.search import default_groups, make_miner, pick_device
+
+    spec = preset(args.preset)
+    device = pick_device(args.device)
+    data, data_note = common.bench_dataset(spec, args.data_dir)
+    k = args.k or spec.difficulty.initial
+    groups = args.groups or default_groups(spec, device)
+    w = genesis_state(spec)
+    miners = {"reference": make_miner("reference", spec, data, device=device, seed=args.seed),
+              "fast": make_miner("fast", spec, data, device=device, seed=args.seed, groups=groups)}
+    result = common.result_header("mine", preset=args.preset, arch=spec.model.arch, device=device, data=data_note,
+                                  k=k, groups=groups, batch_size=spec.training.batch_size,
+                                  seconds_per_run=args.seconds, runs=args.runs, machine=common.machine_info(device))
+
+    # warm-up: oneDNN/cuDNN primitive creation and allocator growth stay out of the timed runs
+    warm = max(1.0, min(args.seconds, 5.0))
+    for name, m in miners.items():
+        common.progress(f"warm-up {name} ({warm:.0f} s)")
+        measure(m, stand_in_parent(-1), k, w, warm, device)
+
+    rates: dict[str, list[float]] = {"reference": [], "fast": []}
+    counts: dict[str, list[int]] = {"reference": [], "fast": []}
+    for i in range(args.runs):
+        order = ("reference", "fast") if i % 2 == 0 else ("fast", "reference")
+        for name in order:
+            rate, n, dt = measure(miners[name], stand_in_parent(i), k, w, args.seconds, device)
+            rates[name].append(rate)
+            counts[name].append(n)
+            common.progress(f"run {i + 1}/{args.runs} {name}: {n} attempts in {dt:.1f} s = {rate:.2f}/s")
+
+    for name in rates:
+        result[name] = {"attempts_per_s": common.summary(rates[name]), "attempts": counts[name]}
+    result["ratio"] = common.ratio(result["fast"]["attempts_per_s"]["median"],
+                                   result["reference"]["attempts_per_s"]["median"])
+    result["ratio_runs"] = [common.ratio(f, r) for f, r in zip(rates["fast"], rates["reference"])]
+    result["load_average_after"] = common.load_average()
+    return common.emit(result, args, table)
+
+
+def table(res: dict) -> str:
+    ref, fast = res["reference"]["attempts_per_s"], res["fast"]["attempts_per_s"]
+    rows = [("reference (Algorithm 1)", ref["median"], ref["min"], ref["max"], " ".join(f"{v:g}" for v in ref["runs"])),
+            (f"fast (G={res['groups']})", fast["median"], fast["min"], fast["max"],
+             " ".join(f"{v:g}" for v in fast["runs"]))]
+    lines = [
+        f"polchain bench mine: preset {res['preset']} ({res['arch']}), device {res['device']}, k={res['k']}, "
+        f"S={res['batch_size']}",
+        f"data: {res['data']}",
+        f"machine: {common.machine_line(res['machine'])}",
+        f"{res['runs']} runs of {res['seconds_per_run']:g} s per miner, alternating; medians",
+        "",
+        common.format_table(["miner", "attempts/s", "min", "max", "runs"], rows),
+        "",
+        f"ratio fast / reference: {res['ratio']}x (per run: {', '.join(f'{r}x' for r in res['ratio_runs'])})",
+    ]
+    load_after = res.get("load_average_after")
+    if load_after:
+        lines.append(f"load average after: {load_after[0]}")
+    return "\n".join(lines)

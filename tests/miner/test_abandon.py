@@ -1,0 +1,74 @@
+"""The miner abandons its search when the tip changes (should_stop flips)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from consensus.block import genesis_header
+from miner.search import make_miner
+
+NO_HIT_K = 40          # 2^-40 per attempt: the search cannot end by finding a block here
+
+
+@pytest.mark.parametrize("kind", ["reference", "fast"])
+def test_tiny_miner_stops_promptly(tiny_spec, tiny_data, tiny_states, kind):
+    miner = make_miner(kind, tiny_spec, tiny_data, seed=1)
+    parent = genesis_header(tiny_spec)
+    flag = threading.Event()
+    t_flip: list[float] = []
+
+    def flip():
+        t_flip.append(time.perf_counter())
+        flag.set()
+
+    timer = threading.Timer(0.5, flip)
+    timer.start()
+    try:
+        out = miner.mine(parent, NO_HIT_K, tiny_states["trained"], should_stop=flag.is_set)
+    finally:
+        timer.cancel()
+    returned = time.perf_counter()
+    assert out is None
+    assert t_flip, "mine() returned before the tip changed"
+    assert returned - t_flip[0] < 2.0           # one attempt or one pass, not a search
+
+
+@pytest.mark.parametrize("kind", ["reference", "fast"])
+def test_stop_before_start_does_no_work(tiny_spec, tiny_data, tiny_states, kind):
+    miner = make_miner(kind, tiny_spec, tiny_data, seed=1)
+    assert miner.mine(genesis_header(tiny_spec), NO_HIT_K, tiny_states["trained"], should_stop=lambda: True) is None
+    assert miner.progress.attempts == 0
+
+
+def test_fast_checks_should_stop_every_pass(tiny_spec, tiny_data, tiny_states):
+    miner = make_miner("fast", tiny_spec, tiny_data, seed=1, groups=8)
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 3               # stop at the 4th check
+
+    assert miner.mine(genesis_header(tiny_spec), NO_HIT_K, tiny_states["trained"], should_stop=should_stop) is None
+    assert miner.progress.attempts == 3 * 8    # three passes of G=8 candidates, then stop
+
+
+def test_resnet18_fast_stops_within_a_pass(resnet_spec, resnet_data):
+    from consensus.training import genesis_state
+    miner = make_miner("fast", resnet_spec, resnet_data, seed=1, groups=8)
+    flag = threading.Event()
+    t_flip: list[float] = []
+
+    def flip():
+        t_flip.append(time.perf_counter())
+        flag.set()
+
+    timer = threading.Timer(0.2, flip)
+    timer.start()
+    try:
+        out = miner.mine(genesis_header(resnet_spec), NO_HIT_K, genesis_state(resnet_spec), should_stop=flag.is_set)
+    finally:
+        timer.cancel()
+    assert out is None and t_flip
+    assert time.perf_counter() - t_flip[0] < 10.0   # at most one pass of 8 groups + one step on 2 CPU cores
