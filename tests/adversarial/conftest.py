@@ -1,0 +1,194 @@
+"""Fixtures for the adversarial suite.
+
+* ``honest``: a deterministic honest tiny-preset chain, mined once per session
+  (fixed key, fixed timestamps 2 s apart, seeded fast miner), stored in a base
+  datadir, plus one more valid block (``honest.next``) that is *not* submitted.
+* ``chain``: a fresh ``node.chain.Chain`` on a copy of that datadir.
+* ``forge``: a cheater's workbench (tests/adversarial/forge.py).
+* ``node``: an in-process NodeService + FastAPI TestClient on another copy
+  (network threads not started, miner off).
+
+Every test that attacks ``chain`` ends with ``assert_unharmed``: the tip and the
+stored best chain are exactly what they were before the attack.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from consensus.block import BlockHeader
+from consensus.data import load_dataset
+from consensus.difficulty import next_difficulty
+from consensus.spec import ChainSpec, preset
+from consensus.weights import State, decode_state
+from node.chain import Chain, Outcome
+from node.store import VALID
+
+from .forge import BLOCK_INTERVAL_MS, HONEST_KEY, Forge, outcome_class
+
+HONEST_BLOCKS = 14   # > mtp_window (11), below the first retarget height (21)
+
+
+@dataclass
+class HonestBlock:
+    header: BlockHeader
+    body: bytes
+
+    @property
+    def w(self) -> State:
+        return decode_state(self.body)
+
+
+@dataclass
+class Honest:
+    spec: ChainSpec
+    dataset: object
+    datadir: Path
+    blocks: list[HonestBlock]     # heights 1..HONEST_BLOCKS, all on the base chain
+    next: HonestBlock             # a valid child of the tip, not submitted
+    after_next: HonestBlock       # a valid child of ``next``, not submitted
+    tip_model: State              # W' of the tip: where an honest miner continues
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def spec() -> ChainSpec:
+    return preset("tiny")
+
+
+@pytest.fixture(scope="session")
+def dataset(spec, request, tmp_path_factory):
+    """The tiny synthetic data; shared with tests/conftest.py's ``tiny_dataset`` when it exists."""
+    try:
+        return request.getfixturevalue("tiny_dataset")
+    except pytest.FixtureLookupError:
+        return load_dataset(spec.dataset, tmp_path_factory.mktemp("data"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def honest(spec, dataset, tmp_path_factory) -> Honest:
+    """Mine HONEST_BLOCKS + 2 blocks on a scratch chain; the base datadir keeps the first HONEST_BLOCKS."""
+    from miner.search import make_miner
+    from miner.template import build_block
+
+    root = tmp_path_factory.mktemp("honest")
+    scratch = Chain(spec, root / "scratch", dataset)
+    miner = make_miner("fast", spec, dataset, device="cpu", seed=1)
+    blocks: list[HonestBlock] = []
+    tip_model = None
+    for i in range(HONEST_BLOCKS + 2):
+        tip, w_prime = scratch.tip_model()
+        if i == HONEST_BLOCKS:
+            tip_model = w_prime
+        k = next_difficulty(spec, tip.header, scratch.view)
+        found = miner.mine(tip.header, k, w_prime)
+        header, body = build_block(spec, tip.header, k, found, HONEST_KEY, scratch.view,
+                                   now_ms=tip.header.timestamp_ms + BLOCK_INTERVAL_MS)
+        blocks.append(HonestBlock(header, body))
+        out = scratch.submit(header, [], body)
+        assert out.status == "accepted", out
+    scratch.store.close()
+    base = Chain(spec, root / "node", dataset)
+    for b in blocks[:HONEST_BLOCKS]:
+        assert base.submit(b.header, [], b.body).status == "accepted"
+    base.store.close()
+    return Honest(spec, dataset, root / "node", blocks[:HONEST_BLOCKS], blocks[HONEST_BLOCKS],
+                  blocks[HONEST_BLOCKS + 1], tip_model)
+
+
+def open_copy(honest: Honest, dest: Path, **kw) -> Chain:
+    shutil.copytree(honest.datadir, dest)
+    return Chain(honest.spec, dest, honest.dataset, **kw)
+
+
+@pytest.fixture
+def chain(honest, tmp_path):
+    c = open_copy(honest, tmp_path / "node")
+    yield c
+    c.store.close()
+
+
+@pytest.fixture(scope="session")
+def forge(spec, dataset) -> Forge:
+    return Forge(spec, dataset)
+
+
+# -- checks ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Snapshot:
+    tip: str
+    best: tuple[str, ...]
+    valid: int
+
+
+def snapshot(chain: Chain) -> Snapshot:
+    return Snapshot(chain.tip().hash, tuple(chain.store.best_hashes()),
+                    chain.store.count_by_status().get(VALID, 0))
+
+
+def assert_unharmed(chain: Chain, before: Snapshot) -> None:
+    after = snapshot(chain)
+    assert after.tip == before.tip, "the attack moved the tip"
+    assert after.best == before.best, "the attack rewrote the stored best chain"
+    assert after.valid == before.valid, "the attack got a block stored as valid"
+
+
+def assert_rejected(out: Outcome, code: str, family: type) -> None:
+    """Exact reason code and outcome class (Ignored / BadBody / InvalidBlock)."""
+    assert out.code == code, f"expected {code}, got {out.status}/{out.code}: {out.detail}"
+    assert issubclass(outcome_class(code), family), f"{code} is not a {family.__name__}"
+    want_status = {"InvalidBlock": "invalid", "BadBody": "bad-body"}.get(family.__name__)
+    if want_status:
+        assert out.status == want_status, out
+    else:
+        assert out.status in ("ignored", "orphan", "duplicate"), out
+
+
+@pytest.fixture
+def attack(chain):
+    """``attack(header, body, code, family)``: submit, check the verdict, check the chain is unharmed."""
+    def _attack(header: BlockHeader, body: bytes | None, code: str, family: type, records=None,
+                peer: str | None = "http://cheater.invalid:1") -> Outcome:
+        before = snapshot(chain)
+        out = chain.submit(header, [] if records is None else records, body, peer)
+        assert_rejected(out, code, family)
+        assert_unharmed(chain, before)
+        return out
+    return _attack
+
+
+# -- an in-process node behind the real FastAPI app --------------------------------
+@dataclass
+class InProcessNode:
+    service: object
+    client: object
+    datadir: Path
+
+
+@pytest.fixture
+def node(honest, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import node.setup
+    from node.app import create_app
+    from node.service import NodeService
+    from node.settings import Settings
+
+    datadir = tmp_path / "svc"
+    shutil.copytree(honest.datadir, datadir)
+    monkeypatch.setattr(node.setup, "load_dataset", lambda *a, **k: honest.dataset)
+    service = NodeService(Settings(datadir=datadir, preset="tiny", threads=1, port=1))
+    app = create_app(service, manage_lifecycle=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield InProcessNode(service, client, datadir)
+    service.network._fetchers.shutdown(wait=False, cancel_futures=True)
+    service.validator.shutdown(wait=True)
+    service.chain.store.close()

@@ -1,0 +1,196 @@
+"""Resource attacks: header spam, orphan floods, announcements whose bodies never come.
+
+None of these can make an invalid block valid; the questions are whether the
+node stays bounded (memory, storage, time) and responsive, and whether the
+honest chain is left alone.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from consensus import errors
+from consensus.difficulty import next_difficulty, work
+from consensus.weights import clone_state
+from node import chain as chain_mod
+from node.store import HEADER_ONLY, INVALID
+
+from .conftest import assert_unharmed, snapshot
+from .forge import HONEST_KEY, THIEF_KEY, encode, signed
+
+
+# -- header spam ------------------------------------------------------------------------
+def _header_only_chain(chain, forge, honest, n: int):
+    """n signed headers on the tip, 1 ms apart (so k climbs at every retarget), no bodies."""
+    parent = chain.tip().header
+    w = clone_state(honest.tip_model)
+    headers, times = [], []
+    for i in range(n):
+        k = next_difficulty(chain.spec, parent, chain.view)
+        h = forge.header(parent, w, forge.random_batch(), timestamp_ms=parent.timestamp_ms + 1, difficulty=k,
+                         acc=(parent.acc_after, parent.acc_after + 1))
+        t0 = time.perf_counter()
+        out = chain.submit(h, [], None, "http://spammer.invalid:1")
+        times.append(time.perf_counter() - t0)
+        assert out.status == "header-ok", out
+        headers.append(h)
+        parent = h
+    return headers, times
+
+
+def test_header_only_chain_with_more_claimed_work_never_becomes_tip(chain, forge, honest):
+    """Headers-only validation cannot check R, so a spammer can sign a long header chain whose
+    k climbs (timestamps 1 ms apart) and that *claims* far more work than the honest chain. The
+    node stores it header-only and never switches its tip to it; the first body that arrives
+    is replayed, fails, and the whole header chain is marked invalid with it."""
+    before = snapshot(chain)
+    headers, times = _header_only_chain(chain, forge, honest, 60)
+    leaf = chain.store.get(headers[-1].hash)
+    assert leaf.status == HEADER_ONLY and headers[-1].difficulty > headers[0].difficulty
+    assert leaf.cumulative_work > 10 * chain.tip().cumulative_work         # claims >> real work
+    assert_unharmed(chain, before)
+    assert chain.store.best_candidate().hash == before.tip
+    assert sorted(times)[int(0.99 * len(times))] < 1.0, "one header check must stay cheap"
+    # every stored row is bounded by the spec's header cap
+    assert all(len(h.encode()) <= chain.spec.limits.max_header_bytes for h in headers)
+    # the first body: the spammer's W does not meet R -> invalid, and so is every descendant
+    first = headers[0]
+    out = chain.submit(first, [], encode(clone_state(honest.tip_model)), "http://spammer.invalid:1")
+    assert (out.status, out.code) == ("invalid", "requirements-not-met")
+    statuses = [chain.store.get(h.hash) for h in headers]
+    assert all(s.status == INVALID for s in statuses)
+    assert all(s.reason == "bad-parent" for s in statuses[1:])
+    assert_unharmed(chain, before)
+
+
+def test_junk_header_flood_is_cheap_and_bounded(chain, honest):
+    """200 headers with broken signatures (and 20 oversized ones): rejected before any tensor
+    work, in milliseconds each (the cost is the SQLite write of the verdict); the oversized
+    ones leave nothing stored."""
+    before = snapshot(chain)
+    nxt = honest.next.header
+    t0 = time.perf_counter()
+    for i in range(200):
+        out = chain.submit(replace(nxt, timestamp_ms=nxt.timestamp_ms + i + 1), [], None, "http://junk.invalid:1")
+        assert out.code == "bad-signature"
+    per_header = (time.perf_counter() - t0) / 200
+    big = [replace(nxt, miner="00" * 5000, timestamp_ms=nxt.timestamp_ms + i) for i in range(20)]
+    for h in big:
+        assert chain.submit(h, [], None).code == "malformed"
+    assert all(chain.store.get(h.hash) is None for h in big)
+    assert per_header < 0.1, f"{per_header * 1000:.1f} ms per junk header"
+    assert_unharmed(chain, before)
+
+
+# -- orphans -------------------------------------------------------------------------------
+def test_orphan_flood_is_bounded_and_honest_orphans_still_connect(chain, forge, honest):
+    """Signed blocks on unknown parents, each with a body: the pool keeps at most ORPHAN_LIMIT
+    (and ORPHAN_BYTES_LIMIT bytes); the oldest go first. An honest orphan that arrives after
+    the flood still connects when its parent does."""
+    before = snapshot(chain)
+    body = honest.next.body
+    w = honest.next.w
+    for i in range(2 * chain_mod.ORPHAN_LIMIT + 8):
+        parent_hash = f"{i:064x}"
+        h = forge.header(honest.next.header, w, honest.next.header.batch, acc=(1, 2))
+        h = signed(h, THIEF_KEY, parent=parent_hash, height=100 + i)
+        out = chain.submit(h, [], body, "http://flood.invalid:1")
+        assert (out.status, out.code) == ("orphan", "unknown-parent")
+        assert len(chain.orphans) <= chain_mod.ORPHAN_LIMIT
+    assert sum(len(o[2] or b"") for o in chain.orphans.values()) <= chain_mod.ORPHAN_BYTES_LIMIT
+    assert len(chain.missing_orphan_parents()) <= chain_mod.ORPHAN_LIMIT
+    assert_unharmed(chain, before)
+    # nothing from the flood was written to the store
+    assert chain.store.count_by_status().get(INVALID, 0) == 0
+    # the honest orphan (child of `next`) arrives, then its parent: both connect
+    an = honest.after_next
+    assert chain.submit(an.header, [], an.body).status == "orphan"
+    out = chain.submit(honest.next.header, [], honest.next.body)
+    assert out.status == "accepted" and out.connected == [an.header.hash]
+    assert chain.tip().hash == an.header.hash
+
+
+# -- bodies that never arrive -----------------------------------------------------------------
+class SilentPeer:
+    """Accepts TCP connections and never answers (nor closes) until stopped."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self.conns.append(c)
+
+    def close(self):
+        self._stop.set()
+        self._t.join(2)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def silent_peer():
+    p = SilentPeer()
+    yield p
+    p.close()
+
+
+def test_announcements_from_a_peer_that_never_answers(node, honest, forge, silent_peer):
+    """Headers announced with X-Polchain-Origin pointing at a peer that accepts connections and
+    never answers: every announcement is taken (202) without waiting for the body; the node
+    answers /status fast while the fetches hang, accepts an honest block meanwhile, and the
+    fetches end by timeout with the peer marked as failing."""
+    from p2p.client import PeerClient
+
+    svc = node.service
+    svc.network.client = PeerClient(timeout=1.0)     # short read timeout for the test
+    before = snapshot(svc.chain)
+    tip = svc.chain.tip().header
+    w = clone_state(honest.tip_model)
+    headers = [forge.header(tip, w, forge.random_batch(), acc=(1, 2)) for _ in range(6)]
+    for h in headers:
+        r = node.client.post("/blocks", content=h.encode(),
+                             headers={"content-type": "application/json", "x-polchain-origin": silent_peer.url})
+        assert r.status_code == 202, r.text
+    lat = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        assert node.client.get("/status").status_code == 200
+        lat.append(time.perf_counter() - t0)
+    assert max(lat) < 1.0, f"/status took {max(lat):.2f}s while fetches hang"
+    assert_unharmed(svc.chain, before)
+    # an honest block submitted directly is validated meanwhile
+    r = node.client.post("/blocks", files={"header": (None, honest.next.header.encode()),
+                                           "weights": ("w", honest.next.body, "application/octet-stream")})
+    assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+    # the hanging fetches give up: the silent peer ends up failing or banned, no block stored
+    def peer_failed():
+        for p in node.client.get("/peers").json():
+            if p["url"] == silent_peer.url and (p["failures"] or p["state"] in ("backoff", "banned")):
+                return True
+        return False
+    deadline = time.monotonic() + 30
+    while not peer_failed():
+        assert time.monotonic() < deadline, "fetches from the silent peer never timed out"
+        time.sleep(0.2)
+    assert silent_peer.accepted >= 1
+    for h in headers:
+        assert svc.chain.store.status(h.hash) in (None, HEADER_ONLY)
+    assert svc.chain.tip().hash == honest.next.header.hash
