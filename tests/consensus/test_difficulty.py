@@ -1,0 +1,155 @@
+"""Retarget rule, work and median-time-past on synthetic header chains."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consensus import errors
+from consensus.block import BlockHeader, genesis_header
+from consensus.difficulty import (ancestors, is_retarget_height, median_time_past, next_difficulty, work)
+from consensus.hashing import ZERO_HASH
+from consensus.spec import preset
+from consensus.validation import validate_header
+
+from ..conftest import MemoryView
+
+SPEC = preset("tiny")          # window 10, target 2000 ms, max step 1, k in [1, 40], k0 = 8
+W, TARGET = SPEC.difficulty.retarget_window, SPEC.difficulty.target_interval_ms
+
+
+def build_chain(timestamps: list[int], spec=SPEC, k0: int | None = None, key=None) -> tuple[list[BlockHeader], MemoryView]:
+    """Headers at heights 0..len(timestamps) - 1 with these timestamps; k follows the retarget rule."""
+    g = genesis_header(spec)
+    if k0 is not None:
+        g = dataclasses.replace(g, difficulty=k0)
+    g = dataclasses.replace(g, timestamp_ms=timestamps[0])
+    view = MemoryView([g])
+    chain = [g]
+    for h, ts in enumerate(timestamps[1:], start=1):
+        parent = chain[-1]
+        hdr = BlockHeader(version=1, chain_id=spec.chain_id, height=h, parent=parent.hash, timestamp_ms=ts,
+                          difficulty=next_difficulty(spec, parent, view), miner="", batch=(0, 1, 2, 3),
+                          weights_hash=ZERO_HASH, acc_before=0, acc_after=0, records_root=ZERO_HASH)
+        if key is not None:
+            hdr = hdr.signed(key)
+        view.add(hdr)
+        chain.append(hdr)
+    return chain, view
+
+
+def regular(n: int, interval: int, start: int = SPEC.time.genesis_timestamp_ms) -> list[int]:
+    return [start + i * interval for i in range(n)]
+
+
+def test_work_is_two_to_the_k():
+    assert [work(k) for k in (0, 1, 8, 40)] == [1, 2, 256, 1 << 40]
+
+
+def test_retarget_heights():
+    assert [h for h in range(0, 60) if is_retarget_height(SPEC, h)] == [21, 31, 41, 51]
+
+
+@pytest.mark.parametrize("interval,delta", [(TARGET, 0), (TARGET // 4, +1), (TARGET * 4, -1),
+                                            (int(TARGET * 1.3), 0), (int(TARGET * 0.8), 0)])
+def test_retarget_direction(interval, delta):
+    chain, view = build_chain(regular(21, interval))
+    assert all(h.difficulty == 8 for h in chain[1:])                   # no retarget before height 21
+    assert next_difficulty(SPEC, chain[20], view) == 8 + delta
+
+
+@pytest.mark.parametrize("span,delta", [(0, +1), (14_142, +1), (14_143, 0), (20_000, 0), (28_284, 0),
+                                        (28_285, -1), (10 ** 9, -1)])
+def test_retarget_thresholds_exact(span, delta):
+    """t = target * window = 20,000 ms: up iff 2a^2 < t^2 (a <= 14,142), down iff a^2 > 2t^2 (a >= 28,285).
+    Only the span a = ts(h-1) - ts(h-1-window) counts, not the path in between."""
+    ts = regular(11, 5)                                   # heights 0..10, anything
+    ts += [ts[10] + 7] * 9 + [ts[10] + span]              # heights 11..19 anything, 20 at the span
+    chain, view = build_chain(ts)
+    assert chain[20].timestamp_ms - chain[10].timestamp_ms == span
+    assert next_difficulty(SPEC, chain[20], view) == 8 + delta
+
+
+def test_retarget_clamps():
+    fast, slow = regular(21, 1), regular(21, 10 ** 6)
+    chain, view = build_chain(fast, k0=SPEC.difficulty.maximum)
+    assert next_difficulty(SPEC, chain[20], view) == SPEC.difficulty.maximum
+    chain, view = build_chain(slow, k0=SPEC.difficulty.minimum)
+    assert next_difficulty(SPEC, chain[20], view) == SPEC.difficulty.minimum
+
+
+def test_k_follows_hashrate_one_step_per_window():
+    """Blocks 4x too fast: k rises by exactly one at each retarget height, and only there."""
+    chain, view = build_chain(regular(52, TARGET // 4))
+    ks = [h.difficulty for h in chain]
+    assert ks[:21] == [8] * 21
+    assert ks[21:31] == [9] * 10 and ks[31:41] == [10] * 10 and ks[41:51] == [11] * 10 and ks[51] == 12
+
+
+def test_between_retargets_k_is_the_parents_whatever_the_times():
+    chain, view = build_chain(regular(25, 1))
+    parent = dataclasses.replace(chain[22], difficulty=17)
+    view.add(parent)
+    assert next_difficulty(SPEC, parent, view) == 17
+
+
+def test_retarget_needs_the_window():
+    chain, view = build_chain(regular(21, TARGET))
+    del view.headers[chain[12].hash]
+    with pytest.raises(LookupError):
+        next_difficulty(SPEC, chain[20], view)
+
+
+def test_block_with_unretargeted_k_is_invalid(miner_key):
+    chain, view = build_chain(regular(21, TARGET // 4), key=miner_key)
+    parent = chain[20]
+    mk = lambda k: BlockHeader(version=1, chain_id=SPEC.chain_id, height=21, parent=parent.hash,
+                               timestamp_ms=parent.timestamp_ms + 1, difficulty=k, miner="", batch=(0, 1, 2, 3),
+                               weights_hash=ZERO_HASH, acc_before=0, acc_after=0,
+                               records_root=ZERO_HASH).signed(miner_key)
+    now = parent.timestamp_ms
+    assert validate_header(mk(9), SPEC, view, now) == parent
+    with pytest.raises(errors.BadDifficulty):
+        validate_header(mk(8), SPEC, view, now)
+
+
+# -- median time past ----------------------------------------------------------------------
+def test_mtp_near_genesis():
+    chain, view = build_chain(regular(4, 1000))
+    g = chain[0].timestamp_ms
+    assert median_time_past(SPEC, chain[0], view) == g
+    assert median_time_past(SPEC, chain[1], view) == g + 1000            # [g, g+1000]: the upper median
+    assert median_time_past(SPEC, chain[2], view) == g + 1000
+    assert median_time_past(SPEC, chain[3], view) == g + 2000
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 10 ** 6), min_size=1, max_size=30))
+def test_mtp_is_the_median_of_the_last_11(offsets):
+    ts = [SPEC.time.genesis_timestamp_ms + o for o in offsets]
+    chain, view = build_chain(ts)
+    for h, parent in enumerate(chain):
+        window = sorted(ts[max(0, h - SPEC.time.mtp_window + 1): h + 1])
+        assert median_time_past(SPEC, parent, view) == window[len(window) // 2]
+        assert [a.height for a in ancestors(view, parent, SPEC.time.mtp_window)] == \
+            list(range(h, max(-1, h - SPEC.time.mtp_window), -1))
+
+
+def test_time_too_old_against_mtp(miner_key):
+    """Timestamps may go backwards, but never to or below the median of the last 11."""
+    ts = regular(15, 1000)
+    ts[14] = ts[12]                                           # earlier than its parent, later than its MTP
+    chain, view = build_chain(ts, key=miner_key)
+    parent = chain[14]
+    mtp = median_time_past(SPEC, parent, view)
+    assert mtp == ts[9]       # heights 4..14 sorted: ts4..ts9 | ts10, ts11, ts12, ts12, ts13
+    mk = lambda t: BlockHeader(version=1, chain_id=SPEC.chain_id, height=15, parent=parent.hash, timestamp_ms=t,
+                               difficulty=8, miner="", batch=(0, 1, 2, 3), weights_hash=ZERO_HASH, acc_before=0,
+                               acc_after=0, records_root=ZERO_HASH).signed(miner_key)
+    now = ts[13] + 10_000
+    validate_header(mk(mtp + 1), SPEC, view, now)
+    for t in (mtp, mtp - 1, ts[0]):
+        with pytest.raises(errors.TimeTooOld):
+            validate_header(mk(t), SPEC, view, now)

@@ -1,0 +1,105 @@
+"""Fork choice through node.chain.Chain: most cumulative work wins, ties go to the first seen,
+a reorg rewrites the best-chain index; orphans connect when their parent arrives.
+
+The blocks are real (reference miner, k = 1 chain so each is a few steps away).
+"""
+from __future__ import annotations
+
+import pytest
+
+from consensus.block import genesis_header
+from consensus.difficulty import work
+from consensus.training import genesis_state
+from node.chain import Chain
+
+from ..conftest import BLOCK_GAP_MS, MemoryView
+
+
+@pytest.fixture(scope="module")
+def blocks(k1_spec, tiny_dataset, block_miner):
+    """A and B compete at height 1; C is B's child."""
+    g = genesis_header(k1_spec)
+    w0 = genesis_state(k1_spec)
+    view = MemoryView([g])
+    a = block_miner(k1_spec, g, w0, view, seed=1)
+    b = block_miner(k1_spec, g, w0, view, seed=2)
+    assert a.header.hash != b.header.hash
+    view.add(b.header)
+    c = block_miner(k1_spec, b.header, b.w_after, view, seed=3)
+    return g, a, b, c
+
+
+def open_chain(spec, dataset, path) -> Chain:
+    clock = lambda: (spec.time.genesis_timestamp_ms + 3_600_000) / 1000   # an hour after genesis
+    return Chain(spec, path, dataset, archival=True, clock=clock)
+
+
+def test_ties_go_to_the_first_seen_and_more_work_reorgs(k1_spec, tiny_dataset, blocks, tmp_path):
+    g, a, b, c = blocks
+    chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
+    seen = []
+    chain.tip_listeners.append(lambda tip, depth: seen.append((tip.hash, depth)))
+    assert chain.tip().hash == g.hash
+
+    out = chain.submit(a.header, [], a.body)
+    assert (out.status, out.new_tip, out.reorg_depth) == ("accepted", True, 0)
+    assert chain.tip().hash == a.header.hash
+
+    out = chain.submit(b.header, [], b.body)                       # same work as A: A stays
+    assert (out.status, out.new_tip) == ("accepted", False)
+    assert chain.store.get(a.header.hash).cumulative_work == chain.store.get(b.header.hash).cumulative_work \
+        == work(g.difficulty) + work(1)
+    assert chain.tip().hash == a.header.hash
+    assert chain.store.best_hashes() == [g.hash, a.header.hash]
+    assert chain.submit(b.header, [], b.body).status == "duplicate"
+
+    # the tie-break survives a restart (first seen = lower sequence number in the store)
+    chain.store.close()
+    chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
+    chain.tip_listeners.append(lambda tip, depth: seen.append((tip.hash, depth)))
+    assert chain.tip().hash == a.header.hash
+
+    out = chain.submit(c.header, [], c.body)                       # B's branch now has more work
+    assert (out.status, out.new_tip, out.reorg_depth) == ("accepted", True, 1)
+    assert chain.tip().hash == c.header.hash
+    assert chain.store.best_hashes() == [g.hash, b.header.hash, c.header.hash]
+    assert chain.store.hash_at(1) == b.header.hash
+    assert chain.tip().cumulative_work == work(g.difficulty) + 2 * work(1)
+    assert seen[-1] == (c.header.hash, 1)
+    # the tip model is C's W' = update(W_C, P_C)
+    tip, model = chain.tip_model()
+    from consensus.weights import weights_hash
+    assert tip.hash == c.header.hash
+    assert weights_hash(model) == weights_hash(chain.replayer.update(c.w, c.header.batch))
+    chain.store.close()
+
+
+def test_orphan_connects_when_its_parent_arrives(k1_spec, tiny_dataset, blocks, tmp_path):
+    g, a, b, c = blocks
+    chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
+    assert chain.submit(a.header, [], a.body).new_tip
+    out = chain.submit(c.header, [], c.body)
+    assert (out.status, out.code) == ("orphan", "unknown-parent")
+    assert chain.missing_orphan_parents() == [b.header.hash]
+    assert chain.tip().hash == a.header.hash
+    out = chain.submit(b.header, [], b.body)
+    assert out.status == "accepted" and out.connected == [c.header.hash]
+    assert chain.tip().hash == c.header.hash
+    assert chain.store.best_hashes() == [g.hash, b.header.hash, c.header.hash]
+    chain.store.close()
+
+
+def test_invalid_block_never_becomes_tip_and_poisons_descendants(k1_spec, tiny_dataset, blocks, tmp_path, miner_key):
+    g, a, b, c = blocks
+    chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
+    bad_b = b.header.__class__.from_dict({**b.header.to_dict(), "acc_after": 0})
+    bad_b = bad_b.signed(miner_key)                                  # a false accuracy claim
+    out = chain.submit(bad_b, [], b.body)
+    assert (out.status, out.code) == ("invalid", "bad-accuracy-claim")
+    assert chain.tip().hash == g.hash
+    # a child of the invalid block is invalid without any replay
+    child = c.header.__class__.from_dict({**c.header.to_dict(), "parent": bad_b.hash}).signed(miner_key)
+    out = chain.submit(child, [], c.body)
+    assert (out.status, out.code) == ("invalid", "bad-parent")
+    assert chain.tip().hash == g.hash
+    chain.store.close()
