@@ -1,0 +1,98 @@
+"""The real CLI, end to end: `polchain mine` 3 blocks, `polchain verify` replays them; a tampered
+store (a swapped weights file, an edited header row) fails verification naming the block and reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from consensus.spec import preset
+
+TIMEOUT = 600
+
+
+def polchain(*args: str) -> list[str]:
+    exe = shutil.which("polchain")
+    return [exe, *args] if exe else [sys.executable, "-m", "node.cli", *args]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, POLCHAIN_LOG_LEVEL="WARNING")
+    return subprocess.run(polchain(*args), capture_output=True, text=True, timeout=TIMEOUT, env=env)
+
+
+def best_chain(datadir: Path) -> list[dict]:
+    """Headers of the stored best chain, by height (read with plain sqlite3, not the node's code)."""
+    with sqlite3.connect(datadir / "chain.sqlite") as db:
+        rows = db.execute("SELECT b.height, b.hash, b.header_json FROM best_chain c JOIN blocks b ON b.hash = c.hash "
+                          "ORDER BY c.height").fetchall()
+    return [{"height": h, "hash": hh, "header": json.loads(hj)} for h, hh, hj in rows]
+
+
+def weights_file(datadir: Path, weights_hash: str) -> Path:
+    return datadir / "weights" / weights_hash[:2] / f"{weights_hash}.safetensors"
+
+
+@pytest.fixture(scope="module")
+def mined(tmp_path_factory) -> Path:
+    datadir = tmp_path_factory.mktemp("cli") / "chain"
+    res = run("mine", "--preset", "tiny", "--blocks", "3", "--datadir", str(datadir), "--seed", "1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["height"] == 3
+    return datadir
+
+
+def test_mine_then_verify_ok(mined):
+    chain = best_chain(mined)
+    assert [b["height"] for b in chain] == [0, 1, 2, 3]
+    assert all(c["header"]["parent"] == p["hash"] for p, c in zip(chain, chain[1:]))
+    assert all(b["header"]["chain_id"] == preset("tiny").chain_id for b in chain)
+    res = run("verify", "--datadir", str(mined))
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert res.stdout.startswith("OK: 3 blocks replayed from genesis"), res.stdout
+    assert chain[-1]["hash"][:16] in res.stdout
+
+
+def test_tampered_store_fails_verification(mined, tmp_path):
+    chain = best_chain(mined)
+    genesis_w = weights_file(mined, chain[0]["header"]["weights_hash"])
+
+    # (a) block 2's weights file replaced by another valid safetensors (the genesis weights).
+    # (Not the tip's: the node checks the tip's weights file at start-up and refuses to open.)
+    a = tmp_path / "a"
+    shutil.copytree(mined, a)
+    w2 = chain[2]["header"]["weights_hash"]
+    assert w2 not in (chain[0]["header"]["weights_hash"], chain[1]["header"]["weights_hash"],
+                      chain[3]["header"]["weights_hash"])
+    shutil.copyfile(genesis_w, weights_file(a, w2))
+
+    # (b) block 1's header row edited in chain.sqlite (a better accuracy claim)
+    b = tmp_path / "b"
+    shutil.copytree(mined, b)
+    hdr = dict(chain[1]["header"], acc_after=chain[1]["header"]["acc_after"] + 1)
+    with sqlite3.connect(b / "chain.sqlite") as db:
+        db.execute("UPDATE blocks SET header_json = ? WHERE hash = ?", (json.dumps(hdr, sort_keys=True),
+                                                                        chain[1]["hash"]))
+
+    env = dict(os.environ, POLCHAIN_LOG_LEVEL="WARNING")
+    procs = {name: subprocess.Popen(polchain("verify", "--datadir", str(d)), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env)
+             for name, d in (("a", a), ("b", b))}
+    out = {name: p.communicate(timeout=TIMEOUT) + (p.returncode,) for name, p in procs.items()}
+
+    stdout, stderr, rc = out["a"]
+    assert rc == 1, stdout + stderr[-2000:]
+    assert stdout.startswith(f"FAIL: block 2 ({chain[2]['hash']}) weights-mismatch"), stdout
+
+    stdout, stderr, rc = out["b"]
+    assert rc == 1, stdout + stderr[-2000:]
+    assert stdout.startswith(f"FAIL: block 1 ({chain[1]['hash']}) malformed"), stdout
+    assert "does not hash to its key" in stdout
