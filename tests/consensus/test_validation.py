@@ -340,6 +340,22 @@ def test_bad_record_not_a_list(ctx):
     expect(errors.BadRecord, INVALID, parse_records, {"type": "model-certificate"})
 
 
+@pytest.mark.parametrize("junk", [{"type": "model-certificate"}, [{"type": "no-such-type"}], [{"x": 0.5}], [[]]],
+                         ids=["not-a-list", "unknown-type", "float", "not-an-object"])
+def test_uncommitted_junk_records_are_a_bad_body(ctx, junk):
+    """Records the header does not commit to say nothing about the header (a relay may have swapped them)."""
+    expect(errors.RecordsMismatch, BAD_BODY, ctx.validate, None, None, junk)
+    ctx.validate()                                       # the genuine (empty) records still validate
+
+
+@pytest.mark.parametrize("item", [{"type": "no-such-type"}, {"type": "model-certificate"}, ["not", "an", "object"]],
+                         ids=["unknown-type", "incomplete", "not-an-object"])
+def test_committed_junk_records_make_the_block_invalid(ctx, item):
+    from consensus.hashing import canonical_json, merkle_root
+    header = ctx.resign(records_root=merkle_root([canonical_json(item)]))
+    expect(errors.BadRecord, INVALID, ctx.validate, header, None, [item])
+
+
 # == proof =======================================================================
 def test_requirements_not_met(ctx, tiny_spec, tiny_genesis):
     """The same W with another batch: a real step whose changes miss R."""

@@ -11,8 +11,8 @@ from consensus.block import BlockHeader, parse_records
 from consensus.requirements import derive_requirements, requirements_hold
 from consensus.spec import ChainSpec
 from consensus.training import Accuracy, Replayer
-from consensus.validation import (ProofResult, decode_weights, validate_header, validate_proof,
-                                  validate_records)
+from consensus.validation import (ProofResult, check_records_commitment, decode_weights, validate_header,
+                                  validate_proof, validate_records)
 from consensus.weights import State
 
 
@@ -23,8 +23,10 @@ def resign(header: BlockHeader, key: Ed25519PrivateKey, **changes) -> BlockHeade
 
 def validate_block(spec: ChainSpec, header: BlockHeader, body: bytes, records_json: list, view,
                    replayer: Replayer, now_ms: int, template: State) -> ProofResult:
-    """The node's whole pipeline, in its order (node/chain.py): header, records, weights, proof."""
+    """The node's whole pipeline, in its order (node/chain.py): header, records commitment,
+    records, weights, proof."""
     parent = validate_header(header, spec, view, now_ms)
+    check_records_commitment(header, records_json)
     records = parse_records(records_json)
     w = decode_weights(header, body, spec, template)
     validate_records(header, records, spec)
