@@ -220,6 +220,8 @@ def post_block(node: Node, header, body: bytes) -> int:
 
 # -- the benchmark ------------------------------------------------------------------------------
 def run(args) -> dict:
+    import logging
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # one line per request otherwise
     n_nodes = max(2, args.nodes)
     resnet = args.preset != "tiny"
     n_blocks = args.blocks or (1 if resnet else 5)

@@ -70,6 +70,8 @@ DONE = re.compile(r"sync: done at height (\d+) target \d+, (\d+) blocks in ([\d.
 
 
 def run(args) -> dict:
+    import logging
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # one line per request otherwise
     resnet = args.preset != "tiny"
     n_blocks = args.blocks or (10 if resnet else 100)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
