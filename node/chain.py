@@ -255,8 +255,21 @@ class Chain:
             self.orphans.pop(oh, None)
         return Outcome("invalid", exc.code, exc.detail, header.hash)
 
+    def _path_from_best(self, new_tip: StoredBlock) -> list[str]:
+        """Hashes genesis..new_tip: the stored best chain up to where new_tip's branch leaves it, then
+        the branch. Walks back only the branch (one block when the tip is extended), not to genesis,
+        so a sync of n blocks costs O(n) block reads, not O(n^2)."""
+        branch, b = [], new_tip
+        while self.store.hash_at(b.height) != b.hash:
+            branch.append(b.hash)
+            parent = self.store.get(b.header.parent) if b.height > 0 else None
+            if parent is None:
+                return self.path_to(new_tip.hash)
+            b = parent
+        return self.store.best_hashes()[:b.height + 1] + branch[::-1]
+
     def _switch_tip(self, new_tip: StoredBlock) -> int:
-        path = self.path_to(new_tip.hash)
+        path = self._path_from_best(new_tip)
         fork, depth = self.store.set_tip(new_tip.header, path)
         if depth > 1 or (depth == 1 and fork < new_tip.height):
             log.warning("reorg: depth %d, fork at height %d, new tip %s height %d", depth, fork,
