@@ -51,7 +51,7 @@ def next_difficulty(spec: ChainSpec, parent: BlockHeader, view: ChainView) -> in
     chain = ancestors(view, parent, d.retarget_window + 1)
     if len(chain) < d.retarget_window + 1:
         raise LookupError("ancestors missing for retarget")
-    a = chain[0].timestamp_ms - chain[-1].timestamp_ms
+    a = max(0, chain[0].timestamp_ms - chain[-1].timestamp_ms)  # a negative span is fast, not slow (a^2 below)
     t = d.target_interval_ms * d.retarget_window
     k = parent.difficulty
     if 2 * a * a < t * t:

@@ -72,6 +72,17 @@ def test_retarget_thresholds_exact(span, delta):
     assert next_difficulty(SPEC, chain[20], view) == 8 + delta
 
 
+@pytest.mark.parametrize("span", [-1, -20_000, -50_000, -10 ** 9])
+def test_negative_span_counts_as_fast(span):
+    """Timestamps may run backwards (only the median time past bounds them). A window that ends
+    before it starts came *fast*; squaring the span would read a large negative span as slow and
+    let one high timestamp at the window's start lower k (consensus/difficulty.py clamps a at 0)."""
+    ts = regular(11, 5)
+    ts += [ts[10] + 7] * 9 + [ts[10] + span]
+    chain, view = build_chain(ts)
+    assert next_difficulty(SPEC, chain[20], view) == 9
+
+
 def test_retarget_clamps():
     fast, slow = regular(21, 1), regular(21, 10 ** 6)
     chain, view = build_chain(fast, k0=SPEC.difficulty.maximum)
