@@ -15,6 +15,7 @@ from miner.search import make_miner
 from miner.template import build_block
 
 log = logging.getLogger("polchain.miner")
+STORE_RETRY_S = 2.0   # pause after a block could not be stored (disk full...) before mining again
 
 
 class MinerWorker:
@@ -69,7 +70,13 @@ class MinerWorker:
                                        tuple(records))
             log.info("mined block %s height %d after %d attempts (%.1fs)", header.hash[:16], header.height,
                      found.attempts, found.seconds)
-            out = self.service.submit_local(header, [r.body for r in records], body)
+            try:
+                out = self.service.submit_local(header, [r.body for r in records], body)
+            except Exception as exc:  # disk full, I/O error: nothing was stored; the thread must live on
+                log.error("could not store mined block %s height %d (%s: %s); mining again in %.0f s",
+                          header.hash[:16], header.height, type(exc).__name__, exc, STORE_RETRY_S)
+                self._stop.wait(STORE_RETRY_S)
+                continue
             if out.status == "accepted":
                 self.blocks_found += 1
             else:
