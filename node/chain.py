@@ -277,7 +277,7 @@ class Chain:
         log.info("new tip %s height %d k=%d work=%d acc=%s/%d", new_tip.hash[:16], new_tip.height,
                  new_tip.header.difficulty, new_tip.cumulative_work, new_tip.header.acc_after,
                  self.spec.evaluation.size)
-        self._prune(new_tip.height)
+        self._prune(new_tip.height, fork)
         reorg = depth if fork < new_tip.height else 0
         for fn in list(self.tip_listeners):
             try:
@@ -313,18 +313,36 @@ class Chain:
             return [o[0].parent for o in self.orphans.values() if o[0].parent not in self.orphans]
 
     # -- pruning --------------------------------------------------------------------
-    def _prune(self, tip_height: int) -> None:
+    def _prune(self, tip_height: int, fork: int | None = None) -> None:
+        """Delete the weights of best-chain blocks below ``tip - keep_weights`` (genesis stays).
+
+        The meta key ``pruned_below`` records how far pruning got, so a tip change visits
+        only the new heights, a jump of many blocks (sync, reorg) leaves nothing behind, and
+        a restart with a smaller --keep-weights catches up; a reorg moves it back to the fork.
+        """
         if self.archival:
             return
         cutoff = tip_height - self.keep_weights
-        if cutoff <= 0:
+        if cutoff <= 1:
+            return
+        start = int(self.store.get_meta("pruned_below") or 1)
+        if fork is not None:
+            start = min(start, max(fork, 1))
+        if start >= cutoff:
             return
         keep = {self.spec.model.genesis_weights_sha256}
-        for b in self.store.best_range(max(0, cutoff), self.keep_weights + 1):
+        for b in self.store.best_range(cutoff, self.keep_weights + 1):
             keep.add(b.header.weights_hash)
-        for b in self.store.best_range(max(1, cutoff - 2 * self.keep_weights), 2 * self.keep_weights):
-            if b.height < cutoff and b.header.weights_hash not in keep:
-                self.store.weights.delete(b.header.weights_hash)
+        h = start
+        while h < cutoff:
+            page = self.store.best_range(h, min(500, cutoff - h))
+            if not page:
+                break
+            for b in page:
+                if b.height < cutoff and b.header.weights_hash not in keep:
+                    self.store.weights.delete(b.header.weights_hash)
+            h = page[-1].height + 1
+        self.store.set_meta("pruned_below", str(cutoff))
 
 
 def _open_store(datadir: Path) -> Store:

@@ -65,5 +65,38 @@ def cmd_node(args) -> int:
     app = create_app(service)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             timeout_keep_alive=5, limit_concurrency=256, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run()
+    server = _server_class()(config)
+    server.run()
+    if not server.started:  # e.g. the port is taken, or the service failed to start
+        print(f"error: the node did not start on {settings.host}:{settings.port} (see the log above)",
+              file=sys.stderr)
+        return 1
+    import gc
+    gc.freeze()  # the process is about to exit: skip seconds of garbage collection at interpreter shutdown
     return 0
+
+
+def _server_class():
+    import contextlib
+    import signal
+    import threading
+
+    import uvicorn
+
+    class NodeServer(uvicorn.Server):
+        """uvicorn re-raises SIGINT/SIGTERM once it has shut down gracefully, so the process
+        would die of the signal (exit status -15/130). A node that stopped cleanly exits 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return NodeServer

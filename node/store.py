@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import (BigInteger, Integer, String, Text, create_engine, event, func, select,
-                        delete)
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import (BigInteger, Integer, String, Text, and_, create_engine, delete, event, exists, func,
+                        or_, select)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
 from consensus.block import BlockHeader
 
@@ -226,13 +226,29 @@ class Store:
         with self.session() as s:
             return [_to_stored(r) for r in s.scalars(select(BlockRow).where(BlockRow.parent == block_hash))]
 
-    def leaves(self) -> list[StoredBlock]:
-        """Blocks without children: the chain tips, best first."""
+    def leaves(self, limit: int | None = None) -> list[StoredBlock]:
+        """The chain tips, most work first: valid blocks without a valid child, header-only
+        blocks without a valid or header-only child, invalid blocks without any child.
+
+        (A tip with only invalid or header-only children is still a tip of its kind: the
+        active tip stays listed when someone sends a bad block on top of it.)
+        """
+        child = aliased(BlockRow)
+
+        def no_child(statuses: tuple[str, ...] | None):
+            q = select(child.hash).where(child.parent == BlockRow.hash)
+            if statuses:
+                q = q.where(child.status.in_(statuses))
+            return ~exists(q)
+
+        cond = or_(and_(BlockRow.status == VALID, no_child((VALID,))),
+                   and_(BlockRow.status == HEADER_ONLY, no_child((VALID, HEADER_ONLY))),
+                   and_(BlockRow.status == INVALID, no_child(None)))
         with self.session() as s:
-            parents = select(BlockRow.parent)
-            rows = s.scalars(select(BlockRow).where(BlockRow.hash.not_in(parents))
-                             .order_by(BlockRow.cumulative_work.desc(), BlockRow.seq)).all()
-            return [_to_stored(r) for r in rows]
+            q = select(BlockRow).where(cond).order_by(BlockRow.cumulative_work.desc(), BlockRow.seq)
+            if limit is not None:
+                q = q.limit(limit)
+            return [_to_stored(r) for r in s.scalars(q).all()]
 
     def best_candidate(self) -> StoredBlock | None:
         """The valid block with most work; ties go to the first seen."""

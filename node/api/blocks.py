@@ -14,10 +14,11 @@ from node.store import StoredBlock
 
 from .deps import Service
 from .errors import ApiError, error_response
-from .schemas import BlockList, BlockOut, SubmitResult, TipOut
+from .schemas import BlockList, BlockOut, SubmitHeader, SubmitResult, TipOut
 
 router = APIRouter(tags=["blocks"])
 MAX_LIMIT = 500
+MAX_TIPS = 100
 
 
 def block_out(service, b: StoredBlock) -> dict:
@@ -34,7 +35,7 @@ def block_out(service, b: StoredBlock) -> dict:
 
 def find_block(service, ident: str) -> StoredBlock:
     store = service.chain.store
-    if ident.isdigit() and len(ident) < 19:
+    if ident.isascii() and ident.isdigit() and len(ident) < 19:  # str.isdigit() also takes '³', '٣'
         h = store.hash_at(int(ident))
         b = store.get(h) if h else None
     elif is_hex_hash(ident):
@@ -57,14 +58,16 @@ def list_blocks(service: Service, start: int = Query(0, ge=0, le=1 << 62),
 
 @router.get("/tips", response_model=list[TipOut])
 def tips(service: Service):
-    """Known chain tips: active, valid-fork, headers-only, invalid."""
-    active = service.chain.tip().hash
-    out = []
-    for b in service.chain.store.leaves()[:100]:
-        state = ("active" if b.hash == active else "valid-fork" if b.status == "valid"
-                 else "headers-only" if b.status == "header-only" else "invalid")
+    """Known chain tips, the active one first: active, valid-fork, headers-only, invalid (at most 100)."""
+    tip = service.chain.tip()
+    out = [{"hash": tip.hash, "height": tip.height, "status": "active", "cumulative_work": tip.cumulative_work}]
+    for b in service.chain.store.leaves(limit=MAX_TIPS):
+        if b.hash == tip.hash:
+            continue
+        state = ("valid-fork" if b.status == "valid" else "headers-only" if b.status == "header-only"
+                 else "invalid")
         out.append({"hash": b.hash, "height": b.height, "status": state, "cumulative_work": b.cumulative_work})
-    return out
+    return out[:MAX_TIPS]
 
 
 @router.get("/blocks/{ident}", response_model=BlockOut)
@@ -87,9 +90,27 @@ SUBMIT_STATUS = {"accepted": 200, "header-ok": 202, "orphan": 202, "ignored": 20
                  "duplicate": 409, "invalid": 400, "bad-body": 400}
 
 
+_HEADER_SCHEMA = SubmitHeader.model_json_schema()
+_SUBMIT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["header"],
+            "properties": {"header": {"type": "string", "description": "the header as JSON"},
+                           "weights": {"type": "string", "format": "binary",
+                                       "description": "W as safetensors"},
+                           "records": {"type": "string", "description": "the block's records as a JSON list"}}}},
+        "application/json": {"schema": _HEADER_SCHEMA},
+    },
+}
+
+
 @router.post("/blocks", response_model=SubmitResult,
-             responses={202: {"description": "held as orphan or body being fetched"}, 400: {}, 409: {}, 413: {},
-                        422: {}})
+             responses={202: {"description": "held as orphan or body being fetched"},
+                        400: {"description": "invalid block or bad body; `error` is the reason code"},
+                        409: {"description": "already known"}, 413: {"description": "body over the size cap"},
+                        422: {"description": "malformed request"}},
+             openapi_extra={"requestBody": _SUBMIT_BODY})
 async def post_block(request: Request, service: Service):
     """Submit a block: multipart (`header` JSON, `weights` safetensors file, optional `records` JSON),
     or the header alone as JSON, with `X-Polchain-Origin` naming the peer to fetch the body from."""

@@ -1,6 +1,7 @@
 """Peers: the list, and a peer introducing itself."""
 from __future__ import annotations
 
+import httpx
 from fastapi import APIRouter
 
 from .deps import Service
@@ -15,9 +16,21 @@ def peers(service: Service):
     return service.network.peer_list()
 
 
+def usable_peer_url(url: str) -> bool:
+    """Whether the HTTP client can reach ``url`` at all: http(s), a host that encodes (IDNA),
+    a port in range, no credentials, query, fragment or whitespace."""
+    try:
+        u = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return False
+    return (u.scheme in ("http", "https") and bool(u.host) and not u.userinfo and not u.query
+            and not u.fragment and (u.port is None or 0 < u.port < 65536)
+            and not any(c.isspace() or not c.isprintable() for c in url))
+
+
 @router.post("/peers", status_code=202)
 def add_peer(body: PeerAnnounce, service: Service):
-    if not body.url.startswith(("http://", "https://")):
-        raise ApiError(422, "malformed", "peer URL must be http(s)")
+    if not usable_peer_url(body.url):
+        raise ApiError(422, "malformed", "peer URL must be a reachable http(s) URL: scheme://host[:port][/path]")
     added = service.network.learn_peer(body.url)
     return {"added": added}

@@ -30,20 +30,34 @@ class Status(BaseModel):
     version: str
 
 
+HASH = r"^[0-9a-f]{64}$"
+U63 = dict(ge=0, lt=1 << 63)
+
+
 class Header(BaseModel):
-    version: int
-    chain_id: str
-    height: int
-    parent: str
-    timestamp_ms: int
-    difficulty: int
-    miner: str
-    batch: list[int]
-    weights_hash: str
-    acc_before: int
-    acc_after: int
-    records_root: str
-    signature: str
+    """A block header exactly as signed and hashed (consensus.block.BlockHeader.to_dict)."""
+    version: int = Field(**U63)
+    chain_id: str = Field(pattern=HASH)
+    height: int = Field(**U63)
+    parent: str = Field(pattern=HASH)
+    timestamp_ms: int = Field(**U63)
+    difficulty: int = Field(**U63)
+    miner: str = Field(description="Ed25519 public key, hex ('' at genesis)")
+    batch: list[int] = Field(max_length=1024, description="mini-batch indices P into the train split")
+    weights_hash: str = Field(pattern=HASH)
+    acc_before: int = Field(**U63)
+    acc_after: int = Field(**U63)
+    records_root: str = Field(pattern=HASH)
+    signature: str = Field(description="Ed25519 signature, hex ('' at genesis)")
+
+
+class SubmitHeader(Header):
+    """A header as POST /blocks takes it: ``Header`` with the key and signature shapes.
+
+    (``Header`` itself leaves them free: the API also serves invalid blocks, stored with
+    whatever a sender put there.)"""
+    miner: str = Field(pattern=r"^[0-9a-f]{64}$", description="Ed25519 public key, hex")
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="Ed25519 signature, hex")
 
 
 class Accuracy(BaseModel):
@@ -96,4 +110,4 @@ class PeerOut(BaseModel):
 
 
 class PeerAnnounce(BaseModel):
-    url: str = Field(max_length=256)
+    url: str = Field(max_length=256, pattern=r"^https?://", description="how to reach the peer, http(s)")
