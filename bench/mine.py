@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import time
 from types import SimpleNamespace
 
 from . import common
@@ -25,6 +26,8 @@ def register(sub) -> None:
     common.add_common_arguments(p, preset_default="tiny", seconds_default=10.0, runs_default=3)
     p.add_argument("--k", type=int, default=None, help="difficulty (default: the spec's initial k)")
     p.add_argument("--groups", type=int, default=None, help="fast search: candidates per pass (default: per device)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="fast search in channels_last layout (its own parameter copies; default off)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -35,14 +38,15 @@ def stand_in_parent(i: int) -> SimpleNamespace:
                            acc_after=0, height=0)
 
 
-def measure(miner, parent, k: int, w, seconds: float, device: str) -> tuple[float, int, float]:
-    """(attempts/s, attempts, seconds) of one timed run of miner.mine from W."""
+def measure(miner, parent, k: int, w, seconds: float, device: str) -> tuple[float, int, float, float]:
+    """(attempts/s, attempts, wall seconds, process CPU seconds) of one timed run of miner.mine from W."""
     def body(should_stop) -> int:
         before = miner.progress.attempts
         miner.mine(parent, k, w, should_stop=should_stop)   # a found block ends one call; go on
         return miner.progress.attempts - before
+    cpu0 = time.process_time()
     attempts, elapsed = common.run_for(seconds, body, device)
-    return attempts / elapsed, attempts, elapsed
+    return attempts / elapsed, attempts, elapsed, time.process_time() - cpu0
 
 
 def run(args) -> int:
@@ -59,8 +63,12 @@ def run(args) -> int:
     w = genesis_state(spec)
     miners = {"reference": make_miner("reference", spec, data, device=device, seed=args.seed),
               "fast": make_miner("fast", spec, data, device=device, seed=args.seed, groups=groups)}
+    if args.channels_last:
+        from miner.fast import FastSearch
+        miners["fast"].search = FastSearch(miners["fast"].replayer, groups, channels_last=True)
     result = common.result_header("mine", preset=args.preset, arch=spec.model.arch, device=device, data=data_note,
-                                  k=k, groups=groups, batch_size=spec.training.batch_size,
+                                  k=k, groups=groups, channels_last=bool(args.channels_last),
+                                  batch_size=spec.training.batch_size,
                                   seconds_per_run=args.seconds, runs=args.runs, machine=common.machine_info(device))
 
     # warm-up: oneDNN/cuDNN primitive creation and allocator growth stay out of the timed runs
@@ -70,29 +78,38 @@ def run(args) -> int:
         measure(m, stand_in_parent(-1), k, w, warm, device)
 
     rates: dict[str, list[float]] = {"reference": [], "fast": []}
+    cpu_rates: dict[str, list[float]] = {"reference": [], "fast": []}
     counts: dict[str, list[int]] = {"reference": [], "fast": []}
     for i in range(args.runs):
         order = ("reference", "fast") if i % 2 == 0 else ("fast", "reference")
         for name in order:
-            rate, n, dt = measure(miners[name], stand_in_parent(i), k, w, args.seconds, device)
+            rate, n, dt, cpu = measure(miners[name], stand_in_parent(i), k, w, args.seconds, device)
             rates[name].append(rate)
+            cpu_rates[name].append(n / cpu if cpu > 0 else 0.0)
             counts[name].append(n)
-            common.progress(f"run {i + 1}/{args.runs} {name}: {n} attempts in {dt:.1f} s = {rate:.2f}/s")
+            common.progress(f"run {i + 1}/{args.runs} {name}: {n} attempts in {dt:.1f} s = {rate:.2f}/s "
+                            f"({cpu:.1f} CPU s)")
 
     for name in rates:
-        result[name] = {"attempts_per_s": common.summary(rates[name]), "attempts": counts[name]}
+        # attempts per process-CPU-second: with one torch thread on a CPU device it is robust to
+        # other processes sharing the cores; with more threads it also counts OpenMP spin-waiting.
+        result[name] = {"attempts_per_s": common.summary(rates[name]),
+                        "attempts_per_cpu_s": common.summary(cpu_rates[name]), "attempts": counts[name]}
     result["ratio"] = common.ratio(result["fast"]["attempts_per_s"]["median"],
                                    result["reference"]["attempts_per_s"]["median"])
     result["ratio_runs"] = [common.ratio(f, r) for f, r in zip(rates["fast"], rates["reference"])]
+    result["ratio_cpu"] = common.ratio(result["fast"]["attempts_per_cpu_s"]["median"],
+                                       result["reference"]["attempts_per_cpu_s"]["median"])
     result["load_average_after"] = common.load_average()
     return common.emit(result, args, table)
 
 
 def table(res: dict) -> str:
-    ref, fast = res["reference"]["attempts_per_s"], res["fast"]["attempts_per_s"]
-    rows = [("reference (Algorithm 1)", ref["median"], ref["min"], ref["max"], " ".join(f"{v:g}" for v in ref["runs"])),
-            (f"fast (G={res['groups']})", fast["median"], fast["min"], fast["max"],
-             " ".join(f"{v:g}" for v in fast["runs"]))]
+    rows = []
+    for name, label in (("reference", "reference (Algorithm 1)"), ("fast", f"fast (G={res['groups']})")):
+        r = res[name]["attempts_per_s"]
+        rows.append((label, r["median"], r["min"], r["max"], res[name]["attempts_per_cpu_s"]["median"],
+                     " ".join(f"{v:g}" for v in r["runs"])))
     lines = [
         f"polchain bench mine: preset {res['preset']} ({res['arch']}), device {res['device']}, k={res['k']}, "
         f"S={res['batch_size']}",
@@ -100,9 +117,10 @@ def table(res: dict) -> str:
         f"machine: {common.machine_line(res['machine'])}",
         f"{res['runs']} runs of {res['seconds_per_run']:g} s per miner, alternating; medians",
         "",
-        common.format_table(["miner", "attempts/s", "min", "max", "runs"], rows),
+        common.format_table(["miner", "attempts/s", "min", "max", "per CPU s", "runs (attempts/s)"], rows),
         "",
-        f"ratio fast / reference: {res['ratio']}x (per run: {', '.join(f'{r}x' for r in res['ratio_runs'])})",
+        f"ratio fast / reference: {res['ratio']}x (per run: {', '.join(f'{r}x' for r in res['ratio_runs'])}; "
+        f"per CPU second: {res['ratio_cpu']}x)",
     ]
     load_after = res.get("load_average_after")
     if load_after:
