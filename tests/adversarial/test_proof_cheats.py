@@ -158,3 +158,33 @@ def test_honest_next_block_still_accepted_after_attacks(chain, honest, forge):
     out = chain.submit(honest.next.header, [], honest.next.body, None)
     assert out.status == "accepted" and out.new_tip
     assert chain.tip().hash == honest.next.header.hash != before.tip
+
+
+# -- a documented limit of DGG (docs/security.md, "Cheaper than training") -----------------------------
+def test_limit_label_aware_batches_meet_last_layer_requirements(honest, forge, dataset):
+    """LIMITATION, not a rejection: R fixes signs, and a miner who reads labels can choose P so
+    some signs are certain. For a "decrease" requirement on linear.weight[j, c], a batch with no
+    sample of class j has gradient mean(p_j * feat_c) >= 0 (softmax > 0, ReLU features >= 0), so
+    the weight goes down: the requirement holds almost surely instead of by chance. Each such
+    requirement costs the cheater no search at all."""
+    from consensus.requirements import DECREASE, Requirement, requirements_hold
+    r = forge.replayer
+    names = forge.learnable_names()
+    start = r.index.starts[names.index("linear.weight")]
+    rows, cols = honest.tip_model["linear.weight"].shape
+    labels = dataset.train_y.tolist()
+    rng = forge.rng.__class__(5)
+    by_chance = chosen = 0
+    trials = 40
+    for _ in range(trials):
+        j, c = rng.randrange(rows), rng.randrange(cols)
+        req = (Requirement(start + j * cols + c, DECREASE),)
+        for batch, is_chosen in ((tuple(rng.sample(range(len(labels)), 4)), False),
+                                 (tuple(rng.sample([i for i, y in enumerate(labels) if y != j], 4)), True)):
+            r.load(honest.tip_model)
+            before = r.index.gather(req)
+            r.step(batch)
+            ok = requirements_hold(before, r.index.gather(req), req)
+            chosen += ok and is_chosen
+            by_chance += ok and not is_chosen
+    assert chosen >= 0.9 * trials and chosen >= by_chance + 0.15 * trials, (chosen, by_chance)
