@@ -73,6 +73,21 @@ def test_late_node_catches_up_headers_first(line, nodes):
              what="D learned A and C from B's peer list")
 
 
+def test_node_that_only_dials_out_follows_by_polling(line, nodes):
+    a, b = line["a"], line["b"]
+    from tests.nodeproc import free_port
+    unreachable = f"http://127.0.0.1:{free_port()}"       # what it tells peers; nobody listens there
+    x = nodes.start("x", "--no-discover", "--public-url", unreachable, peers=(b,))
+    wait_for(lambda: same_tip(a, b, x), timeout=90, interval=0.2, what="X on the network's tip")
+    h = x.status()["height"]
+    a.wait_height(h + 2, timeout=60)
+    wait_for(lambda: x.status()["height"] >= h + 2, timeout=30, what="X follows new blocks")
+    # B cannot reach X (its announcements fail), so X got them by polling B
+    entry = wait_for(lambda: [p for p in b.peers() if p["url"] == unreachable and p["failures"] > 0], timeout=30,
+                     what="B failing to reach X's advertised URL")
+    assert entry
+
+
 def test_invalid_block_is_rejected_everywhere_and_sender_banned(line):
     a, b, c = line["a"], line["b"], line["c"]
     height = a.status()["height"] - 2
