@@ -1,0 +1,59 @@
+"""Model certificates end to end: a proof registered at a non-mining node ends up
+in a block on every node of a 3-node line (only the far end mines)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.nodeproc import REPO, NodeGroup, node_env, wait_for
+from pol.proof import proof_summary
+
+
+@pytest.fixture
+def group(tmp_path):
+    g = NodeGroup(tmp_path / "nodes", ("--preset", "tiny", "--poll-interval", "0.5"))
+    yield g
+    g.close()
+
+
+def test_registered_certificate_reaches_every_node(tmp_path, group):
+    proof = tmp_path / "proof"
+    subprocess.run([sys.executable, "-m", "node.cli", "pol", "demo", "--out", str(proof), "--steps", "16",
+                    "--every", "4"], check=True, cwd=REPO, env=node_env(), capture_output=True, timeout=120)
+    model_hash = proof_summary(proof)["model_hash"]
+
+    a = group.add("a", "--mine")
+    b = group.add("b", peers=(a,))
+    c = group.add("c", peers=(b,))
+    group.start_all([a, b, c])
+    a.wait_height(1, timeout=90)
+
+    reg = subprocess.run([sys.executable, "-m", "node.cli", "pol", "register", str(proof), "--node", c.url,
+                          "--key", str(tmp_path / "owner.key"), "--meta", "name=demo"],
+                         cwd=REPO, env=node_env(), capture_output=True, text=True, timeout=60)
+    assert reg.returncode == 0, reg.stderr
+    info = json.loads(reg.stdout.strip().splitlines()[-1])
+    assert info["model_hash"] == model_hash
+
+    def on_chain(node):
+        r = node.get(f"/certificates/{model_hash}")
+        return r.status_code == 200 and r.json()["certificates"]
+
+    for node in (a, b, c):
+        wait_for(lambda: on_chain(node), timeout=120, what=f"certificate on {node}")
+    certs = [node.get(f"/certificates/{model_hash}").json()["certificates"] for node in (a, b, c)]
+    assert certs[0] == certs[1] == certs[2]
+    rec = certs[0][0]["record"]
+    assert rec["owner"] == info["owner"] and rec["proof_root"] == info["proof_root"]
+    assert rec["metadata"]["name"] == "demo"
+    block = a.block(certs[0][0]["block"])
+    assert rec in block["records"]
+
+    # a forged certificate (owner's signature over other fields) is refused with its reason
+    forged = dict(rec, model_hash="ab" * 32)
+    r = c.post("/certificates", json=forged)
+    assert r.status_code == 400 and r.json()["error"] == "bad-record"
+    assert c.get("/certificates/" + "ab" * 32).status_code == 404
