@@ -140,6 +140,7 @@ def test_resnet18_hits_and_gradients_agree(resnet_spec, resnet_data):
     want = reference_accepts(ref, w, reqs, batches, resnet_spec)
     _, got = fast_accepts(miner, w, reqs, batches)
     assert got == want
+    assert 0 < len(want) < len(batches)       # this R and these batches give hits and misses (2 of 6)
     # per-group gradients at a wider set of coordinates (every stage of the network)
     reqs = derive_requirements(parent_hash("resnet-grads"), 12, ref.index.total)
     miner.replayer.load(w)
