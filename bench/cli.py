@@ -11,6 +11,9 @@ BENCHMARKS = (
     "bench.mine",
     "bench.propagate",
     "bench.sync",
+    "bench.verify",
+    "bench.chain",
+    "bench.memory",
 )
 
 

@@ -1,0 +1,314 @@
+"""`polchain bench chain`: mine a chain solo and draw its learning curve next to plain SGD.
+
+``--blocks`` blocks are mined one after another into a ``node.chain.Chain`` in
+a temp datadir, as ``polchain mine`` does (fast miner, real timestamps, every
+block validated by ``Chain.submit``, the difficulty retargeted by the spec's
+rule). Per block it records the height, the interval (timestamp minus the
+parent's; block 1's parent is genesis, whose timestamp is fixed by the spec, so
+block 1 shows its own wall time), the difficulty k, the attempts, the wall time
+(mining + building + validating), and the canonical SGD steps the miner took.
+
+Canonical steps are counted by wrapping ``Replayer.step`` on the miner's
+replayer: the fast miner takes one per pass of G candidates (training goes on)
+plus one per confirmation of a predicted hit (undone unless it wins), so this is
+the gradient-step *compute* the chain spent. The steps that *stuck* (one per pass;
+the pass that finds a block is replaced by the block's winning step) are
+reported too, as ``effective_steps``.
+
+After mining (so the chain's timestamps are not stretched by it), the model of
+every block, W' = update(W, P), is evaluated on the FULL test split (not only E)
+in eval mode. Then the same model is trained from genesis by plain SGD (same lr,
+batch size S, random batches, no consensus) for as many canonical steps as the
+chain took, evaluated at the same step counts, so the cost of consensus on
+learning is visible. The figure (PNG and SVG, matplotlib, imported only here)
+puts the accuracy lines over the block-interval bars, paper-style, and plots
+accuracy against gradient steps below.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from . import common
+
+
+def register(sub) -> None:
+    from consensus.spec import PRESETS
+    p = sub.add_parser("chain", help="mine N blocks solo; learning curve vs plain SGD (figure)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=PRESETS, default="tiny")
+    p.add_argument("--blocks", type=int, default=50)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--miner", choices=("fast", "reference"), default="fast")
+    p.add_argument("--groups", type=int, default=None, help="fast miner: candidates per pass")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a loaded 2-core machine 2 threads run far slower)")
+    p.add_argument("--seed", type=int, default=0, help="miner seed")
+    p.add_argument("--sgd-seed", type=int, default=1, help="seed of the plain-SGD batches")
+    p.add_argument("--data-dir", type=Path, default=None, help="where CIFAR-10 lives, if it does")
+    p.add_argument("--figures", type=Path, default=None,
+                   help="write chain-<preset>.png/.svg here (default: --out, else no figure)")
+    p.add_argument("--no-figure", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
+    p.set_defaults(func=run)
+
+
+# -- evaluation on the full test split -------------------------------------------------
+def test_accuracy(replayer, state=None, chunk: int = 500) -> float:
+    """Share of the full test split predicted right, eval mode (running BN statistics)."""
+    import torch
+
+    from consensus.data import normalize
+    if state is not None:
+        replayer.load(state)
+    ds, spec = replayer.dataset, replayer.spec
+    model = replayer.model
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, ds.test_x.shape[0], chunk):
+            x = normalize(ds.test_x[i:i + chunk], spec.mean, spec.std).to(replayer.device)
+            y = ds.test_y[i:i + chunk].to(torch.int64).to(replayer.device)
+            correct += int((model(x).argmax(dim=1) == y).sum())
+    return correct / ds.test_x.shape[0]
+
+
+class StepCounter:
+    """Counts calls to one Replayer's ``step`` (instance attribute shadows the method)."""
+
+    def __init__(self, replayer):
+        self.n = 0
+        inner = replayer.step
+
+        def step(indices):
+            self.n += 1
+            return inner(indices)
+        replayer.step = step
+
+
+def plain_sgd(spec, data, device: str, checkpoints: list[int], seed: int) -> dict[int, float]:
+    """Train from genesis by plain SGD (the canonical step on random batches); accuracy at each checkpoint."""
+    from consensus.training import Replayer, genesis_state
+    r = Replayer(spec, data, device)
+    r.load(genesis_state(spec))
+    rng = random.Random(seed)
+    n, s = spec.dataset.train_size, spec.training.batch_size
+    want = sorted(set(checkpoints))
+    out: dict[int, float] = {}
+    done = 0
+    for target in want:
+        while done < target:
+            r.step(tuple(rng.sample(range(n), s)))
+            done += 1
+        out[target] = test_accuracy(r)     # eval mode: parameters and running statistics untouched
+    return out
+
+
+# -- the benchmark ----------------------------------------------------------------------
+def run(args) -> int:
+    res = measure_chain(args)
+    fig_dir = None if args.no_figure else (args.figures or args.out)
+    if fig_dir is not None:
+        res["figures"] = [str(p) for p in draw(res, Path(fig_dir))]
+        common.progress("figures: " + ", ".join(res["figures"]))
+    return common.emit(res, args, table, name=f"chain-{args.preset}")
+
+
+def measure_chain(args) -> dict:
+    common.apply_threads(args.threads)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from consensus.difficulty import next_difficulty
+    from consensus.spec import preset
+    from consensus.training import Replayer, genesis_state
+    from miner.search import make_miner, pick_device
+    from miner.template import build_block
+    from node.chain import Chain
+
+    spec = preset(args.preset)
+    device = pick_device(args.device)
+    data, data_note = common.bench_dataset(spec, args.data_dir)
+    root = Path(tempfile.mkdtemp(prefix="polchain-bench-chain-"))
+    result = common.result_header("chain", preset=args.preset, arch=spec.model.arch, data=data_note,
+                                  data_generated=data_note == common.GENERATED_CIFAR, device=device,
+                                  miner=args.miner, blocks_requested=args.blocks, lr=spec.training.lr,
+                                  batch_size=spec.training.batch_size, eval_size=spec.evaluation.size,
+                                  test_size=spec.dataset.test_size, k0=spec.difficulty.initial,
+                                  target_interval_s=spec.difficulty.target_interval_ms / 1000,
+                                  machine=common.machine_info(device))
+    try:
+        chain = Chain(spec, root / "chain", data, archival=True)
+        key = Ed25519PrivateKey.generate()
+        miner = make_miner(args.miner, spec, data, device=device, seed=args.seed, groups=args.groups)
+        result["groups"] = getattr(miner, "groups", None)
+        steps = StepCounter(miner.replayer)
+        passes = [0]
+        if hasattr(miner, "search_pass"):
+            inner_pass = miner.search_pass
+
+            def counted_pass(*a, **kw):
+                passes[0] += 1
+                return inner_pass(*a, **kw)
+            miner.search_pass = counted_pass
+
+        rows = []
+        t_start = time.perf_counter()
+        for i in range(args.blocks):
+            t0 = time.perf_counter()
+            tip, w = chain.tip_model()
+            k = next_difficulty(spec, tip.header, chain.view)
+            found = miner.mine(tip.header, k, w)
+            mine_s = time.perf_counter() - t0
+            header, body = build_block(spec, tip.header, k, found, key, chain.view)
+            out = chain.submit(header, [], body, peer=None)
+            if out.status != "accepted":
+                raise RuntimeError(f"own block rejected: {out.code} {out.detail}")
+            wall = time.perf_counter() - t0
+            effective = passes[0] if hasattr(miner, "search_pass") else steps.n
+            interval = (header.timestamp_ms - tip.header.timestamp_ms) / 1000 if tip.height > 0 else wall
+            rows.append({"height": header.height, "hash": header.hash, "k": k, "attempts": found.attempts,
+                         "interval_s": round(interval, 3), "mine_s": round(mine_s, 3), "wall_s": round(wall, 3),
+                         "steps": steps.n, "effective_steps": effective,
+                         "acc_e_before": header.acc_before, "acc_e_after": header.acc_after})
+            common.progress(f"block {header.height}: k={k} {found.attempts} attempts {wall:.2f} s, "
+                            f"{steps.n} canonical steps so far, acc on E {header.acc_after}/{spec.evaluation.size}")
+        duration = time.perf_counter() - t_start
+
+        # the tip model of every block on the full test split (after mining: timestamps stay honest)
+        common.progress("evaluating every block's model on the full test split")
+        ev = Replayer(spec, data, device)
+        genesis_acc = test_accuracy(ev, genesis_state(spec))
+        for row in rows:
+            b = chain.store.get(row["hash"])
+            w = chain.load_weights(b.header.weights_hash)
+            row["test_accuracy"] = round(test_accuracy(ev, ev.update(w, b.header.batch)), 4)
+        chain.store.close()
+
+        common.progress(f"plain SGD from genesis for {steps.n} steps (lr {spec.training.lr}, "
+                        f"batch {spec.training.batch_size})")
+        grid = sorted({r["steps"] for r in rows} | {r["effective_steps"] for r in rows}
+                      | {round(steps.n * j / 40) for j in range(1, 41)})
+        t0 = time.perf_counter()
+        sgd = plain_sgd(spec, data, device, [g for g in grid if g > 0], args.sgd_seed)
+        sgd[0] = genesis_acc
+        sgd_s = time.perf_counter() - t0
+        for row in rows:
+            row["sgd_accuracy_same_steps"] = round(sgd[row["steps"]], 4)
+            row["sgd_accuracy_effective_steps"] = round(sgd[row["effective_steps"]], 4)
+
+        n = len(rows)
+        intervals = [r["interval_s"] for r in rows[1:]] or [rows[0]["interval_s"]]
+        result.update(
+            blocks=n, duration_s=round(duration, 1), sgd_seconds=round(sgd_s, 1),
+            start_accuracy=round(genesis_acc, 4), end_accuracy=rows[-1]["test_accuracy"],
+            best_accuracy=max(r["test_accuracy"] for r in rows), chance=1 / spec.model.num_classes,
+            sgd_end_accuracy=round(sgd[steps.n], 4), sgd_end_accuracy_effective=round(sgd[rows[-1]["effective_steps"]], 4),
+            total_steps=steps.n, effective_steps=rows[-1]["effective_steps"],
+            total_attempts=sum(r["attempts"] for r in rows),
+            interval_s=common.summary(intervals), wall_s=common.summary([r["wall_s"] for r in rows]),
+            attempts=common.summary([r["attempts"] for r in rows], 1),
+            attempts_over_2k=common.summary([r["attempts"] / 2 ** r["k"] for r in rows]),
+            k_final=rows[-1]["k"], k_counts={str(k): sum(1 for r in rows if r["k"] == k) for k in sorted({r["k"] for r in rows})},
+            per_block=rows, sgd_curve=[[s, round(a, 4)] for s, a in sorted(sgd.items())],
+            load_average_after=common.load_average())
+        return result
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- the figure ------------------------------------------------------------------------------
+def draw(res: dict, out_dir: Path) -> list[Path]:
+    """chain-<preset>.png and .svg: accuracy over block-interval bars; accuracy vs gradient steps."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = res["per_block"]
+    h = [0] + [r["height"] for r in rows]
+    acc = [100 * res["start_accuracy"]] + [100 * r["test_accuracy"] for r in rows]
+    sgd_same = [100 * res["start_accuracy"]] + [100 * r["sgd_accuracy_same_steps"] for r in rows]
+    sgd_eff = [100 * res["start_accuracy"]] + [100 * r["sgd_accuracy_effective_steps"] for r in rows]
+
+    fig, (ax1, ax3) = plt.subplots(2, 1, figsize=(9, 8.5), gridspec_kw={"height_ratios": [3, 2]})
+    ax2 = ax1.twinx()
+    ax2.bar([r["height"] for r in rows], [r["interval_s"] for r in rows], color="#c9d6ea", width=0.8,
+            label="block interval (s)")
+    ax2.set_ylabel("block interval (s)")
+    ax1.set_zorder(ax2.get_zorder() + 1)
+    ax1.patch.set_visible(False)
+    ax1.plot(h, acc, "o-", color="#1f4e99", ms=3.5, lw=1.8, label="chain: tip model (full test split)")
+    ax1.plot(h, sgd_same, "--", color="#d1495b", lw=1.5, label="plain SGD, same canonical steps")
+    ax1.plot(h, sgd_eff, ":", color="#edae49", lw=1.8, label="plain SGD, same effective steps")
+    ax1.axhline(100 * res["chance"], color="grey", lw=0.8, ls="-.", label="chance")
+    ax1.set_xlabel("block height")
+    ax1.set_ylabel("test accuracy (%)")
+    ax1.set_xlim(-0.5, h[-1] + 0.8)
+    ks = sorted({r["k"] for r in rows})
+    ax1.set_title(f"polchain {res['preset']} ({res['arch']}): {res['blocks']} blocks mined solo in "
+                  f"{res['duration_s']:.0f} s, k {ks[0]}..{ks[-1]}" if len(ks) > 1 else
+                  f"polchain {res['preset']} ({res['arch']}): {res['blocks']} blocks mined solo in "
+                  f"{res['duration_s']:.0f} s, k={ks[0]}", fontsize=10)
+    lines1, labels1 = ax1.get_legend_handles_labels()
+    lines2, labels2 = ax2.get_legend_handles_labels()
+    ax1.legend(lines1 + lines2, labels1 + labels2, loc="upper left", fontsize=8, framealpha=0.9)
+
+    curve = res["sgd_curve"]
+    ax3.plot([s for s, _ in curve], [100 * a for _, a in curve], "-", color="#d1495b", lw=1.5,
+             label="plain SGD (random batches)")
+    ax3.plot([0] + [r["steps"] for r in rows], acc, "o-", color="#1f4e99", ms=3, lw=1.5,
+             label="chain, vs canonical steps computed")
+    ax3.plot([0] + [r["effective_steps"] for r in rows], acc, "s-", color="#30a46c", ms=2.5, lw=1,
+             alpha=0.8, label="chain, vs steps that stuck")
+    ax3.axhline(100 * res["chance"], color="grey", lw=0.8, ls="-.")
+    ax3.set_xlabel("gradient steps (lr %s, batch %d)" % (res["lr"], res["batch_size"]))
+    ax3.set_ylabel("test accuracy (%)")
+    ax3.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    m = res["machine"]
+    fig.text(0.01, 0.005, f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s), torch {m['torch']}; "
+             f"load average {(res.get('load_average_after') or ['?'])[0]} (shared machine); {res['started']}",
+             fontsize=7, color="grey")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "svg"):
+        p = out_dir / f"chain-{res['preset']}.{ext}"
+        fig.savefig(p, dpi=130 if ext == "png" else None)
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def table(res: dict) -> str:
+    rows = [(r["height"], r["k"], r["interval_s"], r["attempts"], r["steps"], r["effective_steps"],
+             f"{100 * r['test_accuracy']:.1f}", f"{100 * r['sgd_accuracy_same_steps']:.1f}",
+             f"{r['acc_e_after']}/{res['eval_size']}") for r in res["per_block"]]
+    lines = [
+        f"polchain bench chain: preset {res['preset']} ({res['arch']}), {res['blocks']} blocks mined solo, "
+        f"miner {res['miner']} on {res['device']}",
+        f"data: {res['data']}" + (" -- NOT CIFAR-10: generated images of the same shape" if res.get("data_generated") else ""),
+        f"machine: {common.machine_line(res['machine'])}",
+        "",
+        common.format_table(["height", "k", "interval s", "attempts", "steps", "stuck", "test acc %", "SGD acc %",
+                             "acc on E"], rows),
+        "",
+        f"duration {res['duration_s']:.1f} s (mining + validating); block interval median {res['interval_s']['median']} s "
+        f"(target {res['target_interval_s']:g} s); attempts per block median {res['attempts']['median']:g}, "
+        f"attempts / 2^k median {res['attempts_over_2k']['median']}",
+        f"test accuracy (full test split, {res['test_size']} images): genesis {100 * res['start_accuracy']:.1f}% -> "
+        f"tip {100 * res['end_accuracy']:.1f}% (best {100 * res['best_accuracy']:.1f}%; chance "
+        f"{100 * res['chance']:.0f}%)",
+        f"plain SGD, same {res['total_steps']} canonical steps: {100 * res['sgd_end_accuracy']:.1f}%; "
+        f"same {res['effective_steps']} effective steps: {100 * res['sgd_end_accuracy_effective']:.1f}%",
+    ]
+    if res.get("figures"):
+        lines.append("figures: " + ", ".join(res["figures"]))
+    if res.get("load_average_after"):
+        lines.append(f"load average after: {res['load_average_after'][0]} (figures taken under this load)")
+    return "\n".join(lines)

@@ -1,0 +1,338 @@
+"""`polchain bench verify`: time to fully validate one block, stage by stage, and the mining asymmetry.
+
+One block is mined on genesis with the fast miner, then submitted to a fresh
+``node.chain.Chain`` (temp datadir) ``--runs`` times, after one untimed
+warm-up submission; every submission is the node's real pipeline
+(``Chain.submit``: header rules, records, body, proof, store). The stages are
+timed inside that pipeline by wrapping the functions it calls:
+
+* ``header``: syntax, limits, Ed25519 signature, context (``validate_header``)
+* ``load_weights``: safetensors decode of the body (``decode_state``)
+* ``hash``: the canonical weights hash (``weights_hash``)
+* ``layout_finite``: names/shapes/dtypes and the all-finite check
+* ``replay``: load W, the canonical SGD step on P, R checked (``check_requirements``)
+* ``accuracy``: the two evaluations on E, acc(W') and acc(W) (``Replayer.accuracy``)
+* ``store``: the body written (temp file, fsync, rename) and the block recorded
+* ``other``: the rest of ``Chain.submit`` (records, bookkeeping)
+
+``total_seconds`` is the median of the whole ``Chain.submit``. Medians of wall
+time and of process CPU time are reported per stage (CPU time is robust to other
+processes sharing the cores only with one torch thread: ``--threads 1``).
+
+The asymmetry: expected mining time at the spec's initial difficulty k0 is
+``(2^k0 * t_attempt + t_confirm) / p_acc`` -- 2^k0 candidate batches until one
+meets R, the canonical confirmation (one step, two evaluations: the replay and
+accuracy stages above) for each R-hit, and 1/p_acc R-hits until one also passes
+the miner's accuracy policy. ``t_attempt`` is measured with the fast miner at
+k0 (``--seconds``), ``p_acc`` by sampling random steps from the block's W
+(``--acc-samples``). The ratio of that to ``total_seconds`` is what makes the
+scheme work: finding is expensive, checking is one step.
+
+``--preset cifar10-resnet18``: CIFAR-10 is never downloaded by a benchmark;
+without it in ``--data-dir`` the data are generated uniform images and labels of
+CIFAR-10's shape and sizes, and the output says so. The validated block is
+mined at ``--k`` (default 2 for resnet18, k0 for tiny) on a copy of the spec
+whose initial difficulty is that k, so one can be found on a CPU: validation
+cost does not depend on k (k weights are compared after the one step).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import common
+
+STAGES = ("header", "load_weights", "hash", "layout_finite", "replay", "accuracy", "store", "other")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("verify", help="time to validate one block, stage by stage; mining/validation asymmetry",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_arguments(p, preset_default="tiny", seconds_default=10.0, runs_default=5)
+    p.add_argument("--k", type=int, default=None,
+                   help="difficulty of the validated block (default: k0 for tiny, 2 for cifar10-resnet18)")
+    p.add_argument("--acc-samples", type=int, default=None,
+                   help="random steps from W sampled for p_acc (default 100 tiny, 4 resnet18)")
+    p.add_argument("--p-acc", type=float, default=None, help="use this p_acc instead of sampling it")
+    p.add_argument("--validate-device", default="cpu",
+                   help="device of the validating replayer (default cpu: node/chain.py validates on the CPU)")
+    p.add_argument("--groups", type=int, default=None, help="fast miner: candidates per pass (default: per device)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+# -- stage timers ------------------------------------------------------------------------
+class StageClock:
+    """Accumulates wall and process-CPU seconds per stage while patched functions run."""
+
+    def __init__(self, device: str | None = None):
+        self.device = device
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._depth = 0
+
+    def wrap(self, stage: str, fn):
+        def timed(*a, **kw):
+            if self._depth:              # nested in another timed stage: counted there
+                return fn(*a, **kw)
+            self._depth += 1
+            common.sync_device(self.device)
+            w0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                common.sync_device(self.device)
+                self.wall[stage] = self.wall.get(stage, 0.0) + time.perf_counter() - w0
+                self.cpu[stage] = self.cpu.get(stage, 0.0) + time.process_time() - c0
+                self._depth -= 1
+        return timed
+
+
+@contextmanager
+def instrumented(chain, clock: StageClock):
+    """Patch the functions Chain.submit calls (module globals and this chain's objects) with timers."""
+    import consensus.validation as cv
+    import node.chain as nc
+    patches = [(nc, "validate_header"), (cv, "decode_state"), (cv, "weights_hash"), (cv, "layout_problem"),
+               (cv, "all_finite"), (cv, "check_requirements")]
+    stage_of = {"validate_header": "header", "decode_state": "load_weights", "weights_hash": "hash",
+                "layout_problem": "layout_finite", "all_finite": "layout_finite", "check_requirements": "replay"}
+    saved = [(mod, name, getattr(mod, name)) for mod, name in patches]
+    objs = [(chain.replayer, "accuracy", "accuracy"), (chain.store.weights, "put", "store"),
+            (chain.store, "put_block", "store"), (chain, "_switch_tip", "store")]
+    try:
+        for mod, name, fn in saved:
+            setattr(mod, name, clock.wrap(stage_of[name], fn))
+        for obj, name, stage in objs:
+            setattr(obj, name, clock.wrap(stage, getattr(obj, name)))   # instance attribute shadows the method
+        yield clock
+    finally:
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
+        for obj, name, _ in objs:
+            try:
+                delattr(obj, name)
+            except AttributeError:
+                pass
+
+
+# -- the pieces --------------------------------------------------------------------------
+def block_spec(spec, k: int):
+    if k == spec.difficulty.initial:
+        return spec
+    return dataclasses.replace(spec, name=f"{spec.name}-bench-k{k}",
+                               difficulty=dataclasses.replace(spec.difficulty, initial=k))
+
+
+def mine_block(spec, data, device: str, groups: int | None, seed: int, datadir: Path):
+    """(header, body, W, found) of one block on genesis, mined with the fast miner."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from consensus.difficulty import next_difficulty
+    from miner.search import make_miner
+    from miner.template import build_block
+    from node.chain import Chain
+    chain = Chain(spec, datadir, data)
+    try:
+        miner = make_miner("fast", spec, data, device=device, seed=seed, groups=groups)
+        tip, w = chain.tip_model()
+        k = next_difficulty(spec, tip.header, chain.view)
+        found = miner.mine(tip.header, k, w)
+        header, body = build_block(spec, tip.header, k, found, Ed25519PrivateKey.generate(), chain.view)
+        return header, body, found, miner
+    finally:
+        chain.store.close()
+
+
+def submit_once(spec, data, replayer, header, body, root: Path, i: int) -> tuple[float, float, StageClock]:
+    """One Chain.submit of the block into a fresh datadir; (wall s, CPU s, stage clock)."""
+    from node.chain import Chain
+    datadir = root / f"v{i}"
+    chain = Chain(spec, datadir, data)
+    chain.replayer = replayer           # a long-lived, warm replayer, as in a running node
+    clock = StageClock(str(replayer.device))
+    try:
+        with instrumented(chain, clock):
+            common.sync_device(str(replayer.device))
+            w0, c0 = time.perf_counter(), time.process_time()
+            out = chain.submit(header, [], body, peer=None)
+            common.sync_device(str(replayer.device))
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        if out.status != "accepted":
+            raise RuntimeError(f"block not accepted: {out.status} {out.code} {out.detail}")
+    finally:
+        chain.store.close()
+        shutil.rmtree(datadir, ignore_errors=True)
+    return wall, cpu, clock
+
+
+def sample_p_acc(miner, w, parent, samples: int) -> tuple[int, int]:
+    """(passing, samples): random canonical steps from W that pass the miner's accuracy policy."""
+    from consensus.validation import miner_accuracy_ok
+    r = miner.replayer
+    before = r.accuracy(w)
+    ok = 0
+    for _ in range(samples):
+        r.load(w)
+        r.step(miner.random_batch())
+        if miner_accuracy_ok(before, r.accuracy(), parent, miner.spec):
+            ok += 1
+    r.load(w)
+    return ok, samples
+
+
+def attempt_seconds(miner, spec, w, seconds: float, device: str) -> tuple[float, float, int]:
+    """(wall s per attempt, CPU s per attempt, attempts) of the fast miner at the spec's k0."""
+    from .mine import measure, stand_in_parent
+    k = spec.difficulty.initial
+    measure(miner, stand_in_parent(-1), k, w, min(3.0, seconds), device)      # warm-up
+    rate, n, wall, cpu = measure(miner, stand_in_parent(0), k, w, seconds, device)
+    n = max(n, 1)
+    return wall / n, cpu / n, n
+
+
+# -- the benchmark -----------------------------------------------------------------------
+def run(args) -> int:
+    return common.emit(measure_verify(args), args, table, name=f"verify-{args.preset}")
+
+
+def measure_verify(args) -> dict:
+    common.apply_threads(args.threads)
+    from consensus.spec import preset
+    from consensus.training import Replayer, set_deterministic
+    from miner.search import default_groups, pick_device
+
+    base = preset(args.preset)
+    resnet = base.model.arch != "tiny-cnn"
+    k_block = args.k or (2 if resnet else base.difficulty.initial)
+    spec = block_spec(base, k_block)
+    device = pick_device(args.device)
+    vdevice = pick_device(args.validate_device)
+    data, data_note = common.bench_dataset(spec, args.data_dir)
+    groups = args.groups or default_groups(spec, device)
+    samples = args.acc_samples if args.acc_samples is not None else (4 if resnet else 100)
+    root = Path(tempfile.mkdtemp(prefix="polchain-bench-verify-"))
+    result = common.result_header(
+        "verify", preset=args.preset, arch=spec.model.arch, data=data_note,
+        data_generated=data_note == common.GENERATED_CIFAR, block_k=k_block, spec_k0=base.difficulty.initial,
+        eval_size=spec.evaluation.size, validate_device=vdevice, mine_device=device, groups=groups,
+        runs=args.runs, machine=common.machine_info(device))
+    if k_block != base.difficulty.initial:
+        result["block_note"] = (f"the validated block was mined at k={k_block} on a copy of the spec with that "
+                                f"initial difficulty (k0 is {base.difficulty.initial}); validation cost does not "
+                                "depend on k")
+    try:
+        common.progress(f"mining one block at k={k_block} ({spec.model.arch}, {data_note})")
+        t0 = time.perf_counter()
+        header, body, found, miner = mine_block(spec, data, device, groups, args.seed, root / "miner")
+        result["block"] = {"height": header.height, "hash": header.hash, "body_bytes": len(body),
+                           "attempts": found.attempts, "mining_seconds": round(time.perf_counter() - t0, 2),
+                           "acc_before": header.acc_before, "acc_after": header.acc_after}
+        common.progress(f"mined in {found.attempts} attempts, {time.perf_counter() - t0:.1f} s; "
+                        f"body {len(body) / 1e6:.1f} MB")
+
+        set_deterministic()
+        replayer = Replayer(spec, data, vdevice)
+        walls: list[float] = []
+        cpus: list[float] = []
+        stage_wall: dict[str, list[float]] = {s: [] for s in STAGES}
+        stage_cpu: dict[str, list[float]] = {s: [] for s in STAGES}
+        for i in range(args.runs + 1):
+            wall, cpu, clock = submit_once(spec, data, replayer, header, body, root, i)
+            label = "warm-up" if i == 0 else f"run {i}/{args.runs}"
+            common.progress(f"{label}: validated in {wall:.2f} s ({cpu:.2f} CPU s): "
+                            + ", ".join(f"{s} {clock.wall.get(s, 0.0):.3f}" for s in STAGES[:-1]))
+            if i == 0:
+                continue
+            walls.append(wall)
+            cpus.append(cpu)
+            for s in STAGES[:-1]:
+                stage_wall[s].append(clock.wall.get(s, 0.0))
+                stage_cpu[s].append(clock.cpu.get(s, 0.0))
+            stage_wall["other"].append(max(0.0, wall - sum(clock.wall.values())))
+            stage_cpu["other"].append(max(0.0, cpu - sum(clock.cpu.values())))
+        result["stages"] = {s: {"wall_s": common.summary(stage_wall[s], 4), "cpu_s": common.summary(stage_cpu[s], 4)}
+                            for s in STAGES}
+        result["total"] = {"wall_s": common.summary(walls, 4), "cpu_s": common.summary(cpus, 4)}
+        result["total_seconds"] = result["total"]["wall_s"]["median"]
+        result["total_cpu_seconds"] = result["total"]["cpu_s"]["median"]
+
+        # -- the asymmetry -------------------------------------------------------------
+        w = found.weights
+        common.progress(f"fast miner at k0={base.difficulty.initial}: {args.seconds:g} s timed run")
+        t_att, c_att, n_att = attempt_seconds(miner, base, w, args.seconds, device)
+        if args.p_acc is not None:
+            p_acc, p_note = args.p_acc, "given (--p-acc)"
+            ok = None
+        else:
+            common.progress(f"sampling p_acc: {samples} random steps from the block's W")
+            ok, _ = sample_p_acc(miner, w, header, samples) if samples else (0, 0)
+            p_acc = (ok + 0.5) / (samples + 1.0)      # never 0 or 1 with few samples (add-half estimate)
+            p_note = f"{ok}/{samples} random steps from the block's W passed the miner's accuracy policy"
+        confirm_wall = (result["stages"]["replay"]["wall_s"]["median"]
+                        + result["stages"]["accuracy"]["wall_s"]["median"])
+        confirm_cpu = (result["stages"]["replay"]["cpu_s"]["median"]
+                       + result["stages"]["accuracy"]["cpu_s"]["median"])
+        k0 = base.difficulty.initial
+        expected = (2 ** k0 * t_att + confirm_wall) / p_acc
+        expected_cpu = (2 ** k0 * c_att + confirm_cpu) / p_acc
+        result["mining"] = {
+            "k0": k0, "seconds_per_attempt": round(t_att, 5), "cpu_seconds_per_attempt": round(c_att, 5),
+            "attempts_timed": n_att, "p_acc": round(p_acc, 4), "p_acc_passing": ok, "p_acc_samples": samples,
+            "p_acc_note": p_note, "confirm_seconds": round(confirm_wall, 4),
+            "expected_attempts": round(2 ** k0 / p_acc, 1),
+            "expected_seconds": round(expected, 2), "expected_cpu_seconds": round(expected_cpu, 2),
+            "target_interval_s": base.difficulty.target_interval_ms / 1000,
+        }
+        result["asymmetry"] = common.ratio(expected, result["total_seconds"], 1)
+        result["asymmetry_cpu"] = common.ratio(expected_cpu, result["total_cpu_seconds"], 1)
+        result["load_average_after"] = common.load_average()
+        return result
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def table(res: dict) -> str:
+    labels = {"header": "header rules + signature", "load_weights": "load weights (safetensors decode)",
+              "hash": "weights hash", "layout_finite": "layout + finite check",
+              "replay": "replay step (load W, SGD step, R)", "accuracy": f"accuracy on E (2 x {res['eval_size']} images)",
+              "store": "store body + block", "other": "other"}
+    rows = []
+    for s in STAGES:
+        st = res["stages"][s]
+        rows.append((labels[s], st["wall_s"]["median"], st["wall_s"]["min"], st["wall_s"]["max"], st["cpu_s"]["median"]))
+    t = res["total"]
+    rows.append(("TOTAL (Chain.submit)", t["wall_s"]["median"], t["wall_s"]["min"], t["wall_s"]["max"], t["cpu_s"]["median"]))
+    m = res["mining"]
+    lines = [
+        f"polchain bench verify: preset {res['preset']} ({res['arch']}), validation on {res['validate_device']}",
+        f"data: {res['data']}" + (" -- NOT CIFAR-10: generated images of the same shape" if res.get("data_generated") else ""),
+        f"machine: {common.machine_line(res['machine'])}",
+    ]
+    if res.get("block_note"):
+        lines.append(f"note: {res['block_note']}")
+    b = res["block"]
+    lines += [
+        f"block: height {b['height']}, body {b['body_bytes'] / 1e6:.2f} MB, acc {b['acc_before']}->{b['acc_after']}"
+        f"/{res['eval_size']}, mined in {b['attempts']} attempts",
+        f"{res['runs']} timed submissions to a fresh chain (after one warm-up); medians, seconds",
+        "",
+        common.format_table(["stage", "wall s", "min", "max", "CPU s"], rows),
+        "",
+        f"mining at k0={m['k0']} (fast miner, {res['groups']} candidates per pass, {res['mine_device']}): "
+        f"{m['seconds_per_attempt'] * 1000:.2f} ms per attempt ({m['cpu_seconds_per_attempt'] * 1000:.2f} CPU ms); "
+        f"p_acc {m['p_acc']} ({m['p_acc_note']})",
+        f"expected mining time (2^k0 * t_attempt + t_confirm) / p_acc = {m['expected_seconds']:.1f} s "
+        f"({m['expected_attempts']:.0f} attempts; target interval {m['target_interval_s']:g} s)",
+        f"asymmetry: expected mining time / validation time = {res['asymmetry']}x "
+        f"(CPU time: {res['asymmetry_cpu']}x)",
+    ]
+    if res.get("load_average_after"):
+        lines.append(f"load average after: {res['load_average_after'][0]} (figures taken under this load)")
+    return "\n".join(lines)

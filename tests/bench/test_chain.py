@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+
+def test_chain_tiny_json(bench_json, shared_data, tmp_path):
+    res = bench_json("chain", "--preset", "tiny", "--blocks", "3", "--no-figure", "--out", str(tmp_path))
+    assert res["benchmark"] == "chain" and res["blocks"] == 3
+    rows = res["per_block"]
+    assert [r["height"] for r in rows] == [1, 2, 3]
+    for key in ("interval_s", "k", "test_accuracy", "attempts", "wall_s", "steps", "effective_steps",
+                "sgd_accuracy_same_steps"):
+        assert all(key in r for r in rows), key
+    steps = [r["steps"] for r in rows]
+    assert steps == sorted(steps) and steps[-1] == res["total_steps"] > 0
+    assert all(r["effective_steps"] <= r["steps"] for r in rows)
+    assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert 0 <= res["start_accuracy"] <= 1 and res["end_accuracy"] == rows[-1]["test_accuracy"]
+    assert res["sgd_curve"][0][0] == 0 and res["sgd_curve"][-1][0] == res["total_steps"]
+    assert res["duration_s"] > 0 and res["machine"]["torch"]
+    assert (tmp_path / "chain-tiny.json").exists()
+
+
+def test_chain_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bench.chain import draw
+    rows = [{"height": h, "k": 8, "interval_s": 1.0 + h, "attempts": 100, "steps": 10 * h, "effective_steps": 9 * h,
+             "test_accuracy": 0.1 + 0.05 * h, "sgd_accuracy_same_steps": 0.1 + 0.06 * h,
+             "sgd_accuracy_effective_steps": 0.1 + 0.055 * h} for h in (1, 2, 3)]
+    res = {"preset": "tiny", "arch": "tiny-cnn", "blocks": 3, "duration_s": 9.0, "start_accuracy": 0.1, "chance": 0.1,
+           "per_block": rows, "sgd_curve": [[0, 0.1], [15, 0.2], [30, 0.28]], "lr": "0.01", "batch_size": 4,
+           "machine": {"cpu": "x", "cores": 2, "torch_threads": 1, "torch": "2"}, "started": "now",
+           "load_average_after": [1.0, 1.0, 1.0]}
+    paths = draw(res, tmp_path)
+    assert {p.suffix for p in paths} == {".png", ".svg"}
+    assert all(p.stat().st_size > 1000 for p in paths)

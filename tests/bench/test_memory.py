@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
+
+
+def test_memory_tiny_node(bench_json):
+    """A real tiny node starts, its peak RSS is read from /proc; no block needed at this size."""
+    res = bench_json("memory", "--preset", "tiny", "--seconds", "1", "--min-blocks", "0", "--timeout", "120")
+    assert res["benchmark"] == "memory"
+    assert 50 < res["startup_peak_rss_mib"] <= res["peak_rss_mib"] < 3 * 1024
+    assert res["mining_peak_rss_mib"] > 0 and res["under_3gb"] is True
+    assert res["rss_samples"] and "VmHWM" in res["measured"]
+
+
+def test_generated_cifar_archive_loads(tmp_path):
+    """The memory benchmark's archive goes through the real CIFAR-10 decoder (here with 20 records a batch)."""
+    from bench.memory import write_cifar_archive
+    from consensus import cifar10
+    path = tmp_path / cifar10.ARCHIVE_NAME
+    md5 = write_cifar_archive(path, records_per_batch=20)
+    c = cifar10.load_cifar10(tmp_path, download=False, md5=md5, progress=False, records_per_batch=20)
+    assert tuple(c.train_x.shape) == (100, 3, 32, 32) and tuple(c.test_x.shape) == (20, 3, 32, 32)
+    assert int(c.train_y.max()) < 10
