@@ -189,6 +189,4 @@ def node(honest, tmp_path, monkeypatch):
     app = create_app(service, manage_lifecycle=False)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield InProcessNode(service, client, datadir)
-    service.network._fetchers.shutdown(wait=False, cancel_futures=True)
-    service.validator.shutdown(wait=True)
-    service.chain.store.close()
+    service.stop()   # network threads were never started; stops the pools, closes the store
