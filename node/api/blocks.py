@@ -137,8 +137,8 @@ async def post_block(request: Request, service: Service):
             header = BlockHeader.from_json(await request.body())
     except errors.Malformed as exc:
         return error_response(422, exc.code, exc.detail)
-    except ValueError as exc:
-        return error_response(422, "malformed", str(exc))
+    except (ValueError, RecursionError) as exc:  # RecursionError: records JSON nested too deeply
+        return error_response(422, "malformed", str(exc)[:200])
     if weights is None:
         known = service.chain.store.status(header.hash)
         if known in ("valid", "invalid"):

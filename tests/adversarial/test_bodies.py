@@ -279,3 +279,13 @@ def test_committed_bad_record_is_invalid(chain, honest, forge, attack):
     h = signed(nxt.header, HONEST_KEY, records_root=records_root([bad]))
     attack(h, nxt.body, "bad-record", errors.InvalidBlock, records=[body])
     assert h.records_root != ZERO_HASH
+
+
+def test_deeply_nested_records_over_http_is_422(node, honest):
+    """A records part nested 100,000 deep: 422 malformed, not a 500 from a RecursionError."""
+    nested = "[" * 100_000 + "]" * 100_000
+    r = node.client.post("/blocks", files={"header": (None, honest.next.header.encode()),
+                                           "records": ("r.json", nested.encode(), "application/json"),
+                                           "weights": ("w", honest.next.body, "application/octet-stream")})
+    assert r.status_code == 422 and r.json()["error"] == "malformed", r.text
+    assert node.service.chain.store.status(honest.next.header.hash) is None
