@@ -51,7 +51,7 @@ from consensus.validation import miner_accuracy_ok, miner_requirements_ok  # noq
 
 DEFAULTS = {  # steps, accuracy steps, warm-up steps before W is fixed
     "tiny": dict(steps=1000, acc_steps=300, warmup=200),
-    "cifar10-resnet18": dict(steps=120, acc_steps=5, warmup=0),
+    "cifar10-resnet18": dict(steps=120, acc_steps=20, warmup=10),
 }
 
 

@@ -23,8 +23,12 @@ def polchain(*args: str) -> list[str]:
     return [exe, *args] if exe else [sys.executable, "-m", "node.cli", *args]
 
 
+# One torch thread per process: on a small shared machine intra-op threads mostly contend.
+ENV = dict(os.environ, POLCHAIN_LOG_LEVEL="WARNING", OMP_NUM_THREADS="1")
+
+
 def run(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, POLCHAIN_LOG_LEVEL="WARNING")
+    env = ENV
     return subprocess.run(polchain(*args), capture_output=True, text=True, timeout=TIMEOUT, env=env)
 
 
@@ -82,7 +86,7 @@ def test_tampered_store_fails_verification(mined, tmp_path):
         db.execute("UPDATE blocks SET header_json = ? WHERE hash = ?", (json.dumps(hdr, sort_keys=True),
                                                                         chain[1]["hash"]))
 
-    env = dict(os.environ, POLCHAIN_LOG_LEVEL="WARNING")
+    env = ENV
     procs = {name: subprocess.Popen(polchain("verify", "--datadir", str(d)), stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, env=env)
              for name, d in (("a", a), ("b", b))}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import random
 
-import pytest
 import torch
 
 from consensus.data import Dataset

@@ -12,7 +12,7 @@ from safetensors.torch import save as st_save
 
 from consensus import errors
 from consensus.block import SIGN_DOMAIN, BlockHeader, genesis_header
-from consensus.data import make_synthetic, split_hash
+from consensus.data import split_hash
 from consensus.hashing import ZERO_HASH, canonical_json, merkle_root, sha256, sha256_hex
 from consensus.spec import PRESETS, ChainSpec, preset
 from consensus.training import genesis_state

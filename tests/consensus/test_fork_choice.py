@@ -12,7 +12,7 @@ from consensus.difficulty import work
 from consensus.training import genesis_state
 from node.chain import Chain
 
-from ..conftest import BLOCK_GAP_MS, MemoryView
+from ..conftest import MemoryView
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from consensus.block import BlockHeader, genesis_header
 from consensus.hashing import ZERO_HASH, sha256_hex
-from consensus.requirements import (DECREASE, INCREASE, ParamIndex, Requirement, derive_requirements,
+from consensus.requirements import (DECREASE, INCREASE, Requirement, derive_requirements,
                                     first_failed, requirements_hold, requirements_hold_with_margin, ulp)
 from consensus import errors
 from consensus.training import genesis_state
