@@ -20,7 +20,7 @@ from typing import Callable
 from sqlalchemy.exc import DatabaseError
 
 from consensus import errors
-from consensus.block import BlockHeader, genesis_header, parse_records, records_root
+from consensus.block import BlockHeader, genesis_header, parse_records
 from consensus.data import Dataset
 from consensus.difficulty import work
 from consensus.spec import ChainSpec
@@ -356,7 +356,3 @@ def _open_store(datadir: Path) -> Store:
         raise StartupError(f"SQLite store {datadir / 'chain.sqlite'} is corrupt: {problem}. Restore the datadir "
                            "from a backup, or move it aside and sync again from peers")
     return store
-
-
-def mined_records_root(records) -> str:
-    return records_root(list(records))

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 from consensus.spec import PRESETS, preset
@@ -122,12 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", type=Path, default=None)
     s.set_defaults(func=cmd_verify)
 
+    import importlib
     for mod in ("node.cli_node", "node.cli_testnet", "bench.cli", "pol.cli"):
-        try:
-            m = __import__(mod, fromlist=["add_commands"])
-        except ImportError:
-            continue
-        m.add_commands(sub)
+        importlib.import_module(mod).add_commands(sub)
     return p
 
 
