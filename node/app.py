@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .api import blocks, errors, metrics, model, peers, status
+from .api import blocks, certificates, errors, metrics, model, peers, status
 from .service import NodeService
 
 
@@ -82,13 +82,8 @@ def create_app(service: NodeService, *, manage_lifecycle: bool = True) -> FastAP
                   description="A proof-of-learning (DGG) blockchain node. Errors: {\"error\": code, \"detail\": ...}")
     app.state.service = service
     errors.install(app)
-    for r in (status.router, blocks.router, model.router, peers.router, metrics.router):
+    for r in (status.router, blocks.router, model.router, peers.router, metrics.router, certificates.router):
         app.include_router(r)
-    try:
-        from .api import certificates
-        app.include_router(certificates.router)
-    except ImportError:
-        pass
     cap = service.spec.limits.max_weights_bytes + (1 << 20)
     app.add_middleware(BodyLimit, default_limit=64 << 10, limits={"/blocks": min(cap, service.settings.max_body_bytes)})
     return app
