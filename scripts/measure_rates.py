@@ -23,7 +23,7 @@ cannot be downloaded on the machine these figures come from; the R rates depend 
 gradient signs, which random data exercises the same way, but the accuracy figures on
 random labels only show that the rule is a coin toss there, nothing about CIFAR-10.
 
-    python scripts/measure_rates.py                       # both presets, defaults (~10 min on 2 cores)
+    python scripts/measure_rates.py                       # both presets, defaults (~5 min on 2 cores)
     python scripts/measure_rates.py --preset tiny --steps 500 --json out.json
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ from consensus.training import Replayer, genesis_state, set_deterministic  # noq
 from consensus.validation import miner_accuracy_ok, miner_requirements_ok  # noqa: E402
 
 DEFAULTS = {  # steps, accuracy steps, warm-up steps before W is fixed
-    "tiny": dict(steps=1000, acc_steps=300, warmup=200),
+    "tiny": dict(steps=4000, acc_steps=1000, warmup=200),
     "cifar10-resnet18": dict(steps=120, acc_steps=20, warmup=10),
 }
 
@@ -228,7 +228,9 @@ def main(argv=None) -> int:
     p.add_argument("--parents", type=int, default=1000, help="stand-in parent hashes (R sets) per k")
     p.add_argument("--kmax", type=int, default=12)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a small shared machine more threads mostly contend; "
+                        "0 = torch's choice)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     args = p.parse_args(argv)
     if args.threads:
