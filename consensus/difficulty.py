@@ -5,8 +5,8 @@
 * Retarget: at heights h with h > window + 1 and (h - 1) % window == 0, let
   ``a`` = timestamp(h-1) - timestamp(h-1-window) and ``t`` = target * window.
   k goes up by one when ``2a^2 < t^2`` (blocks came faster than t/sqrt 2), down by
-  one when ``a^2 > 2t^2``, else stays; clamped to [minimum, maximum]. Integer
-  arithmetic only. Everywhere else k equals the parent's k.
+  one when ``a^2 > 2t^2``, else stays; clamped to [minimum, maximum]. A negative
+  span (timestamps out of order) counts as 0, i.e. fast. Integer arithmetic only. Everywhere else k equals the parent's k.
 * Median time past: the median of the timestamps of the last ``mtp_window``
   blocks ending at the parent (fewer near genesis); a block's timestamp must be
   strictly greater.

@@ -125,6 +125,9 @@ class ChainSpec:
     def from_dict(cls, d: dict[str, Any]) -> "ChainSpec":
         if d.get("format") != SPEC_FORMAT:
             raise ValueError(f"unsupported spec format {d.get('format')!r} (want {SPEC_FORMAT})")
+        want = {f.name for f in dataclasses.fields(cls)}
+        if set(d) != want:
+            raise ValueError(f"malformed chain spec: missing {sorted(want - set(d))}, unknown {sorted(set(d) - want)}")
         kw = d
         try:
             return cls(
@@ -137,9 +140,9 @@ class ChainSpec:
                 difficulty=DifficultySpec(**kw["difficulty"]),
                 time=TimeSpec(**kw["time"]),
                 limits=LimitsSpec(**kw["limits"]),
-                record_types=tuple(kw.get("record_types", ())),
+                record_types=tuple(kw["record_types"]),
                 format=kw["format"],
-                header_version=kw.get("header_version", HEADER_VERSION),
+                header_version=kw["header_version"],
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed chain spec: {exc}") from None

@@ -223,7 +223,7 @@ def check_accuracy_not_regressed(result: ProofResult, parent: BlockHeader, spec:
 
 def validate_proof(header: BlockHeader, parent: BlockHeader, w: State, replayer: Replayer,
                    spec: ChainSpec) -> ProofResult:
-    """Replay the winning step and apply the accuracy rule. Leaves W' loaded."""
+    """Replay the winning step and apply the accuracy rule. Leaves W loaded."""
     check_requirements(header, parent, replayer, w)
     after = replayer.accuracy()          # the model now holds W'
     before = replayer.accuracy(w)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from consensus import errors
 from consensus.block import BlockHeader, genesis_header, parse_records
-from consensus.validation import decode_weights, validate_header, validate_proof, validate_records
+from consensus.validation import check_records_commitment, decode_weights, validate_header, validate_proof, validate_records
 
 from .chain import Chain
 
@@ -60,6 +60,7 @@ def verify_chain(chain: Chain, *, progress=None) -> VerifyReport:
             if data is None:
                 raise errors.BadBody(f"weights {header.weights_hash[:16]} not stored (pruned?)")
             state = decode_weights(header, data, spec, chain.template)
+            check_records_commitment(header, stored.records)
             validate_records(header, parse_records(stored.records), spec)
             result = validate_proof(header, parent, state, chain.replayer, spec)
             last_acc = result.after.correct

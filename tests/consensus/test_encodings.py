@@ -256,3 +256,14 @@ def test_merkle_no_duplication_ambiguity(ls):
     if len(ls) == 2:
         inner = sha256(b"\x00" + ls[0]) + sha256(b"\x00" + ls[1])
         assert merkle_root([inner]) != merkle_root(ls)
+
+
+def test_spec_with_unknown_or_missing_keys_is_refused():
+    import pytest
+    from consensus.spec import ChainSpec, preset
+    d = preset("tiny").to_dict()
+    with pytest.raises(ValueError, match="unknown"):
+        ChainSpec.from_dict({**d, "surprise": 1})
+    del d["record_types"]
+    with pytest.raises(ValueError, match="missing"):
+        ChainSpec.from_dict(d)
