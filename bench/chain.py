@@ -19,8 +19,9 @@ After mining (so the chain's timestamps are not stretched by it), the model of
 every block, W' = update(W, P), is evaluated on the FULL test split (not only E)
 in eval mode. Then the same model is trained from genesis by plain SGD (same lr,
 batch size S, random batches, no consensus) for as many canonical steps as the
-chain took, evaluated at the same step counts, so the cost of consensus on
-learning is visible. The figure (PNG and SVG, matplotlib, imported only here)
+chain took, ``--sgd-runs`` times with different batch seeds, evaluated at the same
+step counts (mean, and the min..max band), so the cost of consensus on learning
+is visible. The figure (PNG and SVG, matplotlib, imported only here)
 puts the accuracy lines over the block-interval bars, paper-style, and plots
 accuracy against gradient steps below.
 """
@@ -49,7 +50,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a loaded 2-core machine 2 threads run far slower)")
     p.add_argument("--seed", type=int, default=0, help="miner seed")
-    p.add_argument("--sgd-seed", type=int, default=1, help="seed of the plain-SGD batches")
+    p.add_argument("--sgd-seed", type=int, default=1, help="seed of the first plain-SGD run's batches")
+    p.add_argument("--sgd-runs", type=int, default=3,
+                   help="plain-SGD runs (seeds sgd-seed, +1, ...): mean, and the min..max band in the figure")
     p.add_argument("--data-dir", type=Path, default=None, help="where CIFAR-10 lives, if it does")
     p.add_argument("--figures", type=Path, default=None,
                    help="write chain-<preset>.png/.svg here (default: --out, else no figure)")
@@ -115,8 +118,10 @@ def run(args) -> int:
     res = measure_chain(args)
     fig_dir = None if args.no_figure else (args.figures or args.out)
     if fig_dir is not None:
-        res["figures"] = [str(p) for p in draw(res, Path(fig_dir))]
-        common.progress("figures: " + ", ".join(res["figures"]))
+        try:
+            res["figures"] = [str(p) for p in draw(res, Path(fig_dir))]
+        except ImportError:
+            common.progress("no figure: matplotlib is not installed (pip install 'polchain[bench]')")
     return common.emit(res, args, table, name=f"chain-{args.preset}")
 
 
@@ -195,12 +200,19 @@ def measure_chain(args) -> dict:
         grid = sorted({r["steps"] for r in rows} | {r["effective_steps"] for r in rows}
                       | {round(steps.n * j / 40) for j in range(1, 41)})
         t0 = time.perf_counter()
-        sgd = plain_sgd(spec, data, device, [g for g in grid if g > 0], args.sgd_seed)
-        sgd[0] = genesis_acc
+        runs = []
+        for j in range(max(1, args.sgd_runs)):
+            one = plain_sgd(spec, data, device, [g for g in grid if g > 0], args.sgd_seed + j)
+            one[0] = genesis_acc
+            runs.append(one)
+        sgd = {g: statistics.fmean(r[g] for r in runs) for g in runs[0]}
+        sgd_lo = {g: min(r[g] for r in runs) for g in runs[0]}
+        sgd_hi = {g: max(r[g] for r in runs) for g in runs[0]}
         sgd_s = time.perf_counter() - t0
         for row in rows:
             row["sgd_accuracy_same_steps"] = round(sgd[row["steps"]], 4)
             row["sgd_accuracy_effective_steps"] = round(sgd[row["effective_steps"]], 4)
+            row["sgd_range_same_steps"] = [round(sgd_lo[row["steps"]], 4), round(sgd_hi[row["steps"]], 4)]
 
         n = len(rows)
         intervals = [r["interval_s"] for r in rows[1:]] or [rows[0]["interval_s"]]
@@ -215,7 +227,9 @@ def measure_chain(args) -> dict:
             attempts=common.summary([r["attempts"] for r in rows], 1),
             attempts_over_2k=common.summary([r["attempts"] / 2 ** r["k"] for r in rows]),
             k_final=rows[-1]["k"], k_counts={str(k): sum(1 for r in rows if r["k"] == k) for k in sorted({r["k"] for r in rows})},
+            sgd_runs=len(runs), sgd_end_range=[round(sgd_lo[steps.n], 4), round(sgd_hi[steps.n], 4)],
             per_block=rows, sgd_curve=[[s, round(a, 4)] for s, a in sorted(sgd.items())],
+            sgd_curve_range=[[s, round(sgd_lo[s], 4), round(sgd_hi[s], 4)] for s in sorted(sgd)],
             load_average_after=common.load_average())
         return result
     finally:
@@ -243,7 +257,13 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
     ax1.set_zorder(ax2.get_zorder() + 1)
     ax1.patch.set_visible(False)
     ax1.plot(h, acc, "o-", color="#1f4e99", ms=3.5, lw=1.8, label="chain: tip model (full test split)")
-    ax1.plot(h, sgd_same, "--", color="#d1495b", lw=1.5, label="plain SGD, same canonical steps")
+    n_sgd = res.get("sgd_runs", 1)
+    ax1.plot(h, sgd_same, "--", color="#d1495b", lw=1.5,
+             label=f"plain SGD, same canonical steps (mean of {n_sgd})")
+    if all("sgd_range_same_steps" in r for r in rows) and n_sgd > 1:
+        lo = [100 * res["start_accuracy"]] + [100 * r["sgd_range_same_steps"][0] for r in rows]
+        hi = [100 * res["start_accuracy"]] + [100 * r["sgd_range_same_steps"][1] for r in rows]
+        ax1.fill_between(h, lo, hi, color="#d1495b", alpha=0.15, lw=0, label="plain SGD, min..max of the runs")
     ax1.plot(h, sgd_eff, ":", color="#edae49", lw=1.8, label="plain SGD, same effective steps")
     ax1.axhline(100 * res["chance"], color="grey", lw=0.8, ls="-.", label="chance")
     ax1.set_xlabel("block height")
@@ -260,7 +280,11 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
 
     curve = res["sgd_curve"]
     ax3.plot([s for s, _ in curve], [100 * a for _, a in curve], "-", color="#d1495b", lw=1.5,
-             label="plain SGD (random batches)")
+             label=f"plain SGD (random batches, mean of {n_sgd})")
+    band = res.get("sgd_curve_range")
+    if band and n_sgd > 1:
+        ax3.fill_between([b[0] for b in band], [100 * b[1] for b in band], [100 * b[2] for b in band],
+                         color="#d1495b", alpha=0.15, lw=0)
     ax3.plot([0] + [r["steps"] for r in rows], acc, "o-", color="#1f4e99", ms=3, lw=1.5,
              label="chain, vs canonical steps computed")
     ax3.plot([0] + [r["effective_steps"] for r in rows], acc, "s-", color="#30a46c", ms=2.5, lw=1,
@@ -304,7 +328,10 @@ def table(res: dict) -> str:
         f"test accuracy (full test split, {res['test_size']} images): genesis {100 * res['start_accuracy']:.1f}% -> "
         f"tip {100 * res['end_accuracy']:.1f}% (best {100 * res['best_accuracy']:.1f}%; chance "
         f"{100 * res['chance']:.0f}%)",
-        f"plain SGD, same {res['total_steps']} canonical steps: {100 * res['sgd_end_accuracy']:.1f}%; "
+        f"plain SGD ({res.get('sgd_runs', 1)} runs), same {res['total_steps']} canonical steps: "
+        f"{100 * res['sgd_end_accuracy']:.1f}% mean"
+        + (f" ({100 * res['sgd_end_range'][0]:.1f}..{100 * res['sgd_end_range'][1]:.1f})" if res.get("sgd_end_range") else "")
+        + "; "
         f"same {res['effective_steps']} effective steps: {100 * res['sgd_end_accuracy_effective']:.1f}%",
     ]
     if res.get("figures"):

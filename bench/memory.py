@@ -12,13 +12,20 @@ loopback port, peer discovery off) and its memory is read from
   validating it in ``Chain.submit`` and storing its 45 MB body);
 * ``peak_rss_mib`` is the larger of the two: the process's peak over its life.
 
-The node mines for at least ``--seconds`` and until ``--min-blocks`` blocks are
-on its chain (``--timeout`` caps it), so every code path of a mining node runs.
+The node mines for at least ``--seconds`` and until its chain reaches
+``--min-blocks`` blocks (``--timeout`` caps it), so every code path of a mining
+node runs. For resnet18 (``--feed``, the default there) this process also mines
+one block on the same spec (from genesis after 150 plain SGD steps, as ``bench
+verify`` does; near genesis a step rarely improves accuracy on E, so the node's
+own miner would take very long to find the first block) and POSTs it to the node
+as a peer would: the node validates and stores it, its miner moves to the new
+tip's model, and then finds blocks of its own; the default ``--min-blocks 2``
+waits for one.
 
 ``--preset cifar10-resnet18``: CIFAR-10 cannot be downloaded here, so a
 CIFAR-10 archive is *generated* in the official binary layout and at the
-official sizes (50,000 + 10,000 records of 3,073 bytes, random pixels and
-labels, gzip) and the node's spec is the preset with ``archive_md5`` set to that
+official sizes (50,000 + 10,000 records of 3,073 bytes, gzip; pixels are noise
+around a colour per class, so a model can learn them) and the node's spec is the preset with ``archive_md5`` set to that
 archive's MD5: the node loads it through the real CIFAR-10 decoder, so the data
 occupy what real CIFAR-10 would. The initial difficulty is lowered to ``--k``
 (default 2) so blocks are found on a CPU; the memory of a pass, a confirmation
@@ -29,7 +36,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -48,12 +54,19 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=PRESETS, default="cifar10-resnet18")
     p.add_argument("--seconds", type=float, default=120.0, help="mine at least this long (default 120)")
-    p.add_argument("--min-blocks", type=int, default=1, help="and until this many blocks are mined (default 1)")
+    p.add_argument("--min-blocks", type=int, default=None,
+                   help="and until the chain has this many blocks (default: 2 with --feed, else 1)")
+    p.add_argument("--feed", action=argparse.BooleanOptionalAction, default=None,
+                   help="mine one block here and POST it to the node (default: on for cifar10-resnet18)")
+    p.add_argument("--pretrain-steps", type=int, default=150, help="--feed: plain SGD steps before mining it")
     p.add_argument("--timeout", type=float, default=900.0, help="stop after this many seconds of mining regardless")
     p.add_argument("--k", type=int, default=2, help="initial difficulty of the cifar10-resnet18 spec (CPU mining)")
     p.add_argument("--threads", type=int, default=1, help="the node's torch threads (default 1)")
     p.add_argument("--device", default="cpu", help="the node's mining device (default cpu)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep the datadir and log here (default: temp dir)")
+    p.add_argument("--figures", type=Path, default=None,
+                   help="write memory-<preset>.png/.svg here (default: --out, else no figure)")
+    p.add_argument("--no-figure", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
     p.set_defaults(func=run)
@@ -61,19 +74,25 @@ def register(sub) -> None:
 
 # -- a generated CIFAR-10 archive -------------------------------------------------------------
 def write_cifar_archive(path: Path, records_per_batch: int = 10000, seed: int = 0) -> str:
-    """A CIFAR-10 binary archive in the official layout (random pixels/labels); returns its MD5."""
+    """A CIFAR-10 binary archive in the official layout (learnable generated images); returns its MD5."""
     import io
 
+    import torch
+
     from consensus import cifar10
-    rng = random.Random(seed)
+
+    from .verify import learnable_generated
+    n = records_per_batch
+    ds = learnable_generated(5 * n, n, seed)
+    xs = [ds.train_x[i * n:(i + 1) * n] for i in range(5)] + [ds.test_x]
+    ys = [ds.train_y[i * n:(i + 1) * n] for i in range(5)] + [ds.test_y]
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz", compresslevel=1, format=tarfile.GNU_FORMAT) as tf:
         d = tarfile.TarInfo(cifar10.MEMBER_DIR)
         d.type, d.mode = tarfile.DIRTYPE, 0o755
         tf.addfile(d)
-        for name in (*cifar10.TRAIN_MEMBERS, cifar10.TEST_MEMBER):
-            raw = bytearray(rng.randbytes(records_per_batch * cifar10.RECORD_BYTES))
-            raw[0::cifar10.RECORD_BYTES] = bytes(rng.randrange(10) for _ in range(records_per_batch))
+        for name, x, y in zip((*cifar10.TRAIN_MEMBERS, cifar10.TEST_MEMBER), xs, ys):
+            raw = torch.cat([y.view(-1, 1), x.reshape(n, -1)], dim=1).contiguous().numpy().tobytes()
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(raw), 0o644
             tf.addfile(info, io.BytesIO(raw))
@@ -92,7 +111,7 @@ def node_spec(preset_name: str, k: int, datadir: Path):
                                dataset=dataclasses.replace(base.dataset, archive_md5=md5),
                                difficulty=dataclasses.replace(base.difficulty, initial=k))
     note = (f"{preset_name} preset with a GENERATED CIFAR-10 archive (official binary layout and sizes, "
-            f"random pixels and labels; MD5 {md5[:12]}...) loaded by the real decoder, and initial difficulty "
+            f"pixels: noise around a colour per class; MD5 {md5[:12]}...) loaded by the real decoder, and initial difficulty "
             f"k={k} instead of {base.difficulty.initial} so blocks are found on a CPU")
     return spec, note
 
@@ -116,6 +135,36 @@ def reset_peak(pid: int) -> bool:
         return False
 
 
+def feed_block(spec, data_dir: Path, work: Path, url: str, pretrain: int, report: dict) -> None:
+    """Mine one block on the node's spec in this process and POST it to the node (a peer's block)."""
+    from types import SimpleNamespace
+
+    from consensus.data import load_dataset
+
+    from .propagate import post_block
+    from .verify import mine_block
+    try:
+        t0 = time.monotonic()
+        dataset = load_dataset(spec.dataset, data_dir, download=False, progress=False)
+        header, body, found, _ = mine_block(spec, dataset, "cpu", None, 0, work, pretrain)
+        report["mined_s"] = round(time.monotonic() - t0, 1)
+        common.progress(f"feeder: block {header.hash[:16]} mined here in {report['mined_s']} s; POST to the node")
+        report["post_status"] = post_block(SimpleNamespace(url=url), header, body)
+        report["posted_s"] = round(time.monotonic() - t0, 1)
+        report["hash"] = header.hash
+    except Exception as exc:  # noqa: BLE001 - reported in the result, the measurement goes on
+        report["error"] = repr(exc)
+
+
+def node_status(url: str) -> dict | None:
+    import httpx
+    try:
+        r = httpx.get(url + "/status", timeout=5)
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def health(url: str) -> dict | None:
     import httpx
     try:
@@ -127,14 +176,68 @@ def health(url: str) -> dict | None:
 
 # -- the benchmark -------------------------------------------------------------------------------
 def run(args) -> int:
-    return common.emit(measure_memory(args), args, table, name=f"memory-{args.preset}")
+    res = measure_memory(args)
+    fig_dir = None if args.no_figure else (args.figures or args.out)
+    if fig_dir is not None:
+        try:
+            res["figures"] = [str(p) for p in draw(res, Path(fig_dir))]
+        except ImportError:
+            common.progress("no figure: matplotlib is not installed (pip install 'polchain[bench]')")
+    return common.emit(res, args, table, name=f"memory-{args.preset}")
+
+
+def draw(res: dict, out_dir: Path) -> list[Path]:
+    """memory-<preset>.png/.svg: the node's RSS over time, start-up and mining, peaks and the 3 GB line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s[0] for s in res["rss_samples"]]
+    v = [s[1] for s in res["rss_samples"]]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.plot(t, v, "-", color="#1f4e99", lw=1.4, label="VmRSS (sampled every 0.25 s)")
+    ax.axvline(res["startup_seconds"], color="grey", ls=":", lw=1)
+    ax.text(res["startup_seconds"], 3072 * 0.97, " /health answers: mining", fontsize=7, va="top", color="grey")
+    ax.axhline(res["peak_rss_mib"], color="#d1495b", ls="--", lw=1,
+               label=f"peak (VmHWM) {res['peak_rss_mib']:.0f} MiB")
+    ax.axhline(res["mining_peak_rss_mib"], color="#edae49", ls="--", lw=1,
+               label=f"mining-phase peak {res['mining_peak_rss_mib']:.0f} MiB")
+    ax.axhline(3072, color="black", lw=0.8, label="3 GB budget")
+    ax.set_ylim(0, 3300)
+    ax.set_xlabel("seconds since the node process started")
+    ax.set_ylabel("MiB")
+    ax.set_title(f"polchain node --mine, {res['preset']} ({res['arch']}), {res['threads']} torch thread(s): "
+                 f"chain height {res['blocks_mined']}, {res.get('own_blocks_found')} mined by the node", fontsize=9)
+    ax.legend(loc="lower right", fontsize=7, framealpha=0.9)
+    m = res["machine"]
+    fig.text(0.01, 0.01, f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}; load average "
+             f"{(res.get('load_average_after') or ['?'])[0]} (shared machine); {res['started']}",
+             fontsize=6.5, color="grey")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "svg"):
+        p = out_dir / f"memory-{res['preset']}.{ext}"
+        fig.savefig(p, dpi=130 if ext == "png" else None)
+        paths.append(p)
+    plt.close(fig)
+    return paths
 
 
 def measure_memory(args) -> dict:
     import logging
+    import threading
+
+    import torch
 
     from .propagate import free_port
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))    # run the finally: stop the node
+    torch.set_num_threads(1)
+    feed = args.feed if args.feed is not None else args.preset == "cifar10-resnet18"
+    min_blocks = args.min_blocks if args.min_blocks is not None else (2 if feed else 1)
     root = Path(args.work_dir or tempfile.mkdtemp(prefix="polchain-bench-memory-"))
     datadir = root / "node"
     datadir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +257,9 @@ def measure_memory(args) -> dict:
         log_path = root / "node.log"
         log = open(log_path, "ab")
         result = common.result_header("memory", preset=args.preset, arch=spec.model.arch, spec=spec.name, data=note,
-                                      threads=args.threads, device=args.device, machine=common.machine_info("cpu"))
+                                      threads=args.threads, device=args.device, feed=feed, min_blocks=min_blocks,
+                                      machine=common.machine_info("cpu"))
+        feeder: dict = {}
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         samples: list[tuple[float, int]] = []
@@ -175,8 +280,11 @@ def measure_memory(args) -> dict:
         startup_s = time.monotonic() - t0
         startup_peak = proc_kib(proc.pid, "VmHWM") or 0
         reset = reset_peak(proc.pid)
+        if feed:
+            threading.Thread(target=feed_block, args=(spec, datadir / "data", root / "feeder", url,
+                                                      args.pretrain_steps, feeder), daemon=True).start()
         common.progress(f"node up after {startup_s:.1f} s, start-up peak {startup_peak / 1024:.0f} MiB; mining "
-                        f"(at least {args.seconds:g} s and {args.min_blocks} block(s))")
+                        f"(at least {args.seconds:g} s and {min_blocks} block(s))")
         t_mine = time.monotonic()
         height, last_poll = 0, 0.0
         while True:
@@ -191,16 +299,19 @@ def measure_memory(args) -> dict:
                     height = h["height"]
                     common.progress(f"height {height} after {now - t_mine:.0f} s of mining; "
                                     f"RSS {samples[-1][1] / 1024:.0f} MiB")
-            if (now - t_mine >= args.seconds and height >= args.min_blocks) or now - t_mine >= args.timeout:
+            if (now - t_mine >= args.seconds and height >= min_blocks) or now - t_mine >= args.timeout:
                 break
             time.sleep(0.25)
         mining_s = time.monotonic() - t_mine
+        st = node_status(url) or {}
+        found = (st.get("mining") or {}).get("blocks_found")
         hwm = proc_kib(proc.pid, "VmHWM") or 0
         mine_samples = [v for t, v in samples if t >= startup_s]
         mining_peak = hwm if reset else max(mine_samples, default=0)
         peak = max(startup_peak, hwm)
         result.update(
             startup_seconds=round(startup_s, 1), mining_seconds=round(mining_s, 1), blocks_mined=height,
+            height=height, own_blocks_found=found, fed_block=feeder or None,
             peak_rss_mib=round(peak / 1024, 1), startup_peak_rss_mib=round(startup_peak / 1024, 1),
             mining_peak_rss_mib=round(mining_peak / 1024, 1), peak_reset=reset,
             rss_mib_mining=common.summary([v / 1024 for v in mine_samples] or [0.0], 1),
@@ -225,7 +336,7 @@ def measure_memory(args) -> dict:
 
 def table(res: dict) -> str:
     rows = [("start-up (until /health answers)", res["startup_seconds"], res["startup_peak_rss_mib"], "-"),
-            ("mining (search, confirmations, own blocks validated + stored)", res["mining_seconds"],
+            ("mining (search, confirmations, blocks validated + stored)", res["mining_seconds"],
              res["mining_peak_rss_mib"], res["rss_mib_mining"]["median"]),
             ("whole process life", res["startup_seconds"] + res["mining_seconds"], res["peak_rss_mib"], "-")]
     lines = [
@@ -237,11 +348,16 @@ def table(res: dict) -> str:
         "",
         common.format_table(["phase", "seconds", "peak RSS MiB", "median RSS MiB"], rows),
         "",
-        f"blocks mined: {res['blocks_mined']}; peak RSS {res['peak_rss_mib']:.0f} MiB "
+        f"chain height at the end: {res['blocks_mined']} (blocks the node mined itself: {res.get('own_blocks_found')}"
+        + (f"; one block mined by this process, POSTed to the node: HTTP {res['fed_block'].get('post_status')}"
+           f"{', ' + res['fed_block']['error'] if res['fed_block'].get('error') else ''}" if res.get("fed_block") else "")
+        + f"); peak RSS {res['peak_rss_mib']:.0f} MiB "
         f"({'under' if res['under_3gb'] else 'OVER'} 3 GB)",
     ]
     if res.get("note"):
         lines.append(f"note: {res['note']}")
+    if res.get("figures"):
+        lines.append("figures: " + ", ".join(res["figures"]))
     if res.get("load_average_after"):
         lines.append(f"load average after: {res['load_average_after'][0]}")
     return "\n".join(lines)

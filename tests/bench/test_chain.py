@@ -4,7 +4,7 @@ import pytest
 
 
 def test_chain_tiny_json(bench_json, shared_data, tmp_path):
-    res = bench_json("chain", "--preset", "tiny", "--blocks", "3", "--no-figure", "--out", str(tmp_path))
+    res = bench_json("chain", "--preset", "tiny", "--blocks", "3", "--sgd-runs", "2", "--no-figure", "--out", str(tmp_path))
     assert res["benchmark"] == "chain" and res["blocks"] == 3
     rows = res["per_block"]
     assert [r["height"] for r in rows] == [1, 2, 3]
@@ -17,6 +17,7 @@ def test_chain_tiny_json(bench_json, shared_data, tmp_path):
     assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
     assert 0 <= res["start_accuracy"] <= 1 and res["end_accuracy"] == rows[-1]["test_accuracy"]
     assert res["sgd_curve"][0][0] == 0 and res["sgd_curve"][-1][0] == res["total_steps"]
+    assert res["sgd_runs"] == 2 and res["sgd_end_range"][0] <= res["sgd_end_accuracy"] <= res["sgd_end_range"][1]
     assert res["duration_s"] > 0 and res["machine"]["torch"]
     assert (tmp_path / "chain-tiny.json").exists()
 
@@ -26,9 +27,10 @@ def test_chain_figure(tmp_path):
     from bench.chain import draw
     rows = [{"height": h, "k": 8, "interval_s": 1.0 + h, "attempts": 100, "steps": 10 * h, "effective_steps": 9 * h,
              "test_accuracy": 0.1 + 0.05 * h, "sgd_accuracy_same_steps": 0.1 + 0.06 * h,
-             "sgd_accuracy_effective_steps": 0.1 + 0.055 * h} for h in (1, 2, 3)]
+             "sgd_accuracy_effective_steps": 0.1 + 0.055 * h, "sgd_range_same_steps": [0.1, 0.2]} for h in (1, 2, 3)]
     res = {"preset": "tiny", "arch": "tiny-cnn", "blocks": 3, "duration_s": 9.0, "start_accuracy": 0.1, "chance": 0.1,
-           "per_block": rows, "sgd_curve": [[0, 0.1], [15, 0.2], [30, 0.28]], "lr": "0.01", "batch_size": 4,
+           "per_block": rows, "sgd_curve": [[0, 0.1], [15, 0.2], [30, 0.28]], "sgd_runs": 2,
+           "sgd_curve_range": [[0, 0.1, 0.1], [15, 0.15, 0.25], [30, 0.25, 0.3]], "lr": "0.01", "batch_size": 4,
            "machine": {"cpu": "x", "cores": 2, "torch_threads": 1, "torch": "2"}, "started": "now",
            "load_average_after": [1.0, 1.0, 1.0]}
     paths = draw(res, tmp_path)

@@ -9,7 +9,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 def test_memory_tiny_node(bench_json):
     """A real tiny node starts, its peak RSS is read from /proc; no block needed at this size."""
-    res = bench_json("memory", "--preset", "tiny", "--seconds", "1", "--min-blocks", "0", "--timeout", "120")
+    res = bench_json("memory", "--preset", "tiny", "--seconds", "1", "--min-blocks", "0", "--timeout", "120",
+                     "--no-figure")
     assert res["benchmark"] == "memory"
     assert 50 < res["startup_peak_rss_mib"] <= res["peak_rss_mib"] < 3 * 1024
     assert res["mining_peak_rss_mib"] > 0 and res["under_3gb"] is True
@@ -25,3 +26,13 @@ def test_generated_cifar_archive_loads(tmp_path):
     c = cifar10.load_cifar10(tmp_path, download=False, md5=md5, progress=False, records_per_batch=20)
     assert tuple(c.train_x.shape) == (100, 3, 32, 32) and tuple(c.test_x.shape) == (20, 3, 32, 32)
     assert int(c.train_y.max()) < 10
+
+
+def test_memory_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bench.memory import draw
+    res = {"rss_samples": [[0.0, 50.0], [1.0, 900.0], [2.0, 700.0]], "startup_seconds": 1.5, "peak_rss_mib": 900.0,
+           "mining_peak_rss_mib": 720.0, "preset": "tiny", "arch": "tiny-cnn", "threads": 1, "blocks_mined": 1,
+           "own_blocks_found": 1,
+           "machine": {"cpu": "x", "cores": 2, "torch": "2"}, "started": "now", "load_average_after": [1.0, 1.0, 1.0]}
+    assert {p.suffix for p in draw(res, tmp_path)} == {".png", ".svg"}

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.verify import STAGES
 
 
 def test_verify_tiny_json(bench_json, shared_data, tmp_path):
     res = bench_json("verify", "--preset", "tiny", "--k", "3", "--runs", "2", "--seconds", "0.5",
-                     "--acc-samples", "3", "--threads", "1", "--out", str(tmp_path))
+                     "--acc-samples", "3", "--threads", "1", "--no-figure", "--out", str(tmp_path))
     assert res["benchmark"] == "verify" and res["preset"] == "tiny"
     assert res["total_seconds"] > 0 and res["total_cpu_seconds"] > 0
     assert set(res["stages"]) == set(STAGES)
@@ -26,19 +28,31 @@ def test_verify_tiny_json(bench_json, shared_data, tmp_path):
     assert json.loads((tmp_path / "verify-tiny.json").read_text())["total_seconds"] == res["total_seconds"]
 
 
-def test_verify_table_says_generated_data():
-    from bench.verify import table
+def fake_result() -> dict:
     stage = {"wall_s": {"median": 1.0, "min": 1.0, "max": 1.0, "runs": [1.0]},
              "cpu_s": {"median": 1.0, "min": 1.0, "max": 1.0, "runs": [1.0]}}
     res = {"preset": "cifar10-resnet18", "arch": "resnet18-cifar", "validate_device": "cpu",
            "data": "generated (CIFAR-10 unavailable)", "data_generated": True, "eval_size": 500, "runs": 1,
            "machine": {"cpu": "x", "cores": 2, "torch_threads": 1, "memory_gib": 1, "gpu": None, "torch": "2",
                        "python": "3"},
-           "block": {"height": 1, "body_bytes": 44_745_128, "acc_before": 1, "acc_after": 2, "attempts": 3},
+           "block": {"height": 1, "pretrain_steps": 150, "body_bytes": 44_745_128, "acc_before": 1, "acc_after": 2, "attempts": 3},
            "stages": {s: stage for s in STAGES}, "total": stage, "groups": 16, "mine_device": "cpu",
            "mining": {"k0": 10, "seconds_per_attempt": 0.1, "cpu_seconds_per_attempt": 0.1, "p_acc": 0.5,
                       "p_acc_note": "n", "expected_seconds": 200.0, "expected_attempts": 2048.0,
                       "target_interval_s": 60},
-           "asymmetry": 25.0, "asymmetry_cpu": 25.0}
-    text = table(res)
+           "asymmetry": 25.0, "asymmetry_cpu": 25.0, "total_seconds": 1.0, "total_cpu_seconds": 1.0,
+           "started": "now", "load_average_after": [1.0, 1.0, 1.0]}
+    return res
+
+
+def test_verify_table_says_generated_data():
+    from bench.verify import table
+    text = table(fake_result())
     assert "NOT CIFAR-10" in text and "accuracy on E" in text and "25.0x" in text
+
+
+def test_verify_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bench.verify import draw
+    paths = draw(fake_result(), tmp_path)
+    assert sorted(p.name for p in paths) == ["verify-cifar10-resnet18.png", "verify-cifar10-resnet18.svg"]
