@@ -290,7 +290,7 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
     ax3.plot([0] + [r["effective_steps"] for r in rows], acc, "s-", color="#30a46c", ms=2.5, lw=1,
              alpha=0.8, label="chain, vs steps that stuck")
     ax3.axhline(100 * res["chance"], color="grey", lw=0.8, ls="-.")
-    ax3.set_xlabel("gradient steps (lr %s, batch %d)" % (res["lr"], res["batch_size"]))
+    ax3.set_xlabel(f"gradient steps (lr {res['lr']}, batch {res['batch_size']})")
     ax3.set_ylabel("test accuracy (%)")
     ax3.legend(loc="upper left", fontsize=8, framealpha=0.9)
     m = res["machine"]

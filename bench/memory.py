@@ -146,7 +146,7 @@ def feed_block(spec, data_dir: Path, work: Path, url: str, pretrain: int, report
     try:
         t0 = time.monotonic()
         dataset = load_dataset(spec.dataset, data_dir, download=False, progress=False)
-        header, body, found, _ = mine_block(spec, dataset, "cpu", None, 0, work, pretrain)
+        header, body, _, _ = mine_block(spec, dataset, "cpu", None, 0, work, pretrain)
         report["mined_s"] = round(time.monotonic() - t0, 1)
         common.progress(f"feeder: block {header.hash[:16]} mined here in {report['mined_s']} s; POST to the node")
         report["post_status"] = post_block(SimpleNamespace(url=url), header, body)
@@ -233,8 +233,9 @@ def measure_memory(args) -> dict:
 
     from .propagate import free_port
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    old_handler = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))    # run the finally: stop the node
+        old_handler = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))    # run the finally: stop the node
     torch.set_num_threads(1)
     feed = args.feed if args.feed is not None else args.preset == "cifar10-resnet18"
     min_blocks = args.min_blocks if args.min_blocks is not None else (2 if feed else 1)
@@ -242,6 +243,7 @@ def measure_memory(args) -> dict:
     datadir = root / "node"
     datadir.mkdir(parents=True, exist_ok=True)
     proc = None
+    log = None
     try:
         common.progress(f"preparing the spec and data for {args.preset} in {root}")
         spec, note = node_spec(args.preset, args.k, datadir)
@@ -314,7 +316,8 @@ def measure_memory(args) -> dict:
             height=height, own_blocks_found=found, fed_block=feeder or None,
             peak_rss_mib=round(peak / 1024, 1), startup_peak_rss_mib=round(startup_peak / 1024, 1),
             mining_peak_rss_mib=round(mining_peak / 1024, 1), peak_reset=reset,
-            rss_mib_mining=common.summary([v / 1024 for v in mine_samples] or [0.0], 1),
+            rss_mib_mining={k: v for k, v in common.summary([v / 1024 for v in mine_samples] or [0.0], 1).items()
+                            if k != "runs"},
             rss_samples=[[t, round(v / 1024, 1)] for t, v in samples[::max(1, len(samples) // 200)]],
             under_3gb=peak < 3 * 1024 * 1024, load_average_after=common.load_average(),
             measured=("VmHWM of the `polchain node --mine` process from /proc/PID/status (peak resident set "
@@ -323,6 +326,8 @@ def measure_memory(args) -> dict:
             result["note"] = "clear_refs not writable: the mining-phase peak is the largest sampled VmRSS"
         return result
     finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -330,6 +335,8 @@ def measure_memory(args) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        if log is not None:
+            log.close()
         if not args.work_dir:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
-import statistics
 import tempfile
 import time
 from contextlib import contextmanager
@@ -237,7 +236,7 @@ def attempt_seconds(miner, spec, w, seconds: float, device: str) -> tuple[float,
     from .mine import measure, stand_in_parent
     k = spec.difficulty.initial
     measure(miner, stand_in_parent(-1), k, w, min(3.0, seconds), device)      # warm-up
-    rate, n, wall, cpu = measure(miner, stand_in_parent(0), k, w, seconds, device)
+    _, n, wall, cpu = measure(miner, stand_in_parent(0), k, w, seconds, device)
     n = max(n, 1)
     return wall / n, cpu / n, n
 
