@@ -116,13 +116,7 @@ def plain_sgd(spec, data, device: str, checkpoints: list[int], seed: int) -> dic
 # -- the benchmark ----------------------------------------------------------------------
 def run(args) -> int:
     res = measure_chain(args)
-    fig_dir = None if args.no_figure else (args.figures or args.out)
-    if fig_dir is not None:
-        try:
-            res["figures"] = [str(p) for p in draw(res, Path(fig_dir))]
-        except ImportError:
-            common.progress("no figure: matplotlib is not installed (pip install 'polchain[bench]')")
-    return common.emit(res, args, table, name=f"chain-{args.preset}")
+    return common.emit_with_figures(res, args, table, f"chain-{args.preset}", draw)
 
 
 def measure_chain(args) -> dict:
@@ -293,20 +287,7 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
     ax3.set_xlabel(f"gradient steps (lr {res['lr']}, batch {res['batch_size']})")
     ax3.set_ylabel("test accuracy (%)")
     ax3.legend(loc="upper left", fontsize=8, framealpha=0.9)
-    m = res["machine"]
-    fig.text(0.01, 0.005, f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s), torch {m['torch']}; "
-             f"load average {(res.get('load_average_after') or ['?'])[0]} (shared machine); {res['started']}",
-             fontsize=7, color="grey")
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "svg"):
-        p = out_dir / f"chain-{res['preset']}.{ext}"
-        fig.savefig(p, dpi=130 if ext == "png" else None)
-        paths.append(p)
-    plt.close(fig)
-    return paths
+    return common.save_figure(fig, res, out_dir, f"chain-{res['preset']}")
 
 
 def table(res: dict) -> str:

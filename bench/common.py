@@ -232,3 +232,36 @@ def emit(result: dict[str, Any], args: argparse.Namespace, table: Callable[[dict
 def progress(msg: str, args: argparse.Namespace | None = None) -> None:
     """A progress line on stderr (stdout stays the result)."""
     print(msg, file=sys.stderr, flush=True)
+
+
+def emit_with_figures(result: dict[str, Any], args: argparse.Namespace, table: Callable[[dict[str, Any]], str],
+                      name: str, draw: Callable[[dict[str, Any], Path], list[Path]]) -> int:
+    """``emit``, after drawing the result's figures into --figures (or --out) unless --no-figure."""
+    fig_dir = None if args.no_figure else (args.figures or args.out)
+    if fig_dir is not None:
+        try:
+            result["figures"] = [str(p) for p in draw(result, Path(fig_dir))]
+        except ImportError:
+            progress("no figure: matplotlib is not installed (pip install 'polchain[bench]')")
+    return emit(result, args, table, name=name)
+
+
+def save_figure(fig, result: dict[str, Any], out_dir: Path, stem: str, *, threads: bool = True) -> list[Path]:
+    """Footer naming the machine and load, then PNG and SVG into out_dir; closes the figure."""
+    import matplotlib.pyplot as plt
+
+    m = result["machine"]
+    thr = f"{m['torch_threads']} torch thread(s), " if threads else ""
+    fig.text(0.01, 0.005, f"{m['cpu']}, {m['cores']} cores, {thr}torch {m['torch']}; load average "
+             f"{(result.get('load_average_after') or ['?'])[0]} (shared machine); {result['started']}",
+             fontsize=7, color="grey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "svg"):
+        p = out_dir / f"{stem}.{ext}"
+        fig.savefig(p, dpi=130 if ext == "png" else None)
+        paths.append(p)
+    plt.close(fig)
+    return paths

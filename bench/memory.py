@@ -177,13 +177,7 @@ def health(url: str) -> dict | None:
 # -- the benchmark -------------------------------------------------------------------------------
 def run(args) -> int:
     res = measure_memory(args)
-    fig_dir = None if args.no_figure else (args.figures or args.out)
-    if fig_dir is not None:
-        try:
-            res["figures"] = [str(p) for p in draw(res, Path(fig_dir))]
-        except ImportError:
-            common.progress("no figure: matplotlib is not installed (pip install 'polchain[bench]')")
-    return common.emit(res, args, table, name=f"memory-{args.preset}")
+    return common.emit_with_figures(res, args, table, f"memory-{args.preset}", draw)
 
 
 def draw(res: dict, out_dir: Path) -> list[Path]:
@@ -209,20 +203,7 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
     ax.set_title(f"polchain node --mine, {res['preset']} ({res['arch']}), {res['threads']} torch thread(s): "
                  f"chain height {res['blocks_mined']}, {res.get('own_blocks_found')} mined by the node", fontsize=9)
     ax.legend(loc="lower right", fontsize=7, framealpha=0.9)
-    m = res["machine"]
-    fig.text(0.01, 0.01, f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}; load average "
-             f"{(res.get('load_average_after') or ['?'])[0]} (shared machine); {res['started']}",
-             fontsize=6.5, color="grey")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "svg"):
-        p = out_dir / f"memory-{res['preset']}.{ext}"
-        fig.savefig(p, dpi=130 if ext == "png" else None)
-        paths.append(p)
-    plt.close(fig)
-    return paths
+    return common.save_figure(fig, res, out_dir, f"memory-{res['preset']}", threads=False)
 
 
 def measure_memory(args) -> dict:

@@ -244,13 +244,7 @@ def attempt_seconds(miner, spec, w, seconds: float, device: str) -> tuple[float,
 # -- the benchmark -----------------------------------------------------------------------
 def run(args) -> int:
     res = measure_verify(args)
-    fig_dir = None if args.no_figure else (args.figures or args.out)
-    if fig_dir is not None:
-        try:
-            res["figures"] = [str(p) for p in draw(res, Path(fig_dir))]
-        except ImportError:
-            common.progress("no figure: matplotlib is not installed (pip install 'polchain[bench]')")
-    return common.emit(res, args, table, name=f"verify-{args.preset}")
+    return common.emit_with_figures(res, args, table, f"verify-{args.preset}", draw)
 
 
 def measure_verify(args) -> dict:
@@ -381,20 +375,7 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
     ax.set_title(f"validate one {res['preset']} block ({res['arch']}, {data}): total {res['total_seconds']:.3g} s "
                  f"wall, {res['total_cpu_seconds']:.3g} s CPU", fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
-    m = res["machine"]
-    fig.text(0.01, 0.01, f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s), torch {m['torch']}; "
-             f"load average {(res.get('load_average_after') or ['?'])[0]} (shared machine); {res['started']}",
-             fontsize=6.5, color="grey")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "svg"):
-        p = out_dir / f"verify-{res['preset']}.{ext}"
-        fig.savefig(p, dpi=130 if ext == "png" else None)
-        paths.append(p)
-    plt.close(fig)
-    return paths
+    return common.save_figure(fig, res, out_dir, f"verify-{res['preset']}")
 
 
 def table(res: dict) -> str:
