@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import pytest
+import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus.block import BlockHeader, genesis_header
@@ -86,6 +87,20 @@ def mine_block(spec: ChainSpec, dataset: Dataset, parent: BlockHeader, w: State,
 
 
 # -- fixtures ------------------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One torch thread for the whole suite (restored after).
+
+    Tests check results, not speed; on a shared 2-core machine a 2-thread OpenMP
+    region waits on the other core and small-model tests ran 10-100x slower.
+    Tests that compare thread counts set them explicitly and restore them.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_spec() -> ChainSpec:
     return preset("tiny")

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from consensus.block import BlockHeader
 from consensus.data import load_dataset
@@ -52,11 +51,6 @@ class Honest:
     next: HonestBlock             # a valid child of the tip, not submitted
     after_next: HonestBlock       # a valid child of ``next``, not submitted
     tip_model: State              # W' of the tip: where an honest miner continues
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

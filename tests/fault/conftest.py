@@ -42,12 +42,6 @@ def pytest_sessionfinish(session, exitstatus):
         Path(path).write_text(json.dumps(_results, indent=2) + "\n")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    import torch
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="session")
 def spec():
     from consensus.spec import preset

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 
 from consensus.block import BlockHeader
 from consensus.difficulty import next_difficulty
@@ -92,14 +91,6 @@ class BlockSmith:
         self.chain.store.engine.dispose()
         shutil.copytree(self.datadir, dest, ignore=shutil.ignore_patterns("*.log"))
         return Path(dest)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

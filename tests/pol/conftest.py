@@ -1,20 +1,9 @@
 import pytest
-import torch
 
 from pol.demo import demo_dataset, demo_model, run_demo
 
 # 64 steps = 2 epochs of 32 steps; checkpoints every 8 -> 9 checkpoints, 8 segments
 STEPS, EVERY = 64, 8
-
-
-@pytest.fixture(scope="package", autouse=True)
-def _one_torch_thread():
-    # The demo model is far too small to gain from threads, and OpenMP workers spinning
-    # against other jobs on a shared 2-core machine can make it 10-100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="package")
