@@ -16,6 +16,7 @@ from miner.template import build_block
 
 log = logging.getLogger("polchain.miner")
 STORE_RETRY_S = 2.0   # pause after a block could not be stored (disk full...) before mining again
+REPORT_EVERY_S = 30.0  # a search that runs longer says so in the log this often
 
 
 class MinerWorker:
@@ -31,6 +32,7 @@ class MinerWorker:
         chain.tip_listeners.append(lambda tip, reorg: self._tip_changed.set())
         self._last_rate = (time.perf_counter(), 0)
         self.rate = 0.0
+        self._search: dict | None = None   # the search on the current tip: height, k, start time and count
 
     def start(self) -> None:
         self._thread.start()
@@ -48,7 +50,23 @@ class MinerWorker:
             self._last_rate = (t, n)
         return self.rate
 
+    def current_search(self) -> dict | None:
+        """The block being searched for now: its height, difficulty k, attempts and seconds so far."""
+        s = self._search
+        if s is None:
+            return None
+        now = time.monotonic()
+        return {"height": s["height"], "difficulty": s["k"], "attempts": self.miner.progress.attempts - s["n0"],
+                "seconds": round(now - s["t0"], 1), "expected_attempts": 2 ** s["k"]}
+
     def _should_stop(self) -> bool:
+        s = self._search
+        if s is not None and time.monotonic() >= s["report_at"]:
+            s["report_at"] += REPORT_EVERY_S
+            cur = self.current_search()
+            log.info("still mining height %d at k=%d: %d attempts in %.0f s (about 2^k = %d expected for the "
+                     "requirements; the accuracy rule can reject hits too)", cur["height"], cur["difficulty"],
+                     cur["attempts"], cur["seconds"], cur["expected_attempts"])
         return self._stop.is_set() or self._tip_changed.is_set()
 
     def _run(self) -> None:
@@ -58,6 +76,9 @@ class MinerWorker:
             try:
                 tip, w_prime = chain.tip_model()
                 k = next_difficulty(chain.spec, tip.header, chain.view)
+                now = time.monotonic()
+                self._search = {"height": tip.height + 1, "k": k, "t0": now, "n0": self.miner.progress.attempts,
+                                "report_at": now + REPORT_EVERY_S}
                 found = self.miner.mine(tip.header, k, w_prime, should_stop=self._should_stop)
             except Exception:
                 log.exception("miner failed; retrying in 1 s")
