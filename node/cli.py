@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:   # answer without importing torch
+        from . import __version__
+        print(f"polchain {__version__}")
+        return 0
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     return int(args.func(args) or 0)
