@@ -133,7 +133,7 @@ class PeerOut(BaseModel):
 
 class CertificateIn(BaseModel):
     """A signed model certificate (``polchain pol register`` builds one); checked as a record."""
-    model_config = {"extra": "allow"}
+    model_config = {"extra": "forbid"}
     type: str = Field("model-certificate", description="record type")
     version: int = Field(description="certificate format version")
     owner: str = Field(pattern=HASH, description="the owner's Ed25519 public key, hex")
