@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import socket
 import stat
 import subprocess
@@ -161,7 +162,11 @@ def test_progress_bar_only_on_a_terminal():
             for i in range(1, 11):
                 bar.update(i)
             bar.close()
-        drawn = os.read(master, 4096).decode()
+        drawn = ""
+        while "\n" not in drawn:                 # close() ends the line; the pty hands it over in pieces
+            ready, _, _ = select.select([master], [], [], 5)
+            assert ready, drawn
+            drawn += os.read(master, 4096).decode()
     finally:
         os.close(master)
         os.close(slave)
