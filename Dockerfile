@@ -57,7 +57,7 @@ WORKDIR /home/polchain
 ENV POLCHAIN_HOST=0.0.0.0 \
     POLCHAIN_PORT=8000 \
     POLCHAIN_DATADIR=/data/node \
-    POLCHAIN_DATA_DIR=/data/datasets
+    POLCHAIN_DATASET_DIR=/data/datasets
 VOLUME ["/data/node", "/data/datasets"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \

@@ -6,7 +6,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .api import blocks, certificates, errors, metrics, model, peers, status
+from . import __version__
+from .api import blocks, certificates, docs, errors, explorer, metrics, model, openapi, peers, status
 from .service import NodeService
 
 
@@ -78,11 +79,15 @@ def create_app(service: NodeService, *, manage_lifecycle: bool = True) -> FastAP
             if manage_lifecycle:
                 service.stop()
 
-    app = FastAPI(title="polchain node", version="0.1.0", lifespan=lifespan,
-                  description="A proof-of-learning (DGG) blockchain node. Errors: {\"error\": code, \"detail\": ...}")
+    app = FastAPI(title="polchain node", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="A proof-of-learning (DGG) blockchain node. Errors: {\"error\": code, \"detail\": ...}. "
+                              "The explorer (HTML) is at /.")
     app.state.service = service
     errors.install(app)
-    for r in (status.router, blocks.router, model.router, peers.router, metrics.router, certificates.router):
+    openapi.install(app)
+    docs.install(app)
+    for r in (status.router, blocks.router, model.router, peers.router, metrics.router, certificates.router,
+              explorer.router):
         app.include_router(r)
     cap = service.spec.limits.max_weights_bytes + (1 << 20)
     app.add_middleware(BodyLimit, default_limit=64 << 10, limits={"/blocks": min(cap, service.settings.max_body_bytes)})

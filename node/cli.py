@@ -15,6 +15,31 @@ def _env(name: str, default=None):
     return os.environ.get(f"POLCHAIN_{name}", default)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2): the usage block hides the message."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_datadir_args(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """--datadir (alias --data-dir): the chain's directory; --dataset-dir: the dataset cache."""
+    from .settings import _SameValue
+    p.add_argument("--datadir", "--data-dir", dest="datadir", required=required, action=_SameValue, metavar="DIR",
+                   help="the chain's directory (--data-dir is the same option)")
+    p.add_argument("--dataset-dir", type=Path, default=None, metavar="DIR", help="dataset cache (default DATADIR/data)")
+
+
+def _lock(datadir: Path):
+    """The datadir's lock, or None after printing why it is taken."""
+    from .lock import DatadirBusy, DatadirLock
+    try:
+        return DatadirLock(datadir).acquire()
+    except DatadirBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -39,9 +64,11 @@ def cmd_mine(args) -> int:
     from node.mining import mine_on_tip
     from node.setup import open_chain, resolve_spec
 
+    if _lock(Path(args.datadir)) is None:
+        return 2
     try:
         spec = resolve_spec(Path(args.datadir), args.preset, args.spec)
-        chain = open_chain(Path(args.datadir), spec, data_dir=args.data_dir, archival=True)
+        chain = open_chain(Path(args.datadir), spec, data_dir=args.dataset_dir, archival=True)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -70,18 +97,25 @@ def cmd_verify(args) -> int:
     from node.setup import open_chain, resolve_spec
     from node.verify import verify_chain
 
+    from .progress import Progress
+
+    datadir = Path(args.datadir)
+    if not (datadir / "spec.json").exists():
+        print(f"error: {datadir} holds no chain (no spec.json): nothing to verify", file=sys.stderr)
+        return 2
+    if _lock(datadir) is None:
+        return 2
     try:
-        spec = resolve_spec(Path(args.datadir))
-        chain = open_chain(Path(args.datadir), spec, data_dir=args.data_dir)
+        spec = resolve_spec(datadir)
+        chain = open_chain(datadir, spec, data_dir=args.dataset_dir)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    def progress(h, n):
-        if h % 10 == 0 or h == n:
-            print(f"verified {h}/{n}", file=sys.stderr)
-
-    rep = verify_chain(chain, progress=progress)
+    with Progress(None, "verify") as bar:
+        def progress(h, n):
+            bar.total = n
+            bar.update(h)
+        rep = verify_chain(chain, progress=progress)
     if rep.ok:
         print(f"OK: {rep.verified} blocks replayed from genesis in {rep.seconds:.1f}s; tip {rep.tip[:16]} "
               f"height {rep.height}; tip model accuracy {rep.final_accuracy}/{spec.evaluation.size} on E")
@@ -91,8 +125,11 @@ def cmd_verify(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="polchain", description="A proof-of-learning (DGG) blockchain node")
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    from . import __version__
+    p = Parser(prog="polchain", description="A proof-of-learning (DGG) blockchain node")
+    p.add_argument("--version", action="version", version=f"polchain {__version__}")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   type=str.upper, help="log level (default INFO; env POLCHAIN_LOG_LEVEL)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("spec", help="print a preset chain spec (genesis document)")
@@ -104,8 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", choices=PRESETS)
     s.add_argument("--spec", type=Path)
     s.add_argument("--blocks", type=int, default=1)
-    s.add_argument("--datadir", required=True)
-    s.add_argument("--data-dir", type=Path, default=None, help="dataset cache (default DATADIR/data)")
+    add_datadir_args(s, required=True)
     s.add_argument("--key")
     s.add_argument("--device", default="cpu")
     s.add_argument("--miner", choices=("fast", "reference"), default="fast")
@@ -113,17 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_mine)
 
     s = sub.add_parser("verify", help="replay every stored block from genesis")
-    s.add_argument("--datadir", required=True)
-    s.add_argument("--data-dir", type=Path, default=None)
+    add_datadir_args(s, required=True)
     s.set_defaults(func=cmd_verify)
 
     import importlib
-    for mod in ("node.cli_node", "node.cli_testnet", "bench.cli", "pol.cli"):
+    for mod in ("node.cli_node", "node.cli_testnet", "node.cli_ops", "bench.cli", "pol.cli"):
         importlib.import_module(mod).add_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:   # answer without importing torch
+        from . import __version__
+        print(f"polchain {__version__}")
+        return 0
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     return int(args.func(args) or 0)

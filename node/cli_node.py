@@ -1,73 +1,106 @@
-"""`polchain node`: run a node (REST API, P2P, optional miner)."""
+"""`polchain node`: run a node (REST API and explorer, P2P, optional miner).
+
+Start-up order, each failure a one-line error and exit status 2 before anything runs:
+settings (flags > POLCHAIN_* > DATADIR/polchain.toml > defaults), the listening port, the
+datadir lock, then the chain.
+"""
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
 
-from .settings import Settings, env_defaults
+from .settings import CONFIG_FILE, SettingsError, add_arguments, describe, load_settings
 
 log = logging.getLogger("polchain.node")
 
 
 def add_commands(sub) -> None:
-    d = env_defaults()
-    s = sub.add_parser("node", help="run a node: REST API, gossip and sync, optional miner",
-                       description="Every flag also reads a POLCHAIN_* environment variable "
-                                   "(POLCHAIN_DATADIR, POLCHAIN_PORT, POLCHAIN_PEERS, POLCHAIN_MINE, ...).")
-    s.add_argument("--datadir", default=d["datadir"] or "./polchain-data")
-    s.add_argument("--host", default=d["host"])
-    s.add_argument("--port", type=int, default=d["port"])
-    s.add_argument("--peer", action="append", dest="peers", default=None,
-                   help="peer URL, e.g. http://10.0.0.2:8000 (repeatable; POLCHAIN_PEERS space/comma separated)")
-    s.add_argument("--public-url", default=d["public_url"], help="URL peers use to reach this node")
-    s.add_argument("--mine", action="store_true", default=d["mine"])
-    s.add_argument("--device", default=d["device"], help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
-    s.add_argument("--miner", choices=("fast", "reference"), default=d["miner"])
-    s.add_argument("--preset", default=d["preset"])
-    s.add_argument("--spec", type=Path, default=d["spec_file"])
-    s.add_argument("--key", type=Path, default=d["key_file"])
-    s.add_argument("--data-dir", type=Path, default=d["data_dir"], help="dataset cache (default DATADIR/data)")
-    s.add_argument("--keep-weights", type=int, default=d["keep_weights"],
-                   help="keep the weights of the last N blocks (pruning)")
-    s.add_argument("--archival", action="store_true", default=d["archival"], help="keep all weights")
-    s.add_argument("--threads", type=int, default=d["threads"], help="torch threads")
-    s.add_argument("--poll-interval", type=float, default=d["poll_interval"])
-    s.add_argument("--no-discover", dest="discover", action="store_false", default=d["discover"],
-                   help="do not learn peers from other peers' lists (only --peer and peers that call us)")
-    s.add_argument("--assume-valid", metavar="HASH", default=d["assume_valid"],
-                   help="accept blocks up to this block hash on header checks alone, without their bodies "
-                        "(see docs/p2p.md)")
+    s = sub.add_parser(
+        "node", help="run a node: REST API and explorer, gossip and sync, optional miner",
+        description="Run a node. Every setting is a flag, a POLCHAIN_* environment variable and a key of the "
+                    f"TOML config file (--config, else DATADIR/{CONFIG_FILE}). Precedence: flag > variable > "
+                    "config file > default. The explorer is at http://HOST:PORT/, the API docs at /docs.")
+    add_arguments(s)
+    s.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help=f"TOML config file (default DATADIR/{CONFIG_FILE} if present; env POLCHAIN_CONFIG)")
+    s.add_argument("--show-config", action="store_true",
+                   help="print the effective settings and where each comes from, then exit")
     s.set_defaults(func=cmd_node)
 
 
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """Bind the API's socket now, before the chain opens, so a taken port fails at once
+    (uvicorn then serves on this very socket: no window for another process to take it)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def cmd_node(args) -> int:
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "log_level", "config",
+                                                                "show_config")}
+    sources: dict[str, str] = {}
+    try:
+        settings = load_settings(given, os.environ, config=args.config, sources=sources)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    if args.show_config:
+        sys.stdout.write(describe(settings, sources))
+        return 0
+    if settings.preset is None and settings.spec_file is None and not (settings.datadir / "spec.json").exists():
+        settings.preset = "tiny"
+    try:
+        sock = bind_port(settings.host, settings.port)
+    except OSError as exc:
+        why = "is already in use (another node?)" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc}"
+        return _fail(f"port {settings.port} on {settings.host} {why}; choose another with --port")
+    from .lock import DatadirBusy, DatadirLock
+    try:
+        lock = DatadirLock(settings.datadir).acquire()
+    except DatadirBusy as exc:
+        sock.close()
+        return _fail(str(exc))
+    try:
+        return _serve(settings, sock)
+    finally:
+        lock.release()
+
+
+def _serve(settings, sock: socket.socket) -> int:
     import uvicorn
 
     from .app import create_app
     from .chain import StartupError
     from .service import NodeService
 
-    peers = args.peers if args.peers is not None else env_defaults()["peers"]
-    settings = Settings(datadir=Path(args.datadir), host=args.host, port=args.port, peers=peers,
-                        public_url=args.public_url, mine=args.mine, device=args.device, miner=args.miner,
-                        preset=args.preset, spec_file=args.spec, key_file=args.key, data_dir=args.data_dir,
-                        keep_weights=args.keep_weights, archival=args.archival, threads=args.threads,
-                        poll_interval=args.poll_interval, discover=args.discover,
-                        assume_valid=args.assume_valid)
-    if settings.preset is None and settings.spec_file is None and not (settings.datadir / "spec.json").exists():
-        settings.preset = "tiny"
     try:
         service = NodeService(settings)
-    except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (StartupError, ValueError, OSError) as exc:  # bad spec file, unreadable key, unknown device...
+        sock.close()
+        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     app = create_app(service)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            timeout_keep_alive=5, limit_concurrency=256, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, limit_concurrency=256,
+                            timeout_graceful_shutdown=5)
     server = _server_class()(config)
-    server.run()
-    if not server.started:  # e.g. the port is taken, or the service failed to start
+    server.run(sockets=[sock])
+    if not server.started:  # the service failed to start
         print(f"error: the node did not start on {settings.host}:{settings.port} (see the log above)",
               file=sys.stderr)
         return 1

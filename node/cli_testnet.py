@@ -49,8 +49,9 @@ def add_commands(sub) -> None:
     s.add_argument("--public-host", default=None, metavar="HOST",
                    help="address other machines reach this one at; the nodes announce http://HOST:PORT "
                         "(default: --host, or 127.0.0.1 when that is 0.0.0.0)")
-    s.add_argument("--datadir", default="./testnet-data", help="parent of node0..nodeN-1 (default ./testnet-data)")
-    s.add_argument("--data-dir", type=Path, default=None,
+    s.add_argument("--datadir", "--data-dir", dest="datadir", default="./testnet-data",
+                   help="parent of node0..nodeN-1 (default ./testnet-data; --data-dir is the same option)")
+    s.add_argument("--dataset-dir", type=Path, default=None,
                    help="shared dataset cache for all nodes (default DATADIR/data)")
     s.add_argument("--threads", type=int, default=1, help="torch threads per node (default 1)")
     s.add_argument("--device", default="cpu", help="device for the miners: cpu (default), cuda, auto")
@@ -94,8 +95,8 @@ class Node:
         cmd = [sys.executable, "-m", "node.cli", "--log-level", os.environ.get("POLCHAIN_LOG_LEVEL", "INFO"),
                "node", "--datadir", str(self.datadir), "--host", args.host, "--port", str(self.port),
                "--public-url", self.public_url, "--preset", args.preset, "--threads", str(args.threads)]
-        if args.data_dir is not None:
-            cmd += ["--data-dir", str(args.data_dir)]
+        if args.dataset_dir is not None:
+            cmd += ["--dataset-dir", str(args.dataset_dir)]
         for p in peers:
             cmd += ["--peer", p]
         if self.mining:
@@ -244,9 +245,9 @@ def cmd_testnet(args) -> int:
         args.host = "0.0.0.0" if args.public_host else "127.0.0.1"
     root = Path(args.datadir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    if args.data_dir is None:
+    if args.dataset_dir is None:
         # one dataset cache for all nodes (the synthetic set is generated, CIFAR-10 downloaded, once)
-        args.data_dir = root / "data"
+        args.dataset_dir = root / "data"
     nodes = [Node(i, args, root) for i in range(args.nodes)]
     busy = [n.port for n in nodes if not _port_free(args.host, n.port)]
     if busy:

@@ -23,7 +23,9 @@ class Metrics:
         with self.lock:
             self.rejected[reason] += 1
 
-    def render(self, *, height: int, peers: int, attempts_per_second: float, blocks_found: int) -> str:
+    def render(self, *, height: int, peers: int, attempts_per_second: float, blocks_found: int,
+               gauges: dict[str, tuple[str, float]] | None = None) -> str:
+        """``gauges``: more gauges, name -> (help, value)."""
         with self.lock:
             lines = [
                 "# HELP polchain_height Height of the best chain.", "# TYPE polchain_height gauge",
@@ -47,4 +49,6 @@ class Metrics:
                 f"polchain_validation_seconds_sum {self.validation_seconds_sum:.6f}",
                 f"polchain_validation_seconds_count {self.validation_count}",
             ]
+            for name, (help_, value) in (gauges or {}).items():
+                lines += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {value:g}"]
             return "\n".join(lines) + "\n"

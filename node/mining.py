@@ -20,6 +20,7 @@ from miner.template import build_block
 
 log = logging.getLogger("polchain.miner")
 STORE_RETRY_S = 2.0   # pause after a block could not be stored (disk full...) before mining again
+REPORT_EVERY_S = 30.0  # a search that runs longer says so in the log this often
 
 
 def mine_on_tip(chain, miner, key, *, records: Callable[[], list] = list, should_stop=lambda: False,
@@ -50,6 +51,7 @@ class MinerWorker:
         chain.tip_listeners.append(lambda tip, reorg: self._tip_changed.set())
         self._last_rate = (time.perf_counter(), 0)
         self.rate = 0.0
+        self._search: dict | None = None   # the search on the current tip: height, k, start time and count
 
     def start(self) -> None:
         self._thread.start()
@@ -67,7 +69,23 @@ class MinerWorker:
             self._last_rate = (t, n)
         return self.rate
 
+    def current_search(self) -> dict | None:
+        """The block being searched for now: its height, difficulty k, attempts and seconds so far."""
+        s = self._search
+        if s is None:
+            return None
+        now = time.monotonic()
+        return {"height": s["height"], "difficulty": s["k"], "attempts": self.miner.progress.attempts - s["n0"],
+                "seconds": round(now - s["t0"], 1), "expected_attempts": 2 ** s["k"]}
+
     def _should_stop(self) -> bool:
+        s = self._search
+        if s is not None and time.monotonic() >= s["report_at"]:
+            s["report_at"] += REPORT_EVERY_S
+            cur = self.current_search()
+            log.info("still mining height %d at k=%d: %d attempts in %.0f s (about 2^k = %d expected for the "
+                     "requirements; the accuracy rule can reject hits too)", cur["height"], cur["difficulty"],
+                     cur["attempts"], cur["seconds"], cur["expected_attempts"])
         return self._stop.is_set() or self._tip_changed.is_set()
 
     def _run(self) -> None:
@@ -75,6 +93,10 @@ class MinerWorker:
         while not self._stop.is_set():
             self._tip_changed.clear()
             try:
+                tip = chain.tip()
+                now = time.monotonic()
+                self._search = {"height": tip.height + 1, "k": next_difficulty(chain.spec, tip.header, chain.view),
+                                "t0": now, "n0": self.miner.progress.attempts, "report_at": now + REPORT_EVERY_S}
                 mined = mine_on_tip(chain, self.miner, self.service.key, records=self.service.pending_records,
                                     should_stop=self._should_stop)
             except Exception:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +30,7 @@ class NodeService:
             torch.set_num_threads(settings.threads)
         datadir = Path(settings.datadir)
         self.spec = resolve_spec(datadir, settings.preset, settings.spec_file)
-        self.chain: Chain = open_chain(datadir, self.spec, data_dir=settings.data_dir,
+        self.chain: Chain = open_chain(datadir, self.spec, data_dir=settings.dataset_dir,
                                        keep_weights=settings.keep_weights, archival=settings.archival)
         self.key = load_or_create_key(settings.key_file or datadir / "node.key")
         self.metrics = Metrics()
@@ -37,6 +38,7 @@ class NodeService:
         self.mempool: list[Record] = []
         self.mempool_lock = threading.Lock()
         self.miner = None
+        self.validation_seconds: OrderedDict[str, float] = OrderedDict()   # block hash -> seconds (recent)
         from p2p.network import Network  # late import: p2p depends on node wiring only through us
         self.network = Network(self)
 
@@ -72,6 +74,8 @@ class NodeService:
     def _submit(self, header, records_json, peer) -> Outcome:
         t0 = time.perf_counter()
         out = self.chain.submit(header, records_json, peer)
+        if records_json is not None and out.status in ("accepted", "invalid", "bad-body"):
+            self._note_validation(header.hash, time.perf_counter() - t0)
         if out.status == "accepted":
             self.metrics.block_accepted(time.perf_counter() - t0)
             self._drop_included_records(records_json or [])
@@ -87,6 +91,12 @@ class NodeService:
             if out.status == "invalid" and peer:
                 self.network.penalize(peer, out.code)
         return out
+
+    def _note_validation(self, block_hash: str, seconds: float, keep: int = 1000) -> None:
+        """How long this node took to check a block with its body (in memory, the last ``keep``)."""
+        self.validation_seconds[block_hash] = round(seconds, 4)
+        while len(self.validation_seconds) > keep:
+            self.validation_seconds.popitem(last=False)
 
     # -- records (mempool) ------------------------------------------------------------
     def add_record(self, record: Record) -> bool:
@@ -113,7 +123,10 @@ class NodeService:
     # -- status -------------------------------------------------------------------------
     def status(self) -> dict:
         tip = self.chain.tip()
+        from consensus.block import public_key_hex
         from consensus.difficulty import next_difficulty
+        heights = [p.get("height") for p in self.network.peer_list() if p.get("height") is not None]
+        progress = dict(getattr(self.network, "sync_progress", None) or {})
         return {
             "chain_id": self.spec.chain_id, "preset": self.spec.name, "height": tip.height, "tip": tip.hash,
             "cumulative_work": tip.cumulative_work,
@@ -125,6 +138,12 @@ class NodeService:
                 "device": self.miner.device if self.miner else None,
                 "attempts_per_second": round(self.miner.attempts_per_second(), 2) if self.miner else 0.0,
                 "blocks_found": self.miner.blocks_found if self.miner else 0,
+                "current": self.miner.current_search() if self.miner else None,
             },
             "version": __version__,
+            "last_block_age_s": (round(time.time() - tip.header.timestamp_ms / 1000, 1) if tip.height > 0
+                                 else None),
+            "miner_key": public_key_hex(self.key),
+            "sync": {"height": progress.get("height"), "target": progress.get("target"),
+                     "peer": progress.get("peer"), "best_peer_height": max(heights, default=None)},
         }

@@ -38,25 +38,31 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
-def cmd_verify(args) -> int:
+def _verify(proof_dir, queries, command: str):
+    """The verifier's report for a proof the CLI can rebuild, or None (after saying why)."""
     import importlib
 
     from .verifier import verify_proof
 
     key = ("demo-mlp", "demo-data")  # if the manifest is unreadable, verify_proof reports why
     try:
-        m = P.load_manifest(args.proof_dir)
+        m = P.load_manifest(proof_dir)
         key = (m.model_id, m.dataset_id)
     except P.ProofError:
         pass
     if key not in KNOWN:
-        print(f"pol verify: unknown model/dataset ids {key[0]!r}/{key[1]!r}; the CLI only rebuilds "
+        print(f"{command}: unknown model/dataset ids {key[0]!r}/{key[1]!r}; the CLI only rebuilds "
               f"{sorted(KNOWN)}. Verify other models in Python with pol.verify_proof().", file=sys.stderr)
-        return 2
+        return None
     mod, model_fn, data_fn = KNOWN[key]
     mod = importlib.import_module(mod)
-    report = verify_proof(args.proof_dir, getattr(mod, model_fn), getattr(mod, data_fn)(),
-                          queries_per_epoch=args.queries)
+    return verify_proof(proof_dir, getattr(mod, model_fn), getattr(mod, data_fn)(), queries_per_epoch=queries)
+
+
+def cmd_verify(args) -> int:
+    report = _verify(args.proof_dir, args.queries, "pol verify")
+    if report is None:
+        return 2
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
@@ -80,13 +86,16 @@ def cmd_demo(args) -> int:
 
 
 def cmd_register(args) -> int:
-    """Sign a model certificate for a proof and submit it to a node."""
+    """Verify a proof (as `pol verify` does), sign a model certificate for it and submit it to a node,
+    once: when the node already has this owner's certificate for this proof and model, say so."""
     import time
     from pathlib import Path
 
     import httpx
 
+    from consensus.block import public_key_hex
     from consensus.certificates import make_certificate
+    from consensus.records import parse_record
     from node.keys import load_or_create_key
 
     try:
@@ -94,6 +103,15 @@ def cmd_register(args) -> int:
     except P.ProofError as e:
         print(f"pol register: the proof does not check out: {e}", file=sys.stderr)
         return 1
+    if not args.no_verify:
+        report = _verify(args.proof_dir, args.queries, "pol register")
+        if report is None:
+            print("pol register: pass --no-verify to register a proof the CLI cannot check", file=sys.stderr)
+            return 2
+        if not report.passed:
+            print(f"pol register: `pol verify` rejects this proof ({', '.join(report.reasons) or 'failed'}); "
+                  "nothing registered", file=sys.stderr)
+            return 1
     meta = {"steps": str(summary["steps"]), "dataset_hash": summary["dataset_hash"]}
     for item in args.meta or []:
         k, sep, v = item.partition("=")
@@ -102,18 +120,39 @@ def cmd_register(args) -> int:
             return 2
         meta[k] = v
     key = load_or_create_key(Path(args.key))
-    cert = make_certificate(key, summary["model_hash"], summary["merkle_root"], meta, int(time.time() * 1000))
+    node = args.node.rstrip("/")
     try:
-        r = httpx.post(f"{args.node.rstrip('/')}/certificates", json=cert.body, timeout=10)
-    except httpx.HTTPError as e:
+        known = httpx.get(f"{node}/certificates/{summary['model_hash']}", timeout=10)
+        mine = []
+        if known.status_code == 200:
+            body = known.json()
+            mine = [c["id"] for c in body.get("certificates", []) if _same(c["record"], key, summary)]
+            mine += [parse_record(rec).id for rec in body.get("pending", []) if _same(rec, key, summary)]
+        if mine:
+            print(json.dumps({"id": mine[0], "model_hash": summary["model_hash"], "proof_root": summary["merkle_root"],
+                              "owner": public_key_hex(key), "node_status": "already-registered"}))
+            return 0
+        cert = make_certificate(key, summary["model_hash"], summary["merkle_root"], meta, int(time.time() * 1000))
+        r = httpx.post(f"{node}/certificates", json=cert.body, timeout=10)
+    except (httpx.HTTPError, ValueError) as e:
         print(f"pol register: cannot reach {args.node}: {e}", file=sys.stderr)
         return 1
+    if r.status_code == 409 and r.json().get("error") == "duplicate":
+        print(json.dumps({"id": r.json().get("id"), "model_hash": summary["model_hash"],
+                          "proof_root": summary["merkle_root"], "owner": cert.body["owner"],
+                          "node_status": "already-registered"}))
+        return 0
     if r.status_code >= 300:
         print(f"pol register: node refused the certificate: HTTP {r.status_code} {r.text}", file=sys.stderr)
         return 1
     print(json.dumps({"id": cert.id, "model_hash": summary["model_hash"], "proof_root": summary["merkle_root"],
                       "owner": cert.body["owner"], "node_status": r.json().get("status")}))
     return 0
+
+
+def _same(record: dict, key, summary: dict) -> bool:
+    from consensus.block import public_key_hex
+    return record.get("owner") == public_key_hex(key) and record.get("proof_root") == summary["merkle_root"]
 
 
 def _add_pol_subcommands(parser: argparse.ArgumentParser) -> None:
@@ -133,13 +172,17 @@ def _add_pol_subcommands(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--seed", type=_nonneg_int, default=0)
     d.set_defaults(func=cmd_demo)
     r = sub.add_parser("register", help="register a signed model certificate for a proof on the chain",
-                       description="Checks the proof's manifest, Merkle root and final checkpoint, signs a "
-                                   "model certificate (owner key, model hash, proof root, metadata) and "
-                                   "submits it to a node; miners carry it in a block.")
+                       description="Verifies the proof as `pol verify` does, signs a model certificate (owner "
+                                   "key, model hash, proof root, metadata) and submits it to a node; miners carry "
+                                   "it in a block. The same owner, proof and model are registered once.")
     r.add_argument("proof_dir")
     r.add_argument("--node", default="http://127.0.0.1:8000", help="node URL")
     r.add_argument("--key", default="owner.key", help="Ed25519 key (PEM), created if missing")
     r.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
+    r.add_argument("--queries", type=_positive_int, default=None, metavar="Q",
+                   help="as for pol verify: replay the Q largest updates per epoch (default: every segment)")
+    r.add_argument("--no-verify", action="store_true",
+                   help="register without verifying (for models the CLI cannot rebuild; check them in Python)")
     r.set_defaults(func=cmd_register)
     parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from consensus import errors
@@ -19,6 +20,8 @@ from .schemas import BlockList, BlockOut, SubmitHeader, SubmitResult, TipOut
 router = APIRouter(tags=["blocks"])
 MAX_LIMIT = 500
 MAX_TIPS = 100
+BlockId = Annotated[str, Path(pattern=r"^([0-9]{1,18}|[0-9a-f]{64})$",
+                              description="a height on the best chain, or a block hash (64 lowercase hex)")]
 
 
 def block_out(service, b: StoredBlock) -> dict:
@@ -29,6 +32,7 @@ def block_out(service, b: StoredBlock) -> dict:
                      "of": service.spec.evaluation.size},
         "cumulative_work": b.cumulative_work, "received_at": b.received_at, "peer": b.peer,
         "in_best_chain": service.chain.store.hash_at(b.height) == b.hash,
+        "validation_seconds": service.validation_seconds.get(b.hash),
     }
 
 
@@ -47,11 +51,22 @@ def find_block(service, ident: str) -> StoredBlock:
 
 
 @router.get("/blocks", response_model=BlockList)
-def list_blocks(service: Service, start: int = Query(0, ge=0, le=1 << 62),
-                limit: int = Query(100, ge=1, le=MAX_LIMIT)):
-    """Headers of the best chain, oldest first."""
-    blocks = service.chain.store.best_range(start, limit)
-    nxt = blocks[-1].height + 1 if len(blocks) == limit else None
+def list_blocks(service: Service,
+                start: int | None = Query(None, ge=0, le=1 << 62, description="first height (default: genesis "
+                                          "for order=asc, the tip for order=desc)"),
+                limit: int = Query(100, ge=1, le=MAX_LIMIT),
+                order: Literal["asc", "desc"] = Query("asc", description="asc: oldest first; desc: newest first")):
+    """Blocks of the best chain from ``start``, oldest first (or newest first with ``order=desc``);
+    ``next_start`` continues the listing (null at the end)."""
+    store = service.chain.store
+    if order == "asc":
+        blocks = store.best_range(start or 0, limit)
+        nxt = blocks[-1].height + 1 if len(blocks) == limit else None
+    else:
+        top = service.chain.tip().height if start is None else min(start, service.chain.tip().height)
+        low = max(0, top - limit + 1)
+        blocks = list(reversed(store.best_range(low, top - low + 1)))
+        nxt = blocks[-1].height - 1 if blocks and blocks[-1].height > 0 else None
     return {"blocks": [block_out(service, b) for b in blocks], "next_start": nxt}
 
 
@@ -69,14 +84,15 @@ def tips(service: Service):
     return out[:MAX_TIPS]
 
 
-@router.get("/blocks/{ident}", response_model=BlockOut)
-def get_block(ident: str, service: Service):
+@router.get("/blocks/{ident}", response_model=BlockOut, responses={404: {"description": "no such block"}})
+def get_block(ident: BlockId, service: Service):
+    """One block (any branch, valid or not) by hash, or the best chain's block at a height."""
     return block_out(service, find_block(service, ident))
 
 
 @router.get("/blocks/{block_hash}/state", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "pruned"}})
-def get_state(block_hash: str, service: Service):
+def get_state(block_hash: BlockId, service: Service):
     """The block's post-state W' as safetensors (snapshot sync; it hashes to the header's state_hash)."""
     b = find_block(service, block_hash)
     path = service.chain.store.weights.path(b.header.state_hash)

@@ -13,6 +13,7 @@ router = APIRouter(tags=["peers"])
 
 @router.get("/peers", response_model=list[PeerOut])
 def peers(service: Service):
+    """The peer book: each peer's URL, state, reported height and failures."""
     return service.network.peer_list()
 
 
@@ -30,6 +31,7 @@ def usable_peer_url(url: str) -> bool:
 
 @router.post("/peers", status_code=202)
 def add_peer(body: PeerAnnounce, service: Service):
+    """A peer introduces itself (JSON {"url": ...}); `added` tells whether it entered the book."""
     if not usable_peer_url(body.url):
         raise ApiError(422, "malformed", "peer URL must be a reachable http(s) URL: scheme://host[:port][/path]")
     added = service.network.learn_peer(body.url)

@@ -4,11 +4,28 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
+class CurrentSearch(BaseModel):
+    """The block the miner is searching for now."""
+    height: int
+    difficulty: int
+    attempts: int = Field(description="attempts on this tip so far")
+    seconds: float = Field(description="seconds on this tip so far")
+    expected_attempts: int = Field(description="2^k: the expected attempts to meet the requirements R")
+
+
 class MiningStatus(BaseModel):
     enabled: bool
     device: str | None
     attempts_per_second: float
     blocks_found: int
+    current: CurrentSearch | None = None
+
+
+class SyncStatus(BaseModel):
+    height: int | None = Field(None, description="while syncing: the height reached")
+    target: int | None = Field(None, description="while syncing: the height aimed at")
+    peer: str | None = Field(None, description="while syncing: the peer synced from")
+    best_peer_height: int | None = Field(None, description="the highest tip a peer reported")
 
 
 class TipAccuracy(BaseModel):
@@ -28,6 +45,9 @@ class Status(BaseModel):
     tip_accuracy: TipAccuracy
     mining: MiningStatus
     version: str
+    last_block_age_s: float | None = Field(None, description="seconds since the tip's timestamp (none at genesis)")
+    miner_key: str = Field(description="this node's Ed25519 public key (hex): the miner field of its blocks")
+    sync: SyncStatus
 
 
 HASH = r"^[0-9a-f]{64}$"
@@ -78,6 +98,8 @@ class BlockOut(BaseModel):
     received_at: float
     peer: str | None = None
     in_best_chain: bool
+    validation_seconds: float | None = Field(None, description="how long this node took to check the block with "
+                                             "its body (recent blocks since the node started; null otherwise)")
 
 
 class BlockList(BaseModel):
@@ -105,6 +127,43 @@ class PeerOut(BaseModel):
     failures: int = 0
     banned_until: float | None = None
     last_seen: float | None = None
+
+
+class CertificateIn(BaseModel):
+    """A signed model certificate (``polchain pol register`` builds one); checked as a record."""
+    model_config = {"extra": "forbid"}
+    type: str = Field("model-certificate", description="record type")
+    version: int = Field(description="certificate format version")
+    owner: str = Field(pattern=HASH, description="the owner's Ed25519 public key, hex")
+    model_hash: str = Field(pattern=HASH, description="hash of the certified model's tensors")
+    proof_root: str = Field(pattern=HASH, description="Merkle root of the proof of learning")
+    metadata: dict[str, str] = Field(default_factory=dict, description="at most a few short string pairs")
+    timestamp_ms: int = Field(**U63)
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="Ed25519 signature over the other fields")
+
+
+class CertificateAccepted(BaseModel):
+    status: str = Field(description="pending (in the mempool) or included (already in a block)")
+    id: str = Field(description="the record id")
+
+
+class CertificateList(BaseModel):
+    model_hash: str
+    certificates: list[dict] = Field(description="on the best chain, oldest first: the first is the original")
+    pending: list[dict] = Field(description="submitted, not yet in a block")
+
+
+class ModelInfo(BaseModel):
+    chain_id: str
+    preset: str
+    architecture: str = Field(description="consensus.model.build_model(architecture, num_classes)")
+    num_classes: int
+    height: int = Field(description="the tip whose post-step model GET /model returns")
+    block: str
+    accuracy: TipAccuracy
+    format: str = Field(description="safetensors; never pickle")
+    tensors: dict[str, list[int]] = Field(description="tensor name -> shape")
+    load: str = Field(description="how to load it into PyTorch")
 
 
 class PeerAnnounce(BaseModel):

@@ -12,11 +12,14 @@ router = APIRouter(tags=["node"])
 
 @router.get("/status", response_model=Status)
 def status(service: Service):
+    """The node at a glance: chain, tip and its accuracy, next difficulty, peers, sync progress,
+    mining (with the search in progress), the last block's age and this node's miner key."""
     return service.status()
 
 
 @router.get("/health", responses={503: {"description": "syncing"}})
 def health(service: Service):
+    """200 when the node serves its chain; 503 while it syncs from a peer."""
     if service.network.syncing():
         return JSONResponse({"status": "syncing"}, status_code=503)
     return {"status": "ok", "height": service.chain.tip().height}
@@ -24,4 +27,5 @@ def health(service: Service):
 
 @router.get("/spec")
 def spec(service: Service):
+    """The chain's genesis document; the chain id is the SHA-256 of its canonical JSON."""
     return service.spec.to_dict()

@@ -126,7 +126,8 @@ def test_cli_reports_corruption_without_traceback(honest, tmp_path):
     _smash_page(d / "chain.sqlite", "header")
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLCHAIN_")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    for args in (["node", "--datadir", str(d), "--port", "1", "--threads", "1"],):
+    from tests.nodeproc import free_port
+    for args in (["node", "--datadir", str(d), "--port", str(free_port()), "--threads", "1"],):
         r = subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 2, (args, r.returncode, r.stderr[-2000:])

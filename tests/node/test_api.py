@@ -43,7 +43,8 @@ def test_status(static_node, smith):
     assert st["cumulative_work"] == tip.cumulative_work
     assert isinstance(st["difficulty"], int) and st["difficulty"] >= smith.spec.difficulty.minimum
     assert st["peers"] == 0 and st["syncing"] is False
-    assert st["mining"] == {"enabled": False, "device": None, "attempts_per_second": 0.0, "blocks_found": 0}
+    assert st["mining"] == {"enabled": False, "device": None, "attempts_per_second": 0.0, "blocks_found": 0,
+                            "current": None}
     assert isinstance(st["version"], str) and st["version"]
 
 

@@ -1,0 +1,267 @@
+"""HTML for the explorer's pages, from the REST API's JSON objects (status, blocks, tips, certificates).
+
+Every value is escaped; header fields are shown generically (whatever the header JSON holds), with
+links for the fields every header version has (parent, miner).
+"""
+from __future__ import annotations
+
+import json
+import time
+from html import escape
+from pathlib import Path
+from string import Template
+
+from .chart import Point, difficulty_chart, learning_curve
+
+_LAYOUT = Template((Path(__file__).parent / "templates" / "layout.html").read_text())
+
+
+def page(title: str, body: str, status: dict, *, refresh: float = 2.0) -> str:
+    from node import __version__
+    return _LAYOUT.substitute(title=escape(title), body=body, refresh=refresh, version=escape(__version__),
+                              chain_name=escape(status.get("preset", "")), chain_id=escape(status.get("chain_id", "")),
+                              chain_short=escape(status.get("chain_id", "")[:16]))
+
+
+# -- small pieces ------------------------------------------------------------------------------
+def short(h: str | None, n: int = 12) -> str:
+    return escape(h[:n]) + "…" if h and len(h) > n else escape(h or "")
+
+
+def block_link(h: str, label: str | None = None) -> str:
+    return f'<a class="mono" href="/explorer/blocks/{escape(h)}" title="{escape(h)}">{label or short(h)}</a>'
+
+
+def miner_link(key: str) -> str:
+    if not key:
+        return '<span class="muted">genesis</span>'
+    return f'<a class="mono" href="/explorer/miners/{escape(key)}" title="{escape(key)}">{short(key, 10)}</a>'
+
+
+def utc(ms: int | float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000)) if ms else ""
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = max(0, int(seconds))
+    return f"{s} s ago" if s < 120 else f"{s // 60} min ago" if s < 7200 else f"{s // 3600} h ago"
+
+
+def accuracy_of(block: dict) -> float | None:
+    """The share of E that the block's post-step model gets right (measured if known, else claimed)."""
+    acc = block.get("accuracy") or {}
+    correct = acc.get("measured_after")
+    if correct is None:
+        correct = block["header"].get("acc_after")
+    of = acc.get("of")
+    return correct / of if correct is not None and of else None
+
+
+def steps_of(header: dict) -> int:
+    """Training steps the block's proof replays: its nonces under protocol v2, one step before."""
+    return len(header["nonces"]) if isinstance(header.get("nonces"), list) else 1
+
+
+def card(label: str, value: str, sub: str = "", ident: str = "") -> str:
+    idattr = f' id="{ident}"' if ident else ""
+    return (f'<div class="card"><div class="label">{escape(label)}</div><div class="value"{idattr}>{value}</div>'
+            f'<div class="sub">{sub}</div></div>')
+
+
+def interval_of(block: dict, parent: dict | None) -> float | None:
+    """Seconds between a block and its parent (none after genesis, whose timestamp is the spec's)."""
+    if parent is None or parent["height"] == 0 or parent["hash"] != block["header"].get("parent"):
+        return None
+    return (block["header"]["timestamp_ms"] - parent["header"]["timestamp_ms"]) / 1000
+
+
+def points(blocks_oldest_first: list[dict]) -> list[Point]:
+    out, prev = [], None
+    for b in blocks_oldest_first:
+        out.append(Point(b["height"], b["hash"], accuracy_of(b), interval_of(b, prev), b["header"].get("difficulty", 0)))
+        prev = b
+    return out
+
+
+def mining_rate(blocks_newest_first: list[dict]) -> float | None:
+    """Blocks per minute over the listed blocks (genesis excluded)."""
+    bs = [b for b in blocks_newest_first if b["height"] > 0]
+    if len(bs) < 2:
+        return None
+    span = (bs[0]["header"]["timestamp_ms"] - bs[-1]["header"]["timestamp_ms"]) / 1000
+    return (len(bs) - 1) / span * 60 if span > 0 else None
+
+
+# -- the overview -------------------------------------------------------------------------------
+def state_banner(st: dict) -> str:
+    sync = st.get("sync") or {}
+    if st.get("syncing"):
+        return (f'<div class="banner warn" id="state-syncing">Syncing: height {sync.get("height", st["height"])} of '
+                f'{escape(str(sync.get("target", "?")))} from {escape(str(sync.get("peer") or "a peer"))}. '
+                'The figures below grow as blocks arrive.</div>')
+    if st["height"] == 0:
+        return ('<div class="banner info" id="state-empty">No blocks yet: this chain is at its genesis block. '
+                'Blocks appear here as soon as a miner finds one (start one with <code>polchain node --mine</code>).'
+                '</div>')
+    return ""
+
+
+def overview_live(st: dict, recent: list[dict], chart_blocks: list[dict], miners: list[tuple[str, int]]) -> str:
+    """The part of the overview that the page refreshes in place."""
+    acc = st.get("tip_accuracy") or {}
+    mining = st.get("mining") or {}
+    rate = mining_rate(recent)
+    sync = st.get("sync") or {}
+    sync_text = ("syncing" if st.get("syncing") else "in sync" if (sync.get("best_peer_height") or 0) <= st["height"]
+                 else f'behind (peer at {sync["best_peer_height"]})')
+    mine_sub = (f'this node: {mining.get("attempts_per_second", 0):.1f} attempts/s' if mining.get("enabled")
+                else "this node does not mine")
+    cur = mining.get("current") or {}
+    if cur:
+        mine_sub += f', {cur.get("attempts", 0):,} on this block'
+    cards = "".join([
+        card("tip height", str(st["height"]), block_link(st["tip"], short(st["tip"], 20)), "tip-height"),
+        card("last block", ago(st.get("last_block_age_s")), f'cumulative work {st.get("cumulative_work", 0):,}'),
+        card("sync", sync_text, f'best peer height {sync.get("best_peer_height") or "—"}', "sync-state"),
+        card("peers", str(st.get("peers", 0)), '<a href="/peers">/peers</a>'),
+        card("mining rate", f"{rate:.1f}/min" if rate is not None else "—", mine_sub),
+        card("difficulty k", str(st.get("difficulty", "")), "next block: about 2^k attempts", "difficulty"),
+        card("accuracy on E", f'{100 * acc.get("correct", 0) / (acc.get("of") or 1):.1f}%',
+             f'{acc.get("correct", "?")}/{acc.get("of", "?")} (tip model)'),
+    ])
+    pts = points(chart_blocks)
+    charts = (
+        '<div class="charts"><div class="chart"><h2>Learning curve</h2>'
+        f'<div class="legend">accuracy of each block\'s model on E (line, left axis) and the time since its '
+        f'parent (bars, right axis); heights {pts[0].height if pts else 0}–{pts[-1].height if pts else 0}</div>'
+        f'{learning_curve(pts)}</div>'
+        f'<div class="chart"><h2>Difficulty</h2><div class="legend">k by height</div>{difficulty_chart(pts)}</div></div>')
+    return (state_banner(st) + f'<div class="cards">{cards}</div>' + charts +
+            "<h2>Latest blocks</h2>" + blocks_table(recent, chart_blocks[-len(recent) - 1:]) + "<h2>Miners (latest blocks)</h2>" + miners_table(miners))
+
+
+def blocks_table(blocks: list[dict], context: list[dict] = ()) -> str:
+    """Rows for ``blocks``; ``context``: more blocks (e.g. the oldest row's parent) for the intervals."""
+    if not blocks:
+        return '<div class="empty">no blocks</div>'
+    rows = []
+    by_hash = {b["hash"]: b for b in [*context, *blocks]}
+    for b in blocks:
+        hd = b["header"]
+        iv = interval_of(b, by_hash.get(hd.get("parent", "")))
+        interval = f"{iv:.1f}" if iv is not None else ""
+        claims = f'{hd["acc_before"]}→{hd.get("acc_after")}' if "acc_before" in hd else str(hd.get("acc_after", ""))
+        rows.append(f'<tr data-height="{b["height"]}"><td class="num">{b["height"]}</td><td>{block_link(b["hash"])}</td>'
+                    f'<td>{miner_link(hd.get("miner", ""))}</td><td class="num">{hd.get("difficulty", "")}</td>'
+                    f'<td class="num">{interval}</td><td class="num">{escape(claims)}</td>'
+                    f'<td class="num">{steps_of(hd) if b["height"] else ""}</td><td class="num">{len(b.get("records") or [])}</td>'
+                    f'<td>{utc(hd.get("timestamp_ms"))}</td></tr>')
+    return ('<table id="blocks"><thead><tr><th class="num">height</th><th>hash</th><th>miner</th><th class="num">k</th>'
+            '<th class="num">interval s</th><th class="num">accuracy claim</th><th class="num">steps</th>'
+            '<th class="num">records</th><th>time</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+
+
+def miners_table(miners: list[tuple[str, int]]) -> str:
+    total = sum(n for _, n in miners)
+    if not total:
+        return '<div class="empty">no mined blocks yet</div>'
+    rows = "".join(f'<tr><td>{miner_link(k)}</td><td class="num">{n}</td><td class="num">{100 * n / total:.0f}%</td></tr>'
+                   for k, n in miners)
+    return ('<table id="miners"><thead><tr><th>miner</th><th class="num">blocks</th><th class="num">share</th>'
+            f'</tr></thead><tbody>{rows}</tbody></table>')
+
+
+# -- one block -----------------------------------------------------------------------------------
+def _field(name: str, value) -> str:
+    if name == "parent" and isinstance(value, str):
+        return block_link(value, escape(value))
+    if name == "miner" and isinstance(value, str):
+        return f'<a class="mono" href="/explorer/miners/{escape(value)}">{escape(value)}</a>' if value else "genesis"
+    if name == "timestamp_ms":
+        return f"{value} ({utc(value)})"
+    if isinstance(value, list):
+        text = escape(json.dumps(value))
+        return f"<details><summary>{len(value)} values</summary><code>{text}</code></details>" if len(value) > 8 else \
+            f"<code>{text}</code>"
+    return f'<span class="mono">{escape(str(value))}</span>'
+
+
+def block_page(b: dict, child: dict | None) -> str:
+    hd = b["header"]
+    acc = b.get("accuracy") or {}
+    status_cls = "status-" + escape(b.get("status", ""))
+    verdict = escape(b.get("status", "")) + (f' — {escape(b["reason"])}' if b.get("reason") else "")
+    timing = (f'{b["validation_seconds"]:.3f} s on this node' if b.get("validation_seconds") is not None
+              else "not measured by this node since it started (synced earlier, or header only)")
+    facts = [
+        ("hash", f'<span class="mono">{escape(b["hash"])}</span>'),
+        ("outcome", f'<span class="{status_cls}" id="block-status">{verdict}</span>'
+                    + (" · best chain" if b.get("in_best_chain") else " · not on the best chain")),
+        ("validation time", escape(timing)),
+        ("accuracy on E", escape(" · ".join(f"{k.replace('_', ' ')} {v}" for k, v in acc.items() if v is not None))),
+        ("cumulative work", f'{b.get("cumulative_work", 0):,}'),
+        ("received", f'{utc((b.get("received_at") or 0) * 1000)} from {escape(b.get("peer") or "this node")}'),
+        ("next block", block_link(child["hash"]) if child else "none yet"),
+    ]
+    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+    header_rows = "".join(f'<tr><th class="mono">{escape(k)}</th><td>{_field(k, v)}</td></tr>' for k, v in hd.items())
+    return (f'<h1>Block {b["height"]}</h1><table id="block-facts">{rows}</table>'
+            f'<h2>Header</h2><table id="header-fields">{header_rows}</table>'
+            f'<h2>Records ({len(b.get("records") or [])})</h2>{records_table(b.get("records") or [])}')
+
+
+def records_table(records: list[dict]) -> str:
+    if not records:
+        return '<div class="empty">no records in this block</div>'
+    rows = []
+    for r in records:
+        mh = r.get("model_hash")
+        link = (f'<a class="mono" href="/explorer/certificates?model_hash={escape(mh)}">{short(mh)}</a>'
+                if isinstance(mh, str) else "")
+        rows.append(f'<tr><td>{escape(str(r.get("type", "")))}</td><td>{link}</td><td>{miner_link(r.get("owner") or "")}'
+                    f'</td><td><pre>{escape(json.dumps(r, indent=1, sort_keys=True))}</pre></td></tr>')
+    return ('<table id="records"><thead><tr><th>type</th><th>model</th><th>owner</th><th>record</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+# -- miner, tips, certificates -----------------------------------------------------------------
+def miner_page(key: str, mined: list[dict], scanned: int) -> str:
+    share = f"{100 * len(mined) / scanned:.1f}%" if scanned else "—"
+    return (f'<h1>Miner</h1><p class="mono">{escape(key)}</p><div class="cards">'
+            + card("blocks", str(len(mined)), f"of the latest {scanned} on the best chain", "miner-blocks")
+            + card("share", share, "of those blocks") + "</div><h2>Blocks</h2>" + blocks_table(mined))
+
+
+def tips_page(tips: list[dict]) -> str:
+    rows = "".join(f'<tr><td class="status-{escape(t["status"])}">{escape(t["status"])}</td><td class="num">'
+                   f'{t["height"]}</td><td>{block_link(t["hash"], escape(t["hash"]))}</td><td class="num">'
+                   f'{t["cumulative_work"]:,}</td></tr>' for t in tips)
+    return ('<h1>Chain tips</h1><p>The active tip first, then valid forks, branches known by headers only, and '
+            'invalid branches (from <a href="/tips">/tips</a>).</p><table id="tips"><thead><tr><th>status</th>'
+            f'<th class="num">height</th><th>hash</th><th class="num">work</th></tr></thead><tbody>{rows}</tbody></table>')
+
+
+def certificates_page(model_hash: str, result: dict | None, problem: str = "") -> str:
+    form = ('<h1>Model certificates</h1><form class="lookup" method="get" action="/explorer/certificates">'
+            f'<input type="text" name="model_hash" placeholder="model hash (64 hex)" value="{escape(model_hash)}">'
+            ' <button type="submit">look up</button></form>')
+    if problem:
+        return form + f'<div class="banner warn" id="cert-problem">{escape(problem)}</div>'
+    if result is None:
+        return form
+    rows = []
+    for c in result.get("certificates", []):
+        rec = c["record"]
+        rows.append(f'<tr><td class="num">{c["height"]}</td><td>{block_link(c["block"])}</td><td>'
+                    f'{miner_link(rec.get("owner", ""))}</td><td class="mono">{short(rec.get("proof_root"), 16)}</td>'
+                    f'<td>{escape(json.dumps(rec.get("metadata", {}), sort_keys=True))}</td>'
+                    f'<td>{utc(rec.get("timestamp_ms"))}</td></tr>')
+    for rec in result.get("pending", []):
+        rows.append(f'<tr><td>pending</td><td></td><td>{miner_link(rec.get("owner", ""))}</td><td class="mono">'
+                    f'{short(rec.get("proof_root"), 16)}</td><td>{escape(json.dumps(rec.get("metadata", {}), sort_keys=True))}'
+                    f'</td><td>{utc(rec.get("timestamp_ms"))}</td></tr>')
+    return form + ('<p>The first certificate on the chain is the original registration.</p><table id="certificates">'
+                   '<thead><tr><th class="num">height</th><th>block</th><th>owner</th><th>proof root</th>'
+                   f'<th>metadata</th><th>time</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')

@@ -1,0 +1,109 @@
+"""The explorer in a real browser against a real mining node (tiny preset)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tests.nodeproc import NodeProc
+
+TIP = "#tip-height"
+
+
+def shown_height(page) -> int:
+    return int(page.inner_text(TIP).strip())
+
+
+def test_page_loads_and_shows_the_tip_height(page, mining_node):
+    page.goto(mining_node.url + "/")
+    assert "polchain explorer" in page.title()
+    assert "tiny" in page.inner_text("#chain-name")
+    shown = shown_height(page)
+    st = mining_node.status()
+    assert st["height"] - 3 <= shown <= st["height"]        # the node mines on while we look
+    assert page.inner_text("#difficulty").strip().isdigit()
+
+
+def test_tip_height_rises_without_reload(page, mining_node):
+    page.goto(mining_node.url + "/")
+    first = shown_height(page)
+    page.evaluate("window.__sameDocument = true")
+    page.wait_for_function(f"parseInt(document.querySelector('{TIP}').textContent) > {first}", timeout=180_000)
+    assert page.evaluate("window.__sameDocument === true")      # no navigation happened
+    assert page.evaluate("window.polchainExplorer.refreshes") >= 1
+    assert shown_height(page) > first
+
+
+def test_block_link_opens_its_page(page, mining_node):
+    page.goto(mining_node.url + "/")
+    link = page.locator("#blocks tbody tr").first.locator("a[href^='/explorer/blocks/']").first
+    block_hash = link.get_attribute("title")
+    link.click()
+    page.wait_for_url(f"**/explorer/blocks/{block_hash}")
+    block = mining_node.block(block_hash)
+    assert page.inner_text("h1") == f"Block {block['height']}"
+    assert block_hash in page.inner_text("#block-facts")
+    assert page.locator("#header-fields tr").count() == len(block["header"])
+    page.locator("#header-fields a[href^='/explorer/blocks/']").first.click()     # the parent
+    page.wait_for_url(f"**/explorer/blocks/{block['header']['parent']}")
+    assert page.inner_text("h1") == f"Block {block['height'] - 1}"
+
+
+def test_chart_has_one_point_per_block(page, mining_node):
+    page.goto(mining_node.url + "/")
+    # one snapshot of the document: the points and the tip height shown with them
+    snap = page.evaluate("""() => ({
+        heights: [...document.querySelectorAll('#acc-chart circle.point')].map(c => +c.dataset.height),
+        tip: parseInt(document.querySelector('#tip-height').textContent),
+        bars: document.querySelectorAll('#acc-chart rect.interval').length,
+        kpoints: document.querySelectorAll('#k-chart circle').length })""")
+    assert snap["heights"] == list(range(snap["tip"] + 1))       # genesis to the tip, one point each
+    assert snap["kpoints"] == snap["tip"] + 1
+    assert snap["bars"] == max(snap["tip"] - 1, 0)               # an interval for each block after block 1
+    chain = mining_node.best_chain()
+    assert [b["height"] for b in chain[: snap["tip"] + 1]] == snap["heights"]
+
+
+def test_nothing_is_fetched_from_elsewhere_and_docs_work_offline(page, mining_node):
+    outside: list[str] = []
+
+    def gate(route):
+        if route.request.url.startswith(mining_node.url) or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", gate)
+    page.goto(mining_node.url + "/")
+    page.wait_for_selector("#acc-chart circle.point")
+    page.goto(mining_node.url + "/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=60_000)
+    assert "polchain node" in page.inner_text(".swagger-ui .info .title")
+    assert page.locator(".opblock").count() >= 12                # every operation is listed
+    assert outside == []
+
+
+def test_empty_chain_then_unreachable_api(page, tmp_path):
+    node = NodeProc(tmp_path / "empty", "--preset", "tiny").start()
+    try:
+        page.goto(node.url + "/")
+        assert "No blocks yet" in page.inner_text("#state-empty")
+        assert shown_height(page) == 0
+        assert page.locator("#acc-chart circle.point").count() == 1          # genesis alone
+        assert not page.is_visible("#unreachable")
+    finally:
+        assert node.stop() == 0
+    page.wait_for_selector("#unreachable", state="visible", timeout=30_000)
+    assert "unreachable" in page.inner_text("#unreachable")
+    assert shown_height(page) == 0                                            # the last data stay
+
+
+def test_screenshot(page, mining_node, tmp_path):
+    """Writes docs/figures/explorer.png when POLCHAIN_E2E_SCREENSHOT names the file."""
+    out = Path(os.environ.get("POLCHAIN_E2E_SCREENSHOT") or tmp_path / "explorer.png")
+    mining_node.wait_height(12, timeout=300)
+    page.goto(mining_node.url + "/")
+    time.sleep(0.5)
+    page.screenshot(path=str(out), full_page=True)
+    assert out.stat().st_size > 20_000
