@@ -145,7 +145,7 @@ def feed_block(spec, data_dir: Path, work: Path, url: str, pretrain: int, report
     from .verify import mine_block
     try:
         t0 = time.monotonic()
-        dataset = load_dataset(spec.dataset, data_dir, download=False, progress=False)
+        dataset = load_dataset(spec.dataset, data_dir)
         header, body, _, _ = mine_block(spec, dataset, "cpu", None, 0, work, pretrain)
         report["mined_s"] = round(time.monotonic() - t0, 1)
         common.progress(f"feeder: block {header.hash[:16]} mined here in {report['mined_s']} s; POST to the node")
