@@ -39,10 +39,9 @@ from . import common
 
 
 def register(sub) -> None:
-    from consensus.spec import PRESETS
     p = sub.add_parser("chain", help="mine N blocks solo; learning curve vs plain SGD (figure)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=PRESETS, default="tiny")
+    common.add_spec_arguments(p, "tiny")
     p.add_argument("--blocks", type=int, default=50)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--miner", choices=("fast", "reference"), default="fast")
@@ -124,13 +123,12 @@ def measure_chain(args) -> dict:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from consensus.difficulty import next_difficulty
-    from consensus.spec import preset
     from consensus.training import Replayer, genesis_state
     from miner.search import make_miner, pick_device
     from miner.template import build_block
     from node.chain import Chain
 
-    spec = preset(args.preset)
+    spec = common.load_spec(args)
     device = pick_device(args.device)
     data, data_note = common.bench_dataset(spec, args.data_dir)
     root = Path(tempfile.mkdtemp(prefix="polchain-bench-chain-"))

@@ -22,10 +22,26 @@ def setup_logging(level: str = "INFO") -> None:
 
 # -- spec -------------------------------------------------------------------------
 def cmd_spec(args) -> int:
-    text = preset(args.preset).to_json()
+    spec = preset(args.preset)
+    if args.dataset_archive is not None:
+        from consensus.data import DatasetError
+        from node.dataset import spec_for_archive
+        try:
+            spec = spec_for_archive(spec, args.dataset_archive, args.name)
+        except DatasetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        d = spec.dataset
+        print(f"{spec.name}: {d.train_size} train + {d.test_size} test images from {args.dataset_archive} "
+              f"(MD5 {d.archive_md5}); run nodes with --spec FILE --data-dir "
+              f"{Path(args.dataset_archive).resolve().parent}", file=sys.stderr)
+    elif args.name:
+        import dataclasses
+        spec = dataclasses.replace(spec, name=args.name)
+    text = spec.to_json()
     if args.output:
         Path(args.output).write_text(text)
-        print(f"wrote {args.output} (chain id {preset(args.preset).chain_id})", file=sys.stderr)
+        print(f"wrote {args.output} (chain id {spec.chain_id})", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -102,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("spec", help="print a preset chain spec (genesis document)")
     s.add_argument("--preset", choices=PRESETS, default="tiny")
     s.add_argument("-o", "--output")
+    s.add_argument("--dataset-archive", type=Path, metavar="PATH",
+                   help="a CIFAR-10 archive in the official binary layout (e.g. a sample): the preset's rules "
+                        "on it, with its split sizes, MD5 and decoded split hashes pinned")
+    s.add_argument("--name", help="chain name (default: the preset's; PRESET-sample for another archive)")
     s.set_defaults(func=cmd_spec)
 
     s = sub.add_parser("mine", help="mine N blocks solo (no network) into a datadir")
