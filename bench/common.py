@@ -42,6 +42,9 @@ def load_spec(args: argparse.Namespace):
     from consensus.spec import ChainSpec, preset
     spec = ChainSpec.from_json(Path(args.spec).read_text()) if getattr(args, "spec", None) else preset(args.preset)
     args.preset = spec.name
+    if hasattr(args, "threads"):
+        from node.threads import apply_threads
+        progress(apply_threads(args.threads, spec.model.arch, getattr(args, "device", "cpu")))
     return spec
 
 
@@ -51,7 +54,9 @@ def add_common_arguments(p: argparse.ArgumentParser, *, preset_default: str = "t
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     p.add_argument("--seconds", type=float, default=seconds_default, help="length of one timed run")
     p.add_argument("--runs", type=int, default=runs_default, help="timed runs (the median is reported)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    from node.threads import threads_arg
+    p.add_argument("--threads", type=threads_arg, default=None,
+                   help="torch CPU threads (default: measured per model, see node/threads.py)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where CIFAR-10 lives, if it does (never downloaded by a benchmark)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 
 from consensus.spec import PRESETS, preset
+from node.threads import threads_arg
+
+
+THREADS_HELP = "torch CPU threads (default: measured per model, printed at start; see node/threads.py)"
 
 
 def _env(name: str, default=None):
@@ -55,9 +59,11 @@ def cmd_mine(args) -> int:
     from node.chain import StartupError
     from node.keys import load_or_create_key
     from node.setup import open_chain, resolve_spec
+    from node.threads import apply_threads
 
     try:
         spec = resolve_spec(Path(args.datadir), args.preset, args.spec)
+        print(apply_threads(args.threads, spec.model.arch, args.device), file=sys.stderr)
         chain = open_chain(Path(args.datadir), spec, data_dir=args.data_dir, archival=True)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -88,10 +94,12 @@ def cmd_mine(args) -> int:
 def cmd_verify(args) -> int:
     from node.chain import StartupError
     from node.setup import open_chain, resolve_spec
+    from node.threads import apply_threads
     from node.verify import verify_chain
 
     try:
         spec = resolve_spec(Path(args.datadir))
+        print(apply_threads(args.threads, spec.model.arch), file=sys.stderr)
         chain = open_chain(Path(args.datadir), spec, data_dir=args.data_dir)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -134,11 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--miner", choices=("fast", "reference"), default="fast")
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--threads", type=threads_arg, default=None, help=THREADS_HELP)
     s.set_defaults(func=cmd_mine)
 
     s = sub.add_parser("verify", help="replay every stored block from genesis")
     s.add_argument("--datadir", required=True)
     s.add_argument("--data-dir", type=Path, default=None)
+    s.add_argument("--threads", type=threads_arg, default=None, help=THREADS_HELP)
     s.set_defaults(func=cmd_verify)
 
     import importlib

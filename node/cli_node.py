@@ -31,7 +31,7 @@ def add_commands(sub) -> None:
     s.add_argument("--keep-weights", type=int, default=d["keep_weights"],
                    help="keep the weights of the last N blocks (pruning)")
     s.add_argument("--archival", action="store_true", default=d["archival"], help="keep all weights")
-    s.add_argument("--threads", type=int, default=d["threads"], help="torch threads")
+    s.add_argument("--threads", type=int, default=d["threads"], help="torch CPU threads (default: measured per model, logged at start; see node/threads.py)")
     s.add_argument("--poll-interval", type=float, default=d["poll_interval"])
     s.add_argument("--no-discover", dest="discover", action="store_false", default=d["discover"],
                    help="do not learn peers from other peers' lists (only --peer and peers that call us)")

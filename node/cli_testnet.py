@@ -54,7 +54,8 @@ def add_commands(sub) -> None:
     s.add_argument("--datadir", default="./testnet-data", help="parent of node0..nodeN-1 (default ./testnet-data)")
     s.add_argument("--data-dir", type=Path, default=None,
                    help="shared dataset cache for all nodes (default DATADIR/data)")
-    s.add_argument("--threads", type=int, default=1, help="torch threads per node (default 1)")
+    s.add_argument("--threads", type=int, default=1,
+                   help="torch threads per node (default 1: the nodes share this machine's cores)")
     s.add_argument("--device", default="cpu", help="device for the miners: cpu (default), cuda, auto")
     s.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     s.add_argument("--until-height", type=int, default=None, metavar="H",
@@ -283,7 +284,7 @@ def cmd_testnet(args) -> int:
     reached_at = None
     try:
         print(f"polchain testnet: {args.nodes} nodes ({args.miners} mining), {chain}, "
-              f"datadir {root}")
+              f"{args.threads} torch thread(s) per node, datadir {root}")
         for n in nodes:
             peers = [] if n.index == 0 else sorted({nodes[0].url, nodes[n.index - 1].url})
             n.start(args, peers, env)

@@ -7,8 +7,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
-
 from consensus.block import BlockHeader
 from consensus.records import Record
 
@@ -18,6 +16,7 @@ from .keys import load_or_create_key
 from .metrics import Metrics
 from .settings import Settings
 from .setup import open_chain, resolve_spec
+from .threads import apply_threads
 
 log = logging.getLogger("polchain.node")
 
@@ -25,10 +24,9 @@ log = logging.getLogger("polchain.node")
 class NodeService:
     def __init__(self, settings: Settings):
         self.settings = settings
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
         datadir = Path(settings.datadir)
         self.spec = resolve_spec(datadir, settings.preset, settings.spec_file)
+        log.info("%s", apply_threads(settings.threads, self.spec.model.arch, settings.device))
         self.chain: Chain = open_chain(datadir, self.spec, data_dir=settings.data_dir,
                                        keep_weights=settings.keep_weights, archival=settings.archival)
         self.key = load_or_create_key(settings.key_file or datadir / "node.key")
