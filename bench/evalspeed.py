@@ -122,14 +122,16 @@ def run(args) -> int:
                     model = copy.deepcopy(model).to(memory_format=torch.channels_last)
                     xv = x.contiguous(memory_format=torch.channels_last)
                 evaluate(model, xv[:v["batch"]], y[:v["batch"]], v["batch"], v["mode"], margin)  # warm-up
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 correct, borderline, pred = evaluate(model, xv, y, v["batch"], v["mode"], margin)
-                rows.append({"state": label, "seconds": time.perf_counter() - t0, "correct": correct,
+                rows.append({"state": label, "seconds": time.perf_counter() - t0,
+                             "cpu_seconds": time.process_time() - c0, "correct": correct,
                              "borderline": borderline, "pred": pred})
             canonical = canonical or rows
             entry = compare(v, rows, canonical, spec.evaluation.claim_tolerance)
             entry["load_average"] = common.load_average()
-            common.progress(f"{v['name']}: {entry['seconds']['median']:.2f} s per evaluation of E, correct "
+            common.progress(f"{v['name']}: {entry['seconds']['median']:.2f} s per evaluation of E "
+                            f"({entry['cpu_seconds']['median']:.2f} CPU s), correct "
                             f"{entry['correct']}, differing predictions {entry['differing_predictions']}, "
                             f"verdict kept: {entry['verdict_kept']}")
             result["variants"].append(entry)
@@ -151,6 +153,7 @@ def compare(v: dict, rows: list[dict], canonical: list[dict], tolerance: int) ->
     canon_verdicts = [canonical[i + 1]["correct"] > canonical[i]["correct"] for i in range(0, len(rows), 2)]
     return {"variant": v["name"], **{k: v[k] for k in ("mode", "layout", "batch", "threads")},
             "seconds": common.summary([r["seconds"] for r in rows], 3),
+            "cpu_seconds": common.summary([r["cpu_seconds"] for r in rows], 3),
             "correct": correct, "borderline": [r["borderline"] for r in rows],
             "differing_predictions": [int((r["pred"] != c["pred"]).sum()) for r, c in zip(rows, canonical)],
             "max_count_difference": max(diffs), "verdicts": verdicts,
@@ -159,7 +162,7 @@ def compare(v: dict, rows: list[dict], canonical: list[dict], tolerance: int) ->
 
 
 def table(res: dict) -> str:
-    rows = [(e["variant"], e["seconds"]["median"], e["speedup"], " ".join(map(str, e["correct"])),
+    rows = [(e["variant"], e["seconds"]["median"], e["cpu_seconds"]["median"], e["speedup"], " ".join(map(str, e["correct"])),
              " ".join(map(str, e["differing_predictions"])), "yes" if e["verdict_kept"] else "NO",
              (e["load_average"] or ["-"])[0]) for e in res["variants"]]
     return "\n".join([
@@ -169,7 +172,7 @@ def table(res: dict) -> str:
         f"states: {', '.join(res['states'])}",
         f"machine: {common.machine_line(res['machine'])}",
         "",
-        common.format_table(["variant (mode/layout/batch/threads)", "s (median)", "speed-up", "correct per state",
+        common.format_table(["variant (mode/layout/batch/threads)", "s (median)", "CPU s", "speed-up", "correct per state",
                              "predictions differing", "verdict kept", "load"], rows),
         "",
         f"fastest that keeps the verdict (counts within claim_tolerance {res['claim_tolerance']}, same verdicts): "
