@@ -59,20 +59,20 @@ class NodeService:
         log.info("node stopped cleanly")
 
     # -- blocks ---------------------------------------------------------------------
-    def submit_local(self, header: BlockHeader, records_json: list, body: bytes) -> Outcome:
-        out = self._submit(header, records_json, body, None)
-        return out
+    def submit_local(self, header: BlockHeader, records_json: list) -> Outcome:
+        return self._submit(header, records_json, None)
 
-    def submit_remote(self, header: BlockHeader, records_json: list, body: bytes | None, peer: str | None) -> Outcome:
-        """Blocks from peers and the API. Runs on the caller's thread (use the validator executor)."""
-        return self._submit(header, records_json, body, peer)
+    def submit_remote(self, header: BlockHeader, records_json: list | None, peer: str | None) -> Outcome:
+        """Blocks from peers and the API (``records_json`` None: the header alone). Runs on the caller's
+        thread (use the validator executor)."""
+        return self._submit(header, records_json, peer)
 
-    def _submit(self, header, records_json, body, peer) -> Outcome:
+    def _submit(self, header, records_json, peer) -> Outcome:
         t0 = time.perf_counter()
-        out = self.chain.submit(header, records_json, body, peer)
+        out = self.chain.submit(header, records_json, peer)
         if out.status == "accepted":
             self.metrics.block_accepted(time.perf_counter() - t0)
-            self._drop_included_records(records_json)
+            self._drop_included_records(records_json or [])
             self.network.announce(header, exclude=peer)
             for h in out.connected:
                 b = self.chain.store.get(h)

@@ -3,7 +3,7 @@
 * Announce: a node that accepts a block POSTs its header to its peers with
   ``X-Polchain-Origin: <its URL>``. A peer lacking the block fetches header and
   records (``GET /blocks/{hash}``) from the origin, checks the header rules, then
-  fetches the weights (``GET /blocks/{hash}/weights``), validates, and relays
+  fetches the block (header and records), validates it from the parent's post-state, and relays
   only what validated. Known blocks answer 409 before any work; a block already
   being fetched is not fetched twice. Announcements are coalesced: when several
   blocks are accepted in a row only the one with most work is announced (a peer
@@ -295,15 +295,14 @@ class Network:
             log.info("ignoring %s from %s for now: %s", block_hash[:16], src, exc.code)
             return "done"
         except errors.InvalidBlock:
-            self.service.submit_remote(header, records, None, src)  # records the verdict, bans src
+            self.service.submit_remote(header, None, src)  # records the verdict, bans src
             return "invalid"
         except LookupError:
             self.request_sync(src, header.height)
             return "sync"
         self.book.add(src, source="announced")
-        weights = self.client.weights(src, block_hash, self.spec.limits.max_weights_bytes)
         self.book.ok(src)
-        out = self.service.submit_remote(header, records, weights, src)
+        out = self.service.submit_remote(header, records, src)
         if out.status == "bad-body":
             log.info("bad body for %s from %s: %s", block_hash[:16], src, out.code)
             self.book.bad_body(src)
@@ -542,7 +541,7 @@ class Network:
                     self.penalize(peer, "invalid-chain")
                     return None
                 if st is None:
-                    out = chain.submit(header, records, None, peer)
+                    out = chain.submit(header, None, peer)
                     if out.status == "duplicate":     # arrived meanwhile (an announcement)
                         st = store.status(header.hash)
                         if st == VALID:
@@ -595,7 +594,7 @@ class Network:
             while window and not self._stop.is_set():
                 header, fut = window.popleft()
                 try:
-                    src, records, weights = fut.result()
+                    src, records = fut.result()
                 except NoBody as exc:
                     if exc.pruned and not exc.failed:
                         log.warning("sync: every peer asked has pruned the body of block %s height %d (%s); "
@@ -604,7 +603,7 @@ class Network:
                     else:
                         log.info("sync: %s", exc)
                     return accepted, False
-                out = self.service.submit_remote(header, records, weights, src)
+                out = self.service.submit_remote(header, records, src)
                 if out.status == "invalid":
                     if src != peer:
                         self.penalize(peer, out.code)
@@ -626,15 +625,14 @@ class Network:
             for _, fut in window:
                 fut.cancel()
 
-    def _fetch_body(self, sources: list[str], header: BlockHeader, index: int) -> tuple[str, list, bytes]:
-        """(source, records, weights) for ``header`` from the first peer that serves a matching body."""
+    def _fetch_body(self, sources: list[str], header: BlockHeader, index: int) -> tuple[str, list]:
+        """(source, records) for ``header`` from the first peer that serves records matching its root."""
         n = len(sources)
         order = sources[index % n:] + sources[:index % n]
         now = time.time()
         fresh = [s for s in order if (p := self.book.get(s)) is None or p.next_try <= now]
         order = fresh + [s for s in order if s not in fresh]   # peers in backoff last
         pruned, failed = [], []
-        cap = self.spec.limits.max_weights_bytes
         for src in order:
             if self._stop.is_set():
                 break
@@ -648,21 +646,13 @@ class Network:
                     ok = records_root(list(parse_records(records))) == header.records_root
                 except (errors.BlockError, ValueError, TypeError, KeyError):
                     ok = False
+                if not ok and info.get("status") == HEADER_ONLY:
+                    continue    # it has the header only (its own sync is behind): lacking, not lying
                 if not ok:
                     self.book.bad_body(src)
                     failed.append(src)
                     continue
-                weights = self.client.weights(src, header.hash, cap)
-                try:
-                    ok = weights_hash(decode_state(weights)) == header.weights_hash
-                except errors.BlockError:
-                    ok = False
-                if not ok:
-                    log.info("bad body for %s from %s", header.hash[:16], src)
-                    self.book.bad_body(src)
-                    failed.append(src)
-                    continue
-                return src, records, weights
+                return src, records
             except NotFound as exc:
                 if exc.pruned:
                     pruned.append(src)
@@ -673,17 +663,39 @@ class Network:
                 failed.append(src)
         raise NoBody(header.hash, pruned, failed)
 
+    def _fetch_state(self, sources: list[str], header: BlockHeader) -> bool:
+        """Snapshot: the checkpoint's post-state from the first peer whose file hashes to the header's
+        state_hash (the header chain above it was checked first), stored so children can be validated."""
+        if self.chain.store.weights.has(header.state_hash):
+            return True
+        for src in sources:
+            if self._stop.is_set() or self.book.is_banned(src):
+                continue
+            try:
+                data = self.client.state(src, header.hash, self.spec.limits.max_weights_bytes)
+                ok = weights_hash(decode_state(data)) == header.state_hash
+            except (PeerError, errors.BlockError) as exc:
+                log.info("state of %s from %s: %s", header.hash[:16], src, exc)
+                continue
+            if not ok:
+                log.info("state of %s from %s does not hash to the header's state_hash", header.hash[:16], src)
+                self.book.bad_body(src)
+                continue
+            self.chain.store.weights.put(header.state_hash, data)
+            log.info("snapshot: post-state of block %d (%s) from %s", header.height, header.hash[:16], src)
+            return True
+        return False
+
     def _accept_assumed(self, peer: str, items: list, sources: list[str]) -> tuple[int, bool]:
-        """assume-valid: blocks up to the checkpoint, accepted on their (already checked) headers."""
+        """assume-valid (snapshot sync): blocks up to the checkpoint, accepted on their (already checked)
+        headers; the checkpoint's post-state is fetched and checked against its state_hash."""
         n = 0
         for j, (header, records) in enumerate(items):
-            weights = None
-            if j == len(items) - 1:   # the checkpoint's own body, if anyone has it, so mining can go on
-                try:
-                    _, records, weights = self._fetch_body(sources, header, 0)
-                except NoBody:
-                    pass
-            out = self.chain.submit(header, records, weights, peer, assumed=True)
+            if j == len(items) - 1 and not self._fetch_state(sources, header):
+                log.warning("snapshot: no peer served the post-state of checkpoint %s; validating from genesis "
+                            "instead", header.hash[:16])
+                return n, False
+            out = self.chain.submit(header, records, peer, assumed=True)
             if out.status not in ("accepted", "duplicate"):
                 log.warning("assume-valid: block %d (%s) not accepted: %s %s", header.height, header.hash[:16],
                             out.code, out.detail)
