@@ -14,13 +14,13 @@ Measures, on the first CUDA device, with the canonical fp32 settings (TF32 off, 
    matrix product (8192^3, TF32 off);
 3. validation time of one block on the GPU (load W, the canonical step, R, two evaluations of E),
    and on this machine's CPU for comparison;
-4. GPU -> CPU agreement: canonical steps on the GPU from evolving W with random batches and random R
-   (``consensus.requirements.derive_requirements`` from random parent hashes, k = --agreement-k)
-   until --agreement steps have required changes that clear the miner margin
-   (``requirements_hold_with_margin``); each such step is replayed from the same W on the CPU and
-   the validator's verdict (``requirements_hold``) compared (target: 100 %). For the first
-   --acc-checks of them, acc(W') and acc(W) on E are also computed on both and compared
-   (|difference| <= claim_tolerance, same verdict acc(W') > acc(W)).
+4. GPU -> CPU agreement (``bench/agreement.py``): canonical steps on the GPU from evolving W with
+   random batches and random R (``consensus.requirements.derive_requirements`` from random seeds
+   over R's index space, k = --agreement-k) until --agreement steps have required changes that
+   clear the miner margin; each such step is replayed canonically from the same W on the CPU (a
+   pool of one-thread processes) and the validator's verdict (``requirements_hold`` with the
+   spec's band) compared (target: 100 %). For the first --acc-checks of them, acc(W') and acc(W)
+   on E are also computed on both and compared (|difference| <= claim_tolerance, same verdict).
 
 It uses ``consensus.training.Replayer`` and ``consensus.requirements`` directly, never a block
 header, so it does not depend on the header format. Data: the real CIFAR-10 sample if one is
@@ -30,7 +30,6 @@ CIFAR-shaped data (a step costs the same; the JSON says which). Without CUDA it 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -43,6 +42,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.agreement import agreement, random_seed  # noqa: E402  (needs REPO on the path)
 
 # fp32 lanes per multiprocessor by compute capability (CUDA C Programming Guide, throughput table)
 FP32_LANES = {(7, 0): 64, (7, 5): 64, (8, 0): 64, (8, 6): 128, (8, 7): 128, (8, 9): 128, (9, 0): 128,
@@ -123,8 +124,9 @@ def count_flops(fn) -> int:
 
 
 # -- miners' inner loops ---------------------------------------------------------------------
-def random_hash(rng: random.Random) -> str:
-    return hashlib.sha256(rng.randbytes(32)).hexdigest()
+def space(r):
+    """R's index space: the replayer's (v2 excludes some parameters), else every parameter."""
+    return getattr(r, "r_space", None) or r.index.total
 
 
 def reference_rate(spec, data, dev, seconds: float, k: int) -> dict:
@@ -133,7 +135,7 @@ def reference_rate(spec, data, dev, seconds: float, k: int) -> dict:
     from consensus.validation import miner_requirements_ok
     r = Replayer(spec, data, dev)
     rng = random.Random(1)
-    reqs = derive_requirements(random_hash(rng), k, r.index.total)
+    reqs = derive_requirements(random_seed(rng), k, space(r))
     n_train, s = spec.dataset.train_size, spec.training.batch_size
 
     def attempt():
@@ -162,7 +164,7 @@ def fast_rate(spec, data, dev, seconds: float, k: int, groups: int) -> dict:
     r = Replayer(spec, data, dev)
     search = FastSearch(r, groups)
     rng = random.Random(2)
-    reqs = derive_requirements(random_hash(rng), k, r.index.total)
+    reqs = derive_requirements(random_seed(rng), k, space(r))
     targets = locate_targets(r.model, reqs, r.index)
     n_train, s, lr = spec.dataset.train_size, spec.training.batch_size, float(spec.lr)
     dirs = torch.tensor([q.direction for q in reqs], dtype=torch.float32)
@@ -204,19 +206,21 @@ def validation_time(spec, data, dev, runs: int, k: int) -> dict:
     import torch
 
     from consensus.requirements import derive_requirements, requirements_hold
-    from consensus.training import Replayer, genesis_state
+    from consensus.training import Replayer, canonical_threads, genesis_state
     r = Replayer(spec, data, dev)
+    band = (getattr(spec.requirements, "band_ulps", 0), float(getattr(spec.requirements, "band_abs", 0)))
     rng = random.Random(3)
     w = genesis_state(spec)
-    reqs = derive_requirements(random_hash(rng), k, r.index.total)
+    reqs = derive_requirements(random_seed(rng), k, space(r))
     times, evals = [], []
     for i in range(runs + 1):
         sync(dev)
         t0 = time.perf_counter()
         r.load(w)
         before = r.index.gather(reqs)
-        r.step(rng.sample(range(spec.dataset.train_size), spec.training.batch_size))
-        requirements_hold(before, r.index.gather(reqs), reqs)
+        with canonical_threads(spec):
+            r.step(rng.sample(range(spec.dataset.train_size), spec.training.batch_size))
+        requirements_hold(before, r.index.gather(reqs), reqs, *band)
         te = time.perf_counter()
         r.accuracy()
         r.accuracy(w)
@@ -227,69 +231,6 @@ def validation_time(spec, data, dev, runs: int, k: int) -> dict:
     return {"device": str(dev), "runs": runs, "seconds_median": round(statistics.median(times), 4),
             "seconds_min": round(min(times), 4), "two_evaluations_median": round(statistics.median(evals), 4),
             "torch_threads": torch.get_num_threads()}
-
-
-# -- agreement -------------------------------------------------------------------------------
-def agreement(spec, data, dev, target: int, k: int, budget_s: float, acc_checks: int, per_w: int) -> dict:
-    from consensus.requirements import derive_requirements, requirements_hold, requirements_hold_with_margin
-    from consensus.training import Replayer
-    gpu, cpu = Replayer(spec, data, dev), Replayer(spec, data, "cpu")
-    rng = random.Random(4)
-    n_train, s = spec.dataset.train_size, spec.training.batch_size
-    margin = (spec.requirements.margin_ulps, float(spec.requirements.margin_abs))
-    tol = spec.evaluation.claim_tolerance
-    res = {"k": k, "gpu_steps": 0, "cleared_margin": 0, "cpu_agrees": 0, "cpu_agrees_with_margin": 0,
-           "disagreements": [], "max_relative_change_difference": 0.0, "w_versions": 0,
-           "accuracy_checks": [], "accuracy_agree": 0}
-    t0 = time.perf_counter()
-    w_gpu = {k_: v.clone() for k_, v in gpu.model.state_dict().items()}
-    while res["cleared_margin"] < target and time.perf_counter() - t0 < budget_s:
-        w_cpu = {k_: v.detach().to("cpu").clone() for k_, v in w_gpu.items()}
-        res["w_versions"] += 1
-        for _ in range(per_w):
-            if res["cleared_margin"] >= target or time.perf_counter() - t0 >= budget_s:
-                break
-            reqs = derive_requirements(random_hash(rng), k, gpu.index.total)
-            batch = rng.sample(range(n_train), s)
-            gpu.load(w_gpu)
-            before_g = gpu.index.gather(reqs)
-            gpu.step(batch)
-            after_g = gpu.index.gather(reqs)
-            res["gpu_steps"] += 1
-            if not requirements_hold_with_margin(before_g, after_g, reqs, *margin):
-                continue
-            res["cleared_margin"] += 1
-            cpu.load(w_cpu)
-            before_c = cpu.index.gather(reqs)
-            cpu.step(batch)
-            after_c = cpu.index.gather(reqs)
-            ok = requirements_hold(before_c, after_c, reqs)
-            res["cpu_agrees"] += ok
-            res["cpu_agrees_with_margin"] += requirements_hold_with_margin(before_c, after_c, reqs, *margin)
-            dg, dc = after_g - before_g, after_c - before_c
-            rel = float(((dg - dc).abs() / dc.abs().clamp_min(1e-30)).max())
-            res["max_relative_change_difference"] = max(res["max_relative_change_difference"], rel)
-            if not ok and len(res["disagreements"]) < 20:
-                res["disagreements"].append({"batch": batch, "gpu_changes": dg.tolist(), "cpu_changes": dc.tolist()})
-            if len(res["accuracy_checks"]) < acc_checks:
-                res["accuracy_checks"].append(accuracy_check(gpu, cpu, w_gpu, w_cpu, tol))
-                res["accuracy_agree"] += res["accuracy_checks"][-1]["agree"]
-        gpu.load(w_gpu)  # W moves on: one canonical step on a random batch, as a miner trains
-        gpu.step(rng.sample(range(n_train), s))
-        w_gpu = {k_: v.clone() for k_, v in gpu.model.state_dict().items()}
-    res["seconds"] = round(time.perf_counter() - t0, 1)
-    res["agreement"] = round(res["cpu_agrees"] / res["cleared_margin"], 6) if res["cleared_margin"] else None
-    res["target_reached"] = res["cleared_margin"] >= target
-    return res
-
-
-def accuracy_check(gpu, cpu, w_gpu, w_cpu, tol: int) -> dict:
-    """acc(W') and acc(W) on E on both devices; each replayer holds W' now."""
-    g_after, c_after = gpu.accuracy().correct, cpu.accuracy().correct
-    g_before, c_before = gpu.accuracy(w_gpu).correct, cpu.accuracy(w_cpu).correct
-    agree = abs(g_after - c_after) <= tol and abs(g_before - c_before) <= tol and \
-        (g_after > g_before) == (c_after > c_before)
-    return {"gpu": [g_before, g_after], "cpu": [c_before, c_after], "agree": bool(agree)}
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -306,6 +247,8 @@ def main(argv=None) -> int:
     p.add_argument("--agreement-budget", type=float, default=240.0, help="seconds for the agreement part")
     p.add_argument("--acc-checks", type=int, default=10)
     p.add_argument("--per-w", type=int, default=32, help="agreement: candidates tried per W before W moves on")
+    p.add_argument("--workers", type=int, default=None,
+                   help="agreement: one-thread CPU replay processes (default: cores - 2, at least 1)")
     p.add_argument("--cpu-threads", type=int, default=None, help="torch threads for the CPU side (default: cores, at most 16)")
     p.add_argument("--out", default=None, help="write the JSON here (file)")
     args = p.parse_args(argv)
@@ -348,10 +291,11 @@ def main(argv=None) -> int:
     log(f"validation on the GPU: {out['validation_gpu']}")
     out["validation_cpu"] = validation_time(spec, data, torch.device("cpu"), 1, args.k)
     log(f"validation on the CPU: {out['validation_cpu']}")
-    out["agreement"] = agreement(spec, data, dev, args.agreement, args.agreement_k, args.agreement_budget,
-                                 args.acc_checks, args.per_w)
+    out["agreement"] = agreement(spec, data, dev, target=args.agreement, k=args.agreement_k,
+                                 budget_s=args.agreement_budget, acc_checks=args.acc_checks, per_w=args.per_w,
+                                 workers=args.workers or max(1, (os.cpu_count() or 1) - 2))
     a = out["agreement"]
-    log(f"agreement: {a['cpu_agrees']}/{a['cleared_margin']} CPU replays accept ({a['gpu_steps']} GPU steps, "
+    log(f"agreement: {a['cpu_agrees']}/{a['cleared_margin']} CPU replays accept ({a['device_steps']} GPU steps, "
         f"{a['seconds']} s); accuracy checks {a['accuracy_agree']}/{len(a['accuracy_checks'])}")
     out["seconds"] = round(time.perf_counter() - t_all, 1)
     text = json.dumps(out, indent=2, sort_keys=True)

@@ -53,12 +53,15 @@ def test_measurements_run_on_cpu(gpu_check, tiny_spec, tiny_dataset):
     assert 0 < val["two_evaluations_median"] <= val["seconds_median"]
 
 
-def test_agreement_loop_on_cpu(gpu_check, tiny_spec, tiny_dataset):
-    """CPU against CPU: every step that cleared the margin is accepted; the counters add up."""
-    a = gpu_check.agreement(tiny_spec, tiny_dataset, torch.device("cpu"), target=12, k=2, budget_s=60,
-                            acc_checks=2, per_w=8)
+def test_agreement_loop_on_cpu(tiny_spec, tiny_dataset):
+    """CPU against CPU (replays in two spawned worker processes): every step that cleared the margin
+    is accepted with identical changes; the counters add up."""
+    from bench.agreement import agreement
+    a = agreement(tiny_spec, tiny_dataset, torch.device("cpu"), target=12, k=2, budget_s=120, acc_checks=2,
+                  per_w=8, workers=2)
     assert a["target_reached"] and a["cleared_margin"] == 12 and a["cpu_agrees"] == 12 and a["agreement"] == 1.0
-    assert a["gpu_steps"] >= 12 and a["w_versions"] >= 2 and a["max_relative_change_difference"] == 0.0
+    assert a["cpu_agrees_with_margin"] == 12 and a["disagreements"] == []
+    assert a["device_steps"] >= 12 and a["w_versions"] >= 2 and a["max_relative_change_difference"] == 0.0
     assert a["accuracy_agree"] == 2 and len(a["accuracy_checks"]) == 2
 
 
