@@ -1,23 +1,25 @@
 """`polchain bench chain`: mine a chain solo and draw its learning curve next to plain SGD.
 
 ``--blocks`` blocks are mined one after another into a ``node.chain.Chain`` in
-a temp datadir, as ``polchain mine`` does (fast miner, real timestamps, every
-block validated by ``Chain.submit``, the difficulty retargeted by the spec's
-rule). Per block it records the height, the interval (timestamp minus the
-parent's; block 1's parent is genesis, whose timestamp is fixed by the spec, so
-block 1 shows its own wall time), the difficulty k, the attempts, the wall time
-(mining + building + validating), and the canonical SGD steps the miner took.
+a temp datadir, as ``polchain mine`` does (``node.mining.mine_on_tip``: fast
+miner, real timestamps, every block validated by ``Chain.submit``, the
+difficulty retargeted by the spec's rule). Per block it records the height, the
+interval (timestamp minus the parent's; block 1's parent is genesis, whose
+timestamp is fixed by the spec, so block 1 shows its own wall time), the
+difficulty k, the attempts, the wall time (mining + building + validating), and
+the canonical SGD steps the miner took.
 
 Canonical steps are counted by wrapping ``Replayer.step`` on the miner's
-replayer: the fast miner takes one per pass of G candidates (training goes on)
-plus one per confirmation of a predicted hit (undone unless it wins), so this is
-the gradient-step *compute* the chain spent. The steps that *stuck* (one per pass;
-the pass that finds a block is replaced by the block's winning step) are
-reported too, as ``effective_steps``.
+replayer: every step the miner computed (attempts of the reference loop; for the
+fast miner one per pass of G candidates plus one per confirmation of a predicted
+hit), i.e. the gradient-step *compute* the chain spent. Under protocol v2 the
+steps that *stuck* are exactly those in the chain: a block's post-state is its
+parent's advanced by its j advance steps and its winning step, one per nonce in
+its header; their running total is ``effective_steps``.
 
-After mining (so the chain's timestamps are not stretched by it), the model of
-every block, W' = update(W, P), is evaluated on the FULL test split (not only E)
-in eval mode. Then the same model is trained from genesis by plain SGD (same lr,
+After mining (so the chain's timestamps are not stretched by it), the post-state
+W' of every block (kept by the archival chain) is evaluated on the FULL test
+split (not only E) in eval mode. Then the same model is trained from genesis by plain SGD (same lr,
 batch size S, random batches, no consensus) for as many canonical steps as the
 chain took, ``--sgd-runs`` times with different batch seeds, evaluated at the same
 step counts (mean, and the min..max band), so the cost of consensus on learning
@@ -122,11 +124,10 @@ def measure_chain(args) -> dict:
     common.apply_threads(args.threads)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from consensus.difficulty import next_difficulty
     from consensus.training import Replayer, genesis_state
     from miner.search import make_miner, pick_device
-    from miner.template import build_block
     from node.chain import Chain
+    from node.mining import mine_on_tip
 
     spec = common.load_spec(args)
     device = pick_device(args.device)
@@ -145,36 +146,28 @@ def measure_chain(args) -> dict:
         miner = make_miner(args.miner, spec, data, device=device, seed=args.seed, groups=args.groups)
         result["groups"] = getattr(miner, "groups", None)
         steps = StepCounter(miner.replayer)
-        passes = [0]
-        if hasattr(miner, "search_pass"):
-            inner_pass = miner.search_pass
-
-            def counted_pass(*a, **kw):
-                passes[0] += 1
-                return inner_pass(*a, **kw)
-            miner.search_pass = counted_pass
-
         rows = []
+        effective = 0
         t_start = time.perf_counter()
         for i in range(args.blocks):
             t0 = time.perf_counter()
-            tip, w = chain.tip_model()
-            k = next_difficulty(spec, tip.header, chain.view)
-            found = miner.mine(tip.header, k, w)
+            tip = chain.tip()
+            header, records, found = mine_on_tip(chain, miner, key)
             mine_s = time.perf_counter() - t0
-            header, body = build_block(spec, tip.header, k, found, key, chain.view)
-            out = chain.submit(header, [], body, peer=None)
+            out = chain.submit(header, records, peer=None)
             if out.status != "accepted":
                 raise RuntimeError(f"own block rejected: {out.code} {out.detail}")
             wall = time.perf_counter() - t0
-            effective = passes[0] if hasattr(miner, "search_pass") else steps.n
+            effective += len(header.nonces)
             interval = (header.timestamp_ms - tip.header.timestamp_ms) / 1000 if tip.height > 0 else wall
-            rows.append({"height": header.height, "hash": header.hash, "k": k, "attempts": found.attempts,
-                         "interval_s": round(interval, 3), "mine_s": round(mine_s, 3), "wall_s": round(wall, 3),
-                         "steps": steps.n, "effective_steps": effective,
-                         "acc_e_before": header.acc_before, "acc_e_after": header.acc_after})
-            common.progress(f"block {header.height}: k={k} {found.attempts} attempts {wall:.2f} s, "
-                            f"{steps.n} canonical steps so far, acc on E {header.acc_after}/{spec.evaluation.size}")
+            rows.append({"height": header.height, "hash": header.hash, "k": header.difficulty,
+                         "attempts": found.attempts, "interval_s": round(interval, 3), "mine_s": round(mine_s, 3),
+                         "wall_s": round(wall, 3), "steps": steps.n, "effective_steps": effective,
+                         "block_steps": len(header.nonces), "acc_e_parent": tip.header.acc_after,
+                         "acc_e_after": header.acc_after})
+            common.progress(f"block {header.height}: k={header.difficulty} {found.attempts} attempts {wall:.2f} s, "
+                            f"{len(header.nonces)} steps in the block, {steps.n} canonical steps so far, acc on E "
+                            f"{header.acc_after}/{spec.evaluation.size}")
         duration = time.perf_counter() - t_start
 
         # the tip model of every block on the full test split (after mining: timestamps stay honest)
@@ -183,8 +176,7 @@ def measure_chain(args) -> dict:
         genesis_acc = test_accuracy(ev, genesis_state(spec))
         for row in rows:
             b = chain.store.get(row["hash"])
-            w = chain.load_weights(b.header.weights_hash)
-            row["test_accuracy"] = round(test_accuracy(ev, ev.update(w, b.header.batch)), 4)
+            row["test_accuracy"] = round(test_accuracy(ev, chain.load_weights(b.header.state_hash)), 4)
         chain.store.close()
 
         common.progress(f"plain SGD from genesis for {steps.n} steps (lr {spec.training.lr}, "

@@ -8,19 +8,19 @@ loopback port, peer discovery off) and its memory is read from
   data loaded and checked, genesis weights hashed, the chain opened);
 * then the peak counter is reset (``echo 5 > /proc/PID/clear_refs``) and read
   again at the end: the peak of the *mining* phase (fast search passes,
-  canonical confirmations with two evaluations on E, building the block,
-  validating it in ``Chain.submit`` and storing its 45 MB body);
+  canonical confirmations with an evaluation on E, building the block,
+  validating it in ``Chain.submit`` (its steps replayed from the parent's
+  post-state, one evaluation) and storing its 45 MB post-state);
 * ``peak_rss_mib`` is the larger of the two: the process's peak over its life.
 
 The node mines for at least ``--seconds`` and until its chain reaches
 ``--min-blocks`` blocks (``--timeout`` caps it), so every code path of a mining
 node runs. For resnet18 (``--feed``, the default there) this process also mines
-one block on the same spec (from genesis after 150 plain SGD steps, as ``bench
-verify`` does; near genesis a step rarely improves accuracy on E, so the node's
-own miner would take very long to find the first block) and POSTs it to the node
-as a peer would: the node validates and stores it, its miner moves to the new
-tip's model, and then finds blocks of its own; the default ``--min-blocks 2``
-waits for one.
+one block on the same spec (on genesis, as ``bench verify`` does) and POSTs it to
+the node as a peer would (header and records): the node validates it from
+genesis's post-state and stores it, its miner abandons its search and moves to
+the new tip's post-state, and then finds blocks of its own; the default
+``--min-blocks 2`` waits for one.
 
 ``--preset cifar10-resnet18``: CIFAR-10 cannot be downloaded here, so a
 CIFAR-10 archive is *generated* in the official binary layout and at the
@@ -58,7 +58,6 @@ def register(sub) -> None:
                    help="and until the chain has this many blocks (default: 2 with --feed, else 1)")
     p.add_argument("--feed", action=argparse.BooleanOptionalAction, default=None,
                    help="mine one block here and POST it to the node (default: on for cifar10-resnet18)")
-    p.add_argument("--pretrain-steps", type=int, default=150, help="--feed: plain SGD steps before mining it")
     p.add_argument("--timeout", type=float, default=900.0, help="stop after this many seconds of mining regardless")
     p.add_argument("--k", type=int, default=2, help="initial difficulty of the cifar10-resnet18 spec (CPU mining)")
     p.add_argument("--threads", type=int, default=1, help="the node's torch threads (default 1)")
@@ -135,7 +134,7 @@ def reset_peak(pid: int) -> bool:
         return False
 
 
-def feed_block(spec, data_dir: Path, work: Path, url: str, pretrain: int, report: dict) -> None:
+def feed_block(spec, data_dir: Path, work: Path, url: str, report: dict) -> None:
     """Mine one block on the node's spec in this process and POST it to the node (a peer's block)."""
     from types import SimpleNamespace
 
@@ -146,10 +145,10 @@ def feed_block(spec, data_dir: Path, work: Path, url: str, pretrain: int, report
     try:
         t0 = time.monotonic()
         dataset = load_dataset(spec.dataset, data_dir)
-        header, body, _, _ = mine_block(spec, dataset, "cpu", None, 0, work, pretrain)
+        header, records, _, _ = mine_block(spec, dataset, "cpu", None, 0, work)
         report["mined_s"] = round(time.monotonic() - t0, 1)
         common.progress(f"feeder: block {header.hash[:16]} mined here in {report['mined_s']} s; POST to the node")
-        report["post_status"] = post_block(SimpleNamespace(url=url), header, body)
+        report["post_status"] = post_block(SimpleNamespace(url=url), header, records)
         report["posted_s"] = round(time.monotonic() - t0, 1)
         report["hash"] = header.hash
     except Exception as exc:  # noqa: BLE001 - reported in the result, the measurement goes on
@@ -264,8 +263,8 @@ def measure_memory(args) -> dict:
         startup_peak = proc_kib(proc.pid, "VmHWM") or 0
         reset = reset_peak(proc.pid)
         if feed:
-            threading.Thread(target=feed_block, args=(spec, datadir / "data", root / "feeder", url,
-                                                      args.pretrain_steps, feeder), daemon=True).start()
+            threading.Thread(target=feed_block, args=(spec, datadir / "data", root / "feeder", url, feeder),
+                             daemon=True).start()
         common.progress(f"node up after {startup_s:.1f} s, start-up peak {startup_peak / 1024:.0f} MiB; mining "
                         f"(at least {args.seconds:g} s and {min_blocks} block(s))")
         t_mine = time.monotonic()

@@ -1,14 +1,18 @@
 """`polchain bench mine`: attempts per second, reference loop vs fast search, side by side.
 
-Both miners run in one process on the same data, the same W (the genesis
-weights) and the same requirements R, in alternating timed runs; the
-figures are medians over the runs. An *attempt* is one candidate mini-batch
+Both miners run in one process on the same data, from the same parent
+post-state (the genesis weights) and with the same requirements R, in
+alternating timed runs; the figures are medians over the runs. An *attempt* is
+one candidate nonce (its mini-batch derived from parent, miner key and nonce)
 judged against R: one canonical SGD step for the reference loop, one group of
 the ghost batch for the fast search (whose per-pass canonical training step
-and any confirmations are inside the timed time). Each run draws R from its
-own stand-in parent hash (the same for both miners), at the spec's initial
-difficulty unless --k says otherwise; where R happens to be met the miners do
-their real confirmation and accuracy work, and mining simply goes on.
+and any confirmations are inside the timed time). Both run the protocol v2
+search as in a node: a failed attempt becomes an advance step while the block
+has fewer than J, and the accuracy floor is the parent's claim. Each run mines
+on its own stand-in parent (a post-state hash, hence R, of its own; the same
+for both miners), at the spec's initial difficulty unless --k says otherwise;
+where R happens to be met the miners do their real confirmation and accuracy
+work, and mining simply goes on.
 """
 from __future__ import annotations
 
@@ -32,17 +36,26 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def stand_in_parent(i: int) -> SimpleNamespace:
-    """What mine() reads from a parent header: its hash (for R) and its accuracy (regression floor)."""
-    return SimpleNamespace(hash=hashlib.sha256(f"polchain-bench-mine/{i}".encode()).hexdigest(),
-                           acc_after=0, height=0)
+BENCH_MINER = hashlib.sha256(b"polchain-bench-mine/key").hexdigest()   # batches are bound to a key
 
 
-def measure(miner, parent, k: int, w, seconds: float, device: str) -> tuple[float, int, float, float]:
-    """(attempts/s, attempts, wall seconds, process CPU seconds) of one timed run of miner.mine from W."""
+def stand_in_job(i: int, k: int, acc_floor: int = 0):
+    """A mining job on a stand-in parent: what mine() reads from a parent header is its hash
+    (batches), post-state hash, height and timestamp (R and its epoch) and claimed accuracy (floor)."""
+    from miner.reference import Job
+    now = int(time.time() * 1000)
+    tag = f"polchain-bench-mine/{i}".encode()
+    parent = SimpleNamespace(hash=hashlib.sha256(tag).hexdigest(), state_hash=hashlib.sha256(b"state " + tag).hexdigest(),
+                             height=0, timestamp_ms=now, acc_after=acc_floor)
+    return Job(parent, k, BENCH_MINER, mtp_ms=now)
+
+
+def measure(miner, job, w, seconds: float, device: str) -> tuple[float, int, float, float]:
+    """(attempts/s, attempts, wall seconds, process CPU seconds) of one timed run of miner.mine
+    from the parent's post-state W."""
     def body(should_stop) -> int:
         before = miner.progress.attempts
-        miner.mine(parent, k, w, should_stop=should_stop)   # a found block ends one call; go on
+        miner.mine(job, w, should_stop=should_stop)   # a found block ends one call; go on
         return miner.progress.attempts - before
     cpu0 = time.process_time()
     attempts, elapsed = common.run_for(seconds, body, device)
@@ -74,7 +87,7 @@ def run(args) -> int:
     warm = max(1.0, min(args.seconds, 5.0))
     for name, m in miners.items():
         common.progress(f"warm-up {name} ({warm:.0f} s)")
-        measure(m, stand_in_parent(-1), k, w, warm, device)
+        measure(m, stand_in_job(-1, k), w, warm, device)
 
     rates: dict[str, list[float]] = {"reference": [], "fast": []}
     cpu_rates: dict[str, list[float]] = {"reference": [], "fast": []}
@@ -82,7 +95,7 @@ def run(args) -> int:
     for i in range(args.runs):
         order = ("reference", "fast") if i % 2 == 0 else ("fast", "reference")
         for name in order:
-            rate, n, dt, cpu = measure(miners[name], stand_in_parent(i), k, w, args.seconds, device)
+            rate, n, dt, cpu = measure(miners[name], stand_in_job(i, k), w, args.seconds, device)
             rates[name].append(rate)
             cpu_rates[name].append(n / cpu if cpu > 0 else 0.0)
             counts[name].append(n)

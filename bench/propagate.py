@@ -3,9 +3,10 @@
 N real `polchain node` processes (``--threads 1`` each, peer discovery off) are
 started in a line, node i knowing only node i-1. Blocks are mined beforehand in
 this process (a chain of its own, timestamps spaced by the target interval) and
-posted one at a time, in full, to node 1; each then travels by gossip only
-(announce the header, fetch header+records and weights from the announcer,
-validate, relay). Polling is slowed to once a minute so it cannot deliver the
+posted one at a time, in full (protocol v2: header and records; the block
+carries no weights), to node 1; each then travels by gossip only (announce the
+header, fetch header and records from the announcer, validate by replaying its
+steps from the parent's post-state every node keeps, relay). Polling is slowed to once a minute so it cannot deliver the
 block instead. For each block the time at which every node accepted it is read
 from the node's own record (``received_at`` of GET /blocks/{hash}: all nodes
 share this machine's clock), relative to the POST to node 1.
@@ -13,8 +14,8 @@ share this machine's clock), relative to the POST to node 1.
 ``--preset cifar10-resnet18`` runs ResNet18 (the CIFAR variant, 11.2 M
 parameters, 45 MB bodies) on the tiny preset's synthetic data set (CIFAR-10 is
 not downloaded by a benchmark), and with the initial difficulty lowered to
-``--k`` (default 4) so blocks can be mined on a CPU: propagation cost (body
-size, one step replay, two evaluations per hop) does not depend on k. The
+``--k`` (default 4) so blocks can be mined on a CPU: propagation cost (the
+block's steps replayed and one evaluation per hop) does not depend on k. The
 output says so.
 """
 from __future__ import annotations
@@ -84,19 +85,18 @@ def write_spec(spec, path: Path) -> Path:
 
 # -- a pre-mined chain ---------------------------------------------------------------------
 def mine_chain(spec, datadir: Path, blocks: int, log=common.progress) -> list[tuple]:
-    """Mine ``blocks`` blocks into a datadir (fast miner, one thread); [(header, body)] in order.
+    """Mine ``blocks`` blocks into a datadir (fast miner, one thread); [(header, records)] in order.
 
     Timestamps start at genesis and are spaced by the target interval, so the
-    difficulty stays at k0 and every timestamp lies in the past.
+    difficulty stays at k0, R is never re-drawn and every timestamp lies in the past.
     """
     import torch
 
     from consensus.data import load_dataset
-    from consensus.difficulty import next_difficulty
     from miner.search import make_miner
-    from miner.template import build_block
     from node.chain import Chain
     from node.keys import load_or_create_key
+    from node.mining import mine_on_tip
 
     torch.set_num_threads(1)
     datadir = Path(datadir)
@@ -109,15 +109,12 @@ def mine_chain(spec, datadir: Path, blocks: int, log=common.progress) -> list[tu
     out = []
     t0 = time.perf_counter()
     for i in range(blocks):
-        tip, w_prime = chain.tip_model()
-        k = next_difficulty(spec, tip.header, chain.view)
-        found = miner.mine(tip.header, k, w_prime)
-        ts = tip.header.timestamp_ms + spec.difficulty.target_interval_ms
-        header, body = build_block(spec, tip.header, k, found, key, chain.view, now_ms=ts)
-        res = chain.submit(header, [], body)
+        ts = chain.tip().header.timestamp_ms + spec.difficulty.target_interval_ms
+        header, records, _ = mine_on_tip(chain, miner, key, now_ms=lambda: ts)
+        res = chain.submit(header, records)
         if res.status != "accepted":
             raise RuntimeError(f"own block rejected: {res.code} {res.detail}")
-        out.append((header, body))
+        out.append((header, records))
         if (i + 1) % 10 == 0 or i + 1 == blocks:
             log(f"mined {i + 1}/{blocks} blocks ({time.perf_counter() - t0:.0f} s)")
     chain.store.close()
@@ -210,11 +207,12 @@ def wait_until(pred, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
-def post_block(node: Node, header, body: bytes) -> int:
+def post_block(node: Node, header, records: list) -> int:
+    """POST /blocks as a peer would: multipart header and records (a v2 block carries no weights)."""
     import httpx
+    from consensus.hashing import canonical_json
     files = {"header": (None, header.encode(), "application/json"),
-             "weights": ("w.safetensors", body, "application/octet-stream"),
-             "records": (None, b"[]", "application/json")}
+             "records": (None, canonical_json(records), "application/json")}
     return httpx.post(node.url + "/blocks", files=files, timeout=600).status_code
 
 
@@ -258,10 +256,10 @@ def run(args) -> dict:
         common.progress("line connected")
 
         per_block = []
-        size = len(blocks[0][1])
-        for j, (header, body) in enumerate(blocks):
+        size = len(blocks[0][0].encode()) + len(json.dumps(blocks[0][1]))
+        for j, (header, records) in enumerate(blocks):
             t_post = time.time()
-            code = post_block(nodes[0], header, body)
+            code = post_block(nodes[0], header, records)
             if code != 200:
                 raise RuntimeError(f"node n1 refused block {header.height}: HTTP {code}")
             wait_until(lambda: nodes[-1].get(f"/blocks/{header.hash}").status_code == 200, args.timeout,
@@ -295,7 +293,7 @@ def table(res: dict) -> str:
     e, h = res["end_to_end_s"], res["hop_s"]
     lines = [
         f"polchain bench propagate: {res['nodes']} nodes in a line on loopback, {res['blocks']} block(s), "
-        f"{res['body_bytes'] / 1e6:.2f} MB bodies",
+        f"{res['body_bytes']} byte blocks (header and records; no weights under protocol v2)",
         f"spec: {res['spec']} ({res['arch']}); {res['data']}",
         f"machine: {common.machine_line(res['machine'])}",
         "gossip only (announce -> fetch -> validate -> relay); times from the POST to node 1",

@@ -1,49 +1,51 @@
 """`polchain bench verify`: time to fully validate one block, stage by stage, and the mining asymmetry.
 
-One block is mined on genesis with the fast miner, then submitted to a fresh
-``node.chain.Chain`` (temp datadir) ``--runs`` times, after one untimed
-warm-up submission; every submission is the node's real pipeline
-(``Chain.submit``: header rules, records, body, proof, store). The stages are
-timed inside that pipeline by wrapping the functions it calls:
+One block is mined on genesis with the fast miner (``node.mining.mine_on_tip``), then submitted
+to a fresh ``node.chain.Chain`` (temp datadir) ``--runs`` times, after one untimed warm-up
+submission; every submission is the node's real pipeline (``Chain.submit``: header rules,
+records, the proof replayed from the parent's stored post-state, store). The stages are timed
+inside that pipeline by wrapping the functions it calls (node.chain has no timing hook):
 
-* ``header``: syntax, limits, Ed25519 signature, context (``validate_header``)
-* ``load_weights``: safetensors decode of the body (``decode_state``)
-* ``hash``: the canonical weights hash (``weights_hash``)
-* ``layout_finite``: names/shapes/dtypes and the all-finite check
-* ``replay``: load W, the canonical SGD step on P, R checked (``check_requirements``)
-* ``accuracy``: the two evaluations on E, acc(W') and acc(W) (``Replayer.accuracy``)
-* ``store``: the body written (temp file, fsync, rename) and the block recorded
-* ``other``: the rest of ``Chain.submit`` (records, bookkeeping)
+* ``header``: syntax, limits, nonce count, Ed25519 signature, context (``validate_header``)
+* ``records``: the records commitment and the records' rules
+* ``load_state``: the parent's post-state read from the state store and decoded (safetensors)
+* ``replay``: load W'_parent, the j advance steps and the winning step on their derived
+  batches, R checked with the validators' band (``check_requirements``), on the spec's
+  canonical thread count
+* ``state_hash``: the replayed post-state copied out, checked finite and hashed against the
+  header's state_hash (``check_state_commitment``)
+* ``accuracy``: the ONE evaluation of W' on E (the parent's accuracy is its claim)
+* ``store``: the post-state written (temp file, fsync, rename), the block recorded, the tip moved
+* ``other``: the rest of ``Chain.submit`` (bookkeeping)
 
-``total_seconds`` is the median of the whole ``Chain.submit``. Medians of wall
-time and of process CPU time are reported per stage (CPU time is robust to other
-processes sharing the cores only with one torch thread: ``--threads 1``).
+``total_seconds`` is the median of the whole ``Chain.submit``. Medians of wall time and of
+process CPU time are reported per stage (CPU time is robust to other processes sharing the
+cores only with one torch thread: ``--threads 1``). The validating replayer is long-lived, as in
+a node; its accuracy cache (by state hash) is emptied before each submission, so every timed
+submission evaluates W' as a node does for a block it has not seen.
 
 The asymmetry: expected mining time at the spec's initial difficulty k0 is
-``(2^k0 * t_attempt + t_confirm) / p_acc`` -- 2^k0 candidate batches until one
-meets R, the canonical confirmation (one step, two evaluations: the replay and
-accuracy stages above) for each R-hit, and 1/p_acc R-hits until one also passes
-the miner's accuracy policy. ``t_attempt`` is measured with the fast miner at
-k0 (``--seconds``), ``p_acc`` by sampling random steps from the block's W
-(``--acc-samples``). The ratio of that to ``total_seconds`` is what makes the
-scheme work: finding is expensive, checking is one step.
+``(2^k0 * t_attempt + t_confirm) / p_acc`` -- 2^k0 candidate nonces until one meets R, the
+canonical confirmation (one step and one evaluation: a replayed step and the accuracy stage
+above) for each R-hit, and 1/p_acc R-hits until one also passes the miner's accuracy policy
+against its parent's claim. ``t_attempt`` is measured with the fast miner at k0 (``--seconds``)
+on the block as parent, ``p_acc`` by sampling random steps from the block's post-state
+(``--acc-samples``), the block's claim as the floor. The ratio of that to ``total_seconds`` is
+what makes the scheme work: finding is expensive, checking is a few steps and one evaluation.
 
-``--preset cifar10-resnet18``: CIFAR-10 is never downloaded by a benchmark;
-without it in ``--data-dir`` the data are GENERATED with CIFAR-10's shapes and
-sizes (uint8 noise around a colour per class, so that a model can learn them and
-a step can improve accuracy), and the output says so; a step or an evaluation
-costs the same on any pixel values. The validated block is mined at ``--k``
-(default 2 for resnet18, k0 for tiny) on a copy of the spec whose initial
-difficulty is that k, so one can be found on a CPU: validation cost does not
-depend on k (k weights are compared after the one step). For resnet18 the search
-starts from genesis after ``--pretrain-steps`` (150) plain SGD steps: near
-genesis the BatchNorm running statistics dominate what a step does to the
-predictions on E, and a step that improves them is rare.
+``--preset cifar10-resnet18``: CIFAR-10 is never downloaded by a benchmark; without it in
+``--data-dir`` the data are GENERATED with CIFAR-10's shapes and sizes (uint8 noise around a
+colour per class, so that a model can learn them and a step can improve accuracy), and the
+output says so; a step or an evaluation costs the same on any pixel values. The validated block
+is mined at ``--k`` (default 2 for resnet18, k0 for tiny) on a copy of the spec whose initial
+difficulty is that k, so one can be found on a CPU: validation cost does not depend on k (k
+weights are compared after the steps).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import tempfile
 import time
@@ -52,7 +54,7 @@ from pathlib import Path
 
 from . import common
 
-STAGES = ("header", "load_weights", "hash", "layout_finite", "replay", "accuracy", "store", "other")
+STAGES = ("header", "records", "load_state", "replay", "state_hash", "accuracy", "store", "other")
 
 
 def register(sub) -> None:
@@ -64,9 +66,6 @@ def register(sub) -> None:
     p.add_argument("--acc-samples", type=int, default=None,
                    help="random steps from W sampled for p_acc (default 100 tiny, 4 resnet18)")
     p.add_argument("--p-acc", type=float, default=None, help="use this p_acc instead of sampling it")
-    p.add_argument("--pretrain-steps", type=int, default=None,
-                   help="plain SGD steps from genesis before mining the block (default 0 tiny, 150 resnet18: "
-                        "near genesis a step of ResNet18 at lr 0.001 rarely improves accuracy on E)")
     p.add_argument("--validate-device", default="cpu",
                    help="device of the validating replayer (default cpu: node/chain.py validates on the CPU)")
     p.add_argument("--groups", type=int, default=None, help="fast miner: candidates per pass (default: per device)")
@@ -109,16 +108,17 @@ def instrumented(chain, clock: StageClock):
     """Patch the functions Chain.submit calls (module globals and this chain's objects) with timers."""
     import consensus.validation as cv
     import node.chain as nc
-    patches = [(nc, "validate_header"), (cv, "decode_state"), (cv, "weights_hash"), (cv, "layout_problem"),
-               (cv, "all_finite"), (cv, "check_requirements")]
-    stage_of = {"validate_header": "header", "decode_state": "load_weights", "weights_hash": "hash",
-                "layout_problem": "layout_finite", "all_finite": "layout_finite", "check_requirements": "replay"}
-    saved = [(mod, name, getattr(mod, name)) for mod, name in patches]
-    objs = [(chain.replayer, "accuracy", "accuracy"), (chain.store.weights, "put", "store"),
-            (chain.store, "put_block", "store"), (chain, "_switch_tip", "store")]
+    stage_of = [(nc, "validate_header", "header"), (nc, "check_records_commitment", "records"),
+                (nc, "validate_records", "records"), (nc, "parse_records", "records"),
+                (cv, "check_requirements", "replay"), (cv, "check_state_commitment", "state_hash"),
+                (nc, "encode_state", "store")]
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in stage_of]
+    objs = [(chain, "load_weights", "load_state"), (chain.replayer, "accuracy", "accuracy"),
+            (chain.store.weights, "put", "store"), (chain.store, "put_block", "store"),
+            (chain, "_switch_tip", "store")]
     try:
-        for mod, name, fn in saved:
-            setattr(mod, name, clock.wrap(stage_of[name], fn))
+        for (mod, name, stage), (_, _, fn) in zip(stage_of, saved):
+            setattr(mod, name, clock.wrap(stage, fn))
         for obj, name, stage in objs:
             setattr(obj, name, clock.wrap(stage, getattr(obj, name)))   # instance attribute shadows the method
         yield clock
@@ -165,47 +165,35 @@ def block_spec(spec, k: int):
                                difficulty=dataclasses.replace(spec.difficulty, initial=k))
 
 
-def mine_block(spec, data, device: str, groups: int | None, seed: int, datadir: Path, pretrain: int = 0):
-    """(header, body, W, found) of one block on genesis, mined with the fast miner.
-
-    With ``pretrain`` > 0 the search starts from genesis after that many plain SGD steps
-    (random batches): a block may publish any W that meets the rules (docs/protocol.md, section 6).
-    """
+def mine_block(spec, data, device: str, groups: int | None, seed: int, datadir: Path):
+    """(header, records, found, miner) of one block on genesis, mined with the fast miner."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from consensus.difficulty import next_difficulty
     from miner.search import make_miner
-    from miner.template import build_block
     from node.chain import Chain
+    from node.mining import mine_on_tip
     chain = Chain(spec, datadir, data)
     try:
         miner = make_miner("fast", spec, data, device=device, seed=seed, groups=groups)
-        tip, w = chain.tip_model()
-        if pretrain:
-            miner.replayer.load(w)
-            for _ in range(pretrain):
-                miner.replayer.step(miner.random_batch())
-            w = miner.replayer.state()
-        k = next_difficulty(spec, tip.header, chain.view)
-        found = miner.mine(tip.header, k, w)
-        header, body = build_block(spec, tip.header, k, found, Ed25519PrivateKey.generate(), chain.view)
-        return header, body, found, miner
+        header, records, found = mine_on_tip(chain, miner, Ed25519PrivateKey.generate())
+        return header, records, found, miner
     finally:
         chain.store.close()
 
 
-def submit_once(spec, data, replayer, header, body, root: Path, i: int) -> tuple[float, float, StageClock]:
+def submit_once(spec, data, replayer, header, records, root: Path, i: int) -> tuple[float, float, StageClock]:
     """One Chain.submit of the block into a fresh datadir; (wall s, CPU s, stage clock)."""
     from node.chain import Chain
     datadir = root / f"v{i}"
     chain = Chain(spec, datadir, data)
     chain.replayer = replayer           # a long-lived, warm replayer, as in a running node
+    replayer._acc_cache.clear()         # ... that has not evaluated this block's post-state yet
     clock = StageClock(str(replayer.device))
     try:
         with instrumented(chain, clock):
             common.sync_device(str(replayer.device))
             w0, c0 = time.perf_counter(), time.process_time()
-            out = chain.submit(header, [], body, peer=None)
+            out = chain.submit(header, records, peer=None)
             common.sync_device(str(replayer.device))
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         if out.status != "accepted":
@@ -217,26 +205,32 @@ def submit_once(spec, data, replayer, header, body, root: Path, i: int) -> tuple
 
 
 def sample_p_acc(miner, w, parent, samples: int) -> tuple[int, int]:
-    """(passing, samples): random canonical steps from W that pass the miner's accuracy policy."""
+    """(passing, samples): random canonical steps (random nonces, miner-bound batches) from the
+    parent's post-state W that pass the miner's accuracy policy against the parent's claim."""
+    from consensus.proof import derive_batch
+    from consensus.training import canonical_threads
     from consensus.validation import miner_accuracy_ok
+
+    from .mine import BENCH_MINER
     r = miner.replayer
-    before = r.accuracy(w)
     ok = 0
     for _ in range(samples):
         r.load(w)
-        r.step(miner.random_batch())
-        if miner_accuracy_ok(before, r.accuracy(), parent, miner.spec):
+        with canonical_threads(miner.spec):
+            r.step(derive_batch(miner.spec, parent.hash, BENCH_MINER, miner.random_nonce()))
+        if miner_accuracy_ok(r.accuracy(), parent, miner.spec):
             ok += 1
     r.load(w)
     return ok, samples
 
 
-def attempt_seconds(miner, spec, w, seconds: float, device: str) -> tuple[float, float, int]:
-    """(wall s per attempt, CPU s per attempt, attempts) of the fast miner at the spec's k0."""
-    from .mine import measure, stand_in_parent
+def attempt_seconds(miner, spec, w, acc_floor: int, seconds: float, device: str) -> tuple[float, float, int]:
+    """(wall s per attempt, CPU s per attempt, attempts) of the fast miner at the spec's k0, mining on
+    a parent whose post-state is ``w`` and whose claim is ``acc_floor``."""
+    from .mine import measure, stand_in_job
     k = spec.difficulty.initial
-    measure(miner, stand_in_parent(-1), k, w, min(3.0, seconds), device)      # warm-up
-    _, n, wall, cpu = measure(miner, stand_in_parent(0), k, w, seconds, device)
+    measure(miner, stand_in_job(-1, k, acc_floor), w, min(3.0, seconds), device)      # warm-up
+    _, n, wall, cpu = measure(miner, stand_in_job(0, k, acc_floor), w, seconds, device)
     n = max(n, 1)
     return wall / n, cpu / n, n
 
@@ -260,12 +254,11 @@ def measure_verify(args) -> dict:
     vdevice = pick_device(args.validate_device)
     data, data_note = common.bench_dataset(spec, args.data_dir)
     if data_note == common.GENERATED_CIFAR:
-        # random labels cannot be learnt, so a step that improves accuracy on E (needed for a block)
-        # is rare; the same shapes and sizes with a class colour make the data learnable
+        # random labels cannot be learnt, so a step that keeps the accuracy on E above the parent's
+        # claim (needed for a block beyond height 1) is a coin toss; a class colour makes them learnable
         data = learnable_generated(spec.dataset.train_size, spec.dataset.test_size)
         data_note = LEARNABLE_NOTE
     groups = args.groups or default_groups(spec, device)
-    pretrain = args.pretrain_steps if args.pretrain_steps is not None else (150 if resnet else 0)
     samples = args.acc_samples if args.acc_samples is not None else (4 if resnet else 100)
     root = Path(tempfile.mkdtemp(prefix="polchain-bench-verify-"))
     result = common.result_header(
@@ -278,16 +271,19 @@ def measure_verify(args) -> dict:
                                 f"initial difficulty (k0 is {base.difficulty.initial}); validation cost does not "
                                 "depend on k")
     try:
-        common.progress(f"mining one block at k={k_block} ({spec.model.arch}, {data_note})"
-                        + (f" from genesis + {pretrain} plain SGD steps" if pretrain else ""))
+        common.progress(f"mining one block at k={k_block} ({spec.model.arch}, {data_note})")
         t0 = time.perf_counter()
-        header, body, found, miner = mine_block(spec, data, device, groups, args.seed, root / "miner", pretrain)
-        result["block"] = {"height": header.height, "hash": header.hash, "body_bytes": len(body),
-                           "pretrain_steps": pretrain,
+        header, records, found, miner = mine_block(spec, data, device, groups, args.seed, root / "miner")
+        from consensus.block import genesis_header
+        from consensus.weights import encode_state
+        body = len(header.encode()) + len(json.dumps(records))
+        state_bytes = len(encode_state(found.state))
+        result["block"] = {"height": header.height, "hash": header.hash, "body_bytes": body,
+                           "state_bytes": state_bytes, "steps": len(header.nonces),
                            "attempts": found.attempts, "mining_seconds": round(time.perf_counter() - t0, 2),
-                           "acc_before": header.acc_before, "acc_after": header.acc_after}
+                           "acc_parent": genesis_header(spec).acc_after, "acc_after": header.acc_after}
         common.progress(f"mined in {found.attempts} attempts, {time.perf_counter() - t0:.1f} s; "
-                        f"body {len(body) / 1e6:.1f} MB")
+                        f"{len(header.nonces)} steps; block {body} bytes, post-state {state_bytes / 1e6:.1f} MB")
 
         set_deterministic()
         replayer = Replayer(spec, data, vdevice)
@@ -296,7 +292,7 @@ def measure_verify(args) -> dict:
         stage_wall: dict[str, list[float]] = {s: [] for s in STAGES}
         stage_cpu: dict[str, list[float]] = {s: [] for s in STAGES}
         for i in range(args.runs + 1):
-            wall, cpu, clock = submit_once(spec, data, replayer, header, body, root, i)
+            wall, cpu, clock = submit_once(spec, data, replayer, header, records, root, i)
             label = "warm-up" if i == 0 else f"run {i}/{args.runs}"
             common.progress(f"{label}: validated in {wall:.2f} s ({cpu:.2f} CPU s): "
                             + ", ".join(f"{s} {clock.wall.get(s, 0.0):.3f}" for s in STAGES[:-1]))
@@ -316,20 +312,24 @@ def measure_verify(args) -> dict:
         result["total_cpu_seconds"] = result["total"]["cpu_s"]["median"]
 
         # -- the asymmetry -------------------------------------------------------------
-        w = found.weights
+        # the next block: mined on this one, from its post-state W', against its claim
+        w = found.state
         common.progress(f"fast miner at k0={base.difficulty.initial}: {args.seconds:g} s timed run")
-        t_att, c_att, n_att = attempt_seconds(miner, base, w, args.seconds, device)
+        t_att, c_att, n_att = attempt_seconds(miner, base, w, header.acc_after, args.seconds, device)
         if args.p_acc is not None:
             p_acc, p_note = args.p_acc, "given (--p-acc)"
             ok = None
         else:
-            common.progress(f"sampling p_acc: {samples} random steps from the block's W")
+            common.progress(f"sampling p_acc: {samples} random steps from the block's post-state")
             ok, _ = sample_p_acc(miner, w, header, samples) if samples else (0, 0)
             p_acc = (ok + 0.5) / (samples + 1.0)      # never 0 or 1 with few samples (add-half estimate)
-            p_note = f"{ok}/{samples} random steps from the block's W passed the miner's accuracy policy"
-        confirm_wall = (result["stages"]["replay"]["wall_s"]["median"]
+            p_note = (f"{ok}/{samples} random steps from the block's post-state passed the miner's accuracy "
+                      "policy against its claim")
+        # a confirmation is one canonical step (the replay stage holds the block's j + 1) and one evaluation
+        per_step = 1 / len(header.nonces)
+        confirm_wall = (result["stages"]["replay"]["wall_s"]["median"] * per_step
                         + result["stages"]["accuracy"]["wall_s"]["median"])
-        confirm_cpu = (result["stages"]["replay"]["cpu_s"]["median"]
+        confirm_cpu = (result["stages"]["replay"]["cpu_s"]["median"] * per_step
                        + result["stages"]["accuracy"]["cpu_s"]["median"])
         k0 = base.difficulty.initial
         expected = (2 ** k0 * t_att + confirm_wall) / p_acc
@@ -378,10 +378,13 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
 
 
 def table(res: dict) -> str:
-    labels = {"header": "header rules + signature", "load_weights": "load weights (safetensors decode)",
-              "hash": "weights hash", "layout_finite": "layout + finite check",
-              "replay": "replay step (load W, SGD step, R)", "accuracy": f"accuracy on E (2 x {res['eval_size']} images)",
-              "store": "store body + block", "other": "other"}
+    steps = res["block"].get("steps", 1)
+    labels = {"header": "header rules + signature", "records": "records (commitment, rules)",
+              "load_state": "load the parent's post-state (decode)",
+              "replay": f"replay {steps} step(s) from W'_parent, R with band",
+              "state_hash": "post-state finite + hash = state_hash",
+              "accuracy": f"accuracy on E (1 x {res['eval_size']} images)",
+              "store": "store post-state + block, move tip", "other": "other"}
     rows = []
     for s in STAGES:
         st = res["stages"][s]
@@ -398,9 +401,9 @@ def table(res: dict) -> str:
         lines.append(f"note: {res['block_note']}")
     b = res["block"]
     lines += [
-        f"block: height {b['height']}, body {b['body_bytes'] / 1e6:.2f} MB, acc {b['acc_before']}->{b['acc_after']}"
-        f"/{res['eval_size']}, mined in {b['attempts']} attempts"
-        + (f" from genesis + {b['pretrain_steps']} plain SGD steps" if b.get("pretrain_steps") else ""),
+        f"block: height {b['height']}, {steps} step(s), {b['body_bytes']} bytes (header + records; post-state "
+        f"{b['state_bytes'] / 1e6:.2f} MB, kept by nodes, not carried), acc {b['acc_parent']}->{b['acc_after']}"
+        f"/{res['eval_size']}, mined in {b['attempts']} attempts",
         f"{res['runs']} timed submissions to a fresh chain (after one warm-up); medians, seconds",
         "",
         common.format_table(["stage", "wall s", "min", "max", "CPU s"], rows),

@@ -572,11 +572,17 @@ class Network:
         hashes = [h.hash for h, _ in pending]
         if self.assume_valid and self.assume_valid in hashes:
             cut = hashes.index(self.assume_valid) + 1
-            n, ok = self._accept_assumed(peer, pending[:cut], sources)
-            accepted += n
-            if not ok:
-                return accepted, False
-            pending = pending[cut:]
+            if self._fetch_state(sources, pending[cut - 1][0]):
+                n, ok = self._accept_assumed(peer, pending[:cut])
+                accepted += n
+                if not ok:
+                    return accepted, False
+                pending = pending[cut:]
+            else:
+                # nothing was assumed yet: every block, the checkpoint's included, gets validated
+                log.warning("snapshot: no peer served the post-state of checkpoint %s; validating from genesis "
+                            "instead", self.assume_valid[:16])
+                self.assume_valid = None
         window: deque = deque()
         todo = iter(enumerate(pending))
         last_log = time.monotonic()
@@ -686,15 +692,11 @@ class Network:
             return True
         return False
 
-    def _accept_assumed(self, peer: str, items: list, sources: list[str]) -> tuple[int, bool]:
+    def _accept_assumed(self, peer: str, items: list) -> tuple[int, bool]:
         """assume-valid (snapshot sync): blocks up to the checkpoint, accepted on their (already checked)
-        headers; the checkpoint's post-state is fetched and checked against its state_hash."""
+        headers, once the checkpoint's post-state is stored (fetched and checked against its state_hash)."""
         n = 0
-        for j, (header, records) in enumerate(items):
-            if j == len(items) - 1 and not self._fetch_state(sources, header):
-                log.warning("snapshot: no peer served the post-state of checkpoint %s; validating from genesis "
-                            "instead", header.hash[:16])
-                return n, False
+        for header, records in items:
             out = self.chain.submit(header, records, peer, assumed=True)
             if out.status not in ("accepted", "duplicate"):
                 log.warning("assume-valid: block %d (%s) not accepted: %s %s", header.height, header.hash[:16],

@@ -1,5 +1,7 @@
-"""The real CLI, end to end: `polchain mine` 3 blocks, `polchain verify` replays them; a tampered
-store (a swapped weights file, an edited header row) fails verification naming the block and reason.
+"""The real CLI, end to end: `polchain mine` 3 blocks, `polchain verify` replays them from genesis;
+a tampered store (a block's records or header row edited) fails verification naming the block and
+reason; a store without the blocks' post-states (pruned, or lost) still verifies, because protocol v2
+blocks are replayed from the post-state the previous replay produced, never from stored states.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ def best_chain(datadir: Path) -> list[dict]:
     return [{"height": h, "hash": hh, "header": json.loads(hj)} for h, hh, hj in rows]
 
 
-def weights_file(datadir: Path, weights_hash: str) -> Path:
-    return datadir / "weights" / weights_hash[:2] / f"{weights_hash}.safetensors"
+def state_file(datadir: Path, state_hash: str) -> Path:
+    return datadir / "weights" / state_hash[:2] / f"{state_hash}.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +58,12 @@ def mined(tmp_path_factory) -> Path:
 
 def test_mine_then_verify_ok(mined):
     chain = best_chain(mined)
+    spec = preset("tiny")
     assert [b["height"] for b in chain] == [0, 1, 2, 3]
     assert all(c["header"]["parent"] == p["hash"] for p, c in zip(chain, chain[1:]))
-    assert all(b["header"]["chain_id"] == preset("tiny").chain_id for b in chain)
+    assert all(b["header"]["chain_id"] == spec.chain_id and b["header"]["version"] == 2 for b in chain)
+    assert all(1 <= len(b["header"]["nonces"]) <= spec.proof.max_advance_steps + 1 for b in chain[1:])
+    assert all(state_file(mined, b["header"]["state_hash"]).exists() for b in chain)   # archival: every W' kept
     res = run("verify", "--datadir", str(mined))
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert res.stdout.startswith("OK: 3 blocks replayed from genesis"), res.stdout
@@ -67,16 +72,13 @@ def test_mine_then_verify_ok(mined):
 
 def test_tampered_store_fails_verification(mined, tmp_path):
     chain = best_chain(mined)
-    genesis_w = weights_file(mined, chain[0]["header"]["weights_hash"])
 
-    # (a) block 2's weights file replaced by another valid safetensors (the genesis weights).
-    # (Not the tip's: the node checks the tip's weights file at start-up and refuses to open.)
+    # (a) block 2's records edited in chain.sqlite (a record its header does not commit to)
     a = tmp_path / "a"
     shutil.copytree(mined, a)
-    w2 = chain[2]["header"]["weights_hash"]
-    assert w2 not in (chain[0]["header"]["weights_hash"], chain[1]["header"]["weights_hash"],
-                      chain[3]["header"]["weights_hash"])
-    shutil.copyfile(genesis_w, weights_file(a, w2))
+    with sqlite3.connect(a / "chain.sqlite") as db:
+        db.execute("UPDATE blocks SET records_json = ? WHERE hash = ?",
+                   (json.dumps([{"type": "model-certificate"}]), chain[2]["hash"]))
 
     # (b) block 1's header row edited in chain.sqlite (a better accuracy claim)
     b = tmp_path / "b"
@@ -86,17 +88,27 @@ def test_tampered_store_fails_verification(mined, tmp_path):
         db.execute("UPDATE blocks SET header_json = ? WHERE hash = ?", (json.dumps(hdr, sort_keys=True),
                                                                         chain[1]["hash"]))
 
-    env = ENV
+    # (c) every post-state but genesis's gone (a pruned node; or a disk that lost them): nothing to
+    # trust there, nothing needed -- the replay recomputes them
+    c = tmp_path / "c"
+    shutil.copytree(mined, c)
+    for blk in chain[1:]:
+        state_file(c, blk["header"]["state_hash"]).unlink()
+
     procs = {name: subprocess.Popen(polchain("verify", "--datadir", str(d)), stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=env)
-             for name, d in (("a", a), ("b", b))}
+                                    stderr=subprocess.PIPE, text=True, env=ENV)
+             for name, d in (("a", a), ("b", b), ("c", c))}
     out = {name: p.communicate(timeout=TIMEOUT) + (p.returncode,) for name, p in procs.items()}
 
     stdout, stderr, rc = out["a"]
     assert rc == 1, stdout + stderr[-2000:]
-    assert stdout.startswith(f"FAIL: block 2 ({chain[2]['hash']}) weights-mismatch"), stdout
+    assert stdout.startswith(f"FAIL: block 2 ({chain[2]['hash']}) records-mismatch"), stdout
 
     stdout, stderr, rc = out["b"]
     assert rc == 1, stdout + stderr[-2000:]
     assert stdout.startswith(f"FAIL: block 1 ({chain[1]['hash']}) malformed"), stdout
     assert "does not hash to its key" in stdout
+
+    stdout, stderr, rc = out["c"]
+    assert rc == 0, stdout + stderr[-2000:]
+    assert stdout.startswith("OK: 3 blocks replayed from genesis"), stdout

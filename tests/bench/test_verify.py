@@ -16,8 +16,11 @@ def test_verify_tiny_json(bench_json, shared_data, tmp_path):
     for s in STAGES:
         assert len(res["stages"][s]["wall_s"]["runs"]) == 2
     # the stages that do the work were really timed inside Chain.submit
-    for s in ("header", "load_weights", "hash", "replay", "accuracy", "store"):
+    for s in ("header", "load_state", "replay", "state_hash", "accuracy", "store"):
         assert res["stages"][s]["wall_s"]["median"] > 0, s
+    # v2: the block is its header and records; its post-state is kept by nodes, not carried
+    b = res["block"]
+    assert 1 <= b["steps"] <= 9 and b["body_bytes"] < 2000 and b["state_bytes"] > 20_000
     assert sum(res["stages"][s]["wall_s"]["median"] for s in STAGES) <= res["total"]["wall_s"]["max"] * 1.5
     m = res["mining"]
     assert m["k0"] == 8 and m["seconds_per_attempt"] > 0 and 0 < m["p_acc"] < 1
@@ -35,7 +38,8 @@ def fake_result() -> dict:
            "data": "generated (CIFAR-10 unavailable)", "data_generated": True, "eval_size": 500, "runs": 1,
            "machine": {"cpu": "x", "cores": 2, "torch_threads": 1, "memory_gib": 1, "gpu": None, "torch": "2",
                        "python": "3"},
-           "block": {"height": 1, "pretrain_steps": 150, "body_bytes": 44_745_128, "acc_before": 1, "acc_after": 2, "attempts": 3},
+           "block": {"height": 1, "steps": 5, "body_bytes": 1_000, "state_bytes": 44_745_128, "acc_parent": 0,
+                     "acc_after": 2, "attempts": 3},
            "stages": {s: stage for s in STAGES}, "total": stage, "groups": 16, "mine_device": "cpu",
            "mining": {"k0": 10, "seconds_per_attempt": 0.1, "cpu_seconds_per_attempt": 0.1, "p_acc": 0.5,
                       "p_acc_note": "n", "expected_seconds": 200.0, "expected_attempts": 2048.0,
@@ -48,7 +52,8 @@ def fake_result() -> dict:
 def test_verify_table_says_generated_data():
     from bench.verify import table
     text = table(fake_result())
-    assert "NOT CIFAR-10" in text and "accuracy on E" in text and "25.0x" in text
+    assert "NOT CIFAR-10" in text and "accuracy on E (1 x 500" in text and "25.0x" in text
+    assert "replay 5 step(s)" in text and "44.75 MB" in text
 
 
 def test_verify_figure(tmp_path):

@@ -13,9 +13,22 @@ from consensus.spec import ChainSpec, preset
 from consensus.training import Replayer, genesis_state, set_deterministic
 
 
-def parent_hash(label: str) -> str:
-    """A stand-in parent block hash: R depends on nothing else."""
+MINER = hashlib.sha256(b"tests/miner/key").hexdigest()     # a stand-in miner public key (batches only)
+
+
+def seed_hash(label: str) -> str:
+    """A stand-in 32-byte hash: a parent block hash (batches) or R's seed (consensus.proof.r_seed)."""
     return hashlib.sha256(f"tests/miner/{label}".encode()).hexdigest()
+
+
+def job_on_genesis(spec, k: int, miner: str = MINER):
+    """A mining job on the spec's genesis at difficulty ``k`` (an in-memory view holding genesis)."""
+    from consensus.block import genesis_header
+    from miner.reference import make_job
+
+    from ..conftest import MemoryView
+    g = genesis_header(spec)
+    return make_job(spec, g, k, miner, MemoryView([g]))
 
 
 def low_difficulty(spec: ChainSpec, k: int) -> ChainSpec:

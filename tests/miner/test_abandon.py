@@ -6,16 +6,23 @@ import time
 
 import pytest
 
-from consensus.block import genesis_header
 from miner.search import make_miner
 
+from .conftest import job_on_genesis
+
 NO_HIT_K = 40          # 2^-40 per attempt: the search cannot end by finding a block here
+
+
+def warm_up(miner, spec, state) -> None:
+    """One attempt (one pass of the fast search) before the clock matters: the process's first pass
+    pays PyTorch's one-time lazy imports (torch.unravel_index pulls in sympy: ~4 s here)."""
+    assert miner.mine(job_on_genesis(spec, NO_HIT_K), state, max_attempts=1) is None
 
 
 @pytest.mark.parametrize("kind", ["reference", "fast"])
 def test_tiny_miner_stops_promptly(tiny_spec, tiny_data, tiny_states, kind):
     miner = make_miner(kind, tiny_spec, tiny_data, seed=1)
-    parent = genesis_header(tiny_spec)
+    warm_up(miner, tiny_spec, tiny_states["trained"])
     flag = threading.Event()
     t_flip: list[float] = []
 
@@ -26,7 +33,7 @@ def test_tiny_miner_stops_promptly(tiny_spec, tiny_data, tiny_states, kind):
     timer = threading.Timer(0.5, flip)
     timer.start()
     try:
-        out = miner.mine(parent, NO_HIT_K, tiny_states["trained"], should_stop=flag.is_set)
+        out = miner.mine(job_on_genesis(tiny_spec, NO_HIT_K), tiny_states["trained"], should_stop=flag.is_set)
     finally:
         timer.cancel()
     returned = time.perf_counter()
@@ -38,7 +45,7 @@ def test_tiny_miner_stops_promptly(tiny_spec, tiny_data, tiny_states, kind):
 @pytest.mark.parametrize("kind", ["reference", "fast"])
 def test_stop_before_start_does_no_work(tiny_spec, tiny_data, tiny_states, kind):
     miner = make_miner(kind, tiny_spec, tiny_data, seed=1)
-    assert miner.mine(genesis_header(tiny_spec), NO_HIT_K, tiny_states["trained"], should_stop=lambda: True) is None
+    assert miner.mine(job_on_genesis(tiny_spec, NO_HIT_K), tiny_states["trained"], should_stop=lambda: True) is None
     assert miner.progress.attempts == 0
 
 
@@ -50,13 +57,14 @@ def test_fast_checks_should_stop_every_pass(tiny_spec, tiny_data, tiny_states):
         calls.append(1)
         return len(calls) > 3               # stop at the 4th check
 
-    assert miner.mine(genesis_header(tiny_spec), NO_HIT_K, tiny_states["trained"], should_stop=should_stop) is None
+    assert miner.mine(job_on_genesis(tiny_spec, NO_HIT_K), tiny_states["trained"], should_stop=should_stop) is None
     assert miner.progress.attempts == 3 * 8    # three passes of G=8 candidates, then stop
 
 
 def test_resnet18_fast_stops_within_a_pass(resnet_spec, resnet_data):
     from consensus.training import genesis_state
     miner = make_miner("fast", resnet_spec, resnet_data, seed=1, groups=8)
+    warm_up(miner, resnet_spec, genesis_state(resnet_spec))
     flag = threading.Event()
     t_flip: list[float] = []
 
@@ -67,7 +75,7 @@ def test_resnet18_fast_stops_within_a_pass(resnet_spec, resnet_data):
     timer = threading.Timer(0.2, flip)
     timer.start()
     try:
-        out = miner.mine(genesis_header(resnet_spec), NO_HIT_K, genesis_state(resnet_spec), should_stop=flag.is_set)
+        out = miner.mine(job_on_genesis(resnet_spec, NO_HIT_K), genesis_state(resnet_spec), should_stop=flag.is_set)
     finally:
         timer.cancel()
     assert out is None and t_flip

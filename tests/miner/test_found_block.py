@@ -1,18 +1,19 @@
 """A block found by either miner passes full validation through Chain.submit.
 
-Chain.submit runs consensus.validation.validate_header, decode_weights,
-validate_records and validate_proof (the replayed step, R, the accuracy rule)
-and stores the verdict; "accepted" means every rule passed.
+Chain.submit runs consensus.validation.validate_header, the records rules and validate_proof
+(the j advance steps and the winning step replayed from the parent's stored post-state, R with
+the validators' band, the state commitment, one evaluation of W') and stores the verdict;
+"accepted" means every rule passed.
 """
 from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consensus.difficulty import next_difficulty
+from consensus.weights import weights_hash
 from miner.search import make_miner
-from miner.template import build_block
 from node.chain import Chain
+from node.mining import mine_on_tip
 
 from .conftest import low_difficulty
 
@@ -24,12 +25,16 @@ def test_found_blocks_are_accepted(tiny_spec, tiny_data, tmp_path, kind):
     miner = make_miner(kind, spec, tiny_data, seed=3)
     key = Ed25519PrivateKey.generate()
     for height in (1, 2):                     # the second block is mined on the first one's W'
-        tip, w_prime = chain.tip_model()
-        k = next_difficulty(spec, tip.header, chain.view)
-        found = miner.mine(tip.header, k, w_prime, max_attempts=20_000)
-        assert found is not None, "no block within 20k attempts at k=4"
-        header, body = build_block(spec, tip.header, k, found, key, chain.view)
-        out = chain.submit(header, [], body, peer=None)
+        parent = chain.tip().header
+        mined = mine_on_tip(chain, miner, key, max_attempts=20_000)
+        assert mined is not None, "no block within 20k attempts at k=4"
+        header, records, found = mined
+        assert header.version == 2 and header.parent == parent.hash and header.difficulty == 4
+        assert 1 <= len(header.nonces) <= spec.proof.max_advance_steps + 1
+        assert header.state_hash == weights_hash(found.state) and records == []
+        out = chain.submit(header, records)
         assert out.status == "accepted", f"{out.code}: {out.detail}"
         assert chain.tip().hash == header.hash and chain.tip().height == height
-        assert header.acc_after > header.acc_before
+        assert chain.replays == height
+        assert header.acc_after >= parent.acc_after + spec.proof.min_improvement
+        assert abs(chain.store.get(header.hash).header.acc_after - found.acc_after.correct) == 0
