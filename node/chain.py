@@ -265,9 +265,7 @@ class Chain:
             check_accuracy_claim(header, acc, self.spec)
             check_accuracy_floor(acc, parent, self.spec)
             return acc
-        parent_state = self.load_weights(parent.state_hash)
-        if parent_state is None:
-            raise errors.StateUnavailable(f"the post-state of parent {parent.hash[:16]} is not kept here")
+        parent_state = self._parent_state(parent)
         self.replays += 1
         result = validate_proof(header, parent, parent_state, self.replayer, self.spec)
         if not self.store.weights.has(header.state_hash):
@@ -276,6 +274,24 @@ class Chain:
         while len(self._proofs) > PROOF_CACHE:
             self._proofs.popitem(last=False)
         return result.after
+
+    def _parent_state(self, parent: BlockHeader) -> State:
+        """The parent's stored post-state, checked against its state_hash: a file damaged on this disk
+        says nothing about the block (replaying from it would condemn a valid block for good)."""
+        data = self.store.weights.get(parent.state_hash)
+        if data is None:
+            raise errors.StateUnavailable(f"the post-state of parent {parent.hash[:16]} is not kept here")
+        try:
+            state = decode_state(data)
+            damaged = weights_hash(state) != parent.state_hash
+        except errors.BlockError:
+            damaged = True
+        if damaged:
+            log.error("the stored post-state of block %s (height %d), %s, is damaged (disk or filesystem): its "
+                      "children cannot be validated here", parent.hash[:16], parent.height,
+                      self.store.weights.path(parent.state_hash))
+            raise errors.StateUnavailable(f"the stored post-state of parent {parent.hash[:16]} is damaged")
+        return state
 
     def _work_of(self, parent: BlockHeader, header: BlockHeader) -> int:
         p = self.store.get(parent.hash)
