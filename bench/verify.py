@@ -8,7 +8,8 @@ inside that pipeline by wrapping the functions it calls (node.chain has no timin
 
 * ``header``: syntax, limits, nonce count, Ed25519 signature, context (``validate_header``)
 * ``records``: the records commitment and the records' rules
-* ``load_state``: the parent's post-state read from the state store and decoded (safetensors)
+* ``load_state``: the parent's post-state read from the state store, decoded (safetensors) and
+  checked against the parent's state_hash
 * ``replay``: load W'_parent, the j advance steps and the winning step on their derived
   batches, R checked with the validators' band (``check_requirements``), on the spec's
   canonical thread count
@@ -113,7 +114,7 @@ def instrumented(chain, clock: StageClock):
                 (cv, "check_requirements", "replay"), (cv, "check_state_commitment", "state_hash"),
                 (nc, "encode_state", "store")]
     saved = [(mod, name, getattr(mod, name)) for mod, name, _ in stage_of]
-    objs = [(chain, "load_weights", "load_state"), (chain.replayer, "accuracy", "accuracy"),
+    objs = [(chain, "_parent_state", "load_state"), (chain.replayer, "accuracy", "accuracy"),
             (chain.store.weights, "put", "store"), (chain.store, "put_block", "store"),
             (chain, "_switch_tip", "store")]
     try:
@@ -305,7 +306,8 @@ def measure_verify(args) -> dict:
                 stage_cpu[s].append(clock.cpu.get(s, 0.0))
             stage_wall["other"].append(max(0.0, wall - sum(clock.wall.values())))
             stage_cpu["other"].append(max(0.0, cpu - sum(clock.cpu.values())))
-        result["stages"] = {s: {"wall_s": common.summary(stage_wall[s], 4), "cpu_s": common.summary(stage_cpu[s], 4)}
+        # microseconds: on tiny the records and state-decode stages take tens of them
+        result["stages"] = {s: {"wall_s": common.summary(stage_wall[s], 6), "cpu_s": common.summary(stage_cpu[s], 6)}
                             for s in STAGES}
         result["total"] = {"wall_s": common.summary(walls, 4), "cpu_s": common.summary(cpus, 4)}
         result["total_seconds"] = result["total"]["wall_s"]["median"]
@@ -380,7 +382,7 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
 def table(res: dict) -> str:
     steps = res["block"].get("steps", 1)
     labels = {"header": "header rules + signature", "records": "records (commitment, rules)",
-              "load_state": "load the parent's post-state (decode)",
+              "load_state": "parent's post-state (read, decode, hash)",
               "replay": f"replay {steps} step(s) from W'_parent, R with band",
               "state_hash": "post-state finite + hash = state_hash",
               "accuracy": f"accuracy on E (1 x {res['eval_size']} images)",

@@ -86,7 +86,7 @@ class ProofSpec:
     redraw_interval_ms: int = 0         # R is re-drawn every this long after the parent (0: never)
     r_excluded: tuple[str, ...] = ()    # parameter-name prefixes outside R's index space
     replay_threads: int = 1
-    min_improvement: int = 0            # v2: acc(W') >= parent's claimed acc(W') + this
+    min_improvement: int = 0            # v2: acc(W') >= parent's claimed acc(W') + this (negative: a slack)
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,8 @@ def preset(name: str) -> ChainSpec:
             time=TimeSpec(genesis_timestamp_ms=GENESIS_TIME_MS, max_future_ms=15_000, mtp_window=11),
             limits=LimitsSpec(max_header_bytes=8192, max_weights_bytes=1 << 20, max_records=64,
                               max_record_bytes=4096),
-            proof=ProofSpec(RULES_V2, max_advance_steps=8, redraw_interval_ms=30_000, r_excluded=("linear.",)),
+            proof=ProofSpec(RULES_V2, max_advance_steps=8, redraw_interval_ms=30_000, r_excluded=("linear.",),
+                            min_improvement=-3),
         )
     if name == "cifar10-resnet18":
         return ChainSpec(
@@ -255,7 +256,8 @@ def preset(name: str) -> ChainSpec:
             time=TimeSpec(genesis_timestamp_ms=GENESIS_TIME_MS, max_future_ms=15_000, mtp_window=11),
             limits=LimitsSpec(max_header_bytes=8192, max_weights_bytes=48 << 20, max_records=64,
                               max_record_bytes=4096),
-            proof=ProofSpec(RULES_V2, max_advance_steps=4, redraw_interval_ms=600_000, r_excluded=("linear.",)),
+            proof=ProofSpec(RULES_V2, max_advance_steps=4, redraw_interval_ms=600_000, r_excluded=("linear.",),
+                            min_improvement=-3),
         )
     if name == "dgg-paper":
         # RESEARCH ONLY: the DGG paper's rules on the tiny model and data (W free in the body, batch

@@ -27,7 +27,7 @@ from consensus.spec import ChainSpec, preset
 from consensus.training import Replayer, genesis_state
 from consensus.weights import State
 
-MINER_SEED = 0            # ReferenceMiner seed for the session's block (75 attempts at k=8 on tiny)
+MINER_SEED = 0            # ReferenceMiner seed for the session's block
 BLOCK_GAP_MS = 2000       # timestamps of test blocks: parent + 2 s
 
 
@@ -57,9 +57,9 @@ class MemoryView:
 @dataclass(frozen=True)
 class MinedBlock:
     header: BlockHeader
-    body: bytes               # safetensors of W (the state before the winning step)
-    w: State                  # W
-    w_after: State            # W' = update(W, P): where the next miner continues
+    records: list             # the records as JSON objects (the block is header + records)
+    parent_state: State       # W'_parent: where the block's replay starts
+    state: State              # W': the block's post-state, where the next miner continues
     attempts: int
 
 
@@ -72,18 +72,19 @@ def low_difficulty(spec: ChainSpec, k: int) -> ChainSpec:
 def mine_block(spec: ChainSpec, dataset: Dataset, parent: BlockHeader, w: State, view, key: Ed25519PrivateKey,
                *, seed: int = MINER_SEED, k: int | None = None, now_ms: int | None = None,
                records: tuple[Record, ...] = (), max_attempts: int = 20_000) -> MinedBlock:
-    """A valid block on ``parent`` continuing from the model ``w`` (the parent's W')."""
-    from miner.reference import ReferenceMiner
+    """A valid block on ``parent`` continuing from the parent's post-state ``w``."""
+    from consensus.block import public_key_hex
+    from miner.reference import ReferenceMiner, make_job
     from miner.template import build_block
 
     r = Replayer(spec, dataset)
     k = next_difficulty(spec, parent, view) if k is None else k
-    found = ReferenceMiner(spec, r, seed=seed).mine(parent, k, w, max_attempts=max_attempts)
-    assert found is not None, f"no block in {max_attempts} attempts"
     now_ms = parent.timestamp_ms + BLOCK_GAP_MS if now_ms is None else now_ms
-    header, body = build_block(spec, parent, k, found, key, view, records, now_ms=now_ms)
-    w_after = r.update(found.weights, found.batch)
-    return MinedBlock(header, body, found.weights, w_after, found.attempts)
+    job = make_job(spec, parent, k, public_key_hex(key), view, now_ms=lambda: now_ms)
+    found = ReferenceMiner(spec, r, seed=seed).mine(job, w, max_attempts=max_attempts)
+    assert found is not None, f"no block in {max_attempts} attempts"
+    header = build_block(spec, job, found, key, records)
+    return MinedBlock(header, [rec.body for rec in records], w, found.state, found.attempts)
 
 
 # -- fixtures ------------------------------------------------------------------
@@ -116,6 +117,12 @@ def tiny_dataset(tiny_spec) -> Dataset:
 def k1_spec(tiny_spec) -> ChainSpec:
     """tiny with k = 1: blocks are found in a few steps (tests of the accuracy rule and fork choice)."""
     return low_difficulty(tiny_spec, 1)
+
+
+@pytest.fixture(scope="session")
+def paper_spec() -> ChainSpec:
+    """The dgg-paper research preset: the paper's (v1, forgeable) rules on the tiny model and data."""
+    return preset("dgg-paper")
 
 
 @pytest.fixture(scope="session")
@@ -164,6 +171,6 @@ def block_miner(tiny_dataset, miner_key) -> Callable[..., MinedBlock]:
 
 @pytest.fixture(scope="session")
 def tiny_block(tiny_spec, tiny_dataset, tiny_genesis, tiny_genesis_state, miner_key) -> MinedBlock:
-    """A valid height-1 block on the tiny genesis (k = 8), mined once per session."""
+    """A valid height-1 block on the tiny genesis (k = 8), mined once per session (v2 rules)."""
     return mine_block(tiny_spec, tiny_dataset, tiny_genesis, tiny_genesis_state, MemoryView([tiny_genesis]),
                       miner_key, seed=MINER_SEED)

@@ -2,44 +2,62 @@
 
 * ``honest``: a deterministic honest tiny-preset chain, mined once per session
   (fixed key, fixed timestamps 2 s apart, seeded fast miner), stored in a base
-  datadir, plus one more valid block (``honest.next``) that is *not* submitted.
+  datadir, plus one more valid block (``honest.next``, carrying one certificate
+  record) that is *not* submitted, and a valid child of it (``honest.after_next``).
 * ``chain``: a fresh ``node.chain.Chain`` on a copy of that datadir.
-* ``forge``: a cheater's workbench (tests/adversarial/forge.py).
+* ``forge``: the lead's cheater's workbench (tests/adversarial/forge.py), imported lazily.
 * ``node``: an in-process NodeService + FastAPI TestClient on another copy
   (network threads not started, miner off).
 
-Every test that attacks ``chain`` ends with ``assert_unharmed``: the tip and the
-stored best chain are exactly what they were before the attack.
+A protocol v2 block is its header and records; the node keeps each block's post-state
+(``HonestBlock.state``). Every test that attacks ``chain`` ends with ``assert_unharmed``:
+the tip and the stored best chain are exactly what they were before the attack.
 """
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from consensus import errors
 from consensus.block import BlockHeader
+from consensus.certificates import make_certificate
 from consensus.data import load_dataset
-from consensus.difficulty import next_difficulty
+from consensus.records import Record
 from consensus.spec import ChainSpec, preset
-from consensus.weights import State, decode_state
+from consensus.weights import State
 from node.chain import Chain, Outcome
 from node.store import VALID
 
-from .forge import BLOCK_INTERVAL_MS, HONEST_KEY, Forge, outcome_class
-
 HONEST_BLOCKS = 14   # > mtp_window (11), below the first retarget height (21)
+BLOCK_INTERVAL_MS = 2000
+HONEST_KEY = Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)
+CHEATER_KEY = Ed25519PrivateKey.from_private_bytes(bytes([3]) * 32)
+
+
+def outcome_class(code: str) -> type[errors.BlockError]:
+    """The exception class (and so the outcome family) of a wire reason code."""
+    return errors.all_reason_codes()[code]
+
+
+def signed(header: BlockHeader, key: Ed25519PrivateKey = CHEATER_KEY, **changes) -> BlockHeader:
+    return replace(header, **changes).signed(key)
+
+
+def owner_certificate(n: int = 0) -> Record:
+    """A valid model certificate (the owner is nobody in this suite)."""
+    owner = Ed25519PrivateKey.from_private_bytes(bytes([5]) * 32)
+    return make_certificate(owner, f"{n + 1:064x}", "cd" * 32, {"n": str(n)}, 1)
 
 
 @dataclass
 class HonestBlock:
     header: BlockHeader
-    body: bytes
-
-    @property
-    def w(self) -> State:
-        return decode_state(self.body)
+    records: list         # the records as JSON objects
+    state: State          # W', the block's post-state
 
 
 @dataclass
@@ -48,7 +66,7 @@ class Honest:
     dataset: object
     datadir: Path
     blocks: list[HonestBlock]     # heights 1..HONEST_BLOCKS, all on the base chain
-    next: HonestBlock             # a valid child of the tip, not submitted
+    next: HonestBlock             # a valid child of the tip (one certificate record), not submitted
     after_next: HonestBlock       # a valid child of ``next``, not submitted
     tip_model: State              # W' of the tip: where an honest miner continues
 
@@ -71,28 +89,24 @@ def dataset(spec, request, tmp_path_factory):
 def honest(spec, dataset, tmp_path_factory) -> Honest:
     """Mine HONEST_BLOCKS + 2 blocks on a scratch chain; the base datadir keeps the first HONEST_BLOCKS."""
     from miner.search import make_miner
-    from miner.template import build_block
+    from node.mining import mine_on_tip
 
     root = tmp_path_factory.mktemp("honest")
     scratch = Chain(spec, root / "scratch", dataset)
     miner = make_miner("fast", spec, dataset, device="cpu", seed=1)
     blocks: list[HonestBlock] = []
-    tip_model = None
     for i in range(HONEST_BLOCKS + 2):
-        tip, w_prime = scratch.tip_model()
-        if i == HONEST_BLOCKS:
-            tip_model = w_prime
-        k = next_difficulty(spec, tip.header, scratch.view)
-        found = miner.mine(tip.header, k, w_prime)
-        header, body = build_block(spec, tip.header, k, found, HONEST_KEY, scratch.view,
-                                   now_ms=tip.header.timestamp_ms + BLOCK_INTERVAL_MS)
-        blocks.append(HonestBlock(header, body))
-        out = scratch.submit(header, [], body)
+        gap = scratch.tip().header.timestamp_ms + BLOCK_INTERVAL_MS
+        records = (owner_certificate(0),) if i == HONEST_BLOCKS else ()
+        header, recs, found = mine_on_tip(scratch, miner, HONEST_KEY, records=lambda: records, now_ms=lambda: gap)
+        blocks.append(HonestBlock(header, recs, found.state))
+        out = scratch.submit(header, recs)
         assert out.status == "accepted", out
+    tip_model = blocks[HONEST_BLOCKS - 1].state
     scratch.store.close()
     base = Chain(spec, root / "node", dataset)
     for b in blocks[:HONEST_BLOCKS]:
-        assert base.submit(b.header, [], b.body).status == "accepted"
+        assert base.submit(b.header, b.records).status == "accepted"
     base.store.close()
     return Honest(spec, dataset, root / "node", blocks[:HONEST_BLOCKS], blocks[HONEST_BLOCKS],
                   blocks[HONEST_BLOCKS + 1], tip_model)
@@ -111,7 +125,8 @@ def chain(honest, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def forge(spec, dataset) -> Forge:
+def forge(spec, dataset):
+    from .forge import Forge
     return Forge(spec, dataset)
 
 
@@ -148,11 +163,11 @@ def assert_rejected(out: Outcome, code: str, family: type) -> None:
 
 @pytest.fixture
 def attack(chain):
-    """``attack(header, body, code, family)``: submit, check the verdict, check the chain is unharmed."""
-    def _attack(header: BlockHeader, body: bytes | None, code: str, family: type, records=None,
+    """``attack(header, records, code, family)``: submit, check the verdict, check the chain is unharmed."""
+    def _attack(header: BlockHeader, records: list | None, code: str, family: type,
                 peer: str | None = "http://cheater.invalid:1") -> Outcome:
         before = snapshot(chain)
-        out = chain.submit(header, [] if records is None else records, body, peer)
+        out = chain.submit(header, records, peer)
         assert_rejected(out, code, family)
         assert_unharmed(chain, before)
         return out

@@ -6,6 +6,8 @@ honest chain is left alone.
 """
 from __future__ import annotations
 
+import json
+import random
 import socket
 import threading
 import time
@@ -13,28 +15,36 @@ from dataclasses import replace
 
 import pytest
 
-from consensus import errors
-from consensus.difficulty import next_difficulty, work
-from consensus.weights import clone_state
+from consensus.block import BlockHeader
+from consensus.difficulty import next_difficulty
+from consensus.hashing import ZERO_HASH
 from node import chain as chain_mod
 from node.store import HEADER_ONLY, INVALID
 
-from .conftest import assert_unharmed, snapshot
-from .forge import HONEST_KEY, THIEF_KEY, encode, signed
+from .conftest import CHEATER_KEY, assert_unharmed, snapshot
+
+
+def spam_header(chain, on: BlockHeader, rng: random.Random, **changes) -> BlockHeader:
+    """A well-formed header on ``on`` signed by the cheater: random nonces, a made-up post-state,
+    a claimed improvement; nothing behind it."""
+    h = BlockHeader(version=chain.spec.header_version, chain_id=chain.spec.chain_id, height=on.height + 1,
+                    parent=on.hash, timestamp_ms=on.timestamp_ms + 1,
+                    difficulty=next_difficulty(chain.spec, on, chain.view), miner="",
+                    nonces=tuple(rng.getrandbits(64) for _ in range(rng.randint(1, 3))),
+                    state_hash=rng.randbytes(32).hex(), acc_after=on.acc_after + 1, records_root=ZERO_HASH)
+    return replace(h, **changes).signed(CHEATER_KEY)
 
 
 # -- header spam ------------------------------------------------------------------------
-def _header_only_chain(chain, forge, honest, n: int):
+def _header_only_chain(chain, n: int):
     """n signed headers on the tip, 1 ms apart (so k climbs at every retarget), no bodies."""
+    rng = random.Random(5)
     parent = chain.tip().header
-    w = clone_state(honest.tip_model)
     headers, times = [], []
     for i in range(n):
-        k = next_difficulty(chain.spec, parent, chain.view)
-        h = forge.header(parent, w, forge.random_batch(), timestamp_ms=parent.timestamp_ms + 1, difficulty=k,
-                         acc=(parent.acc_after, parent.acc_after + 1))
+        h = spam_header(chain, parent, rng)
         t0 = time.perf_counter()
-        out = chain.submit(h, [], None, "http://spammer.invalid:1")
+        out = chain.submit(h, None, "http://spammer.invalid:1")
         times.append(time.perf_counter() - t0)
         assert out.status == "header-ok", out
         headers.append(h)
@@ -42,13 +52,13 @@ def _header_only_chain(chain, forge, honest, n: int):
     return headers, times
 
 
-def test_header_only_chain_with_more_claimed_work_never_becomes_tip(chain, forge, honest):
+def test_header_only_chain_with_more_claimed_work_never_becomes_tip(chain):
     """Headers-only validation cannot check R, so a spammer can sign a long header chain whose
     k climbs (timestamps 1 ms apart) and that *claims* far more work than the honest chain. The
     node stores it header-only and never switches its tip to it; the first body that arrives
     is replayed, fails, and the whole header chain is marked invalid with it."""
     before = snapshot(chain)
-    headers, times = _header_only_chain(chain, forge, honest, 60)
+    headers, times = _header_only_chain(chain, 60)
     leaf = chain.store.get(headers[-1].hash)
     assert leaf.status == HEADER_ONLY and headers[-1].difficulty > headers[0].difficulty
     assert leaf.cumulative_work > 10 * chain.tip().cumulative_work         # claims >> real work
@@ -57,10 +67,13 @@ def test_header_only_chain_with_more_claimed_work_never_becomes_tip(chain, forge
     assert sorted(times)[int(0.99 * len(times))] < 1.0, "one header check must stay cheap"
     # every stored row is bounded by the spec's header cap
     assert all(len(h.encode()) <= chain.spec.limits.max_header_bytes for h in headers)
-    # the first body: the spammer's W does not meet R -> invalid, and so is every descendant
+    # the first body (its records: none): the replay of its nonces does not produce what the
+    # header claims -> invalid, and so is every descendant
     first = headers[0]
-    out = chain.submit(first, [], encode(clone_state(honest.tip_model)), "http://spammer.invalid:1")
-    assert (out.status, out.code) == ("invalid", "requirements-not-met")
+    replays = chain.replays
+    out = chain.submit(first, [], "http://spammer.invalid:1")
+    assert out.status == "invalid" and out.code in ("requirements-not-met", "state-mismatch"), out
+    assert chain.replays == replays + 1
     statuses = [chain.store.get(h.hash) for h in headers]
     assert all(s.status == INVALID for s in statuses)
     assert all(s.reason == "bad-parent" for s in statuses[1:])
@@ -75,41 +88,40 @@ def test_junk_header_flood_is_cheap_and_bounded(chain, honest):
     nxt = honest.next.header
     t0 = time.perf_counter()
     for i in range(200):
-        out = chain.submit(replace(nxt, timestamp_ms=nxt.timestamp_ms + i + 1), [], None, "http://junk.invalid:1")
+        out = chain.submit(replace(nxt, timestamp_ms=nxt.timestamp_ms + i + 1), None, "http://junk.invalid:1")
         assert out.code == "bad-signature"
     per_header = (time.perf_counter() - t0) / 200
     big = [replace(nxt, miner="00" * 5000, timestamp_ms=nxt.timestamp_ms + i) for i in range(20)]
     for h in big:
-        assert chain.submit(h, [], None).code == "malformed"
+        assert chain.submit(h, None).code == "malformed"
     assert all(chain.store.get(h.hash) is None for h in big)
     assert per_header < 0.1, f"{per_header * 1000:.1f} ms per junk header"
     assert_unharmed(chain, before)
 
 
 # -- orphans -------------------------------------------------------------------------------
-def test_orphan_flood_is_bounded_and_honest_orphans_still_connect(chain, forge, honest):
-    """Signed blocks on unknown parents, each with a body: the pool keeps at most ORPHAN_LIMIT
-    (and ORPHAN_BYTES_LIMIT bytes); the oldest go first. An honest orphan that arrives after
-    the flood still connects when its parent does."""
+def test_orphan_flood_is_bounded_and_honest_orphans_still_connect(chain, honest):
+    """Signed blocks on unknown parents, each with records: the pool keeps at most ORPHAN_LIMIT;
+    the oldest go first. An honest orphan that arrives after the flood still connects when its
+    parent does."""
     before = snapshot(chain)
-    body = honest.next.body
-    w = honest.next.w
-    for i in range(2 * chain_mod.ORPHAN_LIMIT + 8):
-        parent_hash = f"{i:064x}"
-        h = forge.header(honest.next.header, w, honest.next.header.batch, acc=(1, 2))
-        h = signed(h, THIEF_KEY, parent=parent_hash, height=100 + i)
-        out = chain.submit(h, [], body, "http://flood.invalid:1")
+    rng = random.Random(6)
+    tip = chain.tip().header
+    flood = [spam_header(chain, tip, rng, parent=f"{i:064x}", height=100 + i)
+             for i in range(2 * chain_mod.ORPHAN_LIMIT + 8)]
+    for h in flood:
+        out = chain.submit(h, honest.next.records, "http://flood.invalid:1")
         assert (out.status, out.code) == ("orphan", "unknown-parent")
         assert len(chain.orphans) <= chain_mod.ORPHAN_LIMIT
-    assert sum(len(o[2] or b"") for o in chain.orphans.values()) <= chain_mod.ORPHAN_BYTES_LIMIT
+    assert list(chain.orphans) == [h.hash for h in flood[-chain_mod.ORPHAN_LIMIT:]]    # the newest kept
     assert len(chain.missing_orphan_parents()) <= chain_mod.ORPHAN_LIMIT
     assert_unharmed(chain, before)
     # nothing from the flood was written to the store
     assert chain.store.count_by_status().get(INVALID, 0) == 0
     # the honest orphan (child of `next`) arrives, then its parent: both connect
     an = honest.after_next
-    assert chain.submit(an.header, [], an.body).status == "orphan"
-    out = chain.submit(honest.next.header, [], honest.next.body)
+    assert chain.submit(an.header, an.records).status == "orphan"
+    out = chain.submit(honest.next.header, honest.next.records)
     assert out.status == "accepted" and out.connected == [an.header.hash]
     assert chain.tip().hash == an.header.hash
 
@@ -152,7 +164,7 @@ def silent_peer():
     p.close()
 
 
-def test_announcements_from_a_peer_that_never_answers(node, honest, forge, silent_peer):
+def test_announcements_from_a_peer_that_never_answers(node, honest, silent_peer):
     """Headers announced with X-Polchain-Origin pointing at a peer that accepts connections and
     never answers: every announcement is taken (202) without waiting for the body; the node
     answers /status fast while the fetches hang, accepts an honest block meanwhile, and the
@@ -163,8 +175,8 @@ def test_announcements_from_a_peer_that_never_answers(node, honest, forge, silen
     svc.network.client = PeerClient(timeout=1.0)     # short read timeout for the test
     before = snapshot(svc.chain)
     tip = svc.chain.tip().header
-    w = clone_state(honest.tip_model)
-    headers = [forge.header(tip, w, forge.random_batch(), acc=(1, 2)) for _ in range(6)]
+    rng = random.Random(7)
+    headers = [spam_header(svc.chain, tip, rng) for _ in range(6)]
     for h in headers:
         r = node.client.post("/blocks", content=h.encode(),
                              headers={"content-type": "application/json", "x-polchain-origin": silent_peer.url})
@@ -178,7 +190,7 @@ def test_announcements_from_a_peer_that_never_answers(node, honest, forge, silen
     assert_unharmed(svc.chain, before)
     # an honest block submitted directly is validated meanwhile
     r = node.client.post("/blocks", files={"header": (None, honest.next.header.encode()),
-                                           "weights": ("w", honest.next.body, "application/octet-stream")})
+                                           "records": (None, json.dumps(honest.next.records))})
     assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
     # the hanging fetches give up: the silent peer ends up failing or banned, no block stored
     def peer_failed():

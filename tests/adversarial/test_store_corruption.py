@@ -1,5 +1,7 @@
-"""Damaged datadirs: a corrupted SQLite page or weights file is found on start, with a clear
-message, instead of a traceback or a node that mines on a wrong model."""
+"""Damaged datadirs: a corrupted SQLite page or post-state file is found on start, with a clear
+message, instead of a traceback or a node that mines on a wrong model. A damaged older
+post-state never makes the node condemn a valid block, and `verify` (which replays from
+genesis and trusts no stored state) is not affected by it."""
 from __future__ import annotations
 
 import os
@@ -13,7 +15,9 @@ import pytest
 from node.chain import Chain, StartupError
 from node.verify import verify_chain
 
-from .conftest import open_copy
+from consensus.weights import encode_state
+
+from .conftest import HONEST_KEY, assert_unharmed, open_copy, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = 4096
@@ -44,42 +48,75 @@ def test_corrupt_sqlite_page_stops_start_up(which, honest, tmp_path):
 
 
 def _tip_weights(honest, d: Path) -> Path:
-    h = honest.blocks[-1].header.weights_hash
+    h = honest.blocks[-1].header.state_hash
     return d / "weights" / h[:2] / f"{h}.safetensors"
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bit-flip", "zeroed", "replaced-by-other-block"])
-def test_corrupt_tip_weights_stop_start_up(damage, honest, tmp_path):
-    d = _copy(honest, tmp_path)
-    p = _tip_weights(honest, d)
+def _damage(p: Path, how: str, other: bytes = b"") -> None:
+    """Damage a stored file the way disks and filesystems do (or replace it by ``other``)."""
     data = p.read_bytes()
-    if damage == "truncated":
-        p.write_bytes(data[: len(data) // 2])
-    elif damage == "bit-flip":
+    if how == "bit-flip":
         b = bytearray(data)
         b[-9] ^= 0x10
         p.write_bytes(bytes(b))
-    elif damage == "zeroed":
+    elif how == "truncated":
+        p.write_bytes(data[: len(data) // 2])
+    elif how == "zeroed":
         p.write_bytes(b"\0" * len(data))
+    elif how == "replaced":
+        p.write_bytes(other)
     else:
-        p.write_bytes(honest.blocks[0].body)
+        p.unlink()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit-flip", "zeroed", "replaced"])
+def test_corrupt_tip_state_stops_start_up(damage, honest, tmp_path):
+    d = _copy(honest, tmp_path)
+    p = _tip_weights(honest, d)
+    _damage(p, damage, other=encode_state(honest.blocks[0].state))      # another block's post-state
     with pytest.raises(StartupError, match=rf"weights file .*{p.name} of the tip \(height {len(honest.blocks)}"
                                            r".*corrupt"):
         Chain(honest.spec, d, honest.dataset)
 
 
-def test_corrupt_old_weights_found_by_verify(honest, tmp_path):
-    """An older block's weights (not the tip's) do not stop the node, but `verify` names the
-    block and the reason."""
+@pytest.mark.parametrize("how", ["bit-flip", "truncated", "deleted"])
+def test_damaged_parent_state_never_condemns_a_valid_child(how, honest, tmp_path):
+    """Block 12's stored post-state is damaged (not the tip's: the node starts). A valid block on
+    block 12 arrives: the node cannot validate it from that file and must not call it invalid (that
+    would be for good, and ban the honest peer that sent it): it is ignored, nothing is stored."""
+    from tests.conftest import mine_block
+
     chain = open_copy(honest, tmp_path / "node")
-    h = honest.blocks[4].header
-    p = chain.store.weights.path(h.weights_hash)
-    b = bytearray(p.read_bytes())
-    b[-3] ^= 0x01
-    p.write_bytes(bytes(b))
-    rep = verify_chain(chain)
-    assert not rep.ok and rep.bad_height == h.height and rep.code == "weights-mismatch"
-    chain.store.close()
+    try:
+        parent = honest.blocks[11]
+        fork = mine_block(honest.spec, honest.dataset, parent.header, parent.state, chain.view, HONEST_KEY, seed=2)
+        _damage(chain.store.weights.path(parent.header.state_hash), how)
+        before = snapshot(chain)
+        out = chain.submit(fork.header, fork.records, "http://honest.invalid:1")
+        assert (out.status, out.code) == ("ignored", "state-unavailable"), out
+        assert chain.store.status(fork.header.hash) is None
+        assert_unharmed(chain, before)
+    finally:
+        chain.store.close()
+    # the same block on an undamaged copy: valid (a fork block, less work than the tip)
+    clean = open_copy(honest, tmp_path / "clean")
+    try:
+        assert clean.submit(fork.header, fork.records).status == "accepted"
+    finally:
+        clean.store.close()
+
+
+def test_damaged_old_state_does_not_affect_verify(honest, tmp_path):
+    """`verify` replays every block from genesis, each from the state the previous replay produced:
+    a damaged stored post-state of an older block is never read."""
+    chain = open_copy(honest, tmp_path / "node")
+    try:
+        _damage(chain.store.weights.path(honest.blocks[4].header.state_hash), "bit-flip")
+        rep = verify_chain(chain)
+        assert rep.ok and rep.verified == len(honest.blocks), rep
+        assert rep.final_accuracy == honest.blocks[-1].header.acc_after
+    finally:
+        chain.store.close()
 
 
 def test_cli_reports_corruption_without_traceback(honest, tmp_path):

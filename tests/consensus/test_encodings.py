@@ -125,8 +125,8 @@ def test_genesis_header_is_pinned(tiny_spec):
 
 # -- chain specs ------------------------------------------------------------------------------
 PINNED_CHAIN_IDS = {    # protocol v2 chain ids (the v1 ones were 3665c6a8... and 2baedda5...)
-    "tiny": "2f8a2c78743b35cdccc724c9f40518837a9c95fcaa62c177bfe7e60f63070cd5",
-    "cifar10-resnet18": "24138d59a7692b48b45226d855f4f237a2d8f8833bc0efeb58f444e313cab61b",
+    "tiny": "59962227c226b3b6cfc00dae3e6a5e1f97cbd10b2a837c586693a2202ed5fabe",
+    "cifar10-resnet18": "0ad272f4420958aab47d91e2a884fbbe19aef91ede476e1f401335af103c5b68",
     "dgg-paper": "9dbfa8c1dfcf51cc281c8299d17ca451fcb2dcf97d1501fadac51d96480002eb",
 }
 

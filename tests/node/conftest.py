@@ -4,39 +4,50 @@
   free port, waits for /health and stops it with a signal.
 * ``template`` is a small chain (tiny preset, a few blocks) mined in-process once
   per session; ``BlockSmith`` builds the next valid block on a chain in-process
-  (``miner`` + ``miner.template.build_block``) so tests can post it, or tamper
-  with it and re-sign it.
+  (the fast miner through ``node.mining.mine_on_tip``) so tests can post it (header
+  and records: a v2 block carries no weights), or tamper with it and re-sign it.
 
 Every node runs with ``--threads 1`` (the machine's cores are shared).
 """
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from consensus.block import BlockHeader
-from consensus.difficulty import next_difficulty
+from consensus.records import Record
+from consensus.weights import State, encode_state
 from tests.nodeproc import NodeProc, free_port  # noqa: F401  (re-exported for the tests)
 
 TEMPLATE_BLOCKS = 6
 
 
-def post_block(node, header: BlockHeader | dict, body: bytes | None = None,
-               records: list | None = None, **kw) -> httpx.Response:
-    """POST /blocks (``node``: a NodeProc or an httpx.Client): multipart with a body, header-only JSON without."""
+def post_block(node, header: BlockHeader | dict, records: list | None = None, **kw) -> httpx.Response:
+    """POST /blocks (``node``: a NodeProc or an httpx.Client): the header as JSON without ``records``
+    (a block without records, or an announcement with ``X-Polchain-Origin``), multipart with them."""
     hd = header.to_dict() if isinstance(header, BlockHeader) else header
-    import json
-    if body is None and records is None:
+    if records is None:
         return node.post("/blocks", json=hd, **kw)
-    files = {"header": (None, json.dumps(hd), "application/json")}
-    if body is not None:
-        files["weights"] = ("weights.safetensors", body, "application/octet-stream")
-    if records is not None:
-        files["records"] = (None, json.dumps(records), "application/json")
+    files = {"header": (None, json.dumps(hd), "application/json"),
+             "records": (None, json.dumps(records), "application/json")}
     return node.post("/blocks", files=files, **kw)
+
+
+@dataclass(frozen=True)
+class Built:
+    """A block made in-process: what POST /blocks takes (header and records) and its post-state W'."""
+    header: BlockHeader
+    records: list
+    state: State
+
+    @property
+    def state_bytes(self) -> bytes:
+        return encode_state(self.state)
 
 
 class BlockSmith:
@@ -58,29 +69,27 @@ class BlockSmith:
         self.miner = make_miner("fast", self.spec, self.chain.dataset, device="cpu", seed=seed)
         self.key = Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32)
 
-    def next_block(self, *, submit: bool = False) -> tuple[BlockHeader, bytes]:
-        """A valid block on the in-process chain's tip (signed with this smith's key)."""
-        from miner.template import build_block
+    def next_block(self, *, submit: bool = False, records: tuple[Record, ...] = ()) -> Built:
+        """A valid block on the in-process chain's tip (mined by the node's own ``mine_on_tip``,
+        signed with this smith's key), carrying ``records``."""
+        from node.mining import mine_on_tip
 
-        tip, w_prime = self.chain.tip_model()
-        k = next_difficulty(self.spec, tip.header, self.chain.view)
-        found = self.miner.mine(tip.header, k, w_prime)
-        header, body = build_block(self.spec, tip.header, k, found, self.key, self.chain.view)
+        header, recs, found = mine_on_tip(self.chain, self.miner, self.key, records=lambda: records)
         if submit:
-            out = self.chain.submit(header, [], body)
+            out = self.chain.submit(header, recs)
             assert out.status == "accepted", (out.code, out.detail)
-        return header, body
+        return Built(header, recs, found.state)
 
     def mine(self, n: int) -> None:
         for _ in range(n):
             self.next_block(submit=True)
 
-    def block_at(self, height: int) -> tuple[BlockHeader, bytes]:
+    def block_at(self, height: int) -> Built:
         """The block at ``height`` on this chain, mining up to it first."""
         while self.chain.tip().height < height:
             self.next_block(submit=True)
         b = self.chain.store.get(self.chain.store.hash_at(height))
-        return b.header, self.chain.store.weights.get(b.header.weights_hash)
+        return Built(b.header, b.records, self.chain.load_weights(b.header.state_hash))
 
     def fork(self, dest: Path, seed: int) -> "BlockSmith":
         """Another smith on a copy of this chain (same dataset, its own miner seed)."""
@@ -91,6 +100,15 @@ class BlockSmith:
         self.chain.store.engine.dispose()
         shutil.copytree(self.datadir, dest, ignore=shutil.ignore_patterns("*.log"))
         return Path(dest)
+
+
+def certificate(n: int = 0) -> Record:
+    """A valid model-certificate record (a fixed owner key; ``n`` varies the model hash)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from consensus.certificates import make_certificate
+    owner = Ed25519PrivateKey.from_private_bytes(bytes([9]) * 32)
+    return make_certificate(owner, f"{n:064x}", "cd" * 32, {"name": f"test-{n}"}, 1)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ import pytest
 from safetensors.torch import load as st_load
 
 from consensus.block import BlockHeader
-from consensus.weights import weights_hash
+from consensus.training import genesis_state
+from consensus.weights import encode_state, weights_hash
 
 from .conftest import TEMPLATE_BLOCKS, post_block
 
@@ -96,7 +97,9 @@ def test_block_by_height_and_hash(static_node, smith):
         b = by_hash.json()
         assert b["hash"] == want.hash and b["height"] == height and b["status"] == "valid"
         assert b["header"] == want.header.to_dict()
-        assert set(b["accuracy"]) >= {"claimed_before", "claimed_after", "measured_before", "measured_after", "of"}
+        assert set(b["header"]) >= {"nonces", "state_hash", "acc_after"}
+        assert not set(b["header"]) & {"batch", "weights_hash", "acc_before"}     # the v1 fields are gone
+        assert set(b["accuracy"]) == {"claimed_after", "measured_after", "of"}
         assert b["accuracy"]["claimed_after"] == want.header.acc_after
         assert b["accuracy"]["measured_after"] == want.acc_after
         assert b["accuracy"]["of"] == smith.spec.evaluation.size
@@ -107,11 +110,10 @@ def test_block_by_height_and_hash(static_node, smith):
 
 
 def test_block_header_round_trip(static_node, smith):
-    """GET /blocks/{h}.header posted back, header-only and with its weights: 409 known."""
+    """GET /blocks/{h} posted back, the header alone and with its records: 409 known."""
     b = static_node.get(f"/blocks/{TEMPLATE_BLOCKS}").json()
     assert_error(post_block(static_node, b["header"]), 409, "duplicate")
-    w = static_node.get(f"/blocks/{b['hash']}/weights").content
-    assert_error(post_block(static_node, b["header"], w), 409, "duplicate")
+    assert_error(post_block(static_node, b["header"], b["records"]), 409, "duplicate")
 
 
 @pytest.mark.parametrize("ident,status,code", [
@@ -127,17 +129,25 @@ def test_block_header_round_trip(static_node, smith):
 ])
 def test_block_errors(static_node, ident, status, code):
     assert_error(static_node.get(f"/blocks/{ident}"), status, code)
-    assert_error(static_node.get(f"/blocks/{ident}/weights"), status, code)
+    assert_error(static_node.get(f"/blocks/{ident}/state"), status, code)
 
 
-def test_block_weights(static_node, smith):
-    for height in (0, TEMPLATE_BLOCKS):
+def test_block_state(static_node, smith):
+    """GET /blocks/{h}/state: the block's post-state W', hashing to the header's state_hash (the
+    genesis weights at height 0); every height of the archival template chain has one."""
+    for height in range(TEMPLATE_BLOCKS + 1):
         b = smith.chain.store.get(smith.chain.store.hash_at(height))
-        r = static_node.get(f"/blocks/{b.hash}/weights")
+        r = static_node.get(f"/blocks/{b.hash}/state")
         assert r.status_code == 200
         assert r.headers["content-type"] == "application/octet-stream"
-        assert weights_hash(st_load(r.content)) == b.header.weights_hash
-        assert static_node.get(f"/blocks/{height}/weights").content == r.content
+        assert weights_hash(st_load(r.content)) == b.header.state_hash
+        assert static_node.get(f"/blocks/{height}/state").content == r.content
+    assert static_node.get("/blocks/0/state").content == encode_state(genesis_state(smith.spec))
+
+
+def test_v1_weights_route_is_gone(static_node):
+    """Blocks carry no weights under v2: the v1 route answers 404 (not a file)."""
+    assert_error(static_node.get(f"/blocks/{TEMPLATE_BLOCKS}/weights"), 404, "not-found")
 
 
 def test_model_is_tip_w_prime(static_node, smith):
@@ -192,9 +202,12 @@ def test_openapi(static_node):
     r = static_node.get("/openapi.json")
     assert r.status_code == 200
     paths = r.json()["paths"]
-    for p in ("/status", "/health", "/spec", "/blocks", "/blocks/{ident}", "/blocks/{block_hash}/weights",
+    for p in ("/status", "/health", "/spec", "/blocks", "/blocks/{ident}", "/blocks/{block_hash}/state",
               "/model", "/tips", "/peers", "/metrics"):
         assert p in paths, p
+    assert "/blocks/{block_hash}/weights" not in paths
+    multipart = paths["/blocks"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(multipart["properties"]) == {"header", "records"}          # no weights part
     assert set(paths["/blocks"]["post"]["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
 
 
@@ -213,18 +226,23 @@ def test_post_block_malformed_json(static_node, content):
 
 def test_post_block_malformed_header_fields(static_node):
     h = static_node.get(f"/blocks/{TEMPLATE_BLOCKS}").json()["header"]
-    for bad in ({**h, "height": -1}, {**h, "height": "7"}, {**h, "parent": "xyz"}, {**h, "batch": "1,2"},
-                {**h, "height": 1 << 70}, {**h, "extra": 1}, {**h, "batch": [1.5, 2, 3, 4]}, {**h, "miner": 5}):
+    nonces = {k: v for k, v in h.items() if k != "nonces"}
+    v1 = {**nonces, "batch": [1, 2, 3, 4], "weights_hash": h["state_hash"], "acc_before": 0}   # a v1 header
+    del v1["state_hash"]
+    for bad in ({**h, "height": -1}, {**h, "height": "7"}, {**h, "parent": "xyz"}, {**h, "nonces": "1,2"},
+                {**h, "height": 1 << 70}, {**h, "extra": 1}, {**h, "nonces": [1.5]}, {**h, "nonces": [-1]},
+                {**h, "nonces": [1 << 64]}, {**h, "nonces": [0] * 257}, {**h, "state_hash": "AB" * 32},
+                {**h, "miner": 5}, nonces, v1):
         assert_error(post_block(static_node, bad), 422, "malformed")
 
 
 def test_post_block_malformed_multipart(static_node):
     h = static_node.get(f"/blocks/{TEMPLATE_BLOCKS}").json()["header"]
     # no header part
-    r = static_node.post("/blocks", files={"weights": ("w", b"abc", "application/octet-stream")})
+    r = static_node.post("/blocks", files={"records": (None, "[]")})
     assert_error(r, 422, "malformed")
     # header part not JSON
-    r = static_node.post("/blocks", files={"header": (None, "{not json"), "weights": ("w", b"abc")})
+    r = static_node.post("/blocks", files={"header": (None, "{not json"), "records": (None, "[]")})
     assert_error(r, 422, "malformed")
     # records part not JSON
     r = static_node.post("/blocks", files={"header": (None, json.dumps(h)), "records": (None, "[")})
@@ -269,7 +287,7 @@ def test_post_block_too_large_streamed(static_node, smith):
 
 def test_post_block_too_large_multipart(static_node, smith):
     h = static_node.get(f"/blocks/{TEMPLATE_BLOCKS}").json()["header"]
-    big = b"\0" * (smith.spec.limits.max_weights_bytes + (2 << 20))
+    big = [{"pad": "x" * (smith.spec.limits.max_weights_bytes + (2 << 20))}]
     assert_error(post_block(static_node, h, big), 413, "too-large")
 
 

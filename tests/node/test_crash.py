@@ -3,7 +3,7 @@ the tip never goes back and that `polchain verify` replays the stored chain from
 
 Each round restarts the node on the same datadir, lets it mine, and kills it either
 after a random delay or a few milliseconds after the height changed (when the next
-block's weights file, its row, the best-chain rewrite and pruning are being written,
+block's post-state file, its row, the best-chain rewrite and pruning are being written,
 since blocks come fast at this difficulty). ROUNDS via POLCHAIN_TEST_CRASH_ROUNDS.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_kill_9_and_recover(tmp_path):
     finally:
         node.kill()
 
-    # no partial weights file survives a restart; the store replays from genesis
+    # no partial post-state file survives a restart; the store replays from genesis
     assert not list((datadir / "weights").glob("*/.tmp-*")), "partial weights files left behind"
     proc = subprocess.run([sys.executable, "-m", "node.cli", "verify", "--datadir", str(datadir)],
                           capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -78,21 +78,25 @@ def test_kill_9_and_recover(tmp_path):
 
 def test_recovers_each_crash_window(smith, tmp_path):
     """The states a crash can leave between the steps of writing a block, built on purpose:
-    the block's row committed but the tip not moved yet, a weights file with no row, and a
+    the block's row committed but the tip not moved yet, a post-state file with no row, and a
     half-written temp file. The restarted node moves its tip to the best valid block and
     removes the temp file."""
+    from safetensors.torch import load as st_load
+
     from consensus.difficulty import work
+    from consensus.weights import weights_hash
     from node.store import VALID
 
     from .conftest import TEMPLATE_BLOCKS
 
     side = smith.fork(tmp_path / "data", seed=11)
-    header, body = side.next_block(submit=False)        # row + weights, tip not switched
+    built = side.next_block(submit=False)               # post-state + row, tip not switched
+    header, state = built.header, built.state_bytes
     parent = side.chain.store.get(header.parent)
-    side.chain.store.weights.put(header.weights_hash, body)
-    side.chain.store.put_block(header, [], VALID, parent.cumulative_work + work(header.difficulty),
-                               acc=(header.acc_before, header.acc_after))
-    orphan_w = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "   # weights with no row (crash before the row)
+    side.chain.store.weights.put(header.state_hash, state)
+    side.chain.store.put_block(header, built.records, VALID, parent.cumulative_work + work(header.difficulty),
+                               acc=(None, header.acc_after))
+    orphan_w = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "   # a state with no row (crash before the row)
     side.chain.store.weights.put("ee" * 32, orphan_w)
     partial = side.chain.store.weights.root / "ab" / ".tmp-crash.part"
     partial.parent.mkdir(exist_ok=True)
@@ -106,6 +110,8 @@ def test_recovers_each_crash_window(smith, tmp_path):
         assert (st["height"], st["tip"]) == (TEMPLATE_BLOCKS + 1, header.hash)
         assert [b["hash"] for b in node.best_chain()][-1] == header.hash
         assert not partial.exists()
-        assert node.get(f"/blocks/{header.hash}/weights").content == body
+        assert node.get(f"/blocks/{header.hash}/state").content == state
+        model = node.get("/model")                             # the recovered tip's W' is the node's model
+        assert weights_hash(st_load(model.content)) == header.state_hash
     finally:
         assert node.stop() == 0

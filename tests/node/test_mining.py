@@ -1,11 +1,16 @@
-"""A mining node: /status and /metrics while it mines, weights pruning (--keep-weights),
-and a clean shutdown on SIGTERM and SIGINT (exit 0, "node stopped cleanly").
+"""A mining node: /status and /metrics while it mines, post-state pruning (--keep-weights),
+a clean shutdown on SIGTERM and SIGINT (exit 0, "node stopped cleanly"), and what pruning
+does and does not take away under protocol v2: a child of a pruned parent cannot be validated
+here (ignored, state-unavailable), but `polchain verify` replays the whole chain from genesis
+(headers and records are never pruned).
 
 The tests of this module run in order on one node (one datadir).
 """
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,11 +18,13 @@ from safetensors.torch import load as st_load
 
 from consensus.weights import weights_hash
 
-from .conftest import NodeProc
+from tests.nodeproc import node_env
+
+from .conftest import NodeProc, post_block
 from .test_api import assert_error
 
 KEEP = 3
-TARGET = 2 * KEEP + 3      # enough blocks that some weights must have been pruned
+TARGET = 2 * KEEP + 3      # enough blocks that some post-states must have been pruned
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +76,11 @@ def test_pruning_while_mining(miner_node):
     st = miner_node.wait_height(TARGET, timeout=120)
     # pruning only ever grows: heights below tip - KEEP at this moment stay pruned
     for h in range(1, st["height"] - KEEP):
-        r = miner_node.get(f"/blocks/{h}/weights")
+        r = miner_node.get(f"/blocks/{h}/state")
         assert_error(r, 404, "pruned")
-        # the header and its figures stay served
+        # the header, its records and its figures stay served
         assert miner_node.get(f"/blocks/{h}").json()["status"] == "valid"
-    g = miner_node.get("/blocks/0/weights")          # genesis weights are never pruned
+    g = miner_node.get("/blocks/0/state")            # the genesis state is never pruned
     assert g.status_code == 200
     assert miner_node.get("/model").status_code == 200
 
@@ -89,7 +96,7 @@ def test_sigterm_stops_cleanly(miner_node):
 
 def test_restart_keeps_the_chain_and_the_pruning(miner_node):
     """Restarted without --mine: the tip is where it was, exactly the last KEEP+1 blocks'
-    weights are served (and hash right), older ones answer 404 "pruned"."""
+    post-states are served (and hash right), older ones answer 404 "pruned"."""
     log_before = miner_node.log_text()
     last_tip = [line for line in log_before.splitlines() if "new tip" in line][-1]
     miner_node.restart("--keep-weights", str(KEEP))
@@ -99,15 +106,98 @@ def test_restart_keeps_the_chain_and_the_pruning(miner_node):
     tip = st["height"]
     for h in range(0, tip + 1):
         b = miner_node.get(f"/blocks/{h}").json()
-        r = miner_node.get(f"/blocks/{h}/weights")
+        r = miner_node.get(f"/blocks/{h}/state")
         if h == 0 or h >= tip - KEEP:
             assert r.status_code == 200, (h, tip, r.text)
-            assert weights_hash(st_load(r.content)) == b["header"]["weights_hash"]
+            assert weights_hash(st_load(r.content)) == b["header"]["state_hash"]
         else:
             assert_error(r, 404, "pruned")
+    # on disk: the genesis state and the last KEEP + 1 post-states, nothing else
+    assert len(list((miner_node.datadir / "weights").glob("*/*.safetensors"))) == KEEP + 2
+
+
+def test_child_of_a_pruned_parent_is_ignored(miner_node, tiny_dataset):
+    """A valid block on block 1, whose post-state the node has pruned: the node cannot validate it
+    and says so (202 ignored, nothing stored). The block is built by replaying
+    block 1 from genesis out of the node's own headers (v2 needs no stored state for that), and an
+    archival chain accepts it."""
+    from consensus.block import BlockHeader, genesis_header
+    from consensus.training import Replayer, genesis_state
+    from consensus.validation import validate_proof
+    from tests.conftest import MemoryView, mine_block
+
+    spec = miner_node_spec(miner_node)
+    genesis = genesis_header(spec)
+    b1 = BlockHeader.from_dict(miner_node.get("/blocks/1").json()["header"])
+    assert_error(miner_node.get("/blocks/1/state"), 404, "pruned")
+    w1 = validate_proof(b1, genesis, genesis_state(spec), Replayer(spec, tiny_dataset), spec).state
+    view = MemoryView([genesis, b1])
+    fork = mine_block(spec, tiny_dataset, b1, w1, view, other_key(), seed=3)
+    before = miner_node.status()
+    r = post_block(miner_node, fork.header, fork.records)
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "ignored" and "post-state" in r.json()["detail"], r.json()
+    assert_error(miner_node.get(f"/blocks/{fork.header.hash}"), 404, "not-found")
+    after = miner_node.status()
+    assert (after["height"], after["tip"]) == (before["height"], before["tip"])
+    # the block itself is valid: a chain holding block 1's post-state accepts it
+    assert replay_accepts(spec, tiny_dataset, [b1, fork.header])
+
+
+def miner_node_spec(node):
+    from consensus.spec import ChainSpec
+    spec = ChainSpec.from_dict(node.get("/spec").json())
+    assert spec.chain_id == node.status()["chain_id"]
+    return spec
+
+
+def other_key():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    return Ed25519PrivateKey.from_private_bytes(bytes([42]) * 32)
+
+
+def replay_accepts(spec, dataset, headers) -> bool:
+    """Submit ``headers`` (no records) in order to a fresh archival in-process chain."""
+    import tempfile
+    from pathlib import Path
+
+    from node.chain import Chain
+    with tempfile.TemporaryDirectory() as d:
+        chain = Chain(spec, Path(d), dataset, archival=True, clock=lambda: 4e9)
+        try:
+            outs = [chain.submit(h, []) for h in headers]
+        finally:
+            chain.store.close()
+    assert [o.status for o in outs] == ["accepted"] * len(headers), [(o.code, o.detail) for o in outs]
+    return True
 
 
 def test_sigint_stops_cleanly(miner_node):
     rc = miner_node.send(signal.SIGINT, timeout=15)
     assert rc == 0, miner_node.log_text()[-3000:]
     assert "node stopped cleanly" in miner_node.log_text().splitlines()[-1]
+
+
+def test_verify_replays_a_pruned_node_from_genesis(miner_node):
+    """`polchain verify` on the pruned datadir (post-states of all but the last KEEP + 1 blocks gone):
+    every block is replayed from genesis, each from the post-state the previous replay produced."""
+    st_files = list((miner_node.datadir / "weights").glob("*/*.safetensors"))
+    height = miner_node_height(miner_node)
+    assert height > KEEP + 1 and len(st_files) == KEEP + 2        # pruned: most states are not stored
+    proc = subprocess.run([sys.executable, "-m", "node.cli", "verify", "--datadir", str(miner_node.datadir)],
+                          capture_output=True, text=True, timeout=300, env=node_env())
+    assert proc.returncode == 0, (proc.stdout, proc.stderr[-3000:])
+    assert proc.stdout.startswith(f"OK: {height} blocks replayed from genesis"), proc.stdout
+    assert f"height {height};" in proc.stdout
+    # verify reads, never writes: the pruned states were not brought back
+    assert sorted(st_files) == sorted((miner_node.datadir / "weights").glob("*/*.safetensors"))
+
+
+def miner_node_height(node) -> int:
+    """The stored tip height of a stopped node (read from its SQLite file)."""
+    from node.store import Store
+    store = Store(node.datadir)
+    try:
+        return store.tip().height
+    finally:
+        store.close()

@@ -1,0 +1,115 @@
+"""Start-up refusals: datadirs and specs this node must not run, each refused with one clear
+line (exit 2, no traceback) and the datadir left exactly as it was.
+
+``data/v1-tiny-datadir.tar.gz`` is a real protocol v1 datadir: written by the v1 code (the
+commit before "Protocol v2 core") with ``polchain mine --preset tiny --blocks 1 --seed 1``
+(its node.key left out). Its genesis row is a v1 header (batch, weights_hash, acc_before) of
+the v1 tiny chain, and its spec.json is in the v1 spec format.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from consensus.hashing import canonical_json, sha256_hex
+from consensus.spec import preset
+from tests.nodeproc import REPO, NodeProc, node_env
+
+V1_ARCHIVE = Path(__file__).parent / "data" / "v1-tiny-datadir.tar.gz"
+V1_TINY_CHAIN_ID = "3665c6a87688975cfa933ba3ec78857efa7e491b7926ebe2d8bb943ed90aa73b"   # docs/protocol.md (v1)
+
+
+@pytest.fixture
+def v1_datadir(tmp_path) -> Path:
+    with tarfile.open(V1_ARCHIVE) as tf:
+        tf.extractall(tmp_path, filter="data")
+    d = tmp_path / "v1-tiny"
+    # the fixture is what it claims to be: the v1 tiny chain, one block on a v1 genesis
+    spec = json.loads((d / "spec.json").read_text())
+    assert spec["format"] == "polchain-spec/1" and sha256_hex(canonical_json(spec)) == V1_TINY_CHAIN_ID
+    assert V1_TINY_CHAIN_ID != preset("tiny").chain_id
+    return d
+
+
+def tree(d: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``d``: relative path -> (SHA-256, mtime ns)."""
+    return {str(p.relative_to(d)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def polchain(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=REPO, env=node_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    err = proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-1000:], err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
+    line = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(line) == 1, err[-3000:]
+    for n in needles:
+        assert n in line[0], (n, line[0])
+    return line[0]
+
+
+V1_COMMANDS = {
+    "node": ("node", "--port", "1", "--threads", "1"),
+    "node-preset-tiny": ("node", "--preset", "tiny", "--port", "1", "--threads", "1"),
+    "mine": ("mine", "--preset", "tiny", "--blocks", "1"),
+    "verify": ("verify",),
+}
+
+
+@pytest.mark.parametrize("command", sorted(V1_COMMANDS))
+def test_v1_datadir_is_refused_and_left_untouched(command, v1_datadir):
+    """`polchain node` (with or without --preset tiny), `mine` and `verify` on a v1 datadir: refused,
+    naming the datadir's chain id and its protocol version; not one file added, changed or removed."""
+    before = tree(v1_datadir)
+    args = V1_COMMANDS[command]
+    proc = polchain(args[0], "--datadir", str(v1_datadir), *args[1:])
+    line = assert_refused(proc, V1_TINY_CHAIN_ID[:16], "v1")
+    assert "cannot be upgraded" in line
+    assert tree(v1_datadir) == before
+
+
+def test_v1_store_without_its_spec_is_refused_and_left_untouched(v1_datadir):
+    """The v1 chain.sqlite alone (spec.json gone) under `--preset tiny`: the genesis row is another
+    chain's (a v1 header). Refused with its chain id; no spec.json is written, nothing else changes."""
+    (v1_datadir / "spec.json").unlink()
+    before = tree(v1_datadir)
+    proc = polchain("node", "--datadir", str(v1_datadir), "--preset", "tiny", "--port", "1", "--threads", "1")
+    assert_refused(proc, V1_TINY_CHAIN_ID[:16], "v1")
+    assert tree(v1_datadir) == before
+
+
+def test_v1_store_refused_in_process(v1_datadir, tiny_spec, tiny_dataset):
+    from node.chain import Chain, StartupError
+
+    (v1_datadir / "spec.json").unlink()
+    db = (v1_datadir / "chain.sqlite").read_bytes()
+    with pytest.raises(StartupError, match=rf"holds chain {V1_TINY_CHAIN_ID[:16]}.*protocol v1"):
+        Chain(tiny_spec, v1_datadir, tiny_dataset)
+    assert (v1_datadir / "chain.sqlite").read_bytes() == db
+
+
+def test_research_preset_refused_and_leaves_nothing_behind(tmp_path):
+    """`polchain node --preset dgg-paper`: the paper's forgeable rules are for research only. The
+    refusal leaves no trace, so the same datadir then starts on a v2 preset."""
+    d = tmp_path / "data"
+    proc = polchain("node", "--datadir", str(d), "--preset", "dgg-paper", "--port", "1", "--threads", "1")
+    assert_refused(proc, "dgg-paper", "research")
+    assert not d.exists() or not any(d.iterdir()), sorted(p.name for p in d.iterdir())
+    node = NodeProc(d, "--preset", "tiny").start()
+    try:
+        assert node.status()["chain_id"] == preset("tiny").chain_id
+    finally:
+        assert node.stop() == 0
+    assert json.loads((d / "spec.json").read_text())["name"] == "tiny"
+
