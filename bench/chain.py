@@ -41,10 +41,9 @@ from . import common
 
 
 def register(sub) -> None:
-    from consensus.spec import PRESETS
     p = sub.add_parser("chain", help="mine N blocks solo; learning curve vs plain SGD (figure)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=PRESETS, default="tiny")
+    common.add_spec_arguments(p, "tiny")
     p.add_argument("--blocks", type=int, default=50)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--miner", choices=("fast", "reference"), default="fast")
@@ -56,6 +55,16 @@ def register(sub) -> None:
     p.add_argument("--sgd-runs", type=int, default=3,
                    help="plain-SGD runs (seeds sgd-seed, +1, ...): mean, and the min..max band in the figure")
     p.add_argument("--data-dir", type=Path, default=None, help="where CIFAR-10 lives, if it does")
+    p.add_argument("--k", type=int, default=None, metavar="K",
+                   help="lower (or raise) the difficulty for this run: sets difficulty.initial and .minimum to K "
+                        "(e.g. ResNet-18 on a CPU); the output says so")
+    p.add_argument("--held-out", choices=("auto", "full", "beyond-e"), default="auto",
+                   help="test images the blocks' models are scored on: the full test split, or the test split "
+                        "without E (its first evaluation.size images, which the accuracy rule selects on); auto: "
+                        "without E when E is 10%% or more of the test split (e.g. the real CIFAR-10 sample)")
+    p.add_argument("--sgd-points", type=int, default=40,
+                   help="plain-SGD curve: evaluations besides the blocks' step counts (each is a pass over the "
+                        "held-out images: lower it for ResNet-18 on a CPU)")
     p.add_argument("--figures", type=Path, default=None,
                    help="write chain-<preset>.png/.svg here (default: --out, else no figure)")
     p.add_argument("--no-figure", action="store_true")
@@ -64,9 +73,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-# -- evaluation on the full test split -------------------------------------------------
-def test_accuracy(replayer, state=None, chunk: int = 500) -> float:
-    """Share of the full test split predicted right, eval mode (running BN statistics)."""
+# -- evaluation on held-out test images -------------------------------------------------
+def test_accuracy(replayer, state=None, chunk: int = 500, start: int = 0) -> float:
+    """Share of the test split from image ``start`` on predicted right, eval mode (running BN statistics)."""
     import torch
 
     from consensus.data import normalize
@@ -77,11 +86,29 @@ def test_accuracy(replayer, state=None, chunk: int = 500) -> float:
     model.eval()
     correct = 0
     with torch.no_grad():
-        for i in range(0, ds.test_x.shape[0], chunk):
+        for i in range(start, ds.test_x.shape[0], chunk):
             x = normalize(ds.test_x[i:i + chunk], spec.mean, spec.std).to(replayer.device)
             y = ds.test_y[i:i + chunk].to(torch.int64).to(replayer.device)
             correct += int((model(x).argmax(dim=1) == y).sum())
-    return correct / ds.test_x.shape[0]
+    return correct / (ds.test_x.shape[0] - start)
+
+
+def held_out_start(spec, choice: str = "auto") -> int:
+    """First test image scored: 0 (full split) or evaluation.size (E excluded; E = test[:size])."""
+    e, n = spec.evaluation.size, spec.dataset.test_size
+    if choice == "beyond-e" or (choice == "auto" and 10 * e >= n):
+        if e >= n:
+            raise ValueError(f"no test image outside E ({e} of {n})")
+        return e
+    return 0
+
+
+def with_k(spec, k: int):
+    """The spec with difficulty.initial and .minimum set to k (a benchmark's CPU-sized chain)."""
+    import dataclasses
+    if not 1 <= k <= spec.difficulty.maximum:
+        raise ValueError(f"--k {k}: outside 1..{spec.difficulty.maximum}")
+    return dataclasses.replace(spec, difficulty=dataclasses.replace(spec.difficulty, initial=k, minimum=k))
 
 
 class StepCounter:
@@ -97,7 +124,7 @@ class StepCounter:
         replayer.step = step
 
 
-def plain_sgd(spec, data, device: str, checkpoints: list[int], seed: int) -> dict[int, float]:
+def plain_sgd(spec, data, device: str, checkpoints: list[int], seed: int, start: int = 0) -> dict[int, float]:
     """Train from genesis by plain SGD (the canonical step on random batches); accuracy at each checkpoint."""
     from consensus.training import Replayer, genesis_state
     r = Replayer(spec, data, device)
@@ -111,7 +138,7 @@ def plain_sgd(spec, data, device: str, checkpoints: list[int], seed: int) -> dic
         while done < target:
             r.step(tuple(rng.sample(range(n), s)))
             done += 1
-        out[target] = test_accuracy(r)     # eval mode: parameters and running statistics untouched
+        out[target] = test_accuracy(r, start=start)     # eval mode: parameters and running statistics untouched
     return out
 
 
@@ -125,21 +152,32 @@ def measure_chain(args) -> dict:
     common.apply_threads(args.threads)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from consensus.spec import preset
+    from consensus.proof import redraw_epoch
     from consensus.training import Replayer, genesis_state
     from miner.search import make_miner, pick_device
     from node.chain import Chain
     from node.mining import mine_on_tip
 
-    spec = preset(args.preset)
+    spec = common.load_spec(args)
+    k_preset = spec.difficulty.initial
+    if args.k is not None:
+        spec = with_k(spec, args.k)
+        common.progress(f"difficulty lowered for this run: k = {args.k} (initial and minimum; the spec says "
+                        f"{k_preset}); everything else as {spec.name}")
+    start = held_out_start(spec, args.held_out)
     device = pick_device(args.device)
     data, data_note = common.bench_dataset(spec, args.data_dir)
     root = Path(tempfile.mkdtemp(prefix="polchain-bench-chain-"))
     result = common.result_header("chain", preset=args.preset, arch=spec.model.arch, data=data_note,
                                   data_generated=data_note == common.GENERATED_CIFAR, device=device,
+                                  data_label=data_label(spec, data_note),
                                   miner=args.miner, blocks_requested=args.blocks, lr=spec.training.lr,
                                   batch_size=spec.training.batch_size, eval_size=spec.evaluation.size,
                                   test_size=spec.dataset.test_size, k0=spec.difficulty.initial,
+                                  k_spec=k_preset, k_lowered=args.k is not None and args.k < k_preset,
+                                  held_out=[start, spec.dataset.test_size], held_out_size=spec.dataset.test_size - start,
+                                  redraw_interval_s=spec.proof.redraw_interval_ms / 1000,
+                                  max_advance_steps=spec.proof.max_advance_steps,
                                   target_interval_s=spec.difficulty.target_interval_ms / 1000,
                                   machine=common.machine_info(device))
     try:
@@ -154,6 +192,7 @@ def measure_chain(args) -> dict:
         for i in range(args.blocks):
             t0 = time.perf_counter()
             tip = chain.tip()
+            hits0 = miner.progress.r_hits
             header, records, found = mine_on_tip(chain, miner, key)
             mine_s = time.perf_counter() - t0
             out = chain.submit(header, records, peer=None)
@@ -161,34 +200,36 @@ def measure_chain(args) -> dict:
                 raise RuntimeError(f"own block rejected: {out.code} {out.detail}")
             wall = time.perf_counter() - t0
             effective += len(header.nonces)
+            r_hits = miner.progress.r_hits - hits0          # R hits the accuracy check was run on; the last passed
             interval = (header.timestamp_ms - tip.header.timestamp_ms) / 1000 if tip.height > 0 else wall
             rows.append({"height": header.height, "hash": header.hash, "k": header.difficulty,
                          "attempts": found.attempts, "interval_s": round(interval, 3), "mine_s": round(mine_s, 3),
                          "wall_s": round(wall, 3), "steps": steps.n, "effective_steps": effective,
                          "block_steps": len(header.nonces), "acc_e_parent": tip.header.acc_after,
-                         "acc_e_after": header.acc_after})
+                         "acc_e_after": header.acc_after, "r_hits": r_hits, "acc_pass_rate": round(1 / r_hits, 4),
+                         "redraw_epoch": redraw_epoch(spec, tip.header.timestamp_ms, header.timestamp_ms)})
             common.progress(f"block {header.height}: k={header.difficulty} {found.attempts} attempts {wall:.2f} s, "
                             f"{len(header.nonces)} steps in the block, {steps.n} canonical steps so far, acc on E "
-                            f"{header.acc_after}/{spec.evaluation.size}")
+                            f"{header.acc_after}/{spec.evaluation.size}, accuracy rule passed 1 of {r_hits} R hits")
         duration = time.perf_counter() - t_start
 
-        # the tip model of every block on the full test split (after mining: timestamps stay honest)
-        common.progress("evaluating every block's model on the full test split")
+        # the tip model of every block on the held-out test images (after mining: timestamps stay honest)
+        common.progress(f"evaluating every block's model on test[{start}:]")
         ev = Replayer(spec, data, device)
-        genesis_acc = test_accuracy(ev, genesis_state(spec))
+        genesis_acc = test_accuracy(ev, genesis_state(spec), start=start)
         for row in rows:
             b = chain.store.get(row["hash"])
-            row["test_accuracy"] = round(test_accuracy(ev, chain.load_weights(b.header.state_hash)), 4)
+            row["test_accuracy"] = round(test_accuracy(ev, chain.load_weights(b.header.state_hash), start=start), 4)
         chain.store.close()
 
         common.progress(f"plain SGD from genesis for {steps.n} steps (lr {spec.training.lr}, "
                         f"batch {spec.training.batch_size})")
         grid = sorted({r["steps"] for r in rows} | {r["effective_steps"] for r in rows}
-                      | {round(steps.n * j / 40) for j in range(1, 41)})
+                      | {round(steps.n * j / args.sgd_points) for j in range(1, args.sgd_points + 1)})
         t0 = time.perf_counter()
         runs = []
         for j in range(max(1, args.sgd_runs)):
-            one = plain_sgd(spec, data, device, [g for g in grid if g > 0], args.sgd_seed + j)
+            one = plain_sgd(spec, data, device, [g for g in grid if g > 0], args.sgd_seed + j, start)
             one[0] = genesis_acc
             runs.append(one)
         sgd = {g: statistics.fmean(r[g] for r in runs) for g in runs[0]}
@@ -216,10 +257,41 @@ def measure_chain(args) -> dict:
             sgd_runs=len(runs), sgd_end_range=[round(sgd_lo[steps.n], 4), round(sgd_hi[steps.n], 4)],
             per_block=rows, sgd_curve=[[s, round(a, 4)] for s, a in sorted(sgd.items())],
             sgd_curve_range=[[s, round(sgd_lo[s], 4), round(sgd_hi[s], 4)] for s in sorted(sgd)],
+            r_hits=sum(r["r_hits"] for r in rows), acc_pass_rate=round(n / sum(r["r_hits"] for r in rows), 4),
+            acc_pass_rate_by_height=pass_rate_by_height(rows),
+            redraw_blocks=[r["height"] for r in rows if r["redraw_epoch"] > 0 and r["height"] > 1],
+            longest_interval=max(rows[1:] or rows, key=lambda r: r["interval_s"])["interval_s"],
             load_average_after=common.load_average())
         return result
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def data_label(spec, data_note: str) -> str:
+    """What the figure may call the data: never "CIFAR-10" for a sample or for generated images."""
+    d = spec.dataset
+    if data_note == common.GENERATED_CIFAR:
+        return f"generated images, NOT CIFAR-10 ({d.train_size:,} train / {d.test_size:,} test)"
+    if d.id == "cifar10" and (d.train_size, d.test_size) != (50000, 10000):
+        return f"real CIFAR-10 sample ({d.train_size:,} train / {d.test_size:,} test)"
+    return f"{d.id} ({d.train_size:,} train / {d.test_size:,} test)"
+
+
+def held_out_label(res: dict) -> str:
+    a, n = res.get("held_out", [0, res["test_size"]])
+    return "full test split" if a == 0 else f"held-out test[{a}:{n}], E excluded"
+
+
+def pass_rate_by_height(rows: list[dict], bins: int = 10) -> list[dict]:
+    """The accuracy rule's pass rate (blocks / R hits checked) over ``bins`` equal ranges of height."""
+    size = max(1, -(-len(rows) // bins))
+    out = []
+    for i in range(0, len(rows), size):
+        part = rows[i:i + size]
+        hits = sum(r["r_hits"] for r in part)
+        out.append({"heights": [part[0]["height"], part[-1]["height"]], "r_hits": hits, "passed": len(part),
+                    "pass_rate": round(len(part) / hits, 4)})
+    return out
 
 
 # -- the figure ------------------------------------------------------------------------------
@@ -242,7 +314,7 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
     ax2.set_ylabel("block interval (s)")
     ax1.set_zorder(ax2.get_zorder() + 1)
     ax1.patch.set_visible(False)
-    ax1.plot(h, acc, "o-", color="#1f4e99", ms=3.5, lw=1.8, label="chain: tip model (full test split)")
+    ax1.plot(h, acc, "o-", color="#1f4e99", ms=3.5, lw=1.8, label=f"chain: tip model ({held_out_label(res)})")
     n_sgd = res.get("sgd_runs", 1)
     ax1.plot(h, sgd_same, "--", color="#d1495b", lw=1.5,
              label=f"plain SGD, same canonical steps (mean of {n_sgd})")
@@ -256,10 +328,14 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
     ax1.set_ylabel("test accuracy (%)")
     ax1.set_xlim(-0.5, h[-1] + 0.8)
     ks = sorted({r["k"] for r in rows})
-    ax1.set_title(f"polchain {res['preset']} ({res['arch']}): {res['blocks']} blocks mined solo in "
-                  f"{res['duration_s']:.0f} s, k {ks[0]}..{ks[-1]}" if len(ks) > 1 else
-                  f"polchain {res['preset']} ({res['arch']}): {res['blocks']} blocks mined solo in "
-                  f"{res['duration_s']:.0f} s, k={ks[0]}", fontsize=10)
+    kk = f"k {ks[0]}..{ks[-1]}" if len(ks) > 1 else f"k={ks[0]}"
+    if res.get("k_lowered"):
+        kk += f" (lowered for a CPU; spec {res['k_spec']})"
+    title = (f"polchain {res['preset']} ({res['arch']}): {res['blocks']} blocks mined solo in "
+             f"{res['duration_s']:.0f} s, {kk}")
+    if res.get("data_label"):
+        title += "\n" + res["data_label"]
+    ax1.set_title(title, fontsize=10)
     lines1, labels1 = ax1.get_legend_handles_labels()
     lines2, labels2 = ax2.get_legend_handles_labels()
     ax1.legend(lines1 + lines2, labels1 + labels2, loc="upper left", fontsize=8, framealpha=0.9)
@@ -285,20 +361,24 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
 def table(res: dict) -> str:
     rows = [(r["height"], r["k"], r["interval_s"], r["attempts"], r["steps"], r["effective_steps"],
              f"{100 * r['test_accuracy']:.1f}", f"{100 * r['sgd_accuracy_same_steps']:.1f}",
-             f"{r['acc_e_after']}/{res['eval_size']}") for r in res["per_block"]]
+             f"{r['acc_e_after']}/{res['eval_size']}", f"1/{r.get('r_hits', '?')}", r.get("redraw_epoch", ""))
+            for r in res["per_block"]]
     lines = [
         f"polchain bench chain: preset {res['preset']} ({res['arch']}), {res['blocks']} blocks mined solo, "
         f"miner {res['miner']} on {res['device']}",
-        f"data: {res['data']}" + (" -- NOT CIFAR-10: generated images of the same shape" if res.get("data_generated") else ""),
+        f"data: {res.get('data_label', res['data'])} from {res['data']}"
+        + (" -- NOT CIFAR-10: generated images of the same shape" if res.get("data_generated") else ""),
+        *([f"difficulty lowered for this run: k = {res['k0']} (the spec says {res['k_spec']})"]
+          if res.get("k_lowered") else []),
         f"machine: {common.machine_line(res['machine'])}",
         "",
         common.format_table(["height", "k", "interval s", "attempts", "steps", "stuck", "test acc %", "SGD acc %",
-                             "acc on E"], rows),
+                             "acc on E", "acc rule", "R epoch"], rows),
         "",
         f"duration {res['duration_s']:.1f} s (mining + validating); block interval median {res['interval_s']['median']} s "
         f"(target {res['target_interval_s']:g} s); attempts per block median {res['attempts']['median']:g}, "
         f"attempts / 2^k median {res['attempts_over_2k']['median']}",
-        f"test accuracy (full test split, {res['test_size']} images): genesis {100 * res['start_accuracy']:.1f}% -> "
+        f"test accuracy ({held_out_label(res)}, {res.get('held_out_size', res['test_size'])} images): genesis {100 * res['start_accuracy']:.1f}% -> "
         f"tip {100 * res['end_accuracy']:.1f}% (best {100 * res['best_accuracy']:.1f}%; chance "
         f"{100 * res['chance']:.0f}%)",
         f"plain SGD ({res.get('sgd_runs', 1)} runs), same {res['total_steps']} canonical steps: "
@@ -307,6 +387,13 @@ def table(res: dict) -> str:
         + "; "
         f"same {res['effective_steps']} effective steps: {100 * res['sgd_end_accuracy_effective']:.1f}%",
     ]
+    if "acc_pass_rate" in res:
+        lines.append(f"accuracy rule: passed {res['blocks']} of {res['r_hits']} R hits ({100 * res['acc_pass_rate']:.1f}%); "
+                     "by height: " + ", ".join(f"{b['heights'][0]}-{b['heights'][1]} {100 * b['pass_rate']:.0f}%"
+                                                for b in res["acc_pass_rate_by_height"]))
+        lines.append(f"longest block interval {res['longest_interval']} s (block 1 excluded when there are others); "
+                     f"R re-drawn (epoch > 0, every {res['redraw_interval_s']:g} s after the parent) in blocks: "
+                     f"{res['redraw_blocks'] or 'none'} (block 1 not counted: genesis has the spec's fixed timestamp)")
     if res.get("figures"):
         lines.append("figures: " + ", ".join(res["figures"]))
     if res.get("load_average_after"):

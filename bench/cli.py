@@ -14,6 +14,8 @@ BENCHMARKS = (
     "bench.verify",
     "bench.chain",
     "bench.memory",
+    "bench.threads",
+    "bench.evalspeed",
 )
 
 

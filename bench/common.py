@@ -27,14 +27,36 @@ GENERATED_CIFAR = "generated (CIFAR-10 unavailable)"
 
 
 # -- arguments ----------------------------------------------------------------------
-def add_common_arguments(p: argparse.ArgumentParser, *, preset_default: str = "tiny",
-                         seconds_default: float = 10.0, runs_default: int = 3) -> None:
+def add_spec_arguments(p: argparse.ArgumentParser, preset_default: str = "tiny") -> None:
     from consensus.spec import PRESETS
     p.add_argument("--preset", choices=PRESETS, default=preset_default)
+    p.add_argument("--spec", type=Path, default=None,
+                   help="chain spec file instead of a preset (e.g. from `polchain spec --dataset-archive`)")
+
+
+def load_spec(args: argparse.Namespace):
+    """The chain a benchmark runs: ``--spec FILE``, else ``--preset``.
+
+    ``args.preset`` becomes the chain's name, which the results and their files carry.
+    """
+    from consensus.spec import ChainSpec, preset
+    spec = ChainSpec.from_json(Path(args.spec).read_text()) if getattr(args, "spec", None) else preset(args.preset)
+    args.preset = spec.name
+    if hasattr(args, "threads"):
+        from node.threads import apply_threads
+        progress(apply_threads(args.threads, spec.model.arch, getattr(args, "device", "cpu")))
+    return spec
+
+
+def add_common_arguments(p: argparse.ArgumentParser, *, preset_default: str = "tiny",
+                         seconds_default: float = 10.0, runs_default: int = 3) -> None:
+    add_spec_arguments(p, preset_default)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     p.add_argument("--seconds", type=float, default=seconds_default, help="length of one timed run")
     p.add_argument("--runs", type=int, default=runs_default, help="timed runs (the median is reported)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    from node.threads import threads_arg
+    p.add_argument("--threads", type=threads_arg, default=None,
+                   help="torch CPU threads (default: measured per model, see node/threads.py)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where CIFAR-10 lives, if it does (never downloaded by a benchmark)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -150,13 +172,13 @@ def bench_dataset(spec, data_dir: Path | None = None):
     """
     from consensus.data import DatasetError, load_dataset
     if spec.dataset.id == "synthetic":
-        return load_dataset(spec.dataset, None, download=False, progress=False), "synthetic (the spec's own)"
+        return load_dataset(spec.dataset, None), "synthetic (the spec's own)"
     if data_dir is not None:
         try:
-            return (load_dataset(spec.dataset, Path(data_dir), download=False, progress=False),
+            return (load_dataset(spec.dataset, Path(data_dir)),
                     f"{spec.dataset.id} from {data_dir}")
-        except DatasetError:
-            pass
+        except DatasetError as exc:
+            progress(f"not using {data_dir}: {exc}")
     return generated_dataset(spec.dataset.train_size, spec.dataset.test_size), GENERATED_CIFAR
 
 

@@ -144,7 +144,7 @@ def feed_block(spec, data_dir: Path, work: Path, url: str, report: dict) -> None
     from .verify import mine_block
     try:
         t0 = time.monotonic()
-        dataset = load_dataset(spec.dataset, data_dir, download=False, progress=False)
+        dataset = load_dataset(spec.dataset, data_dir)
         header, records, _, _ = mine_block(spec, dataset, "cpu", None, 0, work)
         report["mined_s"] = round(time.monotonic() - t0, 1)
         common.progress(f"feeder: block {header.hash[:16]} mined here in {report['mined_s']} s; POST to the node")

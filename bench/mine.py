@@ -68,11 +68,10 @@ def measure(miner, job, w, seconds: float, device: str) -> tuple[float, int, flo
 
 def run(args) -> int:
     common.apply_threads(args.threads)
-    from consensus.spec import preset
     from consensus.training import genesis_state
     from miner.search import default_groups, make_miner, pick_device
 
-    spec = preset(args.preset)
+    spec = common.load_spec(args)
     device = pick_device(args.device)
     data, data_note = common.bench_dataset(spec, args.data_dir)
     k = args.k or spec.difficulty.initial

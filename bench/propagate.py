@@ -102,7 +102,7 @@ def mine_chain(spec, datadir: Path, blocks: int, log=common.progress) -> list[tu
     datadir = Path(datadir)
     datadir.mkdir(parents=True, exist_ok=True)
     (datadir / "spec.json").write_text(spec.to_json())
-    dataset = load_dataset(spec.dataset, datadir / "data", progress=False)
+    dataset = load_dataset(spec.dataset, datadir / "data")
     chain = Chain(spec, datadir, dataset, archival=True)
     key = load_or_create_key(datadir / "node.key")
     miner = make_miner("fast", spec, dataset, device="cpu", seed=1)

@@ -244,11 +244,10 @@ def run(args) -> int:
 
 def measure_verify(args) -> dict:
     common.apply_threads(args.threads)
-    from consensus.spec import preset
     from consensus.training import Replayer, set_deterministic
     from miner.search import default_groups, pick_device
 
-    base = preset(args.preset)
+    base = common.load_spec(args)
     resnet = base.model.arch != "tiny-cnn"
     k_block = args.k or (2 if resnet else base.difficulty.initial)
     spec = block_spec(base, k_block)

@@ -1,7 +1,10 @@
 """Consensus-critical CIFAR-10 reader (official *binary* version, no pickle).
 
 Every node must see bit-identical training and test tensors, so this module
-reads the dataset straight from the official archive and nothing else:
+reads the dataset straight from a local copy of the official archive (or of an
+archive in the same layout that a chain spec names by its MD5) and nothing
+else. Fetching the archive is not consensus: it lives in ``node/dataset.py``;
+this module never touches the network.
 
     https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz
     MD5 c32a1d4ab5d03f1284b67883e8d87530
@@ -12,31 +15,35 @@ node must never do that on a file fetched from the network. The binary format
 is trivial to parse and to check:
 
 * ``cifar-10-batches-bin/data_batch_1.bin`` .. ``data_batch_5.bin``: training
-  set, 10000 records each; train = batches 1..5 concatenated in that order.
+  set, 10000 records each in the official archive; train = batches 1..5
+  concatenated in that order.
 * ``cifar-10-batches-bin/test_batch.bin``: test set, 10000 records.
+* ``cifar-10-batches-bin/batches.meta.txt``: the class names, one a line
+  (checked when present: the ten CIFAR-10 names in label order).
 * Each record is 3073 bytes: one label byte (0..9), then 3072 pixel bytes,
   the 1024 red values, then 1024 green, then 1024 blue, each plane a 32x32
   image in row-major order. So a record's pixels reshape directly to
   ``[3, 32, 32]`` (channel, row, column).
 
-The archive is checked against its MD5 before it is parsed, and members are
-read by exact name from the tar.gz in memory (nothing is extracted to disk).
-Any deviation -- missing or duplicated member, wrong size, label out of range
--- raises :class:`DatasetError`.
+A spec may name a smaller archive in the same layout (e.g. the first 1,017
+records of each official file): its split sizes then say how many records each
+file holds (``train_size / 5`` per training file, ``test_size`` in the test
+file), and nothing else is accepted. The archive is checked against its MD5
+before it is parsed, and members are read by exact name from the tar.gz in
+memory (nothing is extracted to disk). Any deviation -- missing or duplicated
+member, wrong size, label out of range -- raises :class:`DatasetError`.
 """
 from __future__ import annotations
 
 import hashlib
-import os
-import sys
 import tarfile
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import torch
+
+from .data import DatasetError  # one error type for every dataset problem
 
 ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ARCHIVE_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
@@ -45,6 +52,8 @@ ARCHIVE_NAME = "cifar-10-binary.tar.gz"
 MEMBER_DIR = "cifar-10-batches-bin"
 TRAIN_MEMBERS = tuple(f"{MEMBER_DIR}/data_batch_{i}.bin" for i in range(1, 6))
 TEST_MEMBER = f"{MEMBER_DIR}/test_batch.bin"
+META_MEMBER = f"{MEMBER_DIR}/batches.meta.txt"
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 RECORDS_PER_BATCH = 10000
 NUM_CLASSES = 10
@@ -53,20 +62,17 @@ PIXEL_BYTES = 3 * 32 * 32
 RECORD_BYTES = 1 + PIXEL_BYTES  # 3073
 
 MAX_ARCHIVE_BYTES = 400_000_000  # the official archive is 170_052_171 bytes
+MAX_META_BYTES = 4096            # the official batches.meta.txt is 61 bytes
 _CHUNK = 1 << 20
-_PROGRESS_INTERVAL_S = 0.25
-
-
-class DatasetError(Exception):
-    """The dataset is missing, corrupt, or not in the expected format."""
 
 
 @dataclass(frozen=True, eq=False)  # eq on tensors would be ambiguous; use torch.equal
 class Cifar10:
-    train_x: torch.Tensor  # uint8 [50000, 3, 32, 32]
-    train_y: torch.Tensor  # uint8 [50000]
-    test_x: torch.Tensor   # uint8 [10000, 3, 32, 32]
-    test_y: torch.Tensor   # uint8 [10000]
+    train_x: torch.Tensor  # uint8 [5 * per-file records, 3, 32, 32] (official: 50000)
+    train_y: torch.Tensor  # uint8 [5 * per-file records]
+    test_x: torch.Tensor   # uint8 [test records, 3, 32, 32] (official: 10000)
+    test_y: torch.Tensor   # uint8 [test records]
+    train_file_records: tuple[int, ...] = ()  # records in data_batch_1..5
 
 
 def file_md5(path: Path) -> str:
@@ -77,111 +83,22 @@ def file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-# -- download ----------------------------------------------------------------
-def download_archive(root: Path, url: str = ARCHIVE_URL, md5: str = ARCHIVE_MD5, *,
-                     progress: bool = True, timeout: float = 60.0,
-                     max_bytes: int = MAX_ARCHIVE_BYTES) -> Path:
-    """Make sure ``root/ARCHIVE_NAME`` exists with the given MD5; return its path.
+def find_archive(root: Path, md5: str) -> Path | None:
+    """The archive in ``root`` whose MD5 is ``md5``, or None.
 
-    Downloads only if the file is absent or has the wrong checksum. The body is
-    streamed to ``ARCHIVE_NAME + ".part"``, checked, fsynced and renamed into
-    place, so the final path only ever holds a verified archive.
+    ``root/ARCHIVE_NAME`` is tried first, then every other ``*.tar.gz`` in
+    ``root`` (by name) up to MAX_ARCHIVE_BYTES, so a directory holding e.g. a
+    sample archive under its own name serves the spec that names its MD5.
     """
-    root = Path(root)
-    md5 = md5.lower()
-    dest = root / ARCHIVE_NAME
-    if dest.is_file():
-        actual = file_md5(dest)
-        if actual == md5:
-            return dest
-        if progress:
-            print(f"{dest}: checksum {actual} != expected {md5}, downloading again",
-                  file=sys.stderr)
-
-    root.mkdir(parents=True, exist_ok=True)
-    part = root / (ARCHIVE_NAME + ".part")
-    try:
-        actual = _download(url, part, progress=progress, timeout=timeout,
-                           max_bytes=max_bytes)
-        if actual != md5:
-            raise DatasetError(f"checksum mismatch for {url}: expected MD5 {md5}, "
-                               f"got {actual}")
-        os.replace(part, dest)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    _fsync_dir(root)
-    return dest
-
-
-def _download(url: str, part: Path, *, progress: bool, timeout: float,
-              max_bytes: int) -> str:
-    """Stream ``url`` into ``part`` (fsynced); return the MD5 hex of the body."""
-    h = hashlib.md5(usedforsecurity=False)
-    done = 0
-    try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as r:
-            if r.status_code != 200:
-                raise DatasetError(f"download of {url} failed: HTTP {r.status_code}")
-            total = _content_length(r)
-            if total is not None and total > max_bytes:
-                raise DatasetError(f"download of {url} refused: {total} bytes "
-                                   f"announced, limit is {max_bytes}")
-            start = last = time.monotonic()
-            with open(part, "wb") as f:
-                for chunk in r.iter_raw(_CHUNK):
-                    done += len(chunk)
-                    if done > max_bytes:
-                        raise DatasetError(f"download of {url} aborted: more than "
-                                           f"{max_bytes} bytes")
-                    f.write(chunk)
-                    h.update(chunk)
-                    now = time.monotonic()
-                    if progress and now - last >= _PROGRESS_INTERVAL_S:
-                        _show_progress(done, total, now - start, end="")
-                        last = now
-                f.flush()
-                os.fsync(f.fileno())
-            if total is not None and done != total:
-                raise DatasetError(f"download of {url} incomplete: got {done} of "
-                                   f"{total} bytes")
-            if progress:
-                _show_progress(done, total, time.monotonic() - start, end="\n")
-    except httpx.HTTPError as e:
-        raise DatasetError(f"download of {url} failed: {e!r}") from e
-    return h.hexdigest()
-
-
-def _content_length(r: httpx.Response) -> int | None:
-    # Counts the bytes on the wire, which is what iter_raw yields: a server that
-    # labels the .tar.gz "Content-Encoding: gzip" must not get it decompressed.
-    value = r.headers.get("content-length")
-    if value is None:
+    root, md5 = Path(root), md5.lower()
+    if not root.is_dir():
         return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
-
-
-def _show_progress(done: int, total: int | None, elapsed: float, end: str) -> None:
-    rate = done / elapsed / 1e6 if elapsed > 0 else 0.0
-    if total:
-        text = (f"{ARCHIVE_NAME}: {done / 1e6:.1f}/{total / 1e6:.1f} MB "
-                f"({100 * done / total:5.1f}%) {rate:.1f} MB/s")
-    else:
-        text = f"{ARCHIVE_NAME}: {done / 1e6:.1f} MB {rate:.1f} MB/s"
-    print("\r" + text, end=end, file=sys.stderr, flush=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    if not hasattr(os, "O_DIRECTORY"):
-        return  # Windows: directories cannot be opened for fsync
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    named = root / ARCHIVE_NAME
+    others = sorted(p for p in root.glob("*.tar.gz") if p.name != ARCHIVE_NAME)
+    for path in ([named] if named.is_file() else []) + others:
+        if path.is_file() and path.stat().st_size <= MAX_ARCHIVE_BYTES and file_md5(path) == md5:
+            return path
+    return None
 
 
 # -- decoding ----------------------------------------------------------------
@@ -206,65 +123,97 @@ def decode_records(data: bytes, expected_count: int | None) -> tuple[torch.Tenso
     return images, labels
 
 
-# -- loading -----------------------------------------------------------------
-def load_cifar10(root: Path, *, download: bool = True, url: str = ARCHIVE_URL,
-                 md5: str = ARCHIVE_MD5, progress: bool = True,
-                 records_per_batch: int = RECORDS_PER_BATCH) -> Cifar10:
-    """Load CIFAR-10 from ``root/ARCHIVE_NAME``, downloading it if allowed.
+def check_meta(data: bytes) -> None:
+    """``batches.meta.txt`` must list the ten CIFAR-10 class names in label order."""
+    names = tuple(line.strip() for line in data.decode("ascii", "replace").splitlines() if line.strip())
+    if names != CLASS_NAMES:
+        raise DatasetError(f"class names {list(names)[:12]}, expected {list(CLASS_NAMES)}")
 
-    ``records_per_batch`` applies to each of the six batch files; only tests
-    should change it (to use small archives in the official layout).
+
+# -- loading -----------------------------------------------------------------
+def load_cifar10(root: Path, *, md5: str = ARCHIVE_MD5, train_records: int | None = RECORDS_PER_BATCH,
+                 test_records: int | None = RECORDS_PER_BATCH) -> Cifar10:
+    """Load the archive in ``root`` whose MD5 is ``md5`` (see ``find_archive``); never downloads."""
+    path = find_archive(root, md5)
+    if path is None:
+        raise DatasetError(f"no CIFAR-10 archive with MD5 {md5} in {root} (looked at {ARCHIVE_NAME} and "
+                           f"every *.tar.gz there); the official one is {ARCHIVE_URL}")
+    return load_archive(path, md5, train_records=train_records, test_records=test_records)
+
+
+def load_archive(path: Path, md5: str | None, *, train_records: int | None = RECORDS_PER_BATCH,
+                 test_records: int | None = RECORDS_PER_BATCH) -> Cifar10:
+    """Decode one archive after checking its MD5 (unless ``md5`` is None).
+
+    ``train_records`` is the record count of EACH training file, ``test_records``
+    that of the test file (official: 10000 both); None accepts any whole number
+    of records (to inspect an archive before writing a spec for it).
     """
-    root = Path(root)
-    if download:
-        path = download_archive(root, url, md5, progress=progress)
-    else:
-        path = root / ARCHIVE_NAME
-        if not path.is_file():
-            raise DatasetError(f"{path} not found and download=False; fetch {url} "
-                               f"(MD5 {md5}) into {root}")
+    path = Path(path)
+    if md5 is not None:
         actual = file_md5(path)
         if actual != md5.lower():
-            raise DatasetError(f"{path}: checksum mismatch: expected MD5 {md5}, "
-                               f"got {actual}")
-
-    decoded = _read_members(path, records_per_batch)
+            raise DatasetError(f"{path}: checksum mismatch: expected MD5 {md5}, got {actual}")
+    counts = {name: train_records for name in TRAIN_MEMBERS} | {TEST_MEMBER: test_records}
+    decoded = _read_members(path, counts)
     train = [decoded[name] for name in TRAIN_MEMBERS]
     test_x, test_y = decoded[TEST_MEMBER]
     return Cifar10(train_x=torch.cat([x for x, _ in train]),
                    train_y=torch.cat([y for _, y in train]),
-                   test_x=test_x, test_y=test_y)
+                   test_x=test_x, test_y=test_y,
+                   train_file_records=tuple(int(y.shape[0]) for _, y in train))
 
 
-def _read_members(path: Path, records_per_batch: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Decode the six batch members in one sequential pass over the tar.gz."""
-    size = records_per_batch * RECORD_BYTES
+def _read_members(path: Path, counts: dict[str, int | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Decode the six batch members (and check the class names) in one pass over the tar.gz."""
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    seen_meta = False
     try:
         with tarfile.open(path, "r:gz") as tf:
             for member in tf:
                 name = member.name
-                if name not in TRAIN_MEMBERS and name != TEST_MEMBER:
+                if name not in counts and name != META_MEMBER:
                     continue
-                if name in out:
+                if name in out or (name == META_MEMBER and seen_meta):
                     raise DatasetError(f"{path}: member {name} appears twice")
                 if not member.isreg():
                     raise DatasetError(f"{path}: member {name} is not a regular file")
-                if member.size != size:
-                    raise DatasetError(f"{path}: member {name} has {member.size} bytes, "
-                                       f"expected {size} ({records_per_batch} records "
-                                       f"of {RECORD_BYTES} bytes)")
-                data = tf.extractfile(member).read()
-                if len(data) != size:
-                    raise DatasetError(f"{path}: member {name} truncated: read "
-                                       f"{len(data)} of {size} bytes")
-                try:
-                    out[name] = decode_records(data, records_per_batch)
-                except DatasetError as e:
-                    raise DatasetError(f"{path}: member {name}: {e}") from e
+                if name == META_MEMBER:
+                    seen_meta = True
+                    _read_meta(tf, member, path)
+                    continue
+                out[name] = _read_batch(tf, member, counts[name], path)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DatasetError(f"{path}: not a readable tar.gz archive: {e!r}") from e
-    missing = [n for n in (*TRAIN_MEMBERS, TEST_MEMBER) if n not in out]
+    missing = [n for n in counts if n not in out]
     if missing:
         raise DatasetError(f"{path}: missing member(s) {', '.join(missing)}")
     return out
+
+
+def _read_batch(tf: tarfile.TarFile, member: tarfile.TarInfo, count: int | None,
+                path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    name, size = member.name, member.size
+    if count is not None and size != count * RECORD_BYTES:
+        raise DatasetError(f"{path}: member {name} has {size} bytes, expected {count * RECORD_BYTES} "
+                           f"({count} records of {RECORD_BYTES} bytes, as the chain spec says)")
+    if count is None and (size % RECORD_BYTES or size > MAX_ARCHIVE_BYTES):
+        raise DatasetError(f"{path}: member {name} has {size} bytes, not a whole number of "
+                           f"{RECORD_BYTES}-byte records")
+    data = tf.extractfile(member).read()
+    if len(data) != size:
+        raise DatasetError(f"{path}: member {name} truncated: read {len(data)} of {size} bytes")
+    try:
+        return decode_records(data, count)
+    except DatasetError as e:
+        raise DatasetError(f"{path}: member {name}: {e}") from e
+
+
+def _read_meta(tf: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
+    if member.size > MAX_META_BYTES:
+        raise DatasetError(f"{path}: member {member.name} has {member.size} bytes, at most "
+                           f"{MAX_META_BYTES} expected")
+    try:
+        check_meta(tf.extractfile(member).read())
+    except DatasetError as e:
+        raise DatasetError(f"{path}: member {member.name}: {e}") from e

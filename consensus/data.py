@@ -5,7 +5,8 @@ A dataset is four tensors: ``train_x``/``test_x`` uint8 [N, 3, 32, 32] and
 splits (see ``split_hash``), computed over the decoded tensors, so a node with
 different data refuses to start.
 
-* ``cifar10``: decoded from the official binary archive (consensus.cifar10).
+* ``cifar10``: decoded from the official binary archive, or a smaller one in the
+  same layout that the spec names by MD5 and split sizes (consensus.cifar10).
 * ``synthetic``: generated from a seed with integer arithmetic only (identical
   on every machine). Each class has a blocky colour prototype; an image is its
   class prototype blended with another class's, shifted, plus noise. It is
@@ -22,7 +23,7 @@ import torch
 
 
 class DatasetError(Exception):
-    pass
+    """The dataset is missing, corrupt, not in the expected format, or not the one the spec pins."""
 
 
 @dataclass(frozen=True)
@@ -83,26 +84,40 @@ def make_synthetic(seed: int, train_size: int, test_size: int, num_classes: int 
 
 
 # -- loading by spec ------------------------------------------------------------
-def load_dataset(dataset_spec, data_dir: Path | None, *, download: bool = True,
-                 progress: bool = True, verify: bool = True) -> Dataset:
-    """Load the dataset a spec names and check it against the pinned hashes."""
+def load_dataset(dataset_spec, data_dir: Path | None, *, verify: bool = True) -> Dataset:
+    """Load the dataset a spec names and check it against the pinned hashes.
+
+    Local files only: a cifar10 archive must already be in ``data_dir`` (found by
+    the spec's MD5, see ``consensus.cifar10.find_archive``); fetching it is the
+    node's business (node/dataset.py).
+    """
     if dataset_spec.id == "synthetic":
         ds = make_synthetic(dataset_spec.seed, dataset_spec.train_size, dataset_spec.test_size)
     elif dataset_spec.id == "cifar10":
-        from . import cifar10
-        if data_dir is None:
-            raise DatasetError("cifar10 needs a data directory")
-        try:
-            c = cifar10.load_cifar10(Path(data_dir), download=download, progress=progress,
-                                    md5=dataset_spec.archive_md5 or cifar10.ARCHIVE_MD5)
-        except cifar10.DatasetError as exc:
-            raise DatasetError(str(exc)) from exc
-        ds = Dataset(c.train_x, c.train_y, c.test_x, c.test_y)
+        ds = _load_cifar10(dataset_spec, data_dir)
     else:
         raise DatasetError(f"unknown dataset id {dataset_spec.id!r}")
     if verify:
         check_dataset(ds, dataset_spec)
     return ds
+
+
+def cifar10_records(dataset_spec) -> tuple[int, int]:
+    """(records in each of the five training files, records in the test file) the spec says."""
+    if dataset_spec.train_size <= 0 or dataset_spec.train_size % 5 or dataset_spec.test_size <= 0:
+        raise DatasetError(f"cifar10 train_size {dataset_spec.train_size} must be 5 x the records of one "
+                           f"training file and test_size {dataset_spec.test_size} positive")
+    return dataset_spec.train_size // 5, dataset_spec.test_size
+
+
+def _load_cifar10(dataset_spec, data_dir: Path | None) -> Dataset:
+    from . import cifar10
+    if data_dir is None:
+        raise DatasetError("cifar10 needs a data directory")
+    per_file, test = cifar10_records(dataset_spec)
+    c = cifar10.load_cifar10(Path(data_dir), md5=dataset_spec.archive_md5 or cifar10.ARCHIVE_MD5,
+                             train_records=per_file, test_records=test)
+    return Dataset(c.train_x, c.train_y, c.test_x, c.test_y)
 
 
 def check_dataset(ds: Dataset, dataset_spec) -> None:

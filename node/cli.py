@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 
 from consensus.spec import PRESETS, preset
+from node.threads import threads_arg
+
+
+THREADS_HELP = "torch CPU threads (default: measured per model, printed at start; see node/threads.py)"
 
 
 def _env(name: str, default=None):
@@ -47,10 +51,26 @@ def setup_logging(level: str = "INFO") -> None:
 
 # -- spec -------------------------------------------------------------------------
 def cmd_spec(args) -> int:
-    text = preset(args.preset).to_json()
+    spec = preset(args.preset)
+    if args.dataset_archive is not None:
+        from consensus.data import DatasetError
+        from node.dataset import spec_for_archive
+        try:
+            spec = spec_for_archive(spec, args.dataset_archive, args.name)
+        except DatasetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        d = spec.dataset
+        print(f"{spec.name}: {d.train_size} train + {d.test_size} test images from {args.dataset_archive} "
+              f"(MD5 {d.archive_md5}); run nodes with --spec FILE --dataset-dir "
+              f"{Path(args.dataset_archive).resolve().parent}", file=sys.stderr)
+    elif args.name:
+        import dataclasses
+        spec = dataclasses.replace(spec, name=args.name)
+    text = spec.to_json()
     if args.output:
         Path(args.output).write_text(text)
-        print(f"wrote {args.output} (chain id {preset(args.preset).chain_id})", file=sys.stderr)
+        print(f"wrote {args.output} (chain id {spec.chain_id})", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -63,11 +83,13 @@ def cmd_mine(args) -> int:
     from node.keys import load_or_create_key
     from node.mining import mine_on_tip
     from node.setup import open_chain, resolve_spec
+    from node.threads import apply_threads
 
     if _lock(Path(args.datadir)) is None:
         return 2
     try:
         spec = resolve_spec(Path(args.datadir), args.preset, args.spec)
+        print(apply_threads(args.threads, spec.model.arch, args.device), file=sys.stderr)
         chain = open_chain(Path(args.datadir), spec, data_dir=args.dataset_dir, archival=True)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -95,6 +117,7 @@ def cmd_mine(args) -> int:
 def cmd_verify(args) -> int:
     from node.chain import StartupError
     from node.setup import open_chain, resolve_spec
+    from node.threads import apply_threads
     from node.verify import verify_chain
 
     from .progress import Progress
@@ -107,6 +130,7 @@ def cmd_verify(args) -> int:
         return 2
     try:
         spec = resolve_spec(datadir)
+        print(apply_threads(args.threads, spec.model.arch), file=sys.stderr)
         chain = open_chain(datadir, spec, data_dir=args.dataset_dir)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -135,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("spec", help="print a preset chain spec (genesis document)")
     s.add_argument("--preset", choices=PRESETS, default="tiny")
     s.add_argument("-o", "--output")
+    s.add_argument("--dataset-archive", type=Path, metavar="PATH",
+                   help="a CIFAR-10 archive in the official binary layout (e.g. a sample): the preset's rules "
+                        "on it, with its split sizes, MD5 and decoded split hashes pinned")
+    s.add_argument("--name", help="chain name (default: the preset's; PRESET-sample for another archive)")
     s.set_defaults(func=cmd_spec)
 
     s = sub.add_parser("mine", help="mine N blocks solo (no network) into a datadir")
@@ -146,10 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--miner", choices=("fast", "reference"), default="fast")
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--threads", type=threads_arg, default=None, help=THREADS_HELP)
     s.set_defaults(func=cmd_mine)
 
     s = sub.add_parser("verify", help="replay every stored block from genesis")
     add_datadir_args(s, required=True)
+    s.add_argument("--threads", type=threads_arg, default=None, help=THREADS_HELP)
     s.set_defaults(func=cmd_verify)
 
     import importlib

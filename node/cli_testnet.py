@@ -43,6 +43,8 @@ def add_commands(sub) -> None:
     s.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     s.add_argument("--miners", type=int, default=None, help="how many of them mine (default min(2, nodes))")
     s.add_argument("--preset", default="tiny", help="chain preset (default tiny)")
+    s.add_argument("--spec", type=Path, default=None,
+                   help="chain spec file instead of a preset (e.g. from `polchain spec --dataset-archive`)")
     s.add_argument("--base-port", type=int, default=8000, help="node i listens on BASE+i (default 8000)")
     s.add_argument("--host", default=None,
                    help="interface the nodes listen on (default 127.0.0.1; 0.0.0.0 with --public-host)")
@@ -53,7 +55,8 @@ def add_commands(sub) -> None:
                    help="parent of node0..nodeN-1 (default ./testnet-data; --data-dir is the same option)")
     s.add_argument("--dataset-dir", type=Path, default=None,
                    help="shared dataset cache for all nodes (default DATADIR/data)")
-    s.add_argument("--threads", type=int, default=1, help="torch threads per node (default 1)")
+    s.add_argument("--threads", type=int, default=1,
+                   help="torch threads per node (default 1: the nodes share this machine's cores)")
     s.add_argument("--device", default="cpu", help="device for the miners: cpu (default), cuda, auto")
     s.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     s.add_argument("--until-height", type=int, default=None, metavar="H",
@@ -94,7 +97,8 @@ class Node:
     def command(self, args, peers: list[str]) -> list[str]:
         cmd = [sys.executable, "-m", "node.cli", "--log-level", os.environ.get("POLCHAIN_LOG_LEVEL", "INFO"),
                "node", "--datadir", str(self.datadir), "--host", args.host, "--port", str(self.port),
-               "--public-url", self.public_url, "--preset", args.preset, "--threads", str(args.threads)]
+               "--public-url", self.public_url, "--threads", str(args.threads)]
+        cmd += ["--spec", str(args.spec)] if args.spec is not None else ["--preset", args.preset]
         if args.dataset_dir is not None:
             cmd += ["--dataset-dir", str(args.dataset_dir)]
         for p in peers:
@@ -234,10 +238,15 @@ def cmd_testnet(args) -> int:
     if not 0 <= args.miners <= args.nodes:
         print("error: --miners must be between 0 and --nodes", file=sys.stderr)
         return 2
+    from consensus.spec import ChainSpec
     from consensus.spec import preset as load_preset
     try:
-        load_preset(args.preset)
-    except ValueError as exc:
+        if args.spec is not None:
+            args.spec = args.spec.resolve()  # the nodes run in their own directories
+            chain = f"spec {ChainSpec.from_json(args.spec.read_text()).name} ({args.spec})"
+        else:
+            chain = f"preset {load_preset(args.preset).name}"
+    except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -275,8 +284,8 @@ def cmd_testnet(args) -> int:
     rc = 0
     reached_at = None
     try:
-        print(f"polchain testnet: {args.nodes} nodes ({args.miners} mining), preset {args.preset}, "
-              f"datadir {root}")
+        print(f"polchain testnet: {args.nodes} nodes ({args.miners} mining), {chain}, "
+              f"{args.threads} torch thread(s) per node, datadir {root}")
         for n in nodes:
             peers = [] if n.index == 0 else sorted({nodes[0].url, nodes[n.index - 1].url})
             n.start(args, peers, env)

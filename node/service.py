@@ -8,8 +8,6 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
-
 from consensus.block import BlockHeader
 from consensus.records import Record
 
@@ -19,6 +17,7 @@ from .keys import load_or_create_key
 from .metrics import Metrics
 from .settings import Settings
 from .setup import open_chain, resolve_spec
+from .threads import apply_threads
 
 log = logging.getLogger("polchain.node")
 
@@ -26,10 +25,9 @@ log = logging.getLogger("polchain.node")
 class NodeService:
     def __init__(self, settings: Settings):
         self.settings = settings
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
         datadir = Path(settings.datadir)
         self.spec = resolve_spec(datadir, settings.preset, settings.spec_file)
+        log.info("%s", apply_threads(settings.threads, self.spec.model.arch, settings.device))
         self.chain: Chain = open_chain(datadir, self.spec, data_dir=settings.dataset_dir,
                                        keep_weights=settings.keep_weights, archival=settings.archival)
         self.key = load_or_create_key(settings.key_file or datadir / "node.key")

@@ -10,6 +10,7 @@ from consensus.hashing import canonical_json, sha256_hex
 from consensus.spec import HEADER_VERSION, ChainSpec, preset
 
 from .chain import Chain, StartupError
+from .dataset import ensure_archive
 
 log = logging.getLogger("polchain.node")
 SPEC_FILE = "spec.json"
@@ -67,7 +68,9 @@ def data_dir_for(datadir: Path, data_dir: Path | None) -> Path:
 def open_chain(datadir: Path, spec: ChainSpec, *, data_dir: Path | None = None, keep_weights: int = 100,
                archival: bool = False, progress: bool = True) -> Chain:
     try:
-        dataset = load_dataset(spec.dataset, data_dir_for(datadir, data_dir), progress=progress)
+        data = data_dir_for(datadir, data_dir)
+        ensure_archive(spec.dataset, data, progress=progress)  # found by MD5 there, else the official download
+        dataset = load_dataset(spec.dataset, data)
     except DatasetError as exc:
         raise StartupError(str(exc)) from None
     chain = Chain(spec, Path(datadir), dataset, keep_weights=keep_weights, archival=archival)

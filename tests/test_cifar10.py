@@ -1,17 +1,18 @@
-"""Tests for consensus/cifar10.py on small archives in the official binary layout."""
+"""Tests for consensus/cifar10.py on small archives in the official binary layout.
+
+The real CIFAR-10 sample: tests/test_cifar10_sample.py; the download: tests/node/test_dataset.py.
+"""
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from consensus.cifar10 import (ARCHIVE_NAME, Cifar10, DatasetError, decode_records,
-                               download_archive, load_cifar10)
+from consensus.cifar10 import (ARCHIVE_NAME, META_MEMBER, Cifar10, DatasetError, decode_records, find_archive,
+                               load_archive, load_cifar10)
 from tests.cifar_fixture import (TEST_NAME, TRAIN_NAMES, cifar_members, encode_records,
                                  make_cifar_archive, write_tar_gz)
 
@@ -23,7 +24,7 @@ def member_bytes(seed: int = 0) -> dict[str, bytes]:
 
 
 def load(root: Path, md5: str, **kw) -> Cifar10:
-    return load_cifar10(root, download=False, md5=md5, records_per_batch=N, **kw)
+    return load_cifar10(root, md5=md5, train_records=N, test_records=N, **kw)
 
 
 def reencode(x: torch.Tensor, y: torch.Tensor) -> bytes:
@@ -82,15 +83,33 @@ def test_load_is_deterministic(tmp_path):
         assert torch.equal(getattr(a, name), getattr(b, name))
 
 
-def test_missing_file_without_download(tmp_path):
-    with pytest.raises(DatasetError, match="not found and download=False"):
+def test_missing_archive(tmp_path):
+    with pytest.raises(DatasetError, match=f"no CIFAR-10 archive with MD5 {'0' * 32} in {tmp_path}"):
         load(tmp_path, "0" * 32)
+    with pytest.raises(DatasetError, match="no CIFAR-10 archive"):
+        load(tmp_path / "absent", "0" * 32)
 
 
-def test_wrong_checksum_without_download(tmp_path):
+def test_wrong_checksum(tmp_path):
     md5 = make_cifar_archive(tmp_path / ARCHIVE_NAME, records_per_batch=N)
-    with pytest.raises(DatasetError, match=f"expected MD5 {'0' * 32}, got {md5}"):
+    with pytest.raises(DatasetError, match=f"no CIFAR-10 archive with MD5 {'0' * 32}"):
         load(tmp_path, "0" * 32)
+    with pytest.raises(DatasetError, match=f"expected MD5 {'0' * 32}, got {md5}"):
+        load_archive(tmp_path / ARCHIVE_NAME, "0" * 32, train_records=N, test_records=N)
+
+
+def test_archive_found_by_md5_under_any_name(tmp_path):
+    """A directory holding archives under other names serves the spec naming one's MD5; the official
+    name is tried first, and a file with the right name but another MD5 is passed over."""
+    md5_a = make_cifar_archive(tmp_path / "a-sample.tar.gz", records_per_batch=N, seed=1)
+    md5_b = make_cifar_archive(tmp_path / "b-sample.tar.gz", records_per_batch=N, seed=2)
+    (tmp_path / ARCHIVE_NAME).write_bytes(b"not this one")
+    (tmp_path / "notes.txt").write_bytes(b"ignored")
+    assert find_archive(tmp_path, md5_b) == tmp_path / "b-sample.tar.gz"
+    assert find_archive(tmp_path, md5_a.upper()) == tmp_path / "a-sample.tar.gz"
+    assert find_archive(tmp_path, "0" * 32) is None
+    assert torch.equal(load(tmp_path, md5_b).test_y, load_archive(tmp_path / "b-sample.tar.gz", md5_b,
+                                                                   train_records=N, test_records=N).test_y)
 
 
 def corrupt_archive(tmp_path: Path, edit) -> str:
@@ -140,10 +159,26 @@ def test_misnamed_member_is_missing(tmp_path):
         load(tmp_path, md5)
 
 
-def test_wrong_records_per_batch(tmp_path):
+def test_record_counts_are_the_specs(tmp_path):
+    """A small archive is refused at the official sizes, and at any size but the one asked for;
+    with no count given (inspecting an archive) any whole number of records is read."""
     md5 = make_cifar_archive(tmp_path / ARCHIVE_NAME, records_per_batch=N)
-    with pytest.raises(DatasetError, match="expected 30730000"):
-        load_cifar10(tmp_path, download=False, md5=md5)  # official size: 10000 records
+    with pytest.raises(DatasetError, match=r"expected 30730000 \(10000 records of 3073 bytes"):
+        load_cifar10(tmp_path, md5=md5)  # official size: 10000 records
+    with pytest.raises(DatasetError, match="test_batch.bin has"):
+        load_cifar10(tmp_path, md5=md5, train_records=N, test_records=N + 1)
+    c = load_archive(tmp_path / ARCHIVE_NAME, None, train_records=None, test_records=None)
+    assert c.train_file_records == (N,) * 5 and tuple(c.test_y.shape) == (N,)
+
+
+def test_class_names_checked_when_present(tmp_path):
+    def edit(f):
+        f[META_MEMBER] = b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\ntruck\nship\n"
+    md5 = corrupt_archive(tmp_path, edit)
+    with pytest.raises(DatasetError, match="batches.meta.txt: class names"):
+        load(tmp_path, md5)
+    md5 = corrupt_archive(tmp_path, lambda f: f.pop(META_MEMBER, None))
+    assert load(tmp_path, md5).train_file_records == (N,) * 5
 
 
 def test_truncated_archive(tmp_path):
@@ -161,136 +196,3 @@ def test_not_a_tar_gz(tmp_path):
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     with pytest.raises(DatasetError, match="not a readable tar.gz"):
         load(tmp_path, md5)
-
-
-# -- download over a real HTTP server -----------------------------------------
-class Server:
-    """http.server on 127.0.0.1 serving one body at /archive, counting hits."""
-
-    def __init__(self, body: bytes):
-        self.body = body
-        self.hits = 0
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.hits += 1
-                if self.path == "/archive":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/gzip")
-                    self.send_header("Content-Length", str(len(server.body)))
-                    self.end_headers()
-                    self.wfile.write(server.body)
-                elif self.path == "/no-length":  # HTTP/1.0: body ends at close
-                    self.send_response(200)
-                    self.end_headers()
-                    self.wfile.write(server.body)
-                else:
-                    self.send_error(404)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
-                                       daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/archive") -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self):
-        if self.thread.is_alive():
-            self.httpd.shutdown()
-            self.httpd.server_close()
-
-
-@pytest.fixture
-def served(tmp_path):
-    src = tmp_path / "src" / ARCHIVE_NAME
-    src.parent.mkdir()
-    md5 = make_cifar_archive(src, records_per_batch=N)
-    server = Server(src.read_bytes())
-    yield server, md5
-    server.close()
-
-
-def test_download_progress_and_no_second_download(tmp_path, served, capfd):
-    server, md5 = served
-    root = tmp_path / "data"
-    path = download_archive(root, server.url(), md5)
-    assert path == root / ARCHIVE_NAME
-    assert path.read_bytes() == server.body
-    assert sorted(p.name for p in root.iterdir()) == [ARCHIVE_NAME]
-    assert server.hits == 1
-    err = capfd.readouterr().err
-    assert err.startswith("\r") and err.endswith("\n")
-    assert "100.0%" in err and "MB/s" in err and ARCHIVE_NAME in err
-
-    assert download_archive(root, server.url(), md5) == path
-    assert server.hits == 1
-    assert capfd.readouterr().err == ""
-
-
-def test_download_quiet(tmp_path, served, capfd):
-    server, md5 = served
-    download_archive(tmp_path, server.url(), md5, progress=False)
-    assert capfd.readouterr().err == ""
-
-
-def test_download_without_content_length(tmp_path, served, capfd):
-    server, md5 = served
-    path = download_archive(tmp_path, server.url("/no-length"), md5)
-    assert path.read_bytes() == server.body
-    assert "MB/s" in capfd.readouterr().err
-
-
-def test_download_wrong_md5_leaves_nothing(tmp_path, served):
-    server, md5 = served
-    with pytest.raises(DatasetError) as e:
-        download_archive(tmp_path, server.url(), "f" * 32)
-    assert f"expected MD5 {'f' * 32}" in str(e.value) and f"got {md5}" in str(e.value)
-    assert list(tmp_path.iterdir()) == [tmp_path / "src"]
-
-
-def test_download_replaces_corrupt_file(tmp_path, served):
-    server, md5 = served
-    root = tmp_path / "data"
-    root.mkdir()
-    (root / ARCHIVE_NAME).write_bytes(b"junk")
-    path = download_archive(root, server.url(), md5, progress=False)
-    assert path.read_bytes() == server.body and server.hits == 1
-
-
-def test_download_http_error(tmp_path, served):
-    server, md5 = served
-    with pytest.raises(DatasetError, match="HTTP 404"):
-        download_archive(tmp_path / "data", server.url("/nope"), md5)
-    assert list((tmp_path / "data").iterdir()) == []
-
-
-def test_download_connection_refused(tmp_path, served):
-    server, md5 = served
-    url = server.url()
-    server.close()
-    with pytest.raises(DatasetError, match="download of .* failed"):
-        download_archive(tmp_path / "data", url, md5, timeout=5.0)
-
-
-@pytest.mark.parametrize("path, message", [("/archive", "refused"), ("/no-length", "aborted")])
-def test_download_size_limit(tmp_path, served, path, message):
-    server, md5 = served
-    with pytest.raises(DatasetError, match=message):
-        download_archive(tmp_path / "data", server.url(path), md5, progress=False,
-                         max_bytes=len(server.body) - 1)
-    assert list((tmp_path / "data").iterdir()) == []
-
-
-def test_load_with_download(tmp_path, served, capfd):
-    server, md5 = served
-    ds = load_cifar10(tmp_path / "data", url=server.url(), md5=md5, records_per_batch=N)
-    members = member_bytes()
-    assert reencode(ds.test_x, ds.test_y) == members[TEST_NAME]
-    assert "100.0%" in capfd.readouterr().err
-    load_cifar10(tmp_path / "data", url=server.url(), md5=md5, records_per_batch=N)
-    assert server.hits == 1

@@ -110,3 +110,24 @@ def test_testnet_rejects_busy_port(tmp_path):
                               cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "already in use" in proc.stderr
+
+
+def test_testnet_runs_a_spec_file(tmp_path):
+    """--spec FILE: every node runs that chain (here tiny with another name, so another chain id)."""
+    import dataclasses
+
+    from consensus.spec import ChainSpec, preset
+    spec = dataclasses.replace(preset("tiny"), name="tiny-from-file")
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    datadir = tmp_path / "tn"
+    proc, summary = _testnet("--nodes", "2", "--miners", "1", "--spec", str(tmp_path / "spec.json"), "--datadir",
+                             str(datadir), "--base-port", str(_free_base_port(2)), "--until-height", "1",
+                             "--duration", "120", timeout=200)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert f"spec tiny-from-file ({tmp_path / 'spec.json'})" in proc.stdout
+    for i in range(2):
+        assert ChainSpec.from_json((datadir / f"node{i}" / "spec.json").read_text()).chain_id == spec.chain_id
+    _no_node_left(datadir)
+    proc = subprocess.run([sys.executable, "-m", "node.cli", "testnet", "--spec", str(tmp_path / "absent.json"),
+                           "--datadir", str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "absent.json" in proc.stderr

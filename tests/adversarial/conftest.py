@@ -82,7 +82,7 @@ def dataset(spec, request, tmp_path_factory):
     try:
         return request.getfixturevalue("tiny_dataset")
     except pytest.FixtureLookupError:
-        return load_dataset(spec.dataset, tmp_path_factory.mktemp("data"), progress=False)
+        return load_dataset(spec.dataset, tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="session")

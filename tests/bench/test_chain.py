@@ -6,9 +6,20 @@ from consensus.spec import preset
 
 
 def test_chain_tiny_json(bench_json, shared_data, tmp_path):
-    res = bench_json("chain", "--preset", "tiny", "--blocks", "3", "--sgd-runs", "2", "--no-figure", "--out", str(tmp_path))
+    res = bench_json("chain", "--preset", "tiny", "--blocks", "3", "--sgd-runs", "2", "--k", "5", "--no-figure",
+                     "--out", str(tmp_path))
     assert res["benchmark"] == "chain" and res["blocks"] == 3
     rows = res["per_block"]
+    # --k lowers the difficulty for the run, and the result says so
+    assert res["k_lowered"] and res["k0"] == 5 and res["k_spec"] == 8 and all(r["k"] >= 5 for r in rows)
+    # E (test[:500]) is a quarter of tiny's test split: the blocks are scored on test[500:] only
+    assert res["held_out"] == [500, 2000] and res["held_out_size"] == 1500
+    # the accuracy rule's pass rate: each block passed once, after r_hits checks
+    assert all(r["r_hits"] >= 1 and r["acc_pass_rate"] == round(1 / r["r_hits"], 4) for r in rows)
+    assert res["r_hits"] == sum(r["r_hits"] for r in rows) and res["acc_pass_rate"] == round(3 / res["r_hits"], 4)
+    assert sum(b["passed"] for b in res["acc_pass_rate_by_height"]) == 3
+    assert rows[0]["redraw_epoch"] > 0          # block 1: genesis has the spec's fixed (old) timestamp
+    assert res["redraw_blocks"] == [r["height"] for r in rows[1:] if r["redraw_epoch"] > 0]
     assert [r["height"] for r in rows] == [1, 2, 3]
     for key in ("interval_s", "k", "test_accuracy", "attempts", "wall_s", "steps", "effective_steps",
                 "sgd_accuracy_same_steps"):
@@ -43,3 +54,23 @@ def test_chain_figure(tmp_path):
     paths = draw(res, tmp_path)
     assert {p.suffix for p in paths} == {".png", ".svg"}
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_held_out_excludes_e_on_small_test_splits():
+    import dataclasses
+
+    from bench.chain import held_out_start, with_k
+    from consensus.spec import preset
+    full = preset("cifar10-resnet18")
+    sample = dataclasses.replace(full, dataset=dataclasses.replace(full.dataset, train_size=5085, test_size=1017))
+    assert held_out_start(sample) == 500                 # the real CIFAR-10 sample: test[500:1017]
+    assert held_out_start(full) == 0                     # 10,000 test images: E is 5 % of them
+    assert held_out_start(full, "beyond-e") == 500 and held_out_start(sample, "full") == 0
+    tiny_e = dataclasses.replace(sample, dataset=dataclasses.replace(sample.dataset, test_size=500))
+    with pytest.raises(ValueError):
+        held_out_start(tiny_e)                           # nothing outside E to score on
+    low = with_k(full, 4)
+    assert (low.difficulty.initial, low.difficulty.minimum, low.difficulty.maximum) == (4, 4, full.difficulty.maximum)
+    assert low.chain_id != full.chain_id
+    with pytest.raises(ValueError):
+        with_k(full, 0)

@@ -23,7 +23,7 @@ def test_generated_cifar_archive_loads(tmp_path):
     from consensus import cifar10
     path = tmp_path / cifar10.ARCHIVE_NAME
     md5 = write_cifar_archive(path, records_per_batch=20)
-    c = cifar10.load_cifar10(tmp_path, download=False, md5=md5, progress=False, records_per_batch=20)
+    c = cifar10.load_cifar10(tmp_path, md5=md5, train_records=20, test_records=20)
     assert tuple(c.train_x.shape) == (100, 3, 32, 32) and tuple(c.test_x.shape) == (20, 3, 32, 32)
     assert int(c.train_y.max()) < 10
 

@@ -54,7 +54,7 @@ def dataset(spec, request):
         return request.getfixturevalue("tiny_dataset")
     except pytest.FixtureLookupError:
         from consensus.data import load_dataset
-        return load_dataset(spec.dataset, None, progress=False)
+        return load_dataset(spec.dataset, None)
 
 
 @pytest.fixture(scope="session")

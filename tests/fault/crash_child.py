@@ -46,7 +46,7 @@ def main() -> int:
         t = load_file(args.dataset)
         dataset = Dataset(t["train_x"], t["train_y"], t["test_x"], t["test_y"])
     else:
-        dataset = load_dataset(spec.dataset, None, progress=False)
+        dataset = load_dataset(spec.dataset, None)
     blocks = load(Path(args.chaindir))
     calls = {"n": 0}
 
