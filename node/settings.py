@@ -37,6 +37,12 @@ class Settings:
     max_peers: int = 32
     discover: bool = True               # learn peers from peers' lists (p2p)
     assume_valid: str | None = None     # trust headers up to this block hash (p2p, docs/p2p.md)
+    # admission control (node/admission.py, docs/security.md)
+    rate_limit: float = 10.0            # POST /blocks per second per client (certificates 1/2, peers 1/10)
+    rate_burst: int = 40
+    trusted_clients: tuple[str, ...] = ("127.0.0.1", "::1")   # not rate-limited, never banned
+    validation_queue: int = 16          # blocks posted to the API waiting for the validator
+    max_large_bodies: int = 4           # request bodies over 256 KiB read at once
 
     @property
     def url(self) -> str:

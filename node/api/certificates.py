@@ -9,11 +9,12 @@ from consensus.records import parse_record
 
 from .deps import Service
 from .errors import ApiError
+from .guard import REFUSALS, write_guard
 
 router = APIRouter(tags=["certificates"])
 
 
-@router.post("/certificates", status_code=202)
+@router.post("/certificates", status_code=202, responses=REFUSALS, dependencies=[write_guard("certificates")])
 async def submit_certificate(request: Request, service: Service):
     """Submit a signed model certificate; miners include it in a coming block."""
     try:

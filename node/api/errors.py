@@ -8,18 +8,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str = ""):
-        self.status, self.code, self.detail = status, code, detail
+    def __init__(self, status: int, code: str, detail: str = "", headers: dict[str, str] | None = None):
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
-def error_response(status: int, code: str, detail: str = "", **extra) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status)
+def error_response(status: int, code: str, detail: str = "", *, headers: dict[str, str] | None = None,
+                   **extra) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError):
-        return error_response(exc.status, exc.code, exc.detail)
+        return error_response(exc.status, exc.code, exc.detail, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError):

@@ -1,8 +1,9 @@
-"""Body downloads during sync (Network._fetch_body) against fake peers, no node processes:
+"""Body downloads (p2p/fetch.py fetch_from_any) against fake peers, no node processes:
 a slow peer is dropped and the body comes from the next; a bad body or a pruned one moves on
 without a ban; nobody serving it is reported."""
 from __future__ import annotations
 
+import threading
 import time
 from types import SimpleNamespace
 
@@ -12,7 +13,8 @@ from consensus.block import BlockHeader
 from consensus.hashing import ZERO_HASH
 from consensus.spec import preset
 from p2p.client import PeerClient
-from p2p.network import Network, NoBody
+from p2p.fetch import NoBody, fetch_from_any
+from p2p.peers import PeerBook
 from .util import FakePeer
 
 
@@ -32,13 +34,12 @@ def block():
 
 @pytest.fixture
 def net():
-    spec = preset("tiny")
-    settings = SimpleNamespace(url="http://127.0.0.1:1", max_peers=32, peers=[], poll_interval=1.0,
-                               discover=True, assume_valid=None)
-    n = Network(SimpleNamespace(settings=settings, chain=SimpleNamespace(), spec=spec))
-    n.client = PeerClient(timeout=2.0, body_deadline=1.0, min_body_rate=1 << 40)   # bodies: 1 s in all
-    yield n
-    n.stop()
+    book = PeerBook("http://127.0.0.1:1")
+    client = PeerClient(timeout=2.0, body_deadline=1.0, min_body_rate=1 << 40)   # bodies: 1 s in all
+    cap = preset("tiny").limits.max_weights_bytes
+    yield SimpleNamespace(book=book, fetch=lambda sources, header, i: fetch_from_any(client, book, sources, header,
+                                                                                     i, cap, threading.Event()))
+    client.close()
 
 
 class SlowPeer(FakePeer):
@@ -77,14 +78,14 @@ def test_slow_peer_is_dropped_and_the_next_serves(net, block):
         for p in (slow, good):
             net.book.add(p.url)
         t = time.monotonic()
-        src, records, weights = net._fetch_body([slow.url, good.url], header, 0)
+        src, records, weights = net.fetch([slow.url, good.url], header, 0)
         assert src == good.url and weights == body and records == []
         assert time.monotonic() - t < 5
         assert net.book.get(slow.url).failures == 1 and not net.book.is_banned(slow.url)
         # the slow peer now waits out its backoff: the next body goes to the good peer first
         good.requests.clear()
         slow.requests.clear()
-        assert net._fetch_body([slow.url, good.url], header, 0)[0] == good.url
+        assert net.fetch([slow.url, good.url], header, 0)[0] == good.url
         assert slow.requests == []
 
 
@@ -97,7 +98,7 @@ def test_bad_and_pruned_bodies_move_on_without_a_ban(net, block):
         good.serve_block(header, body)
         for p in (bad, pruned, good):
             net.book.add(p.url)
-        src, _, weights = net._fetch_body([bad.url, pruned.url, good.url], header, 0)
+        src, _, weights = net.fetch([bad.url, pruned.url, good.url], header, 0)
         assert src == good.url and weights == body
         assert net.book.get(bad.url).bad_bodies == 1
         assert not any(net.book.is_banned(p.url) for p in (bad, pruned, good))
@@ -109,7 +110,7 @@ def test_nobody_has_it(net, block):
         pruned.serve_json(f"/blocks/{header.hash}", {"header": header.to_dict(), "records": []})
         pruned.serve_json(f"/blocks/{header.hash}/weights", {"error": "pruned", "detail": ""}, status=404)
         with pytest.raises(NoBody) as exc:
-            net._fetch_body([pruned.url, empty.url], header, 0)
+            net.fetch([pruned.url, empty.url], header, 0)
         assert exc.value.pruned == [pruned.url] and exc.value.failed == []
 
 
@@ -118,5 +119,5 @@ def test_records_not_matching_the_root_are_a_bad_body(net, block):
     with FakePeer() as liar, FakePeer() as good:
         liar.serve_block(header, body, records=[{"type": "model-certificate", "junk": 1}])
         good.serve_block(header, body)
-        src, records, _ = net._fetch_body([liar.url, good.url], header, 0)
+        src, records, _ = net.fetch([liar.url, good.url], header, 0)
         assert src == good.url and records == []

@@ -1,7 +1,8 @@
-"""Helpers for the P2P tests: node keys, chain comparisons, a fake peer serving a bad block."""
+"""Helpers for the P2P tests: node keys, chain comparisons, a fake peer serving a bad block, a silent peer."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -108,3 +109,39 @@ def tampered_block(node: NodeProc, height: int):
     bad = replace(header, batch=batch, weights_hash=weights_hash(state), signature="").signed(
         Ed25519PrivateKey.generate())
     return bad, body
+
+
+class SilentPeer:
+    """Accepts TCP connections and never answers (nor closes) until stopped."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self.conns.append(c)
+
+    def close(self):
+        self._stop.set()
+        self._t.join(2)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+    def __enter__(self) -> "SilentPeer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
