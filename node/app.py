@@ -82,7 +82,7 @@ class _TooLarge(Exception):
 
 
 async def _reply(send: Send, status: int, code: str, detail: str, retry_after: int | None = None) -> None:
-    body = json.dumps({"error": code, "detail": detail}).encode()
+    body = json.dumps({"error": code, "detail": detail}, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))

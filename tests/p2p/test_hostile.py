@@ -276,8 +276,10 @@ def test_peer_book_survives_a_restart(nodes):
     v2 = NodeProc(v.datadir, *COMMON, name="v2")
     nodes.nodes["v2"] = v2
     v2.start()
+    t0 = time.monotonic()
     assert m.url in {p["url"] for p in v2.peers()}
     wait_for(lambda: v2.status()["height"] >= h + 2, timeout=60, what="V back on M's chain after the restart")
+    figures("restart", caught_up_s=round(time.monotonic() - t0, 1), blocks=v2.status()["height"] - h)
     assert v2.log_lines(r"peer book: 1 peers from")
     # stopped while polling and being polled: a clean shutdown, no traceback (a CancelledError was logged once)
     for n in (v2, m):
