@@ -1,5 +1,8 @@
 """Block headers and blocks: frozen dataclasses, canonical encoding, Ed25519.
 
+``BlockHeader`` is the protocol v2 header; ``PaperHeader`` the DGG paper's (v1) header, kept
+for the ``dgg-paper`` research preset.
+
 Canonical header encoding = canonical JSON (consensus.hashing) of the header's
 fields. The signature covers ``"polchain-header/1\\x00" | encoding without the
 signature``; the block hash is SHA-256 of the encoding *with* the signature, so
@@ -8,7 +11,7 @@ a header with a forged signature never shares a hash with the genuine one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
@@ -22,37 +25,27 @@ from .records import Record, parse_record
 from . import certificates as _certificates  # noqa: F401  (registers the record type)
 
 SIGN_DOMAIN = b"polchain-header/1\x00"
-
-_INT_FIELDS = ("version", "height", "timestamp_ms", "difficulty", "acc_before", "acc_after")
-_HASH_FIELDS = ("chain_id", "parent", "weights_hash", "records_root")
+MAX_U64 = (1 << 64) - 1
 
 
-@dataclass(frozen=True)
-class BlockHeader:
-    version: int
-    chain_id: str
-    height: int
-    parent: str
-    timestamp_ms: int
-    difficulty: int                 # k: the number of requirements
-    miner: str                      # Ed25519 public key, 32 bytes hex ("" for genesis)
-    batch: tuple[int, ...]          # P: indices into the train split
-    weights_hash: str               # hash of W, the state before the winning step
-    acc_before: int                 # claimed correct count of W on E
-    acc_after: int                  # claimed correct count of W' = update(W, P) on E
-    records_root: str               # Merkle root of the block's records
-    signature: str = ""             # Ed25519 over signing_bytes(), 64 bytes hex
+class _Header:
+    """Encoding, parsing and signing shared by the header versions (fields from the dataclass).
+
+    A subclass lists its integer, hash and integer-list fields; ``from_dict`` checks exactly
+    those fields, their types and ranges, so an unknown or missing field is malformed.
+    """
+    INT_FIELDS: tuple[str, ...] = ()
+    HASH_FIELDS: tuple[str, ...] = ()
+    LIST_FIELD: str = ""            # the one list-of-integers field
+    LIST_MAX: int = 1024
+    LIST_ITEM_MAX: int = (1 << 63) - 1
 
     # -- encodings -------------------------------------------------------
     def to_dict(self, with_signature: bool = True) -> dict[str, Any]:
-        d = {
-            "version": self.version, "chain_id": self.chain_id, "height": self.height,
-            "parent": self.parent, "timestamp_ms": self.timestamp_ms, "difficulty": self.difficulty,
-            "miner": self.miner, "batch": list(self.batch), "weights_hash": self.weights_hash,
-            "acc_before": self.acc_before, "acc_after": self.acc_after, "records_root": self.records_root,
-        }
-        if with_signature:
-            d["signature"] = self.signature
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d[self.LIST_FIELD] = list(d[self.LIST_FIELD])
+        if not with_signature:
+            del d["signature"]
         return d
 
     def encode(self) -> bytes:
@@ -66,29 +59,31 @@ class BlockHeader:
         return sha256_hex(self.encode())
 
     @classmethod
-    def from_dict(cls, d: Any) -> "BlockHeader":
+    def from_dict(cls, d: Any):
         """Strict parse of untrusted input; raises errors.Malformed."""
         if not isinstance(d, dict):
             raise errors.Malformed("header must be a JSON object")
-        want = set(cls.__dataclass_fields__)
+        want = {f.name for f in fields(cls)}
         if set(d) != want:
             raise errors.Malformed(f"header fields differ: missing {sorted(want - set(d))}, "
                                    f"unknown {sorted(set(d) - want)}")
-        for name in _INT_FIELDS:
+        for name in cls.INT_FIELDS:
             if type(d[name]) is not int or d[name] < 0 or d[name] >= 1 << 63:
                 raise errors.Malformed(f"{name} must be a non-negative 63-bit integer")
-        for name in _HASH_FIELDS:
+        for name in cls.HASH_FIELDS:
             if not is_hex_hash(d[name]):
                 raise errors.Malformed(f"{name} must be 64 lowercase hex characters")
         if not isinstance(d["miner"], str) or not isinstance(d["signature"], str):
             raise errors.Malformed("miner and signature must be hex strings")
-        batch = d["batch"]
-        if not isinstance(batch, list) or len(batch) > 1024 or any(type(i) is not int for i in batch):
-            raise errors.Malformed("batch must be a list of integers")
-        return cls(**{**d, "batch": tuple(batch)})
+        items = d[cls.LIST_FIELD]
+        if (not isinstance(items, list) or len(items) > cls.LIST_MAX
+                or any(type(i) is not int or not 0 <= i <= cls.LIST_ITEM_MAX for i in items)):
+            raise errors.Malformed(f"{cls.LIST_FIELD} must be a list of at most {cls.LIST_MAX} "
+                                   f"integers in [0, {cls.LIST_ITEM_MAX}]")
+        return cls(**{**d, cls.LIST_FIELD: tuple(items)})
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> "BlockHeader":
+    def from_json(cls, data: bytes | str):
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -98,7 +93,7 @@ class BlockHeader:
         return cls.from_dict(obj)
 
     # -- signatures ----------------------------------------------------------
-    def signed(self, key: Ed25519PrivateKey) -> "BlockHeader":
+    def signed(self, key: Ed25519PrivateKey):
         pub = public_key_hex(key)
         unsigned = replace(self, miner=pub, signature="")
         return replace(unsigned, signature=key.sign(unsigned.signing_bytes()).hex())
@@ -110,6 +105,53 @@ class BlockHeader:
             return True
         except (ValueError, InvalidSignature):
             return False
+
+
+@dataclass(frozen=True)
+class BlockHeader(_Header):
+    """Protocol v2 header. The block carries no weights: W is the parent's post-state advanced
+    by the canonical steps of ``nonces[:-1]``, the winning step is ``nonces[-1]``, and the
+    header commits to the post-state W' through ``state_hash``."""
+    version: int
+    chain_id: str
+    height: int
+    parent: str
+    timestamp_ms: int
+    difficulty: int                 # k: the number of requirements
+    miner: str                      # Ed25519 public key, 32 bytes hex ("" for genesis)
+    nonces: tuple[int, ...]         # j advance steps, then the winning step (u64 each)
+    state_hash: str                 # weights hash of W', this block's post-state
+    acc_after: int                  # claimed correct count of W' on E
+    records_root: str               # Merkle root of the block's records
+    signature: str = ""             # Ed25519 over signing_bytes(), 64 bytes hex
+
+    INT_FIELDS = ("version", "height", "timestamp_ms", "difficulty", "acc_after")
+    HASH_FIELDS = ("chain_id", "parent", "state_hash", "records_root")
+    LIST_FIELD = "nonces"
+    LIST_MAX = 256
+    LIST_ITEM_MAX = MAX_U64
+
+
+@dataclass(frozen=True)
+class PaperHeader(_Header):
+    """The DGG paper's header (research preset ``dgg-paper`` only): free W in the body."""
+    version: int
+    chain_id: str
+    height: int
+    parent: str
+    timestamp_ms: int
+    difficulty: int
+    miner: str
+    batch: tuple[int, ...]          # P: indices into the train split, chosen by the miner
+    weights_hash: str               # hash of W, the state before the winning step (the body)
+    acc_before: int
+    acc_after: int
+    records_root: str
+    signature: str = ""
+
+    INT_FIELDS = ("version", "height", "timestamp_ms", "difficulty", "acc_before", "acc_after")
+    HASH_FIELDS = ("chain_id", "parent", "weights_hash", "records_root")
+    LIST_FIELD = "batch"
 
 
 @dataclass(frozen=True)
@@ -136,11 +178,17 @@ def public_key_hex(key: Ed25519PrivateKey) -> str:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
 
 
-def genesis_header(spec) -> BlockHeader:
-    """Height 0: no miner, no batch, no signature; W is the genesis weights."""
-    return BlockHeader(
-        version=spec.header_version, chain_id=spec.chain_id, height=0, parent=ZERO_HASH,
-        timestamp_ms=spec.time.genesis_timestamp_ms, difficulty=spec.difficulty.initial, miner="",
-        batch=(), weights_hash=spec.model.genesis_weights_sha256, acc_before=0, acc_after=0,
-        records_root=ZERO_HASH, signature="",
-    )
+def header_class(spec):
+    """The header type of a chain: BlockHeader (v2), PaperHeader for the dgg-paper research preset."""
+    return PaperHeader if spec.is_paper else BlockHeader
+
+
+def genesis_header(spec):
+    """Height 0: no miner, no nonces, no signature; the post-state is the genesis weights and
+    the accuracy floor for block 1 is 0."""
+    common = dict(version=spec.header_version, chain_id=spec.chain_id, height=0, parent=ZERO_HASH,
+                  timestamp_ms=spec.time.genesis_timestamp_ms, difficulty=spec.difficulty.initial, miner="",
+                  acc_after=0, records_root=ZERO_HASH, signature="")
+    if spec.is_paper:
+        return PaperHeader(batch=(), weights_hash=spec.model.genesis_weights_sha256, acc_before=0, **common)
+    return BlockHeader(nonces=(), state_hash=spec.model.genesis_weights_sha256, **common)

@@ -4,9 +4,10 @@ Three families, kept apart because the node treats them differently:
 
 * ``Ignored``      -- not judged yet (future timestamp, unknown parent, duplicate).
                       No penalty for the sender; the block may become valid later.
-* ``BadBody``      -- the body does not match the header (wrong weights, bad
-                      safetensors). The *header* stays unjudged: the real body may
-                      still arrive from another peer.
+* ``BadBody``      -- the body does not match the header (records that are not the
+                      committed ones; dgg-paper: wrong weights, bad safetensors). The
+                      *header* stays unjudged: the real body may still arrive from
+                      another peer.
 * ``InvalidBlock`` -- provably bad. The block hash is marked invalid and the
                       invalidity passes to every descendant.
 
@@ -38,6 +39,11 @@ class UnknownParent(Ignored):
 
 class Duplicate(Ignored):
     code = "duplicate"
+
+
+class StateUnavailable(Ignored):
+    """The parent is valid but this node no longer keeps its post-state (pruned side branch)."""
+    code = "state-unavailable"
 
 
 # -- bad body (header unjudged) ---------------------------------------------
@@ -97,6 +103,15 @@ class TimeTooOld(InvalidBlock):
 
 class BadBatchIndices(InvalidBlock):
     code = "bad-batch-indices"
+
+
+class BadNonces(InvalidBlock):
+    code = "bad-nonces"
+
+
+class StateMismatch(InvalidBlock):
+    """The replayed post-state does not hash to the header's state_hash."""
+    code = "state-mismatch"
 
 
 class BadRecord(InvalidBlock):

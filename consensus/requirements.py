@@ -1,15 +1,19 @@
-"""Requirements R ("directed guiding gradients"), derived from the parent hash.
+"""Requirements R ("directed guiding gradients"), derived from a 32-byte seed.
+
+The seed is the parent hash under the dgg-paper rules, and under v2 a hash of the parent's
+post-state and the redraw epoch (consensus.proof.r_seed), which its miner cannot vary cheaply.
 
 Derivation (docs/protocol.md, "Requirements"): a stream of 64-bit draws,
-``SHA-256("polchain-R/1" | parent_hash (32 bytes) | k (u32 BE) | counter (u64 BE))``
-cut into four big-endian u64 each. A draw ``d`` is rejected if
-``d >= 2^64 - (2^64 mod 2|W|)`` (no modulo bias); otherwise ``r = d mod 2|W|``,
-weight index ``r // 2``, direction *decrease* if ``r`` is odd, *increase* if even
-(the paper's parity rule). A draw whose weight index is already taken is
-skipped (collision avoidance). Nothing in a block can influence R.
+``SHA-256("polchain-R/1" | seed (32 bytes) | k (u32 BE) | counter (u64 BE))``
+cut into four big-endian u64 each. Over an index space of N eligible weights (all
+learnable parameters, or under v2 those outside the excluded prefixes, in flat
+order), a draw ``d`` is rejected if ``d >= 2^64 - (2^64 mod 2N)`` (no modulo
+bias); otherwise ``r = d mod 2N``, eligible weight ``r // 2`` (mapped to its flat
+index), direction *decrease* if ``r`` is odd, *increase* if even (the paper's
+parity rule). A draw whose weight is already taken is skipped (collision avoidance).
 
-A requirement holds when ``w' - w`` (fp32, as stored) has the required sign
-and is not zero: an unchanged weight satisfies nothing.
+A requirement holds when ``w' - w`` (fp32, as stored) has the required sign, is not
+zero, and (v2 validators) clears the spec's band ``max(band_ulps * ulp, band_abs)``.
 """
 from __future__ import annotations
 
@@ -32,12 +36,37 @@ class Requirement:
     direction: int   # INCREASE or DECREASE
 
 
-def derive_requirements(parent_hash: str, k: int, n_params: int) -> tuple[Requirement, ...]:
+@dataclass(frozen=True)
+class IndexSpace:
+    """The flat parameter indices R may draw from: segments (flat start, length) in flat order."""
+    segments: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def full(cls, n_params: int) -> "IndexSpace":
+        return cls(((0, n_params),))
+
+    @property
+    def size(self) -> int:
+        return sum(n for _, n in self.segments)
+
+    def flat(self, i: int) -> int:
+        """The flat index of eligible weight ``i``."""
+        for start, n in self.segments:
+            if i < n:
+                return start + i
+            i -= n
+        raise IndexError(i)
+
+
+def derive_requirements(seed: str, k: int, space: "IndexSpace | int") -> tuple[Requirement, ...]:
+    if isinstance(space, int):
+        space = IndexSpace.full(space)
+    n_params = space.size
     if not 0 < k <= n_params:
         raise ValueError(f"k={k} out of range for {n_params} parameters")
     n2 = 2 * n_params
     limit = (1 << 64) - ((1 << 64) % n2)
-    prefix = _DOMAIN + bytes.fromhex(parent_hash) + struct.pack(">I", k)
+    prefix = _DOMAIN + bytes.fromhex(seed) + struct.pack(">I", k)
     taken: set[int] = set()
     out: list[Requirement] = []
     counter = 0
@@ -52,7 +81,7 @@ def derive_requirements(parent_hash: str, k: int, n_params: int) -> tuple[Requir
             if idx in taken:
                 continue
             taken.add(idx)
-            out.append(Requirement(idx, DECREASE if r & 1 else INCREASE))
+            out.append(Requirement(space.flat(idx), DECREASE if r & 1 else INCREASE))
             if len(out) == k:
                 break
     return tuple(out)
@@ -88,13 +117,25 @@ def _signed_delta(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requ
     return (after - before) * dirs  # > 0 where the change goes the required way
 
 
-def requirements_hold(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement]) -> bool:
-    """Validator rule: every required change is non-zero and in the required direction."""
-    return bool((_signed_delta(before, after, reqs) > 0).all())
+def _shortfall(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement],
+               margin_ulps: int, margin_abs: float) -> torch.Tensor:
+    """True where a required change is zero, goes the wrong way, or falls short of
+    ``max(margin_ulps * ulp(max(|w|, |w'|)), margin_abs)``."""
+    signed = _signed_delta(before, after, reqs)
+    need = torch.clamp(torch.maximum(ulp(before), ulp(after)) * margin_ulps, min=margin_abs)
+    return (signed <= 0) | (signed < need)
 
 
-def first_failed(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement]) -> int | None:
-    bad = (_signed_delta(before, after, reqs) <= 0).nonzero()
+def requirements_hold(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement],
+                      band_ulps: int = 0, band_abs: float = 0.0) -> bool:
+    """Validator rule: every required change is non-zero, in the required direction, and
+    (v2) clears the validators' band."""
+    return not bool(_shortfall(before, after, reqs, band_ulps, band_abs).any())
+
+
+def first_failed(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement],
+                 band_ulps: int = 0, band_abs: float = 0.0) -> int | None:
+    bad = _shortfall(before, after, reqs, band_ulps, band_abs).nonzero()
     return int(bad[0]) if len(bad) else None
 
 
@@ -112,7 +153,4 @@ def requirements_hold_with_margin(before: torch.Tensor, after: torch.Tensor, req
     a few ulps, or a tiny gradient that other hardware could round to the other
     side, is not published.
     """
-    signed = _signed_delta(before, after, reqs)
-    scale = torch.maximum(ulp(before), ulp(after)) * margin_ulps
-    need = torch.clamp(scale, min=margin_abs)
-    return bool((signed >= need).all()) and bool((signed > 0).all())
+    return requirements_hold(before, after, reqs, margin_ulps, margin_abs)

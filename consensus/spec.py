@@ -15,8 +15,10 @@ from typing import Any
 
 from .hashing import canonical_json, sha256_hex
 
-SPEC_FORMAT = "polchain-spec/1"
-HEADER_VERSION = 1
+SPEC_FORMAT = "polchain-spec/2"
+HEADER_VERSION = 2
+RULES_V2 = "v2"
+RULES_PAPER = "dgg-paper"   # research preset: the paper's rules (free W), forgeable
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class TrainingSpec:
 class EvaluationSpec:
     size: int                   # E = the first `size` test images
     claim_tolerance: int        # |claimed - recomputed| correct counts allowed
-    regression_tolerance: int   # acc(W') >= parent's acc(W') - this
+    regression_tolerance: int   # dgg-paper: acc(W') >= parent's claimed acc(W') - this
     miner_logit_margin: str     # miner: a prediction whose top-2 logit gap is below this is borderline
     batch: int = 250            # evaluation chunk size (results do not depend on it beyond fp32 noise)
 
@@ -65,6 +67,26 @@ class EvaluationSpec:
 class RequirementsSpec:
     margin_ulps: int            # miner: |dw| >= margin_ulps * ulp(w)
     margin_abs: str             # miner: and |dw| >= margin_abs
+    band_ulps: int = 0          # v2 validators: |dw| >= band_ulps * ulp(w) (a band below the miner's margin)
+    band_abs: str = "0"         # v2 validators: and |dw| >= band_abs
+
+
+@dataclass(frozen=True)
+class ProofSpec:
+    """What a proof is (docs/protocol.md, "Proof").
+
+    ``rules`` = "v2": W is the parent's post-state advanced by 0..max_advance_steps canonical
+    steps; every batch is derived from (parent, miner key, nonce); R comes from the parent's
+    post-state and the redraw epoch, over the parameters not excluded; replay on
+    ``replay_threads`` intra-op threads. ``rules`` = "dgg-paper": the paper's rules (free W
+    carried in the body, batch indices in the header, R from the parent hash), for research only.
+    """
+    rules: str
+    max_advance_steps: int = 0          # J
+    redraw_interval_ms: int = 0         # R is re-drawn every this long after the parent (0: never)
+    r_excluded: tuple[str, ...] = ()    # parameter-name prefixes outside R's index space
+    replay_threads: int = 1
+    min_improvement: int = 0            # v2: acc(W') >= parent's claimed acc(W') + this
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,7 @@ class ChainSpec:
     difficulty: DifficultySpec
     time: TimeSpec
     limits: LimitsSpec
+    proof: ProofSpec = ProofSpec(RULES_V2)
     record_types: tuple[str, ...] = ("model-certificate",)
     format: str = SPEC_FORMAT
     header_version: int = HEADER_VERSION
@@ -140,6 +163,7 @@ class ChainSpec:
                 difficulty=DifficultySpec(**kw["difficulty"]),
                 time=TimeSpec(**kw["time"]),
                 limits=LimitsSpec(**kw["limits"]),
+                proof=_tuplify(ProofSpec, kw["proof"]),
                 record_types=tuple(kw["record_types"]),
                 format=kw["format"],
                 header_version=kw["header_version"],
@@ -152,6 +176,10 @@ class ChainSpec:
         return cls.from_dict(json.loads(text))
 
     # -- parsed numbers ----------------------------------------------------
+    @property
+    def is_paper(self) -> bool:
+        return self.proof.rules == RULES_PAPER
+
     @property
     def lr(self) -> float:
         return float(self.training.lr)
@@ -167,7 +195,7 @@ class ChainSpec:
 
 def _tuplify(cls, d):
     d = dict(d)
-    for k in ("mean", "std"):
+    for k in ("mean", "std", "r_excluded"):
         if k in d:
             d[k] = tuple(d[k])
     return cls(**d)
@@ -204,12 +232,13 @@ def preset(name: str) -> ChainSpec:
             training=TrainingSpec(lr="0.01", batch_size=4, mean=("0.5", "0.5", "0.5"), std=("0.25", "0.25", "0.25")),
             evaluation=EvaluationSpec(size=500, claim_tolerance=2, regression_tolerance=25,
                                       miner_logit_margin="0.0001"),
-            requirements=RequirementsSpec(margin_ulps=4, margin_abs="1e-9"),
+            requirements=RequirementsSpec(margin_ulps=4, margin_abs="1e-9", band_ulps=2, band_abs="5e-10"),
             difficulty=DifficultySpec(initial=8, minimum=1, maximum=40, target_interval_ms=2000,
                                       retarget_window=10, max_step=1),
             time=TimeSpec(genesis_timestamp_ms=GENESIS_TIME_MS, max_future_ms=15_000, mtp_window=11),
             limits=LimitsSpec(max_header_bytes=8192, max_weights_bytes=1 << 20, max_records=64,
                               max_record_bytes=4096),
+            proof=ProofSpec(RULES_V2, max_advance_steps=8, redraw_interval_ms=30_000, r_excluded=("linear.",)),
         )
     if name == "cifar10-resnet18":
         return ChainSpec(
@@ -220,14 +249,25 @@ def preset(name: str) -> ChainSpec:
             training=TrainingSpec(lr="0.001", batch_size=4, mean=CIFAR_MEAN, std=CIFAR_STD),
             evaluation=EvaluationSpec(size=500, claim_tolerance=2, regression_tolerance=25,
                                       miner_logit_margin="0.0001", batch=100),
-            requirements=RequirementsSpec(margin_ulps=4, margin_abs="1e-9"),
+            requirements=RequirementsSpec(margin_ulps=4, margin_abs="1e-9", band_ulps=2, band_abs="5e-10"),
             difficulty=DifficultySpec(initial=10, minimum=1, maximum=40, target_interval_ms=60_000,
                                       retarget_window=20, max_step=1),
             time=TimeSpec(genesis_timestamp_ms=GENESIS_TIME_MS, max_future_ms=15_000, mtp_window=11),
             limits=LimitsSpec(max_header_bytes=8192, max_weights_bytes=48 << 20, max_records=64,
                               max_record_bytes=4096),
+            proof=ProofSpec(RULES_V2, max_advance_steps=4, redraw_interval_ms=600_000, r_excluded=("linear.",)),
         )
-    raise ValueError(f"unknown preset {name!r} (known: tiny, cifar10-resnet18)")
+    if name == "dgg-paper":
+        # RESEARCH ONLY: the DGG paper's rules on the tiny model and data (W free in the body, batch
+        # indices chosen by the miner, R from the parent hash). Forgeable: docs/protocol.md,
+        # "v1 attacks and how v2 closes them". Nodes refuse to run it.
+        tiny = preset("tiny")
+        return dataclasses.replace(
+            tiny, name="dgg-paper", header_version=1,
+            requirements=RequirementsSpec(margin_ulps=4, margin_abs="1e-9"),
+            proof=ProofSpec(RULES_PAPER))
+    raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
 
 
-PRESETS = ("tiny", "cifar10-resnet18")
+PRESETS = ("tiny", "cifar10-resnet18", "dgg-paper")
+NODE_PRESETS = ("tiny", "cifar10-resnet18")   # dgg-paper is for research and the attack suite only

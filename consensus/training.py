@@ -13,8 +13,11 @@ that to publish only verdicts that one flipped prediction cannot change).
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +25,7 @@ from torch import nn
 
 from .data import Dataset, normalize
 from .model import genesis_model
-from .requirements import ParamIndex
+from .requirements import IndexSpace, ParamIndex
 from .spec import ChainSpec
 from .weights import State, clone_state
 
@@ -33,6 +36,27 @@ def set_deterministic() -> None:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+_CANONICAL = threading.RLock()
+
+
+@contextmanager
+def canonical_threads(spec: ChainSpec) -> Iterator[None]:
+    """Run the enclosed canonical steps on the spec's intra-op thread count, whatever the
+    node's ``--threads`` says (PyTorch's CPU kernels reduce in a thread-count-dependent order,
+    so the same step can round differently on 1 and 2 threads). PyTorch's thread count is
+    process-wide: canonical sections are serialised by one lock, and other work (a miner's
+    search pass) runs on the same count meanwhile, which costs speed, never a verdict."""
+    with _CANONICAL:
+        before = torch.get_num_threads()
+        if before != spec.proof.replay_threads:
+            torch.set_num_threads(spec.proof.replay_threads)
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -52,8 +76,11 @@ class Replayer:
         self.dataset = dataset
         self.device = torch.device(device)
         self.model = genesis_model(spec.model.arch, spec.model.init_seed, spec.model.num_classes).to(self.device)
-        self.params = list(self.model.parameters())
+        named = list(self.model.named_parameters())
+        self.params = [p for _, p in named]
         self.index = ParamIndex(self.params)
+        self.r_space = r_index_space(named, spec.proof.r_excluded)
+        self._acc_cache: OrderedDict[str, Accuracy] = OrderedDict()
         self.lr = torch.tensor(spec.lr, dtype=torch.float32, device=self.device)
         m = spec.evaluation.size
         self.eval_x = normalize(dataset.test_x[:m], spec.mean, spec.std).to(self.device)
@@ -87,7 +114,8 @@ class Replayer:
     def update(self, state: State, indices: Sequence[int]) -> State:
         """W' = update(W, P) as a fresh state (W is not modified)."""
         self.load(state)
-        self.step(indices)
+        with canonical_threads(self.spec):
+            self.step(indices)
         return self.state()
 
     # -- accuracy on E -----------------------------------------------------------
@@ -104,6 +132,26 @@ class Replayer:
             correct += int((logits.argmax(dim=1) == self.eval_y[i:i + step]).sum())
             borderline += int(((top2[:, 0] - top2[:, 1]) < self.logit_margin).sum())
         return Accuracy(correct, borderline)
+
+    def cached_accuracy(self, state_hash: str, state: State | None = None) -> Accuracy:
+        """acc on E of the state with this hash, evaluated once (``state``, or the loaded model)."""
+        acc = self._acc_cache.get(state_hash)
+        if acc is None:
+            acc = self.accuracy(state)
+            self._acc_cache[state_hash] = acc
+            while len(self._acc_cache) > 256:
+                self._acc_cache.popitem(last=False)
+        return acc
+
+
+def r_index_space(named_params, excluded: Sequence[str]) -> IndexSpace:
+    """R's index space: the flat ranges of the parameters whose names start with none of ``excluded``."""
+    segments, start = [], 0
+    for name, p in named_params:
+        if not any(name.startswith(prefix) for prefix in excluded):
+            segments.append((start, p.numel()))
+        start += p.numel()
+    return IndexSpace(tuple(segments))
 
 
 def genesis_state(spec: ChainSpec) -> State:

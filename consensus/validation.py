@@ -1,14 +1,17 @@
-"""Block validation, cheapest rule first. Each rule is one small function.
+"""Block validation (protocol v2), cheapest rule first. Each rule is one small function.
 
-    validate_header  -- syntax and limits, signature, time not too new,
+    validate_header  -- syntax and limits, nonce count, signature, time not too new,
                         parent known and valid, height, difficulty, median time past
-    validate_body    -- weights decode and match the header's hash, layout,
-                        finite values; records match the root and are valid
-    validate_proof   -- requirements R from the parent hash hold for
-                        W' = update(W, P); accuracy claims, improvement, regression
+    validate_records -- the records match the header's root and are valid
+    replay_proof     -- from the parent's post-state, the j advance steps and the winning
+                        step on the miner-bound batches; R (from the parent's post-state and
+                        the redraw epoch) holds with the validators' band; the post-state
+                        hashes to the header's state_hash (the part that carries the 2^k work)
+    check_accuracy   -- one evaluation of W' on E: the claim is within tolerance and W'
+                        is no worse than the parent's claimed accuracy (+ min_improvement)
 
 Failures raise the typed errors of consensus.errors. No rule touches a tensor
-before every header rule has passed.
+before every header rule has passed. The dgg-paper research rules are in consensus.paper.
 """
 from __future__ import annotations
 
@@ -21,12 +24,12 @@ from . import errors
 from .block import BlockHeader, records_root
 from .difficulty import median_time_past, next_difficulty
 from .hashing import canonical_json, merkle_root
+from .proof import derive_batch, requirements_for
 from .records import Record
-from .requirements import (derive_requirements, first_failed, requirements_hold,
-                           requirements_hold_with_margin)
+from .requirements import first_failed, requirements_hold, requirements_hold_with_margin
 from .spec import ChainSpec
-from .training import Accuracy, Replayer
-from .weights import State, all_finite, decode_state, layout_problem, weights_hash
+from .training import Accuracy, Replayer, canonical_threads
+from .weights import State, all_finite, weights_hash
 
 
 class ChainView(Protocol):
@@ -50,19 +53,27 @@ def validate_chain_id(header: BlockHeader, spec: ChainSpec) -> None:
         raise errors.BadChainId(f"block is for chain {header.chain_id[:16]}, not {spec.chain_id[:16]}")
 
 
-def validate_fields(header: BlockHeader, spec: ChainSpec) -> None:
+def validate_fields(header, spec: ChainSpec) -> None:
     d, m = spec.difficulty, spec.evaluation.size
     if header.height < 1:
         raise errors.BadHeight("only genesis has height 0")
     if not d.minimum <= header.difficulty <= d.maximum:
         raise errors.BadDifficulty(f"k={header.difficulty} outside [{d.minimum}, {d.maximum}]")
-    if not (0 <= header.acc_before <= m and 0 <= header.acc_after <= m):
+    if not all(0 <= getattr(header, f) <= m for f in ("acc_before", "acc_after") if hasattr(header, f)):
         raise errors.BadAccuracyClaim(f"accuracy counts must lie in [0, {m}]")
     if len(header.miner) != 64 or len(header.signature) != 128 or not set(header.miner + header.signature) <= set("0123456789abcdef"):
         raise errors.BadSignature("miner key must be 32 bytes and signature 64 bytes, lowercase hex")
 
 
-def validate_batch_indices(header: BlockHeader, spec: ChainSpec) -> None:
+def validate_nonces(header: BlockHeader, spec: ChainSpec) -> None:
+    most = spec.proof.max_advance_steps + 1
+    if not 1 <= len(header.nonces) <= most:
+        raise errors.BadNonces(f"{len(header.nonces)} nonces: a block has the winning step and at most "
+                               f"{most - 1} advance steps")
+
+
+def validate_batch_indices(header, spec: ChainSpec) -> None:
+    """dgg-paper only: the miner names the batch (v2 derives it from nonces)."""
     batch, s, n = header.batch, spec.training.batch_size, spec.dataset.train_size
     if len(batch) != s:
         raise errors.BadBatchIndices(f"{len(batch)} indices, the spec wants {s}")
@@ -108,18 +119,21 @@ def validate_timestamp(header: BlockHeader, parent: BlockHeader, spec: ChainSpec
         raise errors.TimeTooOld(f"timestamp not after median time past {mtp}")
 
 
-def validate_header_standalone(header: BlockHeader, spec: ChainSpec, now_ms: int) -> None:
+def validate_header_standalone(header, spec: ChainSpec, now_ms: int) -> None:
     """Every rule that needs no chain context."""
     validate_size(header, spec)
     validate_version(header, spec)
     validate_chain_id(header, spec)
     validate_fields(header, spec)
-    validate_batch_indices(header, spec)
+    if spec.is_paper:
+        validate_batch_indices(header, spec)
+    else:
+        validate_nonces(header, spec)
     validate_signature(header)
     validate_not_from_future(header, spec, now_ms)
 
 
-def validate_header(header: BlockHeader, spec: ChainSpec, view: ChainView, now_ms: int) -> BlockHeader:
+def validate_header(header, spec: ChainSpec, view: ChainView, now_ms: int) -> BlockHeader:
     """All header rules; returns the parent header."""
     validate_header_standalone(header, spec, now_ms)
     parent = lookup_parent(header, view)
@@ -130,23 +144,7 @@ def validate_header(header: BlockHeader, spec: ChainSpec, view: ChainView, now_m
 
 
 # == body rules ===================================================================
-def decode_weights(header: BlockHeader, data: bytes, spec: ChainSpec, template: State) -> State:
-    """Weights bytes -> W, checked against the header. Mismatch is a bad body."""
-    if len(data) > spec.limits.max_weights_bytes:
-        raise errors.MalformedWeights(f"weights file larger than {spec.limits.max_weights_bytes} bytes")
-    state = decode_state(data)
-    got = weights_hash(state)
-    if got != header.weights_hash:
-        raise errors.WeightsMismatch(f"weights hash {got[:16]} != header {header.weights_hash[:16]}")
-    problem = layout_problem(state, template)
-    if problem:  # the header itself commits to weights that do not fit the model
-        raise errors.Malformed(f"committed weights do not fit {spec.model.arch}: {problem}")
-    if not all_finite(state):
-        raise errors.NonFiniteWeights("committed weights contain NaN or Inf")
-    return state
-
-
-def check_records_commitment(header: BlockHeader, items: Any) -> None:
+def check_records_commitment(header, items: Any) -> None:
     """Raw records (JSON from a peer) against the header's records_root, before any parsing.
 
     Records the header does not commit to say nothing about the header: a relay may have
@@ -164,7 +162,7 @@ def check_records_commitment(header: BlockHeader, items: Any) -> None:
         raise errors.RecordsMismatch("records do not match the header's records_root")
 
 
-def validate_records(header: BlockHeader, records: Sequence[Record], spec: ChainSpec) -> None:
+def validate_records(header, records: Sequence[Record], spec: ChainSpec) -> None:
     if records_root(list(records)) != header.records_root:
         raise errors.RecordsMismatch("records do not match the header's records_root")
     if len(records) > spec.limits.max_records:
@@ -181,57 +179,83 @@ def validate_records(header: BlockHeader, records: Sequence[Record], spec: Chain
 
 
 # == proof rules ===================================================================
-@dataclass(frozen=True)
-class ProofResult:
-    before: Accuracy
-    after: Accuracy
+def batches(header: BlockHeader, spec: ChainSpec) -> list[tuple[int, ...]]:
+    """The train indices of each of the block's steps (advance steps, then the winning one)."""
+    return [derive_batch(spec, header.parent, header.miner, n) for n in header.nonces]
 
 
-def check_requirements(header: BlockHeader, parent: BlockHeader, replayer: Replayer, w: State) -> None:
-    reqs = derive_requirements(parent.hash, header.difficulty, replayer.index.total)
-    replayer.load(w)
-    before = replayer.index.gather(reqs)
-    replayer.step(header.batch)
-    after = replayer.index.gather(reqs)
-    if not requirements_hold(before, after, reqs):
-        i = first_failed(before, after, reqs)
+def check_requirements(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: Replayer,
+                       spec: ChainSpec) -> None:
+    """Replay every step from the parent's post-state on the canonical thread count; R must hold
+    for the winning step with the validators' band. Leaves W' loaded in the replayer."""
+    reqs = requirements_for(spec, parent, header.timestamp_ms, header.difficulty, replayer.r_space)
+    steps = batches(header, spec)
+    with canonical_threads(spec):
+        replayer.load(parent_state)
+        for batch in steps[:-1]:
+            replayer.step(batch)
+        before = replayer.index.gather(reqs)
+        replayer.step(steps[-1])
+        after = replayer.index.gather(reqs)
+    band = (spec.requirements.band_ulps, float(spec.requirements.band_abs))
+    i = first_failed(before, after, reqs, *band)
+    if i is not None:
         r = reqs[i]
         raise errors.RequirementsNotMet(
             f"requirement {i} (weight {r.index}, {'+' if r.direction > 0 else '-'}) not met: "
-            f"change {float(after[i] - before[i]):.3e}")
+            f"change {float(after[i] - before[i]):.3e} (band {band[0]} ulp, {band[1]:.1e})")
 
 
-def check_accuracy_claims(header: BlockHeader, result: ProofResult, spec: ChainSpec) -> None:
+def check_state_commitment(header: BlockHeader, replayer: Replayer) -> State:
+    """The replayed post-state is the one the header commits to."""
+    state = replayer.state()
+    if not all_finite(state):
+        raise errors.NonFiniteWeights("the replayed post-state contains NaN or Inf")
+    got = weights_hash(state)
+    if got != header.state_hash:
+        raise errors.StateMismatch(f"replayed post-state hashes to {got[:16]}, header says {header.state_hash[:16]}")
+    return state
+
+
+def replay_proof(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: Replayer,
+                 spec: ChainSpec) -> State:
+    """The work part of a proof (R and the state commitment): returns W'. Leaves W' loaded."""
+    check_requirements(header, parent, parent_state, replayer, spec)
+    return check_state_commitment(header, replayer)
+
+
+def check_accuracy_claim(header, measured: Accuracy, spec: ChainSpec) -> None:
     tol = spec.evaluation.claim_tolerance
-    if abs(result.before.correct - header.acc_before) > tol or abs(result.after.correct - header.acc_after) > tol:
-        raise errors.BadAccuracyClaim(
-            f"claimed {header.acc_before}->{header.acc_after}, measured "
-            f"{result.before.correct}->{result.after.correct} (tolerance {tol})")
+    if abs(measured.correct - header.acc_after) > tol:
+        raise errors.BadAccuracyClaim(f"claimed {header.acc_after}, measured {measured.correct} (tolerance {tol})")
 
 
-def check_accuracy_improved(result: ProofResult) -> None:
-    if result.after.correct <= result.before.correct:
-        raise errors.AccuracyNotImproved(f"acc(W')={result.after.correct} <= acc(W)={result.before.correct}")
+def check_accuracy_floor(measured: Accuracy, parent: BlockHeader, spec: ChainSpec) -> None:
+    floor = parent.acc_after + spec.proof.min_improvement
+    if measured.correct < floor:
+        raise errors.AccuracyNotImproved(
+            f"acc(W')={measured.correct} below the parent's {parent.acc_after} + {spec.proof.min_improvement}")
 
 
-def check_accuracy_not_regressed(result: ProofResult, parent: BlockHeader, spec: ChainSpec) -> None:
-    floor = parent.acc_after - spec.evaluation.regression_tolerance
-    if result.after.correct < floor:
-        raise errors.AccuracyRegressed(
-            f"acc(W')={result.after.correct} below the parent's {parent.acc_after} minus tolerance")
+def check_accuracy(header: BlockHeader, parent: BlockHeader, replayer: Replayer, spec: ChainSpec) -> Accuracy:
+    """One evaluation of W' on E (cached by state hash); W' must be loaded."""
+    measured = replayer.cached_accuracy(header.state_hash)
+    check_accuracy_claim(header, measured, spec)
+    check_accuracy_floor(measured, parent, spec)
+    return measured
 
 
-def validate_proof(header: BlockHeader, parent: BlockHeader, w: State, replayer: Replayer,
+@dataclass(frozen=True)
+class ProofResult:
+    state: State            # W'
+    after: Accuracy         # acc(W') on E
+
+
+def validate_proof(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: Replayer,
                    spec: ChainSpec) -> ProofResult:
-    """Replay the winning step and apply the accuracy rule. Leaves W loaded."""
-    check_requirements(header, parent, replayer, w)
-    after = replayer.accuracy()          # the model now holds W'
-    before = replayer.accuracy(w)
-    result = ProofResult(before, after)
-    check_accuracy_claims(header, result, spec)
-    check_accuracy_improved(result)
-    check_accuracy_not_regressed(result, parent, spec)
-    return result
+    """Replay and accuracy: the whole proof. Leaves W' loaded."""
+    state = replay_proof(header, parent, parent_state, replayer, spec)
+    return ProofResult(state, check_accuracy(header, parent, replayer, spec))
 
 
 # == the miner's publication policy (stricter than validation) =========================
@@ -240,11 +264,8 @@ def miner_requirements_ok(before: torch.Tensor, after: torch.Tensor, reqs, spec:
                                          float(spec.requirements.margin_abs))
 
 
-def miner_accuracy_ok(before: Accuracy, after: Accuracy, parent: BlockHeader, spec: ChainSpec) -> bool:
+def miner_accuracy_ok(after: Accuracy, parent: BlockHeader, spec: ChainSpec) -> bool:
     """Publish only if no set of borderline predictions flipping could change the verdict."""
-    slack = before.borderline + after.borderline
-    if slack > spec.evaluation.claim_tolerance:
+    if after.borderline > spec.evaluation.claim_tolerance:
         return False
-    worst_after = after.correct - after.borderline
-    return (worst_after > before.correct + before.borderline
-            and worst_after >= parent.acc_after - spec.evaluation.regression_tolerance)
+    return after.correct - after.borderline >= parent.acc_after + spec.proof.min_improvement

@@ -19,9 +19,10 @@ settings are ever changed by the search: the node validates blocks in other
 threads under the same settings.
 
 A candidate whose predicted change ``-lr * g`` meets R is *confirmed* with the
-canonical fp32 ``update`` before it is published. When no candidate is
-confirmed, the model takes one canonical SGD step on the first candidate batch
-(docs/mining.md explains the choice) so training goes on.
+canonical fp32 step (on the spec's canonical thread count) before it is published.
+When no candidate is confirmed and the block may still hold advance steps (j < J),
+the model takes one canonical SGD step on the first candidate's batch, which becomes
+an advance step of the block (docs/mining.md); from W_J on, passes stay at W_J.
 """
 from __future__ import annotations
 
@@ -33,16 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from consensus.block import BlockHeader
 from consensus.data import normalize
 from consensus.model import genesis_model
-from consensus.requirements import Requirement, derive_requirements, ulp
+from consensus.proof import redraw_epoch
+from consensus.requirements import Requirement, ulp
 from consensus.spec import ChainSpec
-from consensus.training import Replayer
-from consensus.validation import miner_accuracy_ok, miner_requirements_ok
+from consensus.training import Replayer, canonical_threads
+from consensus.validation import miner_requirements_ok
 from consensus.weights import State
 
-from .reference import Found, ReferenceMiner
+from .reference import Found, Job, ReferenceMiner
 
 
 class GhostBatchNorm(nn.Module):
@@ -218,7 +219,7 @@ def _per_sample_grad(t: Target, mod: nn.Module, inp: torch.Tensor, gout: torch.T
 
 
 class FastMiner(ReferenceMiner):
-    """Same contract as ReferenceMiner.mine; G candidates per pass."""
+    """Same contract as ReferenceMiner.mine; G candidate nonces per pass at one W."""
 
     def __init__(self, spec: ChainSpec, replayer: Replayer, groups: int = 16, seed: int | None = None,
                  channels_last: bool = False):
@@ -241,52 +242,46 @@ class FastMiner(ReferenceMiner):
         grads = self.search.group_gradients(batches, targets)
         return self.predicted_hits(grads, self.replayer.index.gather(reqs), reqs)
 
-    def _trial(self, batch: tuple[int, ...], reqs) -> tuple[bool, State]:
-        """Canonical fp32 step from the loaded W: (R holds with margin, W). The model holds W' after."""
-        r = self.replayer
-        w_before = r.state()
-        before = r.index.gather(reqs)
-        r.step(batch)
-        return miner_requirements_ok(before, r.index.gather(reqs), reqs, self.spec), w_before
-
     def requirements_confirmed(self, batch: tuple[int, ...], reqs) -> bool:
-        """The canonical confirmation of R alone; W stays loaded."""
-        ok, w_before = self._trial(batch, reqs)
-        self.replayer.load(w_before)
-        return ok
-
-    def confirm(self, batch: tuple[int, ...], reqs, parent: BlockHeader) -> Found | None:
-        """Canonical fp32 step from the loaded W; restores W unless it returns a block."""
+        """The canonical fp32 step from the loaded W meets R with the miner's margin. The model
+        holds the stepped state afterwards."""
         r = self.replayer
-        ok, w_before = self._trial(batch, reqs)
-        found = None
-        if ok:
-            self.progress.r_hits += 1
-            acc_after = r.accuracy()
-            acc_before = r.accuracy(w_before)
-            if miner_accuracy_ok(acc_before, acc_after, parent, self.spec):
-                found = Found(w_before, batch, acc_before, acc_after, 0, 0.0)
-        r.load(w_before)
-        return found
+        with canonical_threads(self.spec):
+            before = r.index.gather(reqs)
+            r.step(batch)
+            return miner_requirements_ok(before, r.index.gather(reqs), reqs, self.spec)
 
-    def mine(self, parent: BlockHeader, k: int, w: State, *, should_stop: Callable[[], bool] = lambda: False,
+    def mine(self, job: Job, parent_state: State, *, should_stop: Callable[[], bool] = lambda: False,
              max_attempts: int | None = None) -> Found | None:
-        r = self.replayer
-        reqs = derive_requirements(parent.hash, k, r.index.total)
-        targets = locate_targets(r.model, reqs, r.index)
-        r.load(w)
-        t0, attempts = time.perf_counter(), 0
+        r, J = self.replayer, self.spec.proof.max_advance_steps
+        path: list[int] = []
+        w_j = parent_state
+        r.load(w_j)
+        t0, attempts, epoch = time.perf_counter(), 0, None
         while not should_stop() and (max_attempts is None or attempts < max_attempts):
-            batches = [self.random_batch() for _ in range(self.groups)]
+            ts = job.timestamp()
+            if redraw_epoch(self.spec, job.parent.timestamp_ms, ts) != epoch:
+                epoch, reqs = redraw_epoch(self.spec, job.parent.timestamp_ms, ts), self.requirements(job, ts)
+                targets = locate_targets(r.model, reqs, r.index)
+            nonces = [self.random_nonce() for _ in range(self.groups)]
+            batches = [self.batch(job, n) for n in nonces]
             hits = self.search_pass(batches, reqs, targets)
             attempts += len(batches)
             self.progress.attempts += len(batches)
             for i in hits:
                 if should_stop():
                     return None
-                found = self.confirm(batches[i], reqs, parent)
-                if found is not None:
-                    found.attempts, found.seconds = attempts, time.perf_counter() - t0
-                    return found
-            r.step(batches[0])  # no block: keep training with one canonical step (docs/mining.md)
+                if self.requirements_confirmed(batches[i], reqs):
+                    found = self.accept(job, path + [nonces[i]], ts, attempts, t0)
+                    if found is not None:
+                        return found
+                r.load(w_j)
+            if len(path) < J:   # no block at W_j: train one canonical step, which becomes an advance step
+                with canonical_threads(self.spec):
+                    r.step(batches[0])
+                path.append(nonces[0])
+                if len(path) == J and self.below_floor(job):
+                    path = []
+                    r.load(parent_state)
+                w_j = r.state() if path else parent_state
         return None

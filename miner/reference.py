@@ -1,33 +1,41 @@
-"""Algorithm 1 of the DGG paper, kept flat: the reference miner.
+"""Algorithm 1 of the DGG paper under protocol v2, kept flat: the reference miner.
 
-Each attempt is one canonical SGD step from the current W on a fresh random
-batch of S distinct indices; training continues on failure (W <- W'); the
-loop stops when R holds with the miner's margin and the accuracy rule holds
-with room to spare, and returns W (the state before the winning step) and P.
+From the parent's post-state, each attempt is one canonical SGD step on the batch of a fresh
+random nonce (the batch is derived from parent, miner key and nonce: consensus.proof). The
+loop stops when R holds with the miner's margin and W' clears the accuracy floor with room to
+spare, and returns the nonces (advance steps, then the winner) and W'. Training continues on
+failure while the block may still hold advance steps (j < J): the failed step becomes one;
+after J of them each attempt starts again from W_J. A trajectory whose W_J has fallen below
+the accuracy floor cannot win, so the miner goes back to the parent's state and starts another.
 """
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from consensus.block import BlockHeader
-from consensus.requirements import derive_requirements
+from consensus.difficulty import median_time_past
+from consensus.proof import derive_batch, redraw_epoch, requirements_for
 from consensus.spec import ChainSpec
-from consensus.training import Accuracy, Replayer
+from consensus.training import Accuracy, Replayer, canonical_threads
 from consensus.validation import miner_accuracy_ok, miner_requirements_ok
-from consensus.weights import State
+from consensus.weights import State, weights_hash
 
 
 @dataclass
 class Found:
-    weights: State          # W, before the winning step
-    batch: tuple[int, ...]  # P
-    acc_before: Accuracy
+    nonces: tuple[int, ...]   # advance steps, then the winning step
+    state: State              # W', the block's post-state
     acc_after: Accuracy
+    timestamp_ms: int         # the timestamp R was drawn for (its redraw epoch)
     attempts: int
     seconds: float
+
+    @property
+    def state_hash(self) -> str:
+        return weights_hash(self.state)
 
 
 @dataclass
@@ -41,6 +49,27 @@ class Progress:
         return self.attempts / dt if dt > 0 else 0.0
 
 
+@dataclass
+class Job:
+    """One block search: parent, k, the miner key the batches are bound to, and the clock."""
+    parent: BlockHeader
+    k: int
+    miner: str                                  # public key hex
+    mtp_ms: int                                 # a timestamp must be above this
+    now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+
+    def timestamp(self) -> int:
+        return max(self.now_ms(), self.mtp_ms + 1)
+
+
+def make_job(spec: ChainSpec, parent: BlockHeader, k: int, miner: str, view,
+             now_ms: Callable[[], int] | None = None) -> Job:
+    job = Job(parent, k, miner, median_time_past(spec, parent, view))
+    if now_ms is not None:
+        job.now_ms = now_ms
+    return job
+
+
 class ReferenceMiner:
     def __init__(self, spec: ChainSpec, replayer: Replayer, seed: int | None = None):
         self.spec = spec
@@ -48,30 +77,58 @@ class ReferenceMiner:
         self.rng = random.Random(seed)
         self.progress = Progress(started=time.perf_counter())
 
-    def random_batch(self) -> tuple[int, ...]:
-        return tuple(self.rng.sample(range(self.spec.dataset.train_size), self.spec.training.batch_size))
+    def random_nonce(self) -> int:
+        return self.rng.getrandbits(64)
 
-    def mine(self, parent: BlockHeader, k: int, w: State, *, should_stop: Callable[[], bool] = lambda: False,
+    def batch(self, job: Job, nonce: int) -> tuple[int, ...]:
+        return derive_batch(self.spec, job.parent.hash, job.miner, nonce)
+
+    def requirements(self, job: Job, ts: int):
+        return requirements_for(self.spec, job.parent, ts, job.k, self.replayer.r_space)
+
+    def below_floor(self, job: Job) -> bool:
+        """The loaded W is so far below the parent's accuracy that one more step will not do."""
+        acc = self.replayer.accuracy()
+        return acc.correct + self.spec.evaluation.claim_tolerance < job.parent.acc_after + self.spec.proof.min_improvement
+
+    def accept(self, job: Job, nonces: list[int], ts: int, attempts: int, t0: float) -> Found | None:
+        """The loaded model holds a candidate W' whose step met R: a block if the accuracy floor holds."""
+        self.progress.r_hits += 1
+        acc = self.replayer.accuracy()
+        if not miner_accuracy_ok(acc, job.parent, self.spec):
+            return None
+        return Found(tuple(nonces), self.replayer.state(), acc, ts, attempts, time.perf_counter() - t0)
+
+    def mine(self, job: Job, parent_state: State, *, should_stop: Callable[[], bool] = lambda: False,
              max_attempts: int | None = None) -> Found | None:
-        r = self.replayer
-        reqs = derive_requirements(parent.hash, k, r.index.total)
-        r.load(w)
-        t0, attempts = time.perf_counter(), 0
+        r, J = self.replayer, self.spec.proof.max_advance_steps
+        path: list[int] = []
+        r.load(parent_state)
+        w_j = parent_state
+        t0, attempts, epoch, reqs = time.perf_counter(), 0, None, ()
         while not should_stop() and (max_attempts is None or attempts < max_attempts):
-            batch = self.random_batch()
-            w_before = r.state()
-            before = r.index.gather(reqs)
-            r.step(batch)
-            after = r.index.gather(reqs)
+            ts = job.timestamp()
+            if redraw_epoch(self.spec, job.parent.timestamp_ms, ts) != epoch:
+                epoch, reqs = redraw_epoch(self.spec, job.parent.timestamp_ms, ts), self.requirements(job, ts)
+            nonce = self.random_nonce()
+            with canonical_threads(self.spec):
+                before = r.index.gather(reqs)
+                r.step(self.batch(job, nonce))
+                after = r.index.gather(reqs)
             attempts += 1
             self.progress.attempts += 1
-            if not miner_requirements_ok(before, after, reqs, self.spec):
-                continue
-            self.progress.r_hits += 1
-            acc_after = r.accuracy()
-            w_after = r.state()
-            acc_before = r.accuracy(w_before)
-            r.load(w_after)
-            if miner_accuracy_ok(acc_before, acc_after, parent, self.spec):
-                return Found(w_before, batch, acc_before, acc_after, attempts, time.perf_counter() - t0)
+            if miner_requirements_ok(before, after, reqs, self.spec):
+                found = self.accept(job, path + [nonce], ts, attempts, t0)
+                if found is not None:
+                    return found
+            if len(path) < J:
+                path.append(nonce)                    # the failed step trains: an advance step
+                if len(path) == J:
+                    if self.below_floor(job):
+                        path, w_j = [], parent_state  # a dead trajectory: start another
+                        r.load(w_j)
+                    else:
+                        w_j = r.state()
+            else:
+                r.load(w_j)
         return None

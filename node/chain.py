@@ -1,11 +1,11 @@
 """The chain: consensus rules applied to the store.
 
-``Chain.submit`` runs the whole pipeline for one block (header rules, body,
+``Chain.submit`` runs the whole pipeline for one block (header rules, records,
 proof), records the verdict, moves the tip by cumulative work (first seen wins
-ties) and connects orphans waiting for this block. Blocks validate given only
-their parent's *header* (R comes from the parent hash, the regression bound
-from the parent's claimed accuracy), so a fork needs no state rollback: a reorg
-is a rewrite of the best-chain index in one transaction.
+ties) and connects orphans waiting for this block. Under protocol v2 a block is
+validated from its parent's post-state W'_parent (kept content-addressed in the
+state store for recent blocks of every branch), so a fork needs no state
+rollback: a reorg is a rewrite of the best-chain index in one transaction.
 """
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ from consensus import errors
 from consensus.block import BlockHeader, genesis_header, parse_records
 from consensus.data import Dataset
 from consensus.difficulty import work
-from consensus.spec import ChainSpec
-from consensus.training import Replayer, genesis_state
-from consensus.validation import (check_records_commitment, decode_weights, validate_header,
-                                  validate_proof, validate_records)
+from consensus.proof import r_seed, redraw_epoch
+from consensus.spec import NODE_PRESETS, ChainSpec
+from consensus.training import Accuracy, Replayer, genesis_state
+from consensus.validation import (check_accuracy_claim, check_accuracy_floor, check_records_commitment,
+                                  validate_header, validate_proof, validate_records)
 from consensus.weights import State, decode_state, encode_state, weights_hash
 
 from .store import HEADER_ONLY, INVALID, VALID, Store, StoredBlock
@@ -34,7 +35,7 @@ from .store import HEADER_ONLY, INVALID, VALID, Store, StoredBlock
 log = logging.getLogger("polchain.chain")
 
 ORPHAN_LIMIT = 64
-ORPHAN_BYTES_LIMIT = 512 << 20
+PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
 
 class StartupError(Exception):
@@ -73,6 +74,9 @@ class StoreView:
 class Chain:
     def __init__(self, spec: ChainSpec, datadir: Path, dataset: Dataset, *, keep_weights: int = 100,
                  archival: bool = False, clock: Callable[[], float] = time.time):
+        if spec.is_paper:
+            raise StartupError(f"the {spec.name!r} spec uses the DGG paper's rules, which are forgeable and kept for "
+                               f"research only (docs/protocol.md); run a v2 chain ({', '.join(NODE_PRESETS)})")
         self.spec = spec
         self.dataset = dataset
         self.store = _open_store(Path(datadir))
@@ -83,7 +87,9 @@ class Chain:
         self.archival = archival
         self.clock = clock
         self.lock = threading.RLock()
-        self.orphans: OrderedDict[str, tuple[BlockHeader, list, bytes | None, str | None]] = OrderedDict()
+        self.orphans: OrderedDict[str, tuple[BlockHeader, list, str | None]] = OrderedDict()
+        self._proofs: OrderedDict[tuple, tuple[str, Accuracy]] = OrderedDict()
+        self.replays = 0   # proofs replayed (a cached sibling does not count)
         self.tip_listeners: list[Callable[[StoredBlock, int], None]] = []
         self._tip_model: tuple[str, State] | None = None
         self.genesis = genesis_header(spec)
@@ -102,12 +108,17 @@ class Chain:
             raise StartupError(
                 f"genesis weights hash to {got}, but the chain spec pins {self.spec.model.genesis_weights_sha256}: "
                 "this PyTorch build initialises the model differently; refusing to start")
-        if self.store.get(self.genesis.hash) is None:
+        stored_genesis = self.store.hash_at(0)
+        if stored_genesis is None:
             self.store.weights.put(got, encode_state(state))
-            self.store.put_block(self.genesis, [], VALID, work(self.genesis.difficulty), acc=(0, 0))
+            self.store.put_block(self.genesis, [], VALID, work(self.genesis.difficulty), acc=(None, 0))
             self.store.set_tip(self.genesis, [self.genesis.hash])
-        elif self.store.hash_at(0) != self.genesis.hash:
-            raise StartupError("the datadir holds a different chain (genesis mismatch)")
+        elif stored_genesis != self.genesis.hash:
+            other = self.store.raw_chain_id(stored_genesis) or "unknown"
+            raise StartupError(
+                f"the datadir holds chain {other[:16]}..., not this node's chain {self.spec.chain_id[:16]}... "
+                f"({self.spec.name}, protocol v{self.spec.header_version}); a protocol v1 datadir cannot be "
+                "upgraded in place (v2 blocks carry no weights): keep it for a v1 node, or use another --datadir")
 
     def _check_tip_weights(self) -> None:
         """The tip's weights are the node's working state (mining, serving peers): a stored file
@@ -115,7 +126,7 @@ class Chain:
         tip = self.store.tip()
         if tip is None:
             return
-        want = tip.header.weights_hash
+        want = tip.header.state_hash
         data = self.store.weights.get(want)
         if data is None:
             log.warning("the weights of the tip (height %d) are not stored", tip.height)
@@ -163,29 +174,29 @@ class Chain:
         return decode_state(data) if data is not None else None
 
     def tip_model(self) -> tuple[StoredBlock, State]:
-        """The tip block and its model W' = update(W, P) (W itself at genesis)."""
+        """The tip block and its post-state W' (the genesis weights at height 0)."""
         with self.lock:
             tip = self.tip()
             if self._tip_model is None or self._tip_model[0] != tip.hash:
-                w = self.load_weights(tip.header.weights_hash)
-                if w is None:
-                    raise LookupError(f"weights of tip {tip.hash[:16]} are not stored")
-                state = w if tip.height == 0 else self.replayer.update(w, tip.header.batch)
+                state = self.load_weights(tip.header.state_hash)
+                if state is None:
+                    raise LookupError(f"post-state of tip {tip.hash[:16]} is not stored")
                 self._tip_model = (tip.hash, state)
             return tip, self._tip_model[1]
 
     # -- the pipeline -----------------------------------------------------------
-    def submit(self, header: BlockHeader, records_json: list, weights: bytes | None,
-               peer: str | None = None, *, assumed: bool = False) -> Outcome:
-        """``assumed``: assume-valid (p2p, ``--assume-valid``): the header rules and the records root are
-        checked, the weights (when given) must match the header, but the proof is not replayed."""
+    def submit(self, header: BlockHeader, records_json: list | None, peer: str | None = None, *,
+               assumed: bool = False) -> Outcome:
+        """One block: the header and its records (``None``: the header alone, headers-first).
+        ``assumed`` (snapshot sync, ``--assume-valid``): the header rules and the records are checked,
+        the proof is not replayed (the block's post-state is installed by the caller)."""
         with self.lock:
-            out = self._submit_one(header, records_json, weights, peer, assumed)
+            out = self._submit_one(header, records_json, peer, assumed)
             if out.status == "accepted":
                 out.connected = self._connect_orphans(header.hash)
             return out
 
-    def _submit_one(self, header, records_json, weights, peer, assumed: bool = False) -> Outcome:
+    def _submit_one(self, header, records_json, peer, assumed: bool = False) -> Outcome:
         h = header.hash
         known = self.store.status(h)
         if known in (VALID, INVALID):
@@ -193,42 +204,39 @@ class Chain:
         try:
             parent = validate_header(header, self.spec, self.view, int(self.clock() * 1000))
         except errors.UnknownParent as exc:
-            self._hold_orphan(header, records_json, weights, peer)
+            if records_json is not None:
+                self._hold_orphan(header, records_json, peer)
             return Outcome("orphan", exc.code, exc.detail, h)
         except errors.Ignored as exc:
             return Outcome("ignored", exc.code, exc.detail, h)
         except errors.InvalidBlock as exc:
             return self._reject(header, records_json, exc, peer)
-        if weights is None and not assumed:
-            # headers-first: the header is fine; the body will be fetched
+        if records_json is None:
+            # headers-first: the header is fine; the block will be fetched
             if known is None:
-                self.store.put_block(header, records_json, HEADER_ONLY,
-                                     self._work_of(parent, header), peer=peer)
+                self.store.put_block(header, [], HEADER_ONLY, self._work_of(parent, header), peer=peer)
             return Outcome("header-ok", "", "", h)
-        if self.store.status(parent.hash) != VALID:
+        if not assumed and self.store.status(parent.hash) != VALID:
             # the parent passed the header rules only (headers-first): a block can be valid only on a
-            # valid parent, so wait for the parent's body like an orphan waits for its parent
+            # valid parent, so wait for the parent like an orphan waits for its parent
             if known is None:
                 self.store.put_block(header, records_json, HEADER_ONLY, self._work_of(parent, header), peer=peer)
-            if weights is not None and not assumed:
-                self._hold_orphan(header, records_json, weights, peer)
-            return Outcome("orphan", "parent-not-validated", f"parent {parent.hash[:16]} has no validated body", h)
+            self._hold_orphan(header, records_json, peer)
+            return Outcome("orphan", "parent-not-validated", f"parent {parent.hash[:16]} is not validated", h)
         try:
             check_records_commitment(header, records_json)  # junk records are a bad body, not a bad header
-            records = parse_records(records_json)
-            state = decode_weights(header, weights, self.spec, self.template) if weights is not None else None
-            validate_records(header, records, self.spec)
+            validate_records(header, parse_records(records_json), self.spec)
             t0 = time.perf_counter()
-            result = None if assumed else validate_proof(header, parent, state, self.replayer, self.spec)
+            acc = None if assumed else self._check_proof(header, parent)
             elapsed = time.perf_counter() - t0
         except errors.BadBody as exc:
             return Outcome("bad-body", exc.code, exc.detail, h)
+        except errors.Ignored as exc:
+            return Outcome("ignored", exc.code, exc.detail, h)
         except errors.InvalidBlock as exc:
             return self._reject(header, records_json, exc, peer)
-        if weights is not None:
-            self.store.weights.put(header.weights_hash, weights)
         self.store.put_block(header, records_json, VALID, self._work_of(parent, header), peer=peer,
-                             acc=(result.before.correct, result.after.correct) if result else None)
+                             acc=(None, acc.correct) if acc else None)
         stored = self.store.get(h)
         out = Outcome("accepted", "", "assumed valid" if assumed else f"validated in {elapsed:.2f}s", h)
         tip = self.tip()
@@ -236,6 +244,38 @@ class Chain:
             out.reorg_depth = self._switch_tip(stored)
             out.new_tip = True
         return out
+
+    def _proof_key(self, header: BlockHeader, parent: BlockHeader) -> tuple:
+        """Everything a replay depends on: the parent's state, R's seed, k, the batches' key and nonces."""
+        epoch = redraw_epoch(self.spec, parent.timestamp_ms, header.timestamp_ms)
+        return (r_seed(self.spec, parent.state_hash, parent.height, epoch), parent.hash, header.difficulty,
+                header.miner, header.nonces)
+
+    def _check_proof(self, header: BlockHeader, parent: BlockHeader) -> Accuracy:
+        """The proof, replayed once per (parent state, R, miner, nonces): a sibling that re-signs the same
+        proof (new timestamp in the same epoch, other records) costs a dictionary lookup. W' is written
+        to the state store before the block row (a crash leaves at most an unreferenced state file)."""
+        key = self._proof_key(header, parent)
+        cached = self._proofs.get(key)
+        if cached is not None:
+            state_hash, acc = cached
+            if state_hash != header.state_hash:
+                raise errors.StateMismatch(f"this proof's post-state is {state_hash[:16]}, header says "
+                                           f"{header.state_hash[:16]}")
+            check_accuracy_claim(header, acc, self.spec)
+            check_accuracy_floor(acc, parent, self.spec)
+            return acc
+        parent_state = self.load_weights(parent.state_hash)
+        if parent_state is None:
+            raise errors.StateUnavailable(f"the post-state of parent {parent.hash[:16]} is not kept here")
+        self.replays += 1
+        result = validate_proof(header, parent, parent_state, self.replayer, self.spec)
+        if not self.store.weights.has(header.state_hash):
+            self.store.weights.put(header.state_hash, encode_state(result.state))
+        self._proofs[key] = (header.state_hash, result.after)
+        while len(self._proofs) > PROOF_CACHE:
+            self._proofs.popitem(last=False)
+        return result.after
 
     def _work_of(self, parent: BlockHeader, header: BlockHeader) -> int:
         p = self.store.get(parent.hash)
@@ -247,7 +287,7 @@ class Chain:
             # can descend from it and it is rejected again as cheaply as it would be looked up
             log.warning("rejected oversized header %s from %s", header.hash[:16], peer or "local")
             return Outcome("invalid", exc.code, exc.detail, header.hash)
-        self.store.put_block(header, records_json, INVALID, 0, reason=exc.code, detail=exc.detail, peer=peer)
+        self.store.put_block(header, records_json or [], INVALID, 0, reason=exc.code, detail=exc.detail, peer=peer)
         n = self.store.mark_invalid_descendants(header.hash, exc.code)
         log.warning("rejected block %s height %d from %s: %s (%s)%s", header.hash[:16], header.height,
                     peer or "local", exc.code, exc.detail, f"; {n} descendants invalid" if n else "")
@@ -287,22 +327,19 @@ class Chain:
         return reorg
 
     # -- orphans -----------------------------------------------------------------
-    def _hold_orphan(self, header, records_json, weights, peer) -> None:
-        self.orphans[header.hash] = (header, records_json, weights, peer)
+    def _hold_orphan(self, header, records_json, peer) -> None:
+        self.orphans[header.hash] = (header, records_json, peer)
         self.orphans.move_to_end(header.hash)
-        while len(self.orphans) > ORPHAN_LIMIT or self._orphan_bytes() > ORPHAN_BYTES_LIMIT:
+        while len(self.orphans) > ORPHAN_LIMIT:
             self.orphans.popitem(last=False)
-
-    def _orphan_bytes(self) -> int:
-        return sum(len(o[2] or b"") for o in self.orphans.values())
 
     def _connect_orphans(self, parent_hash: str) -> list[str]:
         connected, todo = [], [parent_hash]
         while todo:
             p = todo.pop()
             for oh in [oh for oh, o in self.orphans.items() if o[0].parent == p]:
-                header, rec, w, peer = self.orphans.pop(oh)
-                out = self._submit_one(header, rec, w, peer)
+                header, rec, peer = self.orphans.pop(oh)
+                out = self._submit_one(header, rec, peer)
                 if out.status == "accepted":
                     connected.append(oh)
                     todo.append(oh)
@@ -314,7 +351,7 @@ class Chain:
 
     # -- pruning --------------------------------------------------------------------
     def _prune(self, tip_height: int, fork: int | None = None) -> None:
-        """Delete the weights of best-chain blocks below ``tip - keep_weights`` (genesis stays).
+        """Delete the post-states of best-chain blocks below ``tip - keep_weights`` (genesis stays).
 
         The meta key ``pruned_below`` records how far pruning got, so a tip change visits
         only the new heights, a jump of many blocks (sync, reorg) leaves nothing behind, and
@@ -332,15 +369,15 @@ class Chain:
             return
         keep = {self.spec.model.genesis_weights_sha256}
         for b in self.store.best_range(cutoff, self.keep_weights + 1):
-            keep.add(b.header.weights_hash)
+            keep.add(b.header.state_hash)
         h = start
         while h < cutoff:
             page = self.store.best_range(h, min(500, cutoff - h))
             if not page:
                 break
             for b in page:
-                if b.height < cutoff and b.header.weights_hash not in keep:
-                    self.store.weights.delete(b.header.weights_hash)
+                if b.height < cutoff and b.header.state_hash not in keep:
+                    self.store.weights.delete(b.header.state_hash)
             h = page[-1].height + 1
         self.store.set_meta("pruned_below", str(cutoff))
 

@@ -33,11 +33,10 @@ def cmd_spec(args) -> int:
 
 # -- mine (solo, no network) -------------------------------------------------------
 def cmd_mine(args) -> int:
-    from consensus.difficulty import next_difficulty
     from miner.search import make_miner
-    from miner.template import build_block
     from node.chain import StartupError
     from node.keys import load_or_create_key
+    from node.mining import mine_on_tip
     from node.setup import open_chain, resolve_spec
 
     try:
@@ -52,16 +51,13 @@ def cmd_mine(args) -> int:
     print(f"mining {args.blocks} blocks on {spec.name} (chain {spec.chain_id[:16]}) from height {start}, "
           f"miner={args.miner} device={miner.device}", file=sys.stderr)
     for _ in range(args.blocks):
-        tip, w_prime = chain.tip_model()
-        k = next_difficulty(spec, tip.header, chain.view)
-        found = miner.mine(tip.header, k, w_prime)
-        header, body = build_block(spec, tip.header, k, found, key, chain.view)
-        out = chain.submit(header, [], body, peer=None)
+        header, records, found = mine_on_tip(chain, miner, key)
+        out = chain.submit(header, records, peer=None)
         if out.status != "accepted":
             print(f"error: own block rejected: {out.code} {out.detail}", file=sys.stderr)
             return 1
-        print(f"block {header.height} {header.hash[:16]} k={k} attempts={found.attempts} "
-              f"{found.seconds:.2f}s acc {found.acc_before.correct}->{found.acc_after.correct}"
+        print(f"block {header.height} {header.hash[:16]} k={header.difficulty} attempts={found.attempts} "
+              f"{found.seconds:.2f}s steps={len(found.nonces)} acc {found.acc_after.correct}"
               f"/{spec.evaluation.size}", file=sys.stderr)
     tip = chain.tip()
     print(json.dumps({"height": tip.height, "tip": tip.hash, "cumulative_work": tip.cumulative_work}))

@@ -2,7 +2,7 @@
 
 It abandons its search as soon as the tip changes (the chain's tip listener
 sets a flag that ``should_stop`` reads on every attempt or pass) and starts
-again from the new tip's model W' = update(W, P).
+again from the new tip's post-state W'.
 """
 from __future__ import annotations
 
@@ -10,12 +10,31 @@ import logging
 import threading
 import time
 
+from typing import Callable
+
+from consensus.block import BlockHeader, public_key_hex
 from consensus.difficulty import next_difficulty
+from miner.reference import Found, make_job
 from miner.search import make_miner
 from miner.template import build_block
 
 log = logging.getLogger("polchain.miner")
 STORE_RETRY_S = 2.0   # pause after a block could not be stored (disk full...) before mining again
+
+
+def mine_on_tip(chain, miner, key, *, records: Callable[[], list] = list, should_stop=lambda: False,
+                now_ms: Callable[[], int] | None = None,
+                max_attempts: int | None = None) -> tuple[BlockHeader, list, Found] | None:
+    """Search a block on the chain's current tip; the signed header, its records (the JSON objects)
+    and what was found, or None when stopped. ``records`` is asked for once a proof is found."""
+    tip, w_prime = chain.tip_model()
+    k = next_difficulty(chain.spec, tip.header, chain.view)
+    job = make_job(chain.spec, tip.header, k, public_key_hex(key), chain.view, now_ms)
+    found = miner.mine(job, w_prime, should_stop=should_stop, max_attempts=max_attempts)
+    if found is None:
+        return None
+    recs = tuple(records())
+    return build_block(chain.spec, job, found, key, recs), [r.body for r in recs], found
 
 
 class MinerWorker:
@@ -56,22 +75,19 @@ class MinerWorker:
         while not self._stop.is_set():
             self._tip_changed.clear()
             try:
-                tip, w_prime = chain.tip_model()
-                k = next_difficulty(chain.spec, tip.header, chain.view)
-                found = self.miner.mine(tip.header, k, w_prime, should_stop=self._should_stop)
+                mined = mine_on_tip(chain, self.miner, self.service.key, records=self.service.pending_records,
+                                    should_stop=self._should_stop)
             except Exception:
                 log.exception("miner failed; retrying in 1 s")
                 time.sleep(1)
                 continue
-            if found is None:
+            if mined is None:
                 continue
-            records = self.service.pending_records()
-            header, body = build_block(chain.spec, tip.header, k, found, self.service.key, chain.view,
-                                       tuple(records))
-            log.info("mined block %s height %d after %d attempts (%.1fs)", header.hash[:16], header.height,
-                     found.attempts, found.seconds)
+            header, records, found = mined
+            log.info("mined block %s height %d after %d attempts (%.1fs), %d steps", header.hash[:16],
+                     header.height, found.attempts, found.seconds, len(found.nonces))
             try:
-                out = self.service.submit_local(header, [r.body for r in records], body)
+                out = self.service.submit_local(header, records)
             except Exception as exc:  # disk full, I/O error: nothing was stored; the thread must live on
                 log.error("could not store mined block %s height %d (%s: %s); mining again in %.0f s",
                           header.hash[:16], header.height, type(exc).__name__, exc, STORE_RETRY_S)

@@ -20,9 +20,9 @@ class ServiceLink:
         self._chain = service.chain
         self.spec = service.spec
 
-    def submit(self, header: BlockHeader, records: list, body: bytes | None, peer: str | None, *,
+    def submit(self, header: BlockHeader, records: list | None, peer: str | None, *,
                assumed: bool = False) -> "Outcome":
-        return self._service.submit_remote(header, records, body, peer, assumed=assumed)
+        return self._service.submit_remote(header, records, peer, assumed=assumed)
 
     def status(self, block_hash: str) -> str | None:
         return self._chain.store.status(block_hash)
@@ -40,6 +40,12 @@ class ServiceLink:
 
     def missing_parents(self) -> list[str]:
         return self._chain.missing_orphan_parents()
+
+    def has_state(self, state_hash: str) -> bool:
+        return self._chain.store.weights.has(state_hash)
+
+    def put_state(self, state_hash: str, data: bytes) -> None:
+        self._chain.store.weights.put(state_hash, data)
 
 
 def net_config(settings) -> NetConfig:

@@ -67,22 +67,21 @@ class NodeService:
         log.info("node stopped cleanly")
 
     # -- blocks ---------------------------------------------------------------------
-    def submit_local(self, header: BlockHeader, records_json: list, body: bytes) -> Outcome:
-        out = self._submit(header, records_json, body, None)
-        return out
+    def submit_local(self, header: BlockHeader, records_json: list) -> Outcome:
+        return self._submit(header, records_json, None)
 
-    def submit_remote(self, header: BlockHeader, records_json: list, body: bytes | None, peer: str | None, *,
+    def submit_remote(self, header: BlockHeader, records_json: list | None, peer: str | None, *,
                       assumed: bool = False) -> Outcome:
-        """Blocks and headers from peers and the API (``peer``: a peer URL or an API client's host).
-        Runs on the caller's thread (the API uses ``validation``)."""
-        return self._submit(header, records_json, body, peer, assumed)
+        """Blocks and headers from peers and the API (``records_json`` None: the header alone; ``peer``: a
+        peer URL or an API client's host). Runs on the caller's thread (the API uses ``validation``)."""
+        return self._submit(header, records_json, peer, assumed)
 
-    def _submit(self, header, records_json, body, peer, assumed: bool = False) -> Outcome:
+    def _submit(self, header, records_json, peer, assumed: bool = False) -> Outcome:
         t0 = time.perf_counter()
-        out = self.chain.submit(header, records_json, body, peer, assumed=assumed)
+        out = self.chain.submit(header, records_json, peer, assumed=assumed)
         if out.status == "accepted":
             self.metrics.block_accepted(time.perf_counter() - t0)
-            self._drop_included_records(records_json)
+            self._drop_included_records(records_json or [])
             self.network.announce(header, exclude=peer)
             for h in out.connected:
                 b = self.chain.store.get(h)

@@ -1,11 +1,13 @@
 """Opening a datadir: resolve the spec, load and check the data, open the chain."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from consensus.data import DatasetError, load_dataset
-from consensus.spec import ChainSpec, preset
+from consensus.hashing import canonical_json, sha256_hex
+from consensus.spec import HEADER_VERSION, ChainSpec, preset
 
 from .chain import Chain, StartupError
 
@@ -16,27 +18,46 @@ SPEC_FILE = "spec.json"
 def resolve_spec(datadir: Path, preset_name: str | None = None, spec_file: Path | None = None) -> ChainSpec:
     """The spec named on the command line, checked against the datadir's.
 
-    With neither --preset nor --spec, the datadir's own spec.json is used.
+    With neither --preset nor --spec, the datadir's own spec.json is used. Nothing is written
+    here: ``open_chain`` records the spec once the chain has opened, so a refused start leaves
+    the datadir as it was.
     """
     datadir = Path(datadir)
     stored = datadir / SPEC_FILE
+    have = _stored_spec(stored) if stored.exists() else None
     if spec_file is not None:
         spec = ChainSpec.from_json(Path(spec_file).read_text())
     elif preset_name is not None:
         spec = preset(preset_name)
-    elif stored.exists():
-        spec = ChainSpec.from_json(stored.read_text())
+    elif have is not None:
+        spec = have
     else:
         raise StartupError(f"{datadir} has no {SPEC_FILE}: name a --preset or a --spec file")
-    if stored.exists():
-        have = ChainSpec.from_json(stored.read_text())
-        if have.chain_id != spec.chain_id:
-            raise StartupError(f"{datadir} holds chain {have.chain_id[:16]} ({have.name}), "
-                               f"not {spec.chain_id[:16]} ({spec.name})")
-    else:
-        datadir.mkdir(parents=True, exist_ok=True)
-        stored.write_text(spec.to_json())
+    if have is not None and have.chain_id != spec.chain_id:
+        raise StartupError(f"{datadir} holds chain {have.chain_id[:16]} ({have.name}), "
+                           f"not {spec.chain_id[:16]} ({spec.name})")
     return spec
+
+
+def _stored_spec(stored: Path) -> ChainSpec:
+    """The datadir's spec.json; one this version cannot run (a protocol v1 datadir) is named by its
+    chain id, never parsed into a traceback."""
+    text = stored.read_text()
+    try:
+        return ChainSpec.from_json(text)
+    except ValueError as exc:
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise StartupError(f"{stored} is not a chain spec ({exc})") from None
+        chain_id = sha256_hex(canonical_json(obj))
+        raise StartupError(
+            f"the datadir holds chain {chain_id[:16]}... ({obj.get('name', '?')}, spec format "
+            f"{obj.get('format')!r}, protocol v{obj.get('header_version', '?')}), which this node (protocol "
+            f"v{HEADER_VERSION}) cannot run; a protocol v1 datadir cannot be upgraded in place (v2 blocks carry "
+            "no weights): keep it for a v1 node, or use another --datadir") from None
 
 
 def data_dir_for(datadir: Path, data_dir: Path | None) -> Path:
@@ -49,4 +70,8 @@ def open_chain(datadir: Path, spec: ChainSpec, *, data_dir: Path | None = None, 
         dataset = load_dataset(spec.dataset, data_dir_for(datadir, data_dir), progress=progress)
     except DatasetError as exc:
         raise StartupError(str(exc)) from None
-    return Chain(spec, Path(datadir), dataset, keep_weights=keep_weights, archival=archival)
+    chain = Chain(spec, Path(datadir), dataset, keep_weights=keep_weights, archival=archival)
+    stored = Path(datadir) / SPEC_FILE
+    if not stored.exists():
+        stored.write_text(spec.to_json())
+    return chain

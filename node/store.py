@@ -7,9 +7,10 @@ Tables
               on every tip change (a reorg is atomic).
   meta        key/value (the tip).
 
-Weights live beside the database, content-addressed by weights hash, written
-atomically (temp file, fsync, rename), so a crash never leaves a half file
-under a real name. A block row is committed only after its weights are on disk.
+Post-states (W' of each validated block, protocol v2) live beside the database,
+content-addressed by weights hash, written atomically (temp file, fsync, rename),
+so a crash never leaves a half file under a real name. A block row is committed
+only after its post-state is on disk.
 """
 from __future__ import annotations
 
@@ -193,6 +194,16 @@ class Store:
         with self.session() as s:
             row = s.get(BlockRow, block_hash)
             return _to_stored(row) if row else None
+
+    def raw_chain_id(self, block_hash: str) -> str | None:
+        """The chain id in a stored header, read without parsing it as this version's header
+        (a datadir of another protocol version must be named, not crash the parser)."""
+        with self.session() as s:
+            raw = s.scalar(select(BlockRow.header_json).where(BlockRow.hash == block_hash))
+        try:
+            return json.loads(raw).get("chain_id") if raw else None
+        except (ValueError, AttributeError):
+            return None
 
     def status(self, block_hash: str) -> str | None:
         with self.session() as s:

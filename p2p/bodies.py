@@ -3,9 +3,11 @@
 ``BODY_WINDOW`` bodies are fetched ahead by ``BODY_WORKERS`` workers, spread over
 the sync peer and every connected peer (block *i* goes first to peer *i mod n*;
 p2p/fetch.py moves on to the next peer when one is slow, lacks the body or
-serves a bad one). Assume-valid (``--assume-valid HASH``): blocks up to and
-including HASH on a header chain that passed the header rules are accepted
-without their bodies and without replaying their proofs, and the node says so.
+serves a bad one). Assume-valid, i.e. snapshot sync (``--assume-valid HASH``):
+once HASH's post-state has come from a peer and matched its header's
+``state_hash``, blocks up to and including HASH on a header chain that passed
+the header rules are accepted without replaying their proofs, and the node says
+so; without that post-state every block is validated.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from .context import Ctx
-from .fetch import NoBody, fetch_from_any
+from .fetch import NoBody, fetch_from_any, fetch_state
 
 log = logging.getLogger("polchain.p2p")
 
@@ -40,8 +42,7 @@ class Bodies:
         return [peer] + [p.url for p in self.ctx.book.connected() if p.url != peer]
 
     def _fetch(self, sources: list[str], header, index: int):
-        return fetch_from_any(self.ctx.client, self.ctx.book, sources, header, index,
-                              self.ctx.spec.limits.max_weights_bytes, self.ctx.stop)
+        return fetch_from_any(self.ctx.client, self.ctx.book, sources, header, index, self.ctx.stop)
 
     def fetch(self, peer: str, pending: list, target: int, t0: float, done_before: int) -> tuple[int, bool]:
         """Bodies for ``pending`` [(header, records)] in chain order; (accepted, go on?)."""
@@ -50,11 +51,18 @@ class Bodies:
         hashes = [h.hash for h, _ in pending]
         if self.assume_valid and self.assume_valid in hashes:
             cut = hashes.index(self.assume_valid) + 1
-            n, ok = self._accept_assumed(peer, pending[:cut], sources)
-            accepted += n
-            if not ok:
-                return accepted, False
-            pending = pending[cut:]
+            if fetch_state(ctx.client, ctx.book, ctx.node, sources, pending[cut - 1][0],
+                           ctx.spec.limits.max_weights_bytes, ctx.stop):
+                n, ok = self._accept_assumed(peer, pending[:cut])
+                accepted += n
+                if not ok:
+                    return accepted, False
+                pending = pending[cut:]
+            else:
+                # nothing was assumed yet: every block, the checkpoint's included, gets validated
+                log.warning("snapshot: no peer served the post-state of checkpoint %s; validating from genesis "
+                            "instead", self.assume_valid[:16])
+                self.assume_valid = None
         window: deque = deque()
         todo = iter(enumerate(pending))
         last_log = time.monotonic()
@@ -72,7 +80,7 @@ class Bodies:
             while window and not ctx.stop.is_set():
                 header, fut = window.popleft()
                 try:
-                    src, records, weights = fut.result()
+                    src, records = fut.result()
                 except NoBody as exc:
                     if exc.pruned and not exc.failed:
                         log.warning("sync: every peer asked has pruned the body of block %s height %d (%s); "
@@ -81,7 +89,7 @@ class Bodies:
                     else:
                         log.info("sync: %s", exc)
                     return accepted, False
-                out = ctx.node.submit(header, records, weights, src)
+                out = ctx.node.submit(header, records, src)
                 if out.status == "invalid":
                     if src != peer:
                         ctx.penalize(peer, out.code)
@@ -104,17 +112,12 @@ class Bodies:
             for _, fut in window:
                 fut.cancel()
 
-    def _accept_assumed(self, peer: str, items: list, sources: list[str]) -> tuple[int, bool]:
-        """assume-valid: blocks up to the checkpoint, accepted on their (already checked) headers."""
+    def _accept_assumed(self, peer: str, items: list) -> tuple[int, bool]:
+        """assume-valid (snapshot sync): blocks up to the checkpoint, accepted on their (already checked)
+        headers, once the checkpoint's post-state is stored (fetched and checked against its state_hash)."""
         n = 0
-        for j, (header, records) in enumerate(items):
-            weights = None
-            if j == len(items) - 1:   # the checkpoint's own body, if anyone has it, so mining can go on
-                try:
-                    _, records, weights = self._fetch(sources, header, 0)
-                except NoBody:
-                    pass
-            out = self.ctx.node.submit(header, records, weights, peer, assumed=True)
+        for header, records in items:
+            out = self.ctx.node.submit(header, records, peer, assumed=True)
             if out.status not in ("accepted", "duplicate"):
                 log.warning("assume-valid: block %d (%s) not accepted: %s %s", header.height, header.hash[:16],
                             out.code, out.detail)

@@ -28,7 +28,7 @@ class PeerError(Exception):
 
 
 class NotFound(PeerError):
-    """HTTP 404: the peer lacks the block (``code == "pruned"``: it no longer keeps the weights)."""
+    """HTTP 404: the peer lacks the block (``code == "pruned"``: it no longer keeps the block's post-state)."""
 
     @property
     def pruned(self) -> bool:
@@ -109,9 +109,9 @@ class PeerClient:
             raise PeerError(f"{peer}/blocks: no block list")
         return blocks
 
-    def weights(self, peer: str, block_hash: str, cap: int) -> bytes:
+    def state(self, peer: str, block_hash: str, cap: int) -> bytes:
         deadline = self.body_deadline + cap / self.min_body_rate
-        return self.request("GET", f"{peer}/blocks/{block_hash}/weights", cap, deadline)[1]
+        return self.request("GET", f"{peer}/blocks/{block_hash}/state", cap, deadline)[1]
 
     def peers(self, peer: str) -> list[dict]:
         out = self.get_json(f"{peer}/peers", PEERS_CAP)

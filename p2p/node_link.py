@@ -4,7 +4,8 @@
 satisfying ``NodeLink`` (node/p2p_link.py) and a ``NetConfig``. Every block or
 header the network receives goes through ``submit`` (one path: the node keeps
 its metrics, mempool and relay in step), and every question about the chain is
-one of ``status``, ``tip``, ``work``, ``headers`` and ``missing_parents``.
+one of ``status``, ``tip``, ``work``, ``headers`` and ``missing_parents``; post-states
+for snapshot sync go through ``has_state`` and ``put_state``.
 """
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ class Verdict(Protocol):
 class NodeLink(Protocol):
     spec: ChainSpec
 
-    def submit(self, header: BlockHeader, records: list, body: bytes | None, peer: str | None, *,
+    def submit(self, header: BlockHeader, records: list | None, peer: str | None, *,
                assumed: bool = False) -> Verdict:
-        """A header (``body`` None: header rules only) or a full block from ``peer``."""
+        """A block with its records, or its header alone (``records`` None: header rules only), from
+        ``peer``; ``assumed``: accepted on its header checks (assume-valid, its post-state installed)."""
 
     def status(self, block_hash: str) -> str | None:
         """valid | invalid | header-only, or None when unknown."""
@@ -52,6 +54,12 @@ class NodeLink(Protocol):
 
     def missing_parents(self) -> list[str]:
         """Parents of held orphans, most wanted first."""
+
+    def has_state(self, state_hash: str) -> bool:
+        """Whether the node keeps this post-state (safetensors content-addressed by its hash)."""
+
+    def put_state(self, state_hash: str, data: bytes) -> None:
+        """Keep a post-state that was checked against a header's ``state_hash``."""
 
 
 @dataclass(frozen=True)

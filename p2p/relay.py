@@ -8,8 +8,8 @@
   the peer book is fetched from (anyone can name any URL; an unknown origin is
   offered to the handshake and the announcement dropped). The announced header's
   stand-alone rules are checked before dialling; then header and records come
-  from the origin, every header rule runs against our chain, and only then the
-  body (p2p/fetch.py). Fetches run in the origin's lane, at most
+  from the origin, every header rule runs against our chain, and only then are
+  the records checked against the header (p2p/fetch.py) and the block validated. Fetches run in the origin's lane, at most
   ``FETCH_PENDING`` waiting per origin and ``MAX_INFLIGHT`` in all, so a silent
   origin holds one worker, not all of them.
 """
@@ -177,17 +177,16 @@ class Relay:
             log.info("ignoring %s from %s for now: %s", block_hash[:16], src, exc.code)
             return "done"
         except errors.InvalidBlock:
-            records = info.get("records")
-            ctx.node.submit(header, records if isinstance(records, list) else [], None, src)   # verdict + ban
+            ctx.node.submit(header, None, src)   # records the verdict, bans src
             return "invalid"
         try:
-            records, weights = fetch_body(ctx.client, src, header, ctx.spec.limits.max_weights_bytes, info)
+            records = fetch_body(ctx.client, src, header, info)
         except errors.BadBody as exc:
             log.info("bad body for %s from %s: %s", block_hash[:16], src, exc.code)
             ctx.book.bad_body(src)
             return "retry"
         ctx.book.ok(src)
-        out = ctx.node.submit(header, records, weights, src)
+        out = ctx.node.submit(header, records, src)
         if out.status == "accepted":
             ctx.book.served_block(src)
         elif out.status == "bad-body":

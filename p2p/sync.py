@@ -195,7 +195,7 @@ class Syncer:
                 prev = header.hash
                 st = node.status(header.hash)
                 if st is None:
-                    out = node.submit(header, records, None, peer)
+                    out = node.submit(header, None, peer)
                     if out.status == "duplicate":     # arrived meanwhile (an announcement)
                         st = node.status(header.hash)
                     elif out.status == "invalid":

@@ -1,4 +1,4 @@
-"""Blocks: read the chain, fetch weights, submit blocks."""
+"""Blocks: read the chain, fetch post-states, submit blocks."""
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +26,7 @@ def block_out(service, b: StoredBlock) -> dict:
     return {
         "hash": b.hash, "height": b.height, "status": b.status, "reason": b.reason,
         "header": b.header.to_dict(), "records": b.records,
-        "accuracy": {"claimed_before": b.header.acc_before, "claimed_after": b.header.acc_after,
-                     "measured_before": b.acc_before, "measured_after": b.acc_after,
+        "accuracy": {"claimed_after": b.header.acc_after, "measured_after": b.acc_after,
                      "of": service.spec.evaluation.size},
         "cumulative_work": b.cumulative_work, "received_at": b.received_at, "peer": b.peer,
         "in_best_chain": service.chain.store.hash_at(b.height) == b.hash,
@@ -76,15 +75,16 @@ def get_block(ident: str, service: Service):
     return block_out(service, find_block(service, ident))
 
 
-@router.get("/blocks/{block_hash}/weights", response_class=FileResponse,
+@router.get("/blocks/{block_hash}/state", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "pruned"}})
-def get_weights(block_hash: str, service: Service):
+def get_state(block_hash: str, service: Service):
+    """The block's post-state W' as safetensors (snapshot sync; it hashes to the header's state_hash)."""
     b = find_block(service, block_hash)
-    path = service.chain.store.weights.path(b.header.weights_hash)
-    if not path.exists():
-        raise ApiError(404, "pruned", "this node no longer keeps that block's weights")
+    path = service.chain.store.weights.path(b.header.state_hash)
+    if b.status != "valid" or not path.exists():
+        raise ApiError(404, "pruned", "this node does not keep that block's post-state")
     return FileResponse(path, media_type="application/octet-stream",
-                        filename=f"{b.header.weights_hash}.safetensors")
+                        filename=f"{b.header.state_hash}.safetensors")
 
 
 SUBMIT_STATUS = {"accepted": 200, "header-ok": 202, "orphan": 202, "ignored": 202,
@@ -98,8 +98,6 @@ _SUBMIT_BODY = {
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["header"],
             "properties": {"header": {"type": "string", "description": "the header as JSON"},
-                           "weights": {"type": "string", "format": "binary",
-                                       "description": "W as safetensors"},
                            "records": {"type": "string", "description": "the block's records as a JSON list"}}}},
         "application/json": {"schema": _HEADER_SCHEMA},
     },
@@ -114,12 +112,12 @@ _SUBMIT_BODY = {
                         503: {"description": "`busy`: the validation queue is full; see Retry-After"}},
              openapi_extra={"requestBody": _SUBMIT_BODY}, dependencies=[write_guard("blocks")])
 async def post_block(request: Request, service: Service):
-    """Submit a block: multipart (`header` JSON, `weights` safetensors file, optional `records` JSON),
-    or the header alone as JSON, with `X-Polchain-Origin` naming the peer to fetch the body from."""
+    """Submit a block: multipart (`header` JSON, optional `records` JSON list), or the header alone as
+    JSON: an announcement when `X-Polchain-Origin` names the peer to fetch the block from, else a block
+    without records."""
     ctype = request.headers.get("content-type", "")
     origin = request.headers.get("x-polchain-origin")
     records: list = []
-    weights: bytes | None = None
     try:
         if ctype.startswith("multipart/form-data"):
             form = await request.form(max_files=2, max_fields=4, max_part_size=1 << 20)
@@ -132,29 +130,25 @@ async def post_block(request: Request, service: Service):
             if rec is not None:
                 rec = await rec.read() if hasattr(rec, "read") else rec
                 records = json.loads(rec)
-            part = form.get("weights")
-            if part is not None:
-                weights = await part.read() if hasattr(part, "read") else str(part).encode()
         else:
             header = BlockHeader.from_json(await request.body())
     except errors.Malformed as exc:
         return error_response(422, exc.code, exc.detail)
     except (ValueError, RecursionError) as exc:  # RecursionError: records JSON nested too deeply
         return error_response(422, "malformed", str(exc)[:200])
-    if weights is None:
-        known = service.chain.store.status(header.hash)
-        if known in ("valid", "invalid"):
-            return error_response(409, "duplicate", f"already {known}", hash=header.hash)
-        if origin:
-            fetching = service.network.on_announcement(header, origin)
-            detail = "" if fetching else "not fetched: the origin is not a known peer, or it is busy"
-            return JSONResponse({"status": "fetching" if fetching else "ignored", "hash": header.hash,
-                                 "detail": detail}, status_code=202)
+    known = service.chain.store.status(header.hash)
+    if known in ("valid", "invalid"):
+        return error_response(409, "duplicate", f"already {known}", hash=header.hash)
+    if origin and not ctype.startswith("multipart/form-data"):
+        fetching = service.network.on_announcement(header, origin)
+        detail = "" if fetching else "not fetched: the origin is not a known peer, or it is busy"
+        return JSONResponse({"status": "fetching" if fetching else "ignored", "hash": header.hash,
+                             "detail": detail}, status_code=202)
     # X-Polchain-Origin is only a claim: a block posted here is attributed to the connection's
     # address, so nobody can get an honest peer banned by naming it (announcements are attributed
     # to the origin only after the origin itself served the block)
     peer = request.client.host if request.client else None
-    fut = service.validation.try_submit(service.submit_remote, header, records, weights, peer)
+    fut = service.validation.try_submit(service.submit_remote, header, records, peer)
     if fut is None:
         raise busy(f"{service.validation.limit} blocks are waiting for validation; retry later")
     out = await asyncio.wrap_future(fut)

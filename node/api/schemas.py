@@ -43,10 +43,10 @@ class Header(BaseModel):
     timestamp_ms: int = Field(**U63)
     difficulty: int = Field(**U63)
     miner: str = Field(description="Ed25519 public key, hex ('' at genesis)")
-    batch: list[int] = Field(max_length=1024, description="mini-batch indices P into the train split")
-    weights_hash: str = Field(pattern=HASH)
-    acc_before: int = Field(**U63)
-    acc_after: int = Field(**U63)
+    nonces: list[int] = Field(max_length=256, description="advance steps then the winning step; each nonce "
+                              "(u64) derives a batch from parent, miner key and nonce")
+    state_hash: str = Field(pattern=HASH, description="weights hash of the block's post-state W'")
+    acc_after: int = Field(**U63, description="claimed correct count of W' on the evaluation set E")
     records_root: str = Field(pattern=HASH)
     signature: str = Field(description="Ed25519 signature, hex ('' at genesis)")
 
@@ -61,10 +61,8 @@ class SubmitHeader(Header):
 
 
 class Accuracy(BaseModel):
-    claimed_before: int
     claimed_after: int
-    measured_before: int | None
-    measured_after: int | None
+    measured_after: int | None = Field(description="this node's own evaluation (None: not validated here)")
     of: int
 
 

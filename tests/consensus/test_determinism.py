@@ -1,5 +1,11 @@
-"""The hardware margin: a change that cleared the miner's margin on one run keeps its sign
-(and stays non-zero) when the same canonical step runs with another thread count.
+"""One verdict on every validator.
+
+* The canonical replay runs on the spec's thread count (consensus.training.canonical_threads),
+  whatever the caller's: a block mined on 1 thread validates to the same bits and verdict while the
+  validating process runs 2 torch threads, although a raw 2-thread step rounds differently.
+* The hardware margin: a change that cleared the miner's margin on one run keeps its sign and
+  clears the validators' band when the same canonical step runs with another thread count (the
+  stand-in here for other hardware, on which the spec cannot fix the reduction order).
 
 For every weight of the model (not only a k-subset) the step is computed with
 ``torch.set_num_threads(1)`` and with 2 threads. A weight "clears" when its change
@@ -12,16 +18,79 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from contextlib import contextmanager
 
+import pytest
 import torch
 
 from consensus.data import Dataset
 from consensus.hashing import sha256_hex
+from consensus.proof import derive_batch
 from consensus.requirements import (DECREASE, INCREASE, Requirement, derive_requirements, requirements_hold,
                                     ulp)
 from consensus.spec import preset
-from consensus.training import Replayer, genesis_state
-from consensus.validation import miner_requirements_ok
+from consensus.training import Replayer, canonical_threads, genesis_state
+from consensus.validation import miner_requirements_ok, validate_proof
+from consensus.weights import weights_hash
+
+from ..conftest import MemoryView, mine_block
+
+
+@contextmanager
+def threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# == the canonical thread count ===================================================================
+def test_validation_replays_on_the_spec_thread_count(tiny_spec, tiny_genesis, tiny_block, replayer):
+    """The session's block was mined on 1 thread. Validated while the process runs 2 torch threads,
+    its replay gives the same post-state bits and verdict, every canonical forward pass running on
+    ``spec.proof.replay_threads`` (seen from a forward hook). The same steps taken raw on 2 threads
+    give other bits: the rule has a subject on this machine."""
+    h, r = tiny_block.header, replayer()
+    during: list[int] = []
+    r.model.register_forward_hook(lambda mod, inp, out: during.append(torch.get_num_threads()) if mod.training else None)
+    with threads(2):
+        result = validate_proof(h, tiny_genesis, tiny_block.parent_state, r, tiny_spec)
+        assert torch.get_num_threads() == 2                              # the caller's count is restored
+        canonical, during[:] = list(during), []
+        r.load(tiny_block.parent_state)
+        for n in h.nonces:                                                # no canonical_threads: 2 threads
+            r.step(derive_batch(tiny_spec, h.parent, h.miner, n))
+        raw = weights_hash(r.state())
+    assert weights_hash(result.state) == h.state_hash
+    assert len(canonical) == len(h.nonces) and set(canonical) == {tiny_spec.proof.replay_threads} == {1}
+    assert set(during) == {2} and raw != h.state_hash
+
+
+def test_mining_does_not_depend_on_the_callers_thread_count(tiny_spec, tiny_dataset, tiny_genesis,
+                                                            tiny_genesis_state, tiny_block, miner_key):
+    """The reference miner with the session block's seed, run while the process has 2 threads, takes
+    the same canonical steps and finds the same block (nonces and post-state)."""
+    with threads(2):
+        again = mine_block(tiny_spec, tiny_dataset, tiny_genesis, tiny_genesis_state, MemoryView([tiny_genesis]),
+                           miner_key)
+    assert again.header.nonces == tiny_block.header.nonces
+    assert again.header.state_hash == tiny_block.header.state_hash
+
+
+def test_canonical_threads_restores_the_count_on_error(tiny_spec):
+    with threads(2):
+        with pytest.raises(RuntimeError):
+            with canonical_threads(tiny_spec):
+                assert torch.get_num_threads() == 1
+                with canonical_threads(tiny_spec):                         # re-entrant
+                    assert torch.get_num_threads() == 1
+                raise RuntimeError("a failing step")
+        assert torch.get_num_threads() == 2
+
+
+# == the hardware margin ==========================================================================
 
 
 def flat(r: Replayer) -> torch.Tensor:
@@ -40,43 +109,49 @@ def step_with_threads(r: Replayer, w, batch, threads: int) -> tuple[torch.Tensor
         torch.set_num_threads(old)
 
 
-def cleared_mask(before, after, spec) -> torch.Tensor:
-    """Per weight: the change clears the miner margin in the direction it went (vectorised miner rule)."""
+def cleared_mask(before, after, ulps: int, abs_: float) -> torch.Tensor:
+    """Per weight: the change clears ``max(ulps * ulp, abs_)`` in the direction it went (vectorised rule)."""
     signed = (after - before).abs()
-    need = torch.clamp(torch.maximum(ulp(before), ulp(after)) * spec.requirements.margin_ulps,
-                       min=float(spec.requirements.margin_abs))
+    need = torch.clamp(torch.maximum(ulp(before), ulp(after)) * ulps, min=abs_)
     return (signed >= need) & (signed > 0)
 
 
 def compare(spec, before, a1, a2, rng: random.Random) -> dict[str, int]:
+    """Per weight, over the two runs: a change clearing the miner's margin on one run must go the same
+    way and clear the validators' band on the other."""
+    q = spec.requirements
     d1, d2 = a1 - before, a2 - before
-    c1, c2 = cleared_mask(before, a1, spec), cleared_mask(before, a2, spec)
-    same_sign_nonzero = (torch.sign(d1) == torch.sign(d2)) & (d2 != 0) & (d1 != 0)
-    # the vectorised mask is the library's rule: spot-check it against miner_requirements_ok
+    c1, c2 = (cleared_mask(before, a, q.margin_ulps, float(q.margin_abs)) for a in (a1, a2))
+    v1, v2 = (cleared_mask(before, a, q.band_ulps, float(q.band_abs)) for a in (a1, a2))
+    same_sign = torch.sign(d1) == torch.sign(d2)
+    # the vectorised masks are the library's rules: spot-check them against miner_requirements_ok
+    # and requirements_hold with the band
     for i in rng.sample(range(before.numel()), 200):
-        direction = INCREASE if d1[i] > 0 else DECREASE
-        ok = miner_requirements_ok(before[[i]], a1[[i]], [Requirement(i, direction)], spec)
-        assert ok == bool(c1[i]), i
+        req = [Requirement(i, INCREASE if d1[i] > 0 else DECREASE)]
+        assert miner_requirements_ok(before[[i]], a1[[i]], req, spec) == bool(c1[i]), i
+        assert requirements_hold(before[[i]], a1[[i]], req, q.band_ulps, float(q.band_abs)) == bool(v1[i]), i
     return {
         "weights": before.numel(),
         "bitwise_equal": int((a1 == a2).sum()),
         "cleared_1thread": int(c1.sum()),
         "cleared_2threads": int(c2.sum()),
-        "cleared_and_disagree": int((c1 & ~same_sign_nonzero).sum() + (c2 & ~same_sign_nonzero).sum()),
+        "cleared_and_disagree": int((c1 & ~(same_sign & v2)).sum() + (c2 & ~(same_sign & v1)).sum()),
         "sign_flips_any": int(((torch.sign(d1) != torch.sign(d2))).sum()),
     }
 
 
-def check_requirement_sets(spec, before, a1, a2, n_params: int, k: int, parents: int) -> tuple[int, int]:
-    """Real R sets: whenever the miner's rule passes on one run, the validator's passes on the other."""
+def check_requirement_sets(spec, before, a1, a2, space, k: int, parents: int) -> tuple[int, int]:
+    """Real R sets over the v2 index space: whenever the miner's rule passes on one run, the
+    validators' rule (with the spec's band) passes on the other."""
+    band = (spec.requirements.band_ulps, float(spec.requirements.band_abs))
     passed = agreed = 0
     for i in range(parents):
-        reqs = derive_requirements(sha256_hex(b"det %d" % i), k, n_params)
+        reqs = derive_requirements(sha256_hex(b"det %d" % i), k, space)
         idx = [q.index for q in reqs]
         for x, y in ((a1, a2), (a2, a1)):
             if miner_requirements_ok(before[idx], x[idx], reqs, spec):
                 passed += 1
-                agreed += requirements_hold(before[idx], y[idx], reqs)
+                agreed += requirements_hold(before[idx], y[idx], reqs, *band)
     return passed, agreed
 
 
@@ -97,7 +172,7 @@ def test_tiny_cnn_threads_agree_on_cleared_requirements(tiny_spec, replayer, rec
         _, a2 = step_with_threads(r, w, batch, 2)
         for key, v in compare(tiny_spec, before, a1, a2, rng).items():
             totals[key] = totals.get(key, 0) + v
-        p, a = check_requirement_sets(tiny_spec, before, a1, a2, r.index.total, 4, 100)
+        p, a = check_requirement_sets(tiny_spec, before, a1, a2, r.r_space, 4, 100)
         passed, agreed = passed + p, agreed + a
     totals.update(r_sets_miner_passed=passed, r_sets_validator_agreed=agreed)
     record_property("tiny_cnn_thread_agreement", totals)
@@ -123,7 +198,7 @@ def test_resnet18_threads_agree_on_cleared_requirements(record_property):
     before, a1 = step_with_threads(r, w, batch, 1)
     _, a2 = step_with_threads(r, w, batch, 2)
     totals = compare(spec, before, a1, a2, random.Random(5))
-    passed, agreed = check_requirement_sets(spec, before, a1, a2, r.index.total, 4, 300)
+    passed, agreed = check_requirement_sets(spec, before, a1, a2, r.r_space, 4, 300)
     totals.update(r_sets_miner_passed=passed, r_sets_validator_agreed=agreed)
     record_property("resnet18_thread_agreement", totals)
     print("resnet18-cifar 1 vs 2 threads:", totals)

@@ -30,14 +30,19 @@ def build_chain(timestamps: list[int], spec=SPEC, k0: int | None = None, key=Non
     chain = [g]
     for h, ts in enumerate(timestamps[1:], start=1):
         parent = chain[-1]
-        hdr = BlockHeader(version=1, chain_id=spec.chain_id, height=h, parent=parent.hash, timestamp_ms=ts,
-                          difficulty=next_difficulty(spec, parent, view), miner="", batch=(0, 1, 2, 3),
-                          weights_hash=ZERO_HASH, acc_before=0, acc_after=0, records_root=ZERO_HASH)
+        hdr = header(spec, h, parent, ts, next_difficulty(spec, parent, view))
         if key is not None:
             hdr = hdr.signed(key)
         view.add(hdr)
         chain.append(hdr)
     return chain, view
+
+
+def header(spec, height: int, parent: BlockHeader, ts: int, k: int) -> BlockHeader:
+    """An unsigned v2 header (the proof fields are never looked at here)."""
+    return BlockHeader(version=spec.header_version, chain_id=spec.chain_id, height=height, parent=parent.hash,
+                       timestamp_ms=ts, difficulty=k, miner="", nonces=(0,), state_hash=ZERO_HASH, acc_after=0,
+                       records_root=ZERO_HASH)
 
 
 def regular(n: int, interval: int, start: int = SPEC.time.genesis_timestamp_ms) -> list[int]:
@@ -116,10 +121,7 @@ def test_retarget_needs_the_window():
 def test_block_with_unretargeted_k_is_invalid(miner_key):
     chain, view = build_chain(regular(21, TARGET // 4), key=miner_key)
     parent = chain[20]
-    mk = lambda k: BlockHeader(version=1, chain_id=SPEC.chain_id, height=21, parent=parent.hash,
-                               timestamp_ms=parent.timestamp_ms + 1, difficulty=k, miner="", batch=(0, 1, 2, 3),
-                               weights_hash=ZERO_HASH, acc_before=0, acc_after=0,
-                               records_root=ZERO_HASH).signed(miner_key)
+    mk = lambda k: header(SPEC, 21, parent, parent.timestamp_ms + 1, k).signed(miner_key)
     now = parent.timestamp_ms
     assert validate_header(mk(9), SPEC, view, now) == parent
     with pytest.raises(errors.BadDifficulty):
@@ -156,9 +158,7 @@ def test_time_too_old_against_mtp(miner_key):
     parent = chain[14]
     mtp = median_time_past(SPEC, parent, view)
     assert mtp == ts[9]       # heights 4..14 sorted: ts4..ts9 | ts10, ts11, ts12, ts12, ts13
-    mk = lambda t: BlockHeader(version=1, chain_id=SPEC.chain_id, height=15, parent=parent.hash, timestamp_ms=t,
-                               difficulty=8, miner="", batch=(0, 1, 2, 3), weights_hash=ZERO_HASH, acc_before=0,
-                               acc_after=0, records_root=ZERO_HASH).signed(miner_key)
+    mk = lambda t: header(SPEC, 15, parent, t, 8).signed(miner_key)
     now = ts[13] + 10_000
     validate_header(mk(mtp + 1), SPEC, view, now)
     for t in (mtp, mtp - 1, ts[0]):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save as st_save
 
 from consensus import errors
-from consensus.block import SIGN_DOMAIN, BlockHeader, genesis_header
+from consensus.block import MAX_U64, SIGN_DOMAIN, BlockHeader, PaperHeader, genesis_header, header_class
 from consensus.data import split_hash
 from consensus.hashing import ZERO_HASH, canonical_json, merkle_root, sha256, sha256_hex
 from consensus.spec import PRESETS, ChainSpec, preset
@@ -56,25 +56,42 @@ def test_canonical_json_refuses_floats_and_non_string_keys(bad):
 
 
 # -- headers --------------------------------------------------------------------------------
-headers = st.builds(
-    BlockHeader, version=u63, chain_id=hexhash, height=u63, parent=hexhash, timestamp_ms=u63, difficulty=u63,
-    miner=st.binary(min_size=32, max_size=32).map(bytes.hex),
-    batch=st.lists(st.integers(0, 1 << 40), max_size=8).map(tuple), weights_hash=hexhash,
-    acc_before=u63, acc_after=u63, records_root=hexhash,
-    signature=st.binary(min_size=64, max_size=64).map(bytes.hex))
+_common = dict(version=u63, chain_id=hexhash, height=u63, parent=hexhash, timestamp_ms=u63, difficulty=u63,
+               miner=st.binary(min_size=32, max_size=32).map(bytes.hex), acc_after=u63, records_root=hexhash,
+               signature=st.binary(min_size=64, max_size=64).map(bytes.hex))
+headers = st.builds(BlockHeader, nonces=st.lists(st.integers(0, MAX_U64), max_size=12).map(tuple),
+                    state_hash=hexhash, **_common)
+paper_headers = st.builds(PaperHeader, batch=st.lists(st.integers(0, 1 << 40), max_size=8).map(tuple),
+                          weights_hash=hexhash, acc_before=u63, **_common)
 
 
 @SETTINGS
-@given(headers)
+@given(headers | paper_headers)
 def test_header_round_trip(h):
+    cls = type(h)
     d = h.to_dict()
-    assert BlockHeader.from_dict(d) == h
-    assert BlockHeader.from_json(h.encode()) == h
-    assert BlockHeader.from_json(json.dumps(d, indent=3)) == h          # any JSON layout parses to the same
+    assert cls.from_dict(d) == h
+    assert cls.from_json(h.encode()) == h
+    assert cls.from_json(json.dumps(d, indent=3)) == h                  # any JSON layout parses to the same
     assert h.encode() == canonical_json(d)
     assert h.hash == sha256_hex(h.encode())
     assert h.signing_bytes() == SIGN_DOMAIN + canonical_json(h.to_dict(with_signature=False))
     assert "signature" not in h.to_dict(with_signature=False)
+
+
+@SETTINGS
+@given(headers, paper_headers)
+def test_versions_do_not_parse_as_each_other(v2, v1):
+    """A v1 (dgg-paper) header is malformed for a v2 parser and the other way round."""
+    with pytest.raises(errors.Malformed):
+        BlockHeader.from_dict(v1.to_dict())
+    with pytest.raises(errors.Malformed):
+        PaperHeader.from_dict(v2.to_dict())
+
+
+def test_header_class_follows_the_spec():
+    assert header_class(preset("tiny")) is header_class(preset("cifar10-resnet18")) is BlockHeader
+    assert header_class(preset("dgg-paper")) is PaperHeader
 
 
 @SETTINGS
@@ -86,7 +103,7 @@ def test_block_hash_covers_the_signature(h, other_sig):
 
 
 def test_header_signature_round_trip(tiny_spec, miner_key, other_key):
-    h = dataclasses.replace(genesis_header(tiny_spec), height=1, batch=(1, 2, 3, 4)).signed(miner_key)
+    h = dataclasses.replace(genesis_header(tiny_spec), height=1, nonces=(1, MAX_U64)).signed(miner_key)
     assert h.signature_valid() and len(h.signature) == 128 and len(h.miner) == 64
     assert BlockHeader.from_json(h.encode()).signature_valid()
     assert not dataclasses.replace(h, height=2).signature_valid()
@@ -95,16 +112,22 @@ def test_header_signature_round_trip(tiny_spec, miner_key, other_key):
 
 
 def test_genesis_header_is_pinned(tiny_spec):
+    """v2 genesis: no miner, nonces or signature; its post-state is the genesis weights; claim 0."""
     g = genesis_header(tiny_spec)
-    assert g.height == 0 and g.parent == ZERO_HASH and g.miner == "" and g.signature == "" and g.batch == ()
-    assert g.weights_hash == tiny_spec.model.genesis_weights_sha256
-    assert g.hash == "2266cc9758c031606205f3136c5ef5a88a141763850747dd57f21dad6c549dce"
+    assert type(g) is BlockHeader and g.version == 2
+    assert g.height == 0 and g.parent == ZERO_HASH and g.miner == "" and g.signature == "" and g.nonces == ()
+    assert g.state_hash == tiny_spec.model.genesis_weights_sha256 and g.acc_after == 0
+    assert g.hash == "dc90b9f4731c38dccd2f1e83032ddc0ce3c40a4abeae6cbe71b7a65e839cea15"
+    p = genesis_header(preset("dgg-paper"))
+    assert type(p) is PaperHeader and p.version == 1 and p.batch == () and p.weights_hash == g.state_hash
+    assert p.hash == "ce9326de42c328b8ed7f645661ff2513a8f9951601af9a6f00922a4da083ec0f"
 
 
 # -- chain specs ------------------------------------------------------------------------------
-PINNED_CHAIN_IDS = {
-    "tiny": "3665c6a87688975cfa933ba3ec78857efa7e491b7926ebe2d8bb943ed90aa73b",
-    "cifar10-resnet18": "2baedda5ea884b5620e215e503be55b0e900ae3feb45cd635743a2f4086df28a",
+PINNED_CHAIN_IDS = {    # protocol v2 chain ids (the v1 ones were 3665c6a8... and 2baedda5...)
+    "tiny": "2f8a2c78743b35cdccc724c9f40518837a9c95fcaa62c177bfe7e60f63070cd5",
+    "cifar10-resnet18": "24138d59a7692b48b45226d855f4f237a2d8f8833bc0efeb58f444e313cab61b",
+    "dgg-paper": "9dbfa8c1dfcf51cc281c8299d17ca451fcb2dcf97d1501fadac51d96480002eb",
 }
 
 
@@ -120,13 +143,15 @@ def test_spec_json_round_trip_and_pinned_chain_id(name):
 
 @SETTINGS
 @given(name=st.sampled_from(PRESETS), k=st.integers(1, 40), lr=st.sampled_from(["0.01", "0.001", "0.1"]),
-       size=st.integers(1, 10_000), seed=st.integers(0, 1 << 31))
-def test_spec_variants_round_trip_and_ids_separate(name, k, lr, size, seed):
+       size=st.integers(1, 10_000), seed=st.integers(0, 1 << 31), j=st.integers(0, 16),
+       excluded=st.sampled_from([(), ("linear.",), ("linear.", "bn1.")]))
+def test_spec_variants_round_trip_and_ids_separate(name, k, lr, size, seed, j, excluded):
     s = preset(name)
     v = dataclasses.replace(s, difficulty=dataclasses.replace(s.difficulty, initial=k),
                             training=dataclasses.replace(s.training, lr=lr),
                             evaluation=dataclasses.replace(s.evaluation, size=size),
-                            dataset=dataclasses.replace(s.dataset, seed=seed))
+                            dataset=dataclasses.replace(s.dataset, seed=seed),
+                            proof=dataclasses.replace(s.proof, max_advance_steps=j, r_excluded=excluded))
     back = ChainSpec.from_json(v.to_json())
     assert back == v and back.chain_id == v.chain_id
     assert (v.chain_id == s.chain_id) == (v == s)

@@ -1,7 +1,8 @@
 """Fork choice through node.chain.Chain: most cumulative work wins, ties go to the first seen,
 a reorg rewrites the best-chain index; orphans connect when their parent arrives.
 
-The blocks are real (reference miner, k = 1 chain so each is a few steps away).
+The blocks are real (reference miner, k = 1 chain so each is a few steps away); under v2 a block is
+its header and records, validated from its parent's stored post-state.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from consensus.block import genesis_header
 from consensus.difficulty import work
 from consensus.training import genesis_state
+from consensus.weights import encode_state, weights_hash
 from node.chain import Chain
 
 from ..conftest import MemoryView
@@ -25,7 +27,7 @@ def blocks(k1_spec, tiny_dataset, block_miner):
     b = block_miner(k1_spec, g, w0, view, seed=2)
     assert a.header.hash != b.header.hash
     view.add(b.header)
-    c = block_miner(k1_spec, b.header, b.w_after, view, seed=3)
+    c = block_miner(k1_spec, b.header, b.state, view, seed=3)
     return g, a, b, c
 
 
@@ -41,17 +43,18 @@ def test_ties_go_to_the_first_seen_and_more_work_reorgs(k1_spec, tiny_dataset, b
     chain.tip_listeners.append(lambda tip, depth: seen.append((tip.hash, depth)))
     assert chain.tip().hash == g.hash
 
-    out = chain.submit(a.header, [], a.body)
+    out = chain.submit(a.header, a.records)
     assert (out.status, out.new_tip, out.reorg_depth) == ("accepted", True, 0)
     assert chain.tip().hash == a.header.hash
 
-    out = chain.submit(b.header, [], b.body)                       # same work as A: A stays
+    out = chain.submit(b.header, b.records)                       # same work as A: A stays
     assert (out.status, out.new_tip) == ("accepted", False)
     assert chain.store.get(a.header.hash).cumulative_work == chain.store.get(b.header.hash).cumulative_work \
         == work(g.difficulty) + work(1)
     assert chain.tip().hash == a.header.hash
     assert chain.store.best_hashes() == [g.hash, a.header.hash]
-    assert chain.submit(b.header, [], b.body).status == "duplicate"
+    assert chain.submit(b.header, b.records).status == "duplicate"
+    assert chain.replays == 2                      # A and B each replayed once; the duplicate not at all
 
     # the tie-break survives a restart (first seen = lower sequence number in the store)
     chain.store.close()
@@ -59,30 +62,30 @@ def test_ties_go_to_the_first_seen_and_more_work_reorgs(k1_spec, tiny_dataset, b
     chain.tip_listeners.append(lambda tip, depth: seen.append((tip.hash, depth)))
     assert chain.tip().hash == a.header.hash
 
-    out = chain.submit(c.header, [], c.body)                       # B's branch now has more work
+    out = chain.submit(c.header, c.records)                       # B's branch now has more work
     assert (out.status, out.new_tip, out.reorg_depth) == ("accepted", True, 1)
     assert chain.tip().hash == c.header.hash
     assert chain.store.best_hashes() == [g.hash, b.header.hash, c.header.hash]
     assert chain.store.hash_at(1) == b.header.hash
     assert chain.tip().cumulative_work == work(g.difficulty) + 2 * work(1)
     assert seen[-1] == (c.header.hash, 1)
-    # the tip model is C's W' = update(W_C, P_C)
+    # the tip model is C's post-state, the one C's header commits to
     tip, model = chain.tip_model()
-    from consensus.weights import weights_hash
     assert tip.hash == c.header.hash
-    assert weights_hash(model) == weights_hash(chain.replayer.update(c.w, c.header.batch))
+    assert weights_hash(model) == c.header.state_hash == weights_hash(c.state)
+    assert chain.replays == 1                      # after the restart: C only
     chain.store.close()
 
 
 def test_orphan_connects_when_its_parent_arrives(k1_spec, tiny_dataset, blocks, tmp_path):
     g, a, b, c = blocks
     chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
-    assert chain.submit(a.header, [], a.body).new_tip
-    out = chain.submit(c.header, [], c.body)
+    assert chain.submit(a.header, a.records).new_tip
+    out = chain.submit(c.header, c.records)
     assert (out.status, out.code) == ("orphan", "unknown-parent")
     assert chain.missing_orphan_parents() == [b.header.hash]
     assert chain.tip().hash == a.header.hash
-    out = chain.submit(b.header, [], b.body)
+    out = chain.submit(b.header, b.records)
     assert out.status == "accepted" and out.connected == [c.header.hash]
     assert chain.tip().hash == c.header.hash
     assert chain.store.best_hashes() == [g.hash, b.header.hash, c.header.hash]
@@ -94,12 +97,28 @@ def test_invalid_block_never_becomes_tip_and_poisons_descendants(k1_spec, tiny_d
     chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
     bad_b = b.header.__class__.from_dict({**b.header.to_dict(), "acc_after": 0})
     bad_b = bad_b.signed(miner_key)                                  # a false accuracy claim
-    out = chain.submit(bad_b, [], b.body)
+    out = chain.submit(bad_b, b.records)
     assert (out.status, out.code) == ("invalid", "bad-accuracy-claim")
     assert chain.tip().hash == g.hash
     # a child of the invalid block is invalid without any replay
     child = c.header.__class__.from_dict({**c.header.to_dict(), "parent": bad_b.hash}).signed(miner_key)
-    out = chain.submit(child, [], c.body)
+    out = chain.submit(child, c.records)
     assert (out.status, out.code) == ("invalid", "bad-parent")
     assert chain.tip().hash == g.hash
+    chain.store.close()
+
+
+def test_child_of_a_pruned_post_state_is_ignored_not_invalid(k1_spec, tiny_dataset, blocks, tmp_path):
+    """A node that no longer keeps the parent's post-state cannot replay the child: state-unavailable,
+    no verdict (the block stays acceptable where the state is kept, and here once it is back)."""
+    g, a, b, c = blocks
+    chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
+    assert chain.submit(b.header, b.records).status == "accepted"
+    chain.store.weights.delete(b.header.state_hash)               # what pruning does to an old state
+    out = chain.submit(c.header, c.records)
+    assert (out.status, out.code) == ("ignored", "state-unavailable")
+    assert chain.store.status(c.header.hash) is None and chain.tip().hash == b.header.hash
+    chain.store.weights.put(b.header.state_hash, encode_state(b.state))
+    assert chain.submit(c.header, c.records).status == "accepted"
+    assert chain.tip().hash == c.header.hash
     chain.store.close()

@@ -1,24 +1,31 @@
-"""Requirements R: derivation (exact, pinned, property-tested) and the zero-change rule."""
+"""Requirements R: derivation (exact, pinned, property-tested) over the v2 index space (the
+``linear.`` head excluded), the zero-change rule and the validators' band."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.block import BlockHeader, genesis_header
-from consensus.hashing import ZERO_HASH, sha256_hex
-from consensus.requirements import (DECREASE, INCREASE, Requirement, derive_requirements,
-                                    first_failed, requirements_hold, requirements_hold_with_margin, ulp)
 from consensus import errors
-from consensus.training import genesis_state
-from consensus.weights import clone_state, encode_state, weights_hash
+from consensus.block import genesis_header
+from consensus.hashing import sha256_hex
+from consensus.model import build_model
+from consensus.proof import requirements_for
+from consensus.requirements import (DECREASE, INCREASE, IndexSpace, Requirement, derive_requirements,
+                                    first_failed, requirements_hold, requirements_hold_with_margin, ulp)
+from consensus.spec import preset
+from consensus.training import genesis_state, r_index_space
+from consensus.validation import miner_requirements_ok
+from consensus.weights import clone_state, weights_hash
 
-from ..conftest import BLOCK_GAP_MS, MemoryView
-from .util import validate_block
+from ..conftest import BLOCK_GAP_MS, MemoryView, low_difficulty
+from .util import INVALID, expect, honest_child, resign, trials, validate_block
 
 TINY_PARAMS = 6_418
 RESNET_PARAMS = 11_173_962
@@ -27,13 +34,14 @@ hashes = st.binary(min_size=32, max_size=32).map(bytes.hex)
 SETTINGS = settings(max_examples=60, deadline=None)
 
 
-def reference_derivation(parent_hash: str, k: int, n: int) -> list[tuple[int, int]]:
-    """docs/protocol.md, "Requirements", written out independently of consensus/requirements.py."""
+def reference_derivation(seed: str, k: int, n: int, eligible=None) -> list[tuple[int, int]]:
+    """docs/protocol.md, "Requirements", written out independently of consensus/requirements.py:
+    draws over ``n`` eligible weights, eligible weight i being the flat index ``eligible[i]``."""
     out: list[tuple[int, int]] = []
     seen: set[int] = set()
     counter = 0
     while len(out) < k:
-        digest = hashlib.sha256(b"polchain-R/1" + bytes.fromhex(parent_hash) + k.to_bytes(4, "big")
+        digest = hashlib.sha256(b"polchain-R/1" + bytes.fromhex(seed) + k.to_bytes(4, "big")
                                 + counter.to_bytes(8, "big")).digest()
         counter += 1
         for j in range(4):
@@ -44,7 +52,7 @@ def reference_derivation(parent_hash: str, k: int, n: int) -> list[tuple[int, in
             if r // 2 in seen:
                 continue
             seen.add(r // 2)
-            out.append((r // 2, -1 if r % 2 else +1))
+            out.append((r // 2 if eligible is None else eligible[r // 2], -1 if r % 2 else +1))
             if len(out) == k:
                 break
     return out
@@ -94,6 +102,46 @@ def test_k_out_of_range(parent, n, k):
         derive_requirements(parent, k, n)
     with pytest.raises(ValueError):
         derive_requirements(parent, n + 1, n)
+
+
+segments = st.lists(st.tuples(st.integers(0, 50), st.integers(1, 40)), min_size=1, max_size=5)
+
+
+@SETTINGS
+@given(seed=hashes, k=st.integers(1, 30), gaps=segments)
+def test_derivation_over_an_index_space(seed, k, gaps):
+    """R over a segmented index space (v2: the parameters outside the excluded prefixes) is the
+    derivation over its N eligible weights, each mapped to its flat index."""
+    segs, start = [], 0
+    for gap, length in gaps:
+        segs.append((start + gap, length))
+        start += gap + length
+    space = IndexSpace(tuple(segs))
+    eligible = [i for s0, n in segs for i in range(s0, s0 + n)]
+    assert space.size == len(eligible) and [space.flat(i) for i in range(len(eligible))] == eligible
+    k = min(k, len(eligible))
+    reqs = derive_requirements(seed, k, space)
+    assert [(r.index, r.direction) for r in reqs] == reference_derivation(seed, k, len(eligible), eligible)
+    assert {r.index for r in reqs} <= set(eligible)
+    with pytest.raises(IndexError):
+        space.flat(len(eligible))
+
+
+@pytest.mark.parametrize("arch,head", [("tiny-cnn", 330), ("resnet18-cifar", 5130)])
+def test_r_index_space_excludes_the_head(arch, head):
+    """The v2 presets exclude ``linear.``: R's space is every other parameter, in flat order."""
+    named = list(build_model(arch).named_parameters())
+    total = sum(p.numel() for _, p in named)
+    space = r_index_space(named, preset("tiny").proof.r_excluded)
+    assert preset("tiny").proof.r_excluded == preset("cifar10-resnet18").proof.r_excluded == ("linear.",)
+    assert space.size == total - head
+    starts = {}
+    flat = 0
+    for name, p in named:
+        starts[name] = (flat, p.numel())
+        flat += p.numel()
+    assert set(space.segments) == {v for n, v in starts.items() if not n.startswith("linear.")}
+    assert r_index_space(named, ()).size == total                          # dgg-paper: everything
 
 
 def test_modulo_bias_is_rejected():
@@ -191,6 +239,98 @@ def test_margin_clears_large_changes():
     assert not requirements_hold_with_margin(tiny_b, tiny_a, [Requirement(0, INCREASE)], 4, 1e-9)
 
 
+# == the validators' band (v2) ==============================================================
+def _ulps_away(x: float, m: int, direction: int) -> tuple[torch.Tensor, torch.Tensor]:
+    b = torch.tensor([x], dtype=torch.float32)
+    a = b
+    for _ in range(m):
+        a = torch.nextafter(a, torch.tensor([float("inf") if direction > 0 else float("-inf")]))
+    return b, a
+
+
+@SETTINGS
+@given(x=fp32.filter(lambda v: 1e-30 < abs(v) < 1e30), m=st.integers(0, 6), band=st.integers(0, 4),
+       direction=st.sampled_from([INCREASE, DECREASE]))
+def test_band_in_ulps(x, m, band, direction):
+    """A change of m fp32 steps clears a band of ``band`` ulps iff it is at least ``band`` times the
+    larger spacing of the two values (numpy's np.spacing, an independent ulp)."""
+    b, a = _ulps_away(x, m, direction)
+    spacing = max(abs(float(np.spacing(np.float32(abs(v))))) for v in (float(b[0]), float(a[0])))
+    change = abs(float(a[0]) - float(b[0]))
+    want = m > 0 and change >= band * spacing
+    assert requirements_hold(b, a, [Requirement(0, direction)], band, 0.0) is want
+    assert first_failed(b, a, [Requirement(0, direction)], band, 0.0) == (None if want else 0)
+    assert not requirements_hold(b, a, [Requirement(0, -direction)], band, 0.0)     # the wrong way never
+
+
+def test_band_in_absolute_terms():
+    b = torch.tensor([1e-20, 1e-20])
+    a = b + torch.tensor([4e-10, 6e-10])
+    reqs = [Requirement(0, INCREASE), Requirement(1, INCREASE)]
+    assert requirements_hold(b, a, reqs)                                   # right signs
+    assert first_failed(b, a, reqs, 2, 5e-10) == 0                          # 4e-10 < band_abs 5e-10
+    assert requirements_hold(b[1:], a[1:], reqs[1:], 2, 5e-10)
+
+
+def test_band_is_below_the_miners_margin():
+    """The v2 presets keep the validators' band strictly inside the miner's publishing margin, so a
+    change a miner publishes never lands near the validators' line."""
+    for name in ("tiny", "cifar10-resnet18"):
+        q = preset(name).requirements
+        assert 0 < q.band_ulps < q.margin_ulps and 0 < float(q.band_abs) < float(q.margin_abs)
+    assert preset("dgg-paper").requirements.band_ulps == 0 and preset("dgg-paper").requirements.band_abs == "0"
+
+
+@SETTINGS
+@given(x=fp32.filter(lambda v: abs(v) < 1e30), m=st.integers(0, 8), away=st.booleans(), scale=st.sampled_from([0, 1]),
+       direction=st.sampled_from([INCREASE, DECREASE]))
+def test_miner_margin_implies_validator_band(x, m, away, scale, direction):
+    """Whatever a change (m fp32 steps, or m * 1e-10 in absolute terms), if the miner's rule passes,
+    the validators' rule with the spec's band passes."""
+    spec = preset("tiny")
+    if scale:
+        b = torch.tensor([x], dtype=torch.float32)
+        a = b + torch.tensor([direction * m * 1e-10], dtype=torch.float32)
+    else:
+        b, a = _ulps_away(x, m, direction if away else -direction)
+    reqs = [Requirement(0, direction)]
+    if miner_requirements_ok(b, a, reqs, spec):
+        assert requirements_hold(b, a, reqs, spec.requirements.band_ulps, float(spec.requirements.band_abs))
+
+
+@pytest.fixture(scope="module")
+def banded(tiny_spec):
+    """tiny at k = 1 with a band (and margin) of thousands of ulps: a real step's change falls below it
+    about half of the time."""
+    spec = low_difficulty(tiny_spec, 1)
+    return dataclasses.replace(spec, name="tiny-k1-banded", requirements=dataclasses.replace(
+        spec.requirements, band_ulps=1 << 14, margin_ulps=1 << 15))
+
+
+def test_block_whose_change_is_inside_the_band_is_invalid(banded, tiny_dataset, replayer, miner_key):
+    """A real single-step block whose required change has the right sign but is smaller than the
+    band: requirements-not-met through the whole pipeline; the same change passes without a band."""
+    spec, r = banded, replayer(banded)
+    g, w0 = genesis_header(spec), genesis_state(spec)
+    ts = g.timestamp_ms + BLOCK_GAP_MS
+    miner = resign(g, miner_key).miner
+    reqs = requirements_for(spec, g, ts, 1, r.r_space)
+    r.load(w0)
+    before = r.index.gather(reqs)
+    for t in trials(spec, r, g, w0, miner, 1, ts, count=200):
+        if t.r_holds:
+            continue
+        header, state, _ = honest_child(spec, r, g, w0, miner_key, (t.nonce,), ts)
+        r.load(state)
+        if requirements_hold(before, r.index.gather(reqs), reqs):      # the right sign, inside the band
+            break
+    else:
+        raise AssertionError("no step with the right sign inside the band")
+    exc = expect(errors.RequirementsNotMet, INVALID, validate_block, spec, header, [], MemoryView([g]), r,
+                 ts + 1000, w0)
+    assert f"band {1 << 14} ulp" in str(exc)
+
+
 def _frozen_state(spec):
     """Genesis W with conv1 output channel 2 cut off (BN gamma = 0: zero gradient into conv1[2])
     and bn2 channel 5 dead (beta = -1000: the ReLU never fires, so conv3's inputs from channel 5,
@@ -231,27 +371,21 @@ def test_real_step_leaves_frozen_weights_unchanged_and_they_satisfy_nothing(tiny
 
 
 def test_block_whose_requirement_hits_a_frozen_weight_is_invalid(k1_spec, tiny_dataset, replayer, miner_key):
-    """A full k = 1 block from the frozen W, on a parent whose R picks a frozen weight."""
+    """A full k = 1 block whose parent's post-state is the frozen W, in an epoch whose R picks a
+    frozen weight: the step cannot change it, whatever the batch."""
     r = replayer(k1_spec)
     w = _frozen_state(k1_spec)
     frozen = set(_frozen_indices(r))
     g = genesis_header(k1_spec)
-    for nonce in range(2000):
-        parent = BlockHeader(version=1, chain_id=k1_spec.chain_id, height=1, parent=g.hash,
-                             timestamp_ms=g.timestamp_ms + BLOCK_GAP_MS, difficulty=1, miner="",
-                             batch=(0, 1, 2, 3 + nonce), weights_hash=g.weights_hash, acc_before=0, acc_after=0,
-                             records_root=ZERO_HASH).signed(miner_key)
-        if derive_requirements(parent.hash, 1, r.index.total)[0].index in frozen:
+    parent = resign(dataclasses.replace(g, height=1, parent=g.hash, timestamp_ms=g.timestamp_ms + BLOCK_GAP_MS,
+                                        difficulty=1, nonces=(1,), state_hash=weights_hash(w)), miner_key)
+    interval = k1_spec.proof.redraw_interval_ms
+    for epoch in range(500):       # R is re-drawn every epoch: wait (in block time) for one that hits
+        ts = parent.timestamp_ms + epoch * interval + BLOCK_GAP_MS
+        if requirements_for(k1_spec, parent, ts, 1, r.r_space)[0].index in frozen:
             break
     else:
-        raise AssertionError("no parent whose R hits a frozen weight")
-    batch = (10, 20, 30, 40)
-    acc_b = r.accuracy(w).correct
-    acc_a = r.accuracy(r.update(w, batch)).correct
-    child = BlockHeader(version=1, chain_id=k1_spec.chain_id, height=2, parent=parent.hash,
-                        timestamp_ms=parent.timestamp_ms + BLOCK_GAP_MS, difficulty=1, miner="", batch=batch,
-                        weights_hash=weights_hash(w), acc_before=acc_b, acc_after=acc_a,
-                        records_root=ZERO_HASH).signed(miner_key)
-    with pytest.raises(errors.RequirementsNotMet):
-        validate_block(k1_spec, child, encode_state(w), [], MemoryView([g, parent]), r,
-                       child.timestamp_ms + 1000, genesis_state(k1_spec))
+        raise AssertionError("no epoch whose R hits a frozen weight")
+    child, _, _ = honest_child(k1_spec, r, parent, w, miner_key, (10, 20, 30), ts, k=1)
+    expect(errors.RequirementsNotMet, INVALID, validate_block, k1_spec, child, [], MemoryView([g, parent]), r,
+           ts + 1000, w)

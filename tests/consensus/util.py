@@ -1,70 +1,106 @@
-"""Helpers for the consensus tests: full validation, re-signing, proof search."""
+"""Helpers for the consensus tests: the node's validation pipeline, re-signing, honest replays,
+proof search at a fixed parent state, and the reason-code assertion shared by the test modules."""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consensus.block import BlockHeader, parse_records
-from consensus.requirements import derive_requirements, requirements_hold
+from consensus import errors
+from consensus.block import BlockHeader, parse_records, public_key_hex
+from consensus.hashing import ZERO_HASH
+from consensus.proof import derive_batch, requirements_for
+from consensus.requirements import requirements_hold
 from consensus.spec import ChainSpec
-from consensus.training import Accuracy, Replayer
-from consensus.validation import (ProofResult, check_records_commitment, decode_weights, validate_header,
-                                  validate_proof, validate_records)
-from consensus.weights import State
+from consensus.training import Accuracy, Replayer, canonical_threads
+from consensus.validation import (ProofResult, check_records_commitment, validate_header, validate_proof,
+                                  validate_records)
+from consensus.weights import State, weights_hash
+
+IGNORED, BAD_BODY, INVALID = errors.Ignored, errors.BadBody, errors.InvalidBlock
 
 
-def resign(header: BlockHeader, key: Ed25519PrivateKey, **changes) -> BlockHeader:
+def expect(cls: type[errors.BlockError], family: type[errors.BlockError], fn, *args, **kw):
+    """``fn(*args, **kw)`` raises exactly ``cls``, whose code and family are as wanted."""
+    with pytest.raises(errors.BlockError) as info:
+        fn(*args, **kw)
+    exc = info.value
+    assert type(exc) is cls, f"wanted {cls.__name__}, got {type(exc).__name__}: {exc}"
+    assert exc.code == cls.code
+    assert isinstance(exc, family)
+    for other in {IGNORED, BAD_BODY, INVALID} - {family}:
+        assert not isinstance(exc, other)
+    return exc
+
+
+def resign(header, key: Ed25519PrivateKey, **changes):
     """The header with ``changes``, signed again (so only the intended rule breaks)."""
     return replace(header, **changes).signed(key)
 
 
-def validate_block(spec: ChainSpec, header: BlockHeader, body: bytes, records_json: list, view,
-                   replayer: Replayer, now_ms: int, template: State) -> ProofResult:
-    """The node's whole pipeline, in its order (node/chain.py): header, records commitment,
-    records, weights, proof."""
+def validate_block(spec: ChainSpec, header: BlockHeader, records_json: list, view, replayer: Replayer,
+                   now_ms: int, parent_state: State) -> ProofResult:
+    """The node's whole pipeline, in its order (node/chain.py): header, records commitment, records,
+    then the proof replayed from the parent's post-state."""
     parent = validate_header(header, spec, view, now_ms)
     check_records_commitment(header, records_json)
-    records = parse_records(records_json)
-    w = decode_weights(header, body, spec, template)
-    validate_records(header, records, spec)
-    return validate_proof(header, parent, w, replayer, spec)
+    validate_records(header, parse_records(records_json), spec)
+    return validate_proof(header, parent, parent_state, replayer, spec)
+
+
+def replay(spec: ChainSpec, r: Replayer, parent_state: State, parent_hash: str, miner: str,
+           nonces: Sequence[int]) -> State:
+    """The post-state of these nonces, written out from the protocol (not through validation)."""
+    r.load(parent_state)
+    with canonical_threads(spec):
+        for n in nonces:
+            r.step(derive_batch(spec, parent_hash, miner, n))
+    return r.state()
+
+
+def honest_child(spec: ChainSpec, r: Replayer, parent: BlockHeader, parent_state: State, key: Ed25519PrivateKey,
+                 nonces: Sequence[int], timestamp_ms: int, k: int | None = None,
+                 records_root: str = ZERO_HASH) -> tuple[BlockHeader, State, Accuracy]:
+    """A signed child of ``parent`` whose state_hash and acc_after are what its nonces really give;
+    R is not looked at (the caller picks nonces that meet it, or not)."""
+    state = replay(spec, r, parent_state, parent.hash, public_key_hex(key), nonces)
+    acc = r.accuracy(state)
+    header = BlockHeader(version=spec.header_version, chain_id=spec.chain_id, height=parent.height + 1,
+                         parent=parent.hash, timestamp_ms=timestamp_ms,
+                         difficulty=parent.difficulty if k is None else k, miner="", nonces=tuple(nonces),
+                         state_hash=weights_hash(state), acc_after=acc.correct,
+                         records_root=records_root).signed(key)
+    return header, state, acc
 
 
 @dataclass(frozen=True)
 class Trial:
-    batch: tuple[int, ...]
-    r_holds: bool
-    before: Accuracy
-    after: Accuracy
+    nonce: int
+    r_holds: bool          # the validator rule (with the spec's band)
 
 
-def trials(spec: ChainSpec, r: Replayer, w: State, parent_hash: str, k: int, *, seed: int = 0,
-           count: int = 200, r_holds: bool | None = None) -> Iterator[Trial]:
-    """Random canonical steps at a fixed W: does R hold (validator rule), accuracies before/after.
-
-    With ``r_holds`` set, only steps with that R verdict are yielded (the others skip
-    the accuracy evaluation, the expensive part).
-    """
+def trials(spec: ChainSpec, r: Replayer, parent: BlockHeader, parent_state: State, miner: str, k: int,
+           timestamp_ms: int, *, seed: int = 0, count: int = 200) -> Iterator[Trial]:
+    """Single-step proofs (no advance step) from the parent's post-state on random nonces: does R
+    (from the parent's post-state and the epoch of ``timestamp_ms``) hold with the validators' band?"""
     rng = random.Random(seed)
-    reqs = derive_requirements(parent_hash, k, r.index.total)
-    acc_before = r.accuracy(w)
+    reqs = requirements_for(spec, parent, timestamp_ms, k, r.r_space)
+    band = (spec.requirements.band_ulps, float(spec.requirements.band_abs))
     for _ in range(count):
-        batch = tuple(rng.sample(range(spec.dataset.train_size), spec.training.batch_size))
-        r.load(w)
-        before = r.index.gather(reqs)
-        r.step(batch)
-        after = r.index.gather(reqs)
-        holds = requirements_hold(before, after, reqs)
-        if r_holds is not None and holds != r_holds:
-            continue
-        yield Trial(batch, holds, acc_before, r.accuracy())
+        nonce = rng.getrandbits(64)
+        r.load(parent_state)
+        with canonical_threads(spec):
+            before = r.index.gather(reqs)
+            r.step(derive_batch(spec, parent.hash, miner, nonce))
+            after = r.index.gather(reqs)
+        yield Trial(nonce, requirements_hold(before, after, reqs, *band))
 
 
-def find_trial(spec, r, w, parent_hash, k, want: Callable[[Trial], bool], **kw) -> Trial:
-    for t in trials(spec, r, w, parent_hash, k, **kw):
+def find_nonce(spec, r, parent, parent_state, miner, k, timestamp_ms, want: Callable[[Trial], bool], **kw) -> int:
+    for t in trials(spec, r, parent, parent_state, miner, k, timestamp_ms, **kw):
         if want(t):
-            return t
-    raise AssertionError("no trial with the wanted property found")
+            return t.nonce
+    raise AssertionError("no nonce with the wanted property found")

@@ -74,7 +74,7 @@ class Sampler:
         return out
 
 
-INVALID_PROOF = ("requirements-not-met", "bad-accuracy-claim", "accuracy-not-improved", "accuracy-regressed")
+INVALID_PROOF = ("state-mismatch",)
 
 
 def figures(name: str, **kw) -> None:
@@ -101,7 +101,7 @@ def _junk(i: int) -> dict:
         return {"json": {"nope": i}}
     if kind == 2:
         return {"content": b"{" * 500, "headers": {"content-type": "application/json"}}
-    return {"files": {"header": (None, "not json"), "weights": ("w", os.urandom(1000))}}
+    return {"files": {"header": (None, "not json"), "records": (None, os.urandom(1000))}}
 
 
 def test_junk_post_flood_is_rate_limited_and_the_chain_goes_on(pair):
@@ -141,9 +141,9 @@ def test_junk_post_flood_is_rate_limited_and_the_chain_goes_on(pair):
 
 def test_invalid_block_bans_the_client_not_the_loopback(pair):
     m, v = pair
-    bad, body = tampered_block(m, m.status()["height"] - 1)
+    bad = tampered_block(m, m.status()["height"] - 1)
     with client_from("127.0.0.3", v) as attacker:
-        r = attacker.post("/blocks", files={"header": (None, bad.encode()), "weights": ("w", body)})
+        r = attacker.post("/blocks", files={"header": (None, bad.encode()), "records": (None, "[]")})
         assert r.status_code == 400, r.text
         for path, kw in (("/blocks", {"json": {"nope": 1}}), ("/peers", {"json": {"url": "http://10.1.1.1:1"}}),
                          ("/certificates", {"json": {}})):
@@ -154,7 +154,7 @@ def test_invalid_block_bans_the_client_not_the_loopback(pair):
     banned = {p["url"]: p for p in v.peers() if p["state"] == "banned"}
     assert "127.0.0.3" in banned and banned["127.0.0.3"]["ban_reason"] in INVALID_PROOF, banned
     # the same invalid block from the trusted loopback: refused, but nobody on 127.0.0.1 is banned
-    r = v.post("/blocks", files={"header": (None, bad.encode()), "weights": ("w", body)})
+    r = v.post("/blocks", files={"header": (None, bad.encode()), "records": (None, "[]")})
     assert r.status_code == 409
     assert "127.0.0.1" not in {p["url"] for p in v.peers()}
     assert m.block(bad.hash) is None
@@ -164,7 +164,7 @@ def test_invalid_block_bans_the_client_not_the_loopback(pair):
     many = [replace(bad, timestamp_ms=bad.timestamp_ms + i + 1, signature="").signed(key) for i in range(32)]
 
     def post(h):
-        r = v.post("/blocks", files={"header": (None, h.encode()), "weights": ("w", body)})
+        r = v.post("/blocks", files={"header": (None, h.encode()), "records": (None, "[]")})
         return r.status_code, r.json().get("error"), r.headers.get("retry-after")
 
     with ThreadPoolExecutor(32) as pool:

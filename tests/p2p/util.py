@@ -75,40 +75,28 @@ class FakePeer:
     def serve_bytes(self, path: str, data: bytes) -> None:
         self.routes[path] = (200, "application/octet-stream", data)
 
-    def serve_block(self, header, weights: bytes, records: list | None = None) -> None:
+    def serve_block(self, header, records: list | None = None) -> None:
         h = header.hash
         self.serve_json(f"/blocks/{h}", {"hash": h, "height": header.height, "status": "valid",
                                          "header": header.to_dict(), "records": records or []})
-        self.serve_bytes(f"/blocks/{h}/weights", weights)
 
     def fetched(self, block_hash: str) -> int:
         return sum(1 for _, p in self.requests if p.startswith(f"/blocks/{block_hash}"))
 
 
 def tampered_block(node: NodeProc, height: int):
-    """A sibling of the node's block at ``height``: its weights nudged and its batch changed, re-signed
-    with a fresh key. Every header rule passes (same parent, difficulty, timestamp); the proof does not."""
+    """A sibling of the node's block at ``height`` claiming another post-state, re-signed with a fresh key.
+    Every header rule passes (same parent, difficulty, timestamp); the replay does not (state-mismatch)."""
     from dataclasses import replace
 
-    import torch
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from consensus.block import BlockHeader
-    from consensus.weights import decode_state, encode_state, weights_hash
+    from consensus.hashing import sha256_hex
 
-    info = node.block(str(height))
-    header = BlockHeader.from_dict(info["header"])
-    r = node.get(f"/blocks/{header.hash}/weights")
-    r.raise_for_status()
-    state = decode_state(r.content)
-    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 16)
-    g = torch.Generator().manual_seed(1234)
-    state[name] = state[name] + 0.05 * torch.randn(state[name].shape, generator=g)
-    body = encode_state(state)
-    batch = tuple((i + 17) % 10000 for i in header.batch)
-    bad = replace(header, batch=batch, weights_hash=weights_hash(state), signature="").signed(
+    header = BlockHeader.from_dict(node.block(str(height))["header"])
+    return replace(header, state_hash=sha256_hex(header.state_hash.encode()), signature="").signed(
         Ed25519PrivateKey.generate())
-    return bad, body
 
 
 class SilentPeer:

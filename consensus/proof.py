@@ -1,0 +1,63 @@
+"""Protocol v2: what binds a proof to the chain and to its miner (docs/protocol.md, "Proof").
+
+* Batches: nonce ``n`` of a block by miner ``M`` on parent ``p`` trains on the S distinct
+  train indices drawn from ``SHA-256("polchain-batch/2" | chain id | p | M | n (u64 BE) |
+  counter (u32 BE))``, four big-endian u64 per digest, rejection-sampled below the largest
+  multiple of the train-set size, duplicates skipped. A thief's key derives other batches, and
+  labels cannot be picked without grinding nonces (whose effect R's index space removes: the
+  label-predictable linear head is excluded).
+* W: the parent's post-state advanced by the canonical steps of ``nonces[:-1]``; the winning
+  step is ``nonces[-1]``. Nothing but training can produce a published state.
+* R: drawn (consensus.requirements) from ``seed = SHA-256("polchain-R-seed/2" | chain id |
+  parent's state hash | parent height (u64 BE) | epoch (u64 BE))``: only a new proof changes
+  the parent's post-state, so its miner cannot re-roll R by re-signing timestamps, records or
+  claims. ``epoch = max(0, t - t_parent) // redraw_interval`` re-draws R when a block is slow
+  in coming (no permanent stall).
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from .requirements import IndexSpace, Requirement, derive_requirements
+from .spec import ChainSpec
+
+BATCH_DOMAIN = b"polchain-batch/2"
+R_SEED_DOMAIN = b"polchain-R-seed/2"
+
+
+def derive_batch(spec: ChainSpec, parent_hash: str, miner: str, nonce: int) -> tuple[int, ...]:
+    n, s = spec.dataset.train_size, spec.training.batch_size
+    limit = (1 << 64) - ((1 << 64) % n)
+    prefix = (BATCH_DOMAIN + bytes.fromhex(spec.chain_id) + bytes.fromhex(parent_hash) + bytes.fromhex(miner)
+              + struct.pack(">Q", nonce))
+    out: list[int] = []
+    counter = 0
+    while len(out) < s:
+        digest = hashlib.sha256(prefix + struct.pack(">I", counter)).digest()
+        counter += 1
+        for (d,) in struct.iter_unpack(">Q", digest):
+            if d >= limit:
+                continue
+            i = d % n
+            if i not in out:
+                out.append(i)
+                if len(out) == s:
+                    break
+    return tuple(out)
+
+
+def redraw_epoch(spec: ChainSpec, parent_timestamp_ms: int, timestamp_ms: int) -> int:
+    interval = spec.proof.redraw_interval_ms
+    return max(0, timestamp_ms - parent_timestamp_ms) // interval if interval > 0 else 0
+
+
+def r_seed(spec: ChainSpec, parent_state_hash: str, parent_height: int, epoch: int) -> str:
+    return hashlib.sha256(R_SEED_DOMAIN + bytes.fromhex(spec.chain_id) + bytes.fromhex(parent_state_hash)
+                          + struct.pack(">QQ", parent_height, epoch)).hexdigest()
+
+
+def requirements_for(spec: ChainSpec, parent, timestamp_ms: int, k: int, space: IndexSpace) -> tuple[Requirement, ...]:
+    """R for a child of ``parent`` stamped ``timestamp_ms`` (v2)."""
+    epoch = redraw_epoch(spec, parent.timestamp_ms, timestamp_ms)
+    return derive_requirements(r_seed(spec, parent.state_hash, parent.height, epoch), k, space)

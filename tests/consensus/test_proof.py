@@ -1,0 +1,175 @@
+"""consensus/proof.py: what binds a v2 proof to the chain and its miner.
+
+Batches from (chain, parent, miner key, nonce); the redraw epoch; R's seed from the parent's
+post-state, height and epoch, never from what the parent's miner can re-sign freely (timestamp,
+records, claims). Each derivation is checked against an independent write-up of docs/protocol.md
+and pinned, and its properties are tested.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consensus.block import genesis_header
+from consensus.hashing import ZERO_HASH, sha256_hex
+from consensus.proof import derive_batch, r_seed, redraw_epoch, requirements_for
+from consensus.spec import preset
+
+from .util import resign
+
+SPEC = preset("tiny")
+RESNET = preset("cifar10-resnet18")
+SETTINGS = settings(max_examples=60, deadline=None)
+hashes = st.binary(min_size=32, max_size=32).map(bytes.hex)
+u64 = st.integers(0, (1 << 64) - 1)
+
+
+def reference_batch(spec, parent: str, miner: str, nonce: int) -> list[int]:
+    """docs/protocol.md, "Proof": written out independently of consensus/proof.py."""
+    n, s = spec.dataset.train_size, spec.training.batch_size
+    out: list[int] = []
+    counter = 0
+    while len(out) < s:
+        digest = hashlib.sha256(b"polchain-batch/2" + bytes.fromhex(spec.chain_id) + bytes.fromhex(parent)
+                                + bytes.fromhex(miner) + nonce.to_bytes(8, "big") + counter.to_bytes(4, "big")).digest()
+        counter += 1
+        for j in range(4):
+            d = int.from_bytes(digest[8 * j: 8 * j + 8], "big")
+            if d >= 2 ** 64 - 2 ** 64 % n or d % n in out:
+                continue
+            out.append(d % n)
+            if len(out) == s:
+                break
+    return out
+
+
+def reference_seed(spec, state_hash: str, height: int, epoch: int) -> str:
+    return hashlib.sha256(b"polchain-R-seed/2" + bytes.fromhex(spec.chain_id) + bytes.fromhex(state_hash)
+                          + height.to_bytes(8, "big") + epoch.to_bytes(8, "big")).hexdigest()
+
+
+# == batches ===================================================================================
+def test_pinned_batches_and_seed():
+    p, m = sha256_hex(b"parent"), sha256_hex(b"miner")
+    assert derive_batch(SPEC, p, m, 0) == (9093, 9414, 9360, 6673)
+    assert derive_batch(SPEC, p, m, (1 << 64) - 1) == (5480, 760, 8122, 4134)
+    assert r_seed(SPEC, p, 7, 3) == "9fccaffef9eedc7fa35bc9c435c6debbbe4ac180212a0d3c6e1a53a60bc1b543"
+
+
+@SETTINGS
+@given(parent=hashes, miner=hashes, nonce=u64, spec=st.sampled_from([SPEC, RESNET]))
+def test_batch_is_s_distinct_indices_in_range(parent, miner, nonce, spec):
+    b = derive_batch(spec, parent, miner, nonce)
+    assert len(b) == spec.training.batch_size == len(set(b))
+    assert all(0 <= i < spec.dataset.train_size for i in b)
+    assert b == derive_batch(spec, parent, miner, nonce)                      # deterministic
+    assert list(b) == reference_batch(spec, parent, miner, nonce)
+
+
+def test_distinct_even_when_the_set_is_tiny():
+    """S = 4 of a 5-image train split: duplicates are skipped, never returned (the draw is rejection
+    sampled below the largest multiple of n, so also without modulo bias)."""
+    small = dataclasses.replace(SPEC, dataset=dataclasses.replace(SPEC.dataset, train_size=5))
+    seen = set()
+    for nonce in range(200):
+        b = derive_batch(small, ZERO_HASH, sha256_hex(b"m"), nonce)
+        assert sorted(b) == sorted(set(b)) and len(b) == 4 and all(0 <= i < 5 for i in b)
+        seen.add(b)
+    assert len(seen) > 60          # of the 120 ordered choices, most occur: nonces select among them
+
+
+@SETTINGS
+@given(parent=hashes, other=hashes, miner=hashes, other_miner=hashes, nonce=u64)
+def test_batch_depends_on_parent_miner_and_nonce(parent, other, miner, other_miner, nonce):
+    """Any one input changed gives another batch (a collision of two 4-of-10,000 draws is ~1e-16)."""
+    b = derive_batch(SPEC, parent, miner, nonce)
+    if other != parent:
+        assert derive_batch(SPEC, other, miner, nonce) != b
+    if other_miner != miner:
+        assert derive_batch(SPEC, parent, other_miner, nonce) != b                  # a thief's key
+    assert derive_batch(SPEC, parent, miner, nonce ^ 1) != b
+    assert derive_batch(RESNET, parent, miner, nonce) != b                          # another chain
+
+
+def test_batch_indices_are_uniform():
+    """8,000 indices over 16 equal bins of the 10,000-image split: chi-square (15 dof) below 50
+    (p < 1e-5 for a uniform source)."""
+    bins = [0] * 16
+    m = sha256_hex(b"uniform")
+    for nonce in range(2000):
+        for i in derive_batch(SPEC, ZERO_HASH, m, nonce):
+            bins[i * 16 // SPEC.dataset.train_size] += 1
+    expected = sum(bins) / 16
+    assert sum((b - expected) ** 2 / expected for b in bins) < 50, bins
+
+
+# == the redraw epoch ===============================================================================
+def test_redraw_epoch():
+    t0, iv = 1_000_000, SPEC.proof.redraw_interval_ms
+    assert iv == 30_000
+    assert [redraw_epoch(SPEC, t0, t0 + d) for d in (1, iv - 1, iv, 2 * iv - 1, 2 * iv, 10 * iv + 5)] == \
+        [0, 0, 1, 1, 2, 10]
+    # a timestamp at or before the parent's (allowed while above the median time past) is epoch 0
+    assert redraw_epoch(SPEC, t0, t0) == redraw_epoch(SPEC, t0, t0 - 5 * iv) == 0
+    never = dataclasses.replace(SPEC, proof=dataclasses.replace(SPEC.proof, redraw_interval_ms=0))
+    assert redraw_epoch(never, t0, t0 + 10 ** 12) == 0
+
+
+# == R's seed ===============================================================================
+@SETTINGS
+@given(state=hashes, height=st.integers(0, (1 << 63) - 1), epoch=st.integers(0, 1 << 40))
+def test_r_seed_matches_the_reference(state, height, epoch):
+    assert r_seed(SPEC, state, height, epoch) == reference_seed(SPEC, state, height, epoch)
+
+
+def test_r_seed_depends_on_state_height_epoch_and_chain():
+    s = r_seed(SPEC, ZERO_HASH, 5, 0)
+    assert len({s, r_seed(SPEC, sha256_hex(b"other state"), 5, 0), r_seed(SPEC, ZERO_HASH, 6, 0),
+                r_seed(SPEC, ZERO_HASH, 5, 1), r_seed(RESNET, ZERO_HASH, 5, 0)}) == 5
+
+
+@pytest.fixture(scope="module")
+def parent(miner_key):
+    """A signed height-1 header: its state_hash stands for its post-state."""
+    g = genesis_header(SPEC)
+    return resign(dataclasses.replace(g, height=1, parent=g.hash, timestamp_ms=g.timestamp_ms + 2000, nonces=(1, 2),
+                                      state_hash=sha256_hex(b"post-state"), acc_after=77), miner_key)
+
+
+def test_r_is_independent_of_what_the_parents_miner_can_re_sign(parent, miner_key, other_key):
+    """R for a child of P at P's timestamp + d: unchanged when P's miner re-signs P with another
+    timestamp, records root or accuracy claim (or someone else signs it), as long as the child sits
+    at the same distance from P (the same epoch). Only P's post-state, height or the epoch move it."""
+    k, n = 8, 6_088              # n: the size of tiny's R index space
+    d = 2000
+    reqs = requirements_for(SPEC, parent, parent.timestamp_ms + d, k, n)
+    for changes in ({"timestamp_ms": parent.timestamp_ms + 1234}, {"records_root": sha256_hex(b"records")},
+                    {"acc_after": 3}, {"nonces": (9,)}, {}):
+        for key in (miner_key, other_key):
+            sibling = resign(parent, key, **changes)
+            assert sibling.hash != parent.hash or not changes and key is miner_key
+            assert requirements_for(SPEC, sibling, sibling.timestamp_ms + d, k, n) == reqs
+    moved = {"state_hash": sha256_hex(b"another post-state")}, {"height": 2}
+    for changes in moved:
+        assert requirements_for(SPEC, resign(parent, miner_key, **changes), parent.timestamp_ms + d, k, n) != reqs
+    later = parent.timestamp_ms + SPEC.proof.redraw_interval_ms + d
+    assert requirements_for(SPEC, parent, later, k, n) != reqs
+    assert requirements_for(SPEC, parent, parent.timestamp_ms + SPEC.proof.redraw_interval_ms - 1, k, n) == reqs
+
+
+def test_requirements_for_never_draws_the_head(parent, replayer):
+    """Under v2 R's index space excludes the label-predictable ``linear.`` head, in every epoch."""
+    r = replayer()
+    head = {i for (name, p), start in zip(r.model.named_parameters(), r.index.starts) if name.startswith("linear.")
+            for i in range(start, start + p.numel())}
+    assert len(head) == 32 * 10 + 10 and r.r_space.size == r.index.total - len(head)
+    drawn = set()
+    for epoch in range(300):
+        ts = parent.timestamp_ms + epoch * SPEC.proof.redraw_interval_ms
+        drawn |= {q.index for q in requirements_for(SPEC, parent, ts, 40, r.r_space)}
+    assert not drawn & head
+    assert len(drawn) > 0.8 * r.r_space.size          # 12,000 draws do cover the rest
