@@ -5,8 +5,10 @@ a named URL is only a *candidate*: it joins the book once its ``GET /status``
 answers, within ``handshake_timeout``, with our chain id. Candidates are keyed by
 ``scheme://host:port`` (50 paths on one host are one candidate), at most
 ``MAX_CANDIDATES`` wait, ``WORKERS`` handshakes run at once, and a candidate that
-failed is not tried again for ``RETRY_AFTER`` seconds, so junk can neither fill
-the book nor make the node dial it over and over. Peer exchange reads only the
+failed is not tried again for ``RETRY_FIRST`` seconds, twice as long after each
+further failure up to ``RETRY_MAX`` (a busy honest peer gets another chance soon;
+a dead or foreign URL is dialled a handful of times an hour), so junk can neither
+fill the book nor make the node dial it over and over. Peer exchange reads only the
 entries a peer lists as ``connected`` and passes them through the same handshake,
 so unverified entries do not spread.
 """
@@ -26,7 +28,8 @@ log = logging.getLogger("polchain.p2p")
 
 MAX_CANDIDATES = 64
 WORKERS = 4
-RETRY_AFTER = 600.0
+RETRY_FIRST = 30.0
+RETRY_MAX = 1800.0
 MAX_FAILED = 4096
 MAX_LEARN = 64          # entries read from one peer's list
 
@@ -36,7 +39,7 @@ class Exchange:
         self.ctx = ctx
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="handshake")
         self._pending: set[str] = set()
-        self._failed: OrderedDict[str, float] = OrderedDict()
+        self._failed: OrderedDict[str, tuple[float, float]] = OrderedDict()   # key -> (not before, delay)
         self._lock = threading.Lock()
 
     def stop(self) -> None:
@@ -53,7 +56,7 @@ class Exchange:
             return "known"
         now = time.time()
         with self._lock:
-            if self._failed.get(key, 0) > now:
+            if self._failed.get(key, (0.0, 0.0))[0] > now:
                 return "refused"
             if key in self._pending:
                 return "queued"
@@ -89,11 +92,14 @@ class Exchange:
     def _forget(self, key: str, failed: bool) -> None:
         with self._lock:
             self._pending.discard(key)
-            if failed:
-                self._failed[key] = time.time() + RETRY_AFTER
-                self._failed.move_to_end(key)
-                while len(self._failed) > MAX_FAILED:
-                    self._failed.popitem(last=False)
+            if not failed:
+                self._failed.pop(key, None)
+                return
+            delay = min(RETRY_MAX, 2 * self._failed.get(key, (0.0, RETRY_FIRST / 2))[1])
+            self._failed[key] = (time.time() + delay, delay)
+            self._failed.move_to_end(key)
+            while len(self._failed) > MAX_FAILED:
+                self._failed.popitem(last=False)
 
     def exchange(self, url: str) -> None:
         """Introduce ourselves to ``url`` and, with discovery on, offer its connected peers to the handshake."""

@@ -71,4 +71,4 @@ class NetConfig:
     discover: bool = True
     assume_valid: str | None = None
     datadir: Path | None = None               # where the peer book is kept (None: not kept)
-    handshake_timeout: float = 3.0
+    handshake_timeout: float = 5.0

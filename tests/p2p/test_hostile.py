@@ -74,7 +74,7 @@ class Sampler:
         return out
 
 
-INVALID_PROOF = ("state-mismatch",)
+INVALID_PROOF = ("requirements-not-met", "state-mismatch")   # a fresh key: R differs
 
 
 def figures(name: str, **kw) -> None:

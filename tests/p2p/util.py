@@ -86,7 +86,8 @@ class FakePeer:
 
 def tampered_block(node: NodeProc, height: int):
     """A sibling of the node's block at ``height`` claiming another post-state, re-signed with a fresh key.
-    Every header rule passes (same parent, difficulty, timestamp); the replay does not (state-mismatch)."""
+    Every header rule passes (same parent, difficulty, timestamp); the proof does not (R is bound to the
+    miner's key, and the post-state is wrong)."""
     from dataclasses import replace
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
