@@ -6,9 +6,10 @@ answers, within ``handshake_timeout``, with our chain id. Candidates are keyed b
 ``scheme://host:port`` (50 paths on one host are one candidate), at most
 ``MAX_CANDIDATES`` wait, ``WORKERS`` handshakes run at once, and a candidate that
 failed is not tried again for ``RETRY_FIRST`` seconds, twice as long after each
-further failure up to ``RETRY_MAX`` (a busy honest peer gets another chance soon;
-a dead or foreign URL is dialled a handful of times an hour), so junk can neither
-fill the book nor make the node dial it over and over. Peer exchange reads only the
+further failure up to ``RETRY_MAX`` (a peer that introduced itself before its API
+was listening, or was busy, gets another chance soon; a dead or foreign URL is
+dialled about a dozen times in its first hour, then twice an hour), so junk can
+neither fill the book nor make the node dial it over and over. Peer exchange reads only the
 entries a peer lists as ``connected`` and passes them through the same handshake,
 so unverified entries do not spread.
 """
@@ -28,7 +29,7 @@ log = logging.getLogger("polchain.p2p")
 
 MAX_CANDIDATES = 64
 WORKERS = 4
-RETRY_FIRST = 30.0
+RETRY_FIRST = 5.0
 RETRY_MAX = 1800.0
 MAX_FAILED = 4096
 MAX_LEARN = 64          # entries read from one peer's list

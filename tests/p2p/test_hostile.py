@@ -213,7 +213,7 @@ def test_peer_book_cannot_be_filled_by_callers(pair, tmp_path):
         entries_dead = [p for p in book if p["url"].startswith(dead.url)]
         assert len(entries_live) == 1 and len(entries_dead) == 0, book
         assert not any(u in json.dumps(book) for u in ("Infinity", "999", "a..b", "u:p@")), book
-        assert dead.accepted <= 2, f"the dead host was dialled {dead.accepted} times"
+        assert dead.accepted <= 3, f"the dead host was dialled {dead.accepted} times"   # retried after 5, 10 s
         assert codes.get(422, 0) >= len(junk) and not any(c >= 500 for c in codes), codes
         time.sleep(3)
         assert not any(p["url"].startswith(dead.url) for p in m.peers()), m.peers()
