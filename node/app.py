@@ -1,6 +1,7 @@
 """The FastAPI application: one router per resource, the service injected."""
 from __future__ import annotations
 
+import json
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,26 +13,46 @@ from .service import NodeService
 
 
 class BodyLimit:
-    """Refuse request bodies over a cap before reading them (uvicorn sets none).
+    """Refuse request bodies over a cap before reading them (uvicorn sets none), and read at most
+    ``max_large`` bodies over ``large`` bytes (or of unknown length) at once.
 
-    Checks Content-Length first, then counts streamed bytes, answering 413.
+    Checks Content-Length first, then counts streamed bytes, answering 413; a large body
+    beyond the concurrent bound is answered 503 ``busy`` without being read, so memory held
+    by request bodies stays under about ``max_large`` times the cap.
     """
 
-    def __init__(self, app: ASGIApp, default_limit: int, limits: dict[str, int]):
+    def __init__(self, app: ASGIApp, default_limit: int, limits: dict[str, int], max_large: int = 4,
+                 large: int = 256 << 10):
         self.app, self.default_limit, self.limits = app, default_limit, limits
+        self.max_large, self.large = max_large, large
+        self.large_in_flight = 0     # one event loop: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.limits.get(scope["path"], self.default_limit)
+        declared, chunked = None, False
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > limit
+                    declared = int(value)
                 except ValueError:
-                    too_big = True
-                if too_big:
-                    return await _reply_413(send, limit)
+                    declared = limit + 1
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared is not None and declared > limit:
+            return await _reply(send, 413, "too-large", f"request body over {limit} bytes")
+        big = declared > self.large if declared is not None else chunked
+        if big and self.large_in_flight >= self.max_large:
+            return await _reply(send, 503, "busy", f"{self.max_large} large request bodies are being read; "
+                                                   "retry later", retry_after=1)
+        self.large_in_flight += big
+        try:
+            await self._limited(scope, receive, send, limit)
+        finally:
+            self.large_in_flight -= big
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         seen = 0
         started = False
 
@@ -54,17 +75,19 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _reply_413(send, limit)
+                await _reply(send, 413, "too-large", f"request body over {limit} bytes")
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _reply_413(send: Send, limit: int) -> None:
-    body = ('{"error":"too-large","detail":"request body over %d bytes"}' % limit).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+async def _reply(send: Send, status: int, code: str, detail: str, retry_after: int | None = None) -> None:
+    body = json.dumps({"error": code, "detail": detail}, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -90,5 +113,6 @@ def create_app(service: NodeService, *, manage_lifecycle: bool = True) -> FastAP
               explorer.router):
         app.include_router(r)
     cap = service.spec.limits.max_weights_bytes + (1 << 20)
-    app.add_middleware(BodyLimit, default_limit=64 << 10, limits={"/blocks": min(cap, service.settings.max_body_bytes)})
+    app.add_middleware(BodyLimit, default_limit=64 << 10, limits={"/blocks": min(cap, service.settings.max_body_bytes)},
+                       max_large=service.settings.max_large_bodies)
     return app

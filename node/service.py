@@ -12,6 +12,7 @@ from consensus.block import BlockHeader
 from consensus.records import Record
 
 from . import __version__
+from .admission import Admission, BoundedQueue
 from .chain import Chain, Outcome
 from .keys import load_or_create_key
 from .metrics import Metrics
@@ -33,12 +34,17 @@ class NodeService:
         self.key = load_or_create_key(settings.key_file or datadir / "node.key")
         self.metrics = Metrics()
         self.validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validator")
+        self.validation = BoundedQueue(self.validator, settings.validation_queue)   # blocks posted to the API
         self.mempool: list[Record] = []
         self.mempool_lock = threading.Lock()
         self.miner = None
         self.validation_seconds: OrderedDict[str, float] = OrderedDict()   # block hash -> seconds (recent)
-        from p2p.network import Network  # late import: p2p depends on node wiring only through us
-        self.network = Network(self)
+        from p2p.network import Network  # late import: p2p reaches the node only through ServiceLink
+
+        from .p2p_link import ServiceLink, net_config
+        self.network = Network(ServiceLink(self), net_config(settings))
+        self.admission = Admission(settings.rate_limit, settings.rate_burst, settings.trusted_clients,
+                                   self.network.book.bans.until)
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -64,14 +70,15 @@ class NodeService:
     def submit_local(self, header: BlockHeader, records_json: list) -> Outcome:
         return self._submit(header, records_json, None)
 
-    def submit_remote(self, header: BlockHeader, records_json: list | None, peer: str | None) -> Outcome:
-        """Blocks from peers and the API (``records_json`` None: the header alone). Runs on the caller's
-        thread (use the validator executor)."""
-        return self._submit(header, records_json, peer)
+    def submit_remote(self, header: BlockHeader, records_json: list | None, peer: str | None, *,
+                      assumed: bool = False) -> Outcome:
+        """Blocks and headers from peers and the API (``records_json`` None: the header alone; ``peer``: a
+        peer URL or an API client's host). Runs on the caller's thread (the API uses ``validation``)."""
+        return self._submit(header, records_json, peer, assumed)
 
-    def _submit(self, header, records_json, peer) -> Outcome:
+    def _submit(self, header, records_json, peer, assumed: bool = False) -> Outcome:
         t0 = time.perf_counter()
-        out = self.chain.submit(header, records_json, peer)
+        out = self.chain.submit(header, records_json, peer, assumed=assumed)
         if records_json is not None and out.status in ("accepted", "invalid", "bad-body"):
             self._note_validation(header.hash, time.perf_counter() - t0)
         if out.status == "accepted":
@@ -86,7 +93,7 @@ class NodeService:
             self.metrics.block_rejected(out.code)
             log.warning("rejected block %s from %s: %s (%s)", out.block_hash[:16], peer or "local", out.code,
                         out.detail)
-            if out.status == "invalid" and peer:
+            if out.status == "invalid" and peer and self.admission.may_ban(peer):
                 self.network.penalize(peer, out.code)
         return out
 

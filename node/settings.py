@@ -103,6 +103,16 @@ class Settings:
                           "that call us)", kind=bool)
     assume_valid: str | None = _opt(None, "accept blocks up to this block hash on header checks alone, without "
                                     "their bodies (see docs/p2p.md)", check=_hex_hash, metavar="HASH")
+    # admission control (node/admission.py, docs/security.md)
+    rate_limit: float = _opt(10.0, "POST /blocks per second per API client (certificates 1/2 of it, peers 1/10)",
+                             kind=float, check=_positive, metavar="PER_SECOND")
+    rate_burst: int = _opt(40, "token-bucket burst per API client", kind=int, check=_positive, metavar="N")
+    trusted_clients: list[str] = _opt(["127.0.0.1", "::1"], "client addresses never rate-limited or banned "
+                                      "(set empty behind a reverse proxy on this host)", kind=list, metavar="HOST")
+    validation_queue: int = _opt(16, "blocks posted to the API waiting for the validator (more: 503 busy)",
+                                 kind=int, check=_positive, metavar="N")
+    max_large_bodies: int = _opt(4, "request bodies over 256 KiB read at once (more: 503 busy)", kind=int,
+                                 check=_positive, metavar="N")
 
     @property
     def url(self) -> str:

@@ -80,16 +80,17 @@ class PeerClient:
         except httpx.HTTPError as exc:
             raise PeerError(f"{method} {url}: {type(exc).__name__} {exc}") from None
 
-    def get_json(self, url: str, cap: int = JSON_CAP, deadline: float | None = None):
-        _, data = self.request("GET", url, cap, deadline)
+    def get_json(self, url: str, cap: int = JSON_CAP, deadline: float | None = None, **kw):
+        _, data = self.request("GET", url, cap, deadline, **kw)
         try:
             return json.loads(data)
         except ValueError:
             raise PeerError(f"GET {url}: not JSON") from None
 
     # -- the calls ----------------------------------------------------------------------------
-    def status(self, peer: str) -> dict:
-        out = self.get_json(f"{peer}/status", SMALL_CAP, deadline=5.0)
+    def status(self, peer: str, timeout: float = 5.0) -> dict:
+        out = self.get_json(f"{peer}/status", SMALL_CAP, deadline=timeout,
+                            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)))
         if not isinstance(out, dict):
             raise PeerError(f"{peer}/status: not an object")
         return out

@@ -15,6 +15,7 @@ from node.store import StoredBlock
 
 from .deps import Service
 from .errors import ApiError, error_response
+from .guard import REFUSALS, busy, write_guard
 from .schemas import BlockList, BlockOut, SubmitHeader, SubmitResult, TipOut
 
 router = APIRouter(tags=["blocks"])
@@ -123,8 +124,9 @@ _SUBMIT_BODY = {
              responses={202: {"description": "held as orphan or body being fetched"},
                         400: {"description": "invalid block or bad body; `error` is the reason code"},
                         409: {"description": "already known"}, 413: {"description": "body over the size cap"},
-                        422: {"description": "malformed request"}},
-             openapi_extra={"requestBody": _SUBMIT_BODY})
+                        422: {"description": "malformed request"}, **REFUSALS,
+                        503: {"description": "`busy`: the validation queue is full; see Retry-After"}},
+             openapi_extra={"requestBody": _SUBMIT_BODY}, dependencies=[write_guard("blocks")])
 async def post_block(request: Request, service: Service):
     """Submit a block: multipart (`header` JSON, optional `records` JSON list), or the header alone as
     JSON: an announcement when `X-Polchain-Origin` names the peer to fetch the block from, else a block
@@ -154,14 +156,18 @@ async def post_block(request: Request, service: Service):
     if known in ("valid", "invalid"):
         return error_response(409, "duplicate", f"already {known}", hash=header.hash)
     if origin and not ctype.startswith("multipart/form-data"):
-        service.network.on_announcement(header, origin)
-        return JSONResponse({"status": "fetching", "hash": header.hash, "detail": ""}, status_code=202)
+        fetching = service.network.on_announcement(header, origin)
+        detail = "" if fetching else "not fetched: the origin is not a known peer, or it is busy"
+        return JSONResponse({"status": "fetching" if fetching else "ignored", "hash": header.hash,
+                             "detail": detail}, status_code=202)
     # X-Polchain-Origin is only a claim: a block posted here is attributed to the connection's
     # address, so nobody can get an honest peer banned by naming it (announcements are attributed
     # to the origin only after the origin itself served the block)
     peer = request.client.host if request.client else None
-    loop = asyncio.get_running_loop()
-    out = await loop.run_in_executor(service.validator, service.submit_remote, header, records, peer)
+    fut = service.validation.try_submit(service.submit_remote, header, records, peer)
+    if fut is None:
+        raise busy(f"{service.validation.limit} blocks are waiting for validation; retry later")
+    out = await asyncio.wrap_future(fut)
     code = SUBMIT_STATUS.get(out.status, 400)
     if code >= 400:
         return error_response(code, out.code or out.status, out.detail, hash=header.hash)

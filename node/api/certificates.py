@@ -10,6 +10,7 @@ from consensus.records import parse_record
 
 from .deps import Service
 from .errors import ApiError, error_response
+from .guard import REFUSALS, write_guard
 from .schemas import HASH, CertificateAccepted, CertificateIn, CertificateList
 
 router = APIRouter(tags=["certificates"])
@@ -28,9 +29,9 @@ def _same_claim(service, body: dict) -> dict | None:
 
 
 @router.post("/certificates", status_code=202, response_model=CertificateAccepted,
-             responses={400: {"description": "not a valid certificate (error: the reason code)"},
+             responses={**REFUSALS, 400: {"description": "not a valid certificate (error: the reason code)"},
                         409: {"description": "this owner already registered this proof for this model"}},
-             openapi_extra={"requestBody": _BODY})
+             openapi_extra={"requestBody": _BODY}, dependencies=[write_guard("certificates")])
 async def submit_certificate(request: Request, service: Service):
     """Submit a signed model certificate; miners include it in a coming block. The same owner, model
     and proof are registered once: a second certificate for them is refused (409 duplicate)."""

@@ -18,12 +18,13 @@ class ErrorOut(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str = ""):
-        self.status, self.code, self.detail = status, code, detail
+    def __init__(self, status: int, code: str, detail: str = "", headers: dict[str, str] | None = None):
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
-def error_response(status: int, code: str, detail: str = "", **extra) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status)
+def error_response(status: int, code: str, detail: str = "", *, headers: dict[str, str] | None = None,
+                   **extra) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status, headers=headers)
 
 
 def describe_validation(errors: list[dict], limit: int = 3) -> str:
@@ -39,7 +40,7 @@ def describe_validation(errors: list[dict], limit: int = 3) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError):
-        return error_response(exc.status, exc.code, exc.detail)
+        return error_response(exc.status, exc.code, exc.detail, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError):

@@ -4,8 +4,11 @@ from __future__ import annotations
 import httpx
 from fastapi import APIRouter
 
+from p2p.addresses import normalize_url
+
 from .deps import Service
 from .errors import ApiError
+from .guard import REFUSALS, write_guard
 from .schemas import PeerAnnounce, PeerOut
 
 router = APIRouter(tags=["peers"])
@@ -29,10 +32,10 @@ def usable_peer_url(url: str) -> bool:
             and not any(c.isspace() or not c.isprintable() for c in url))
 
 
-@router.post("/peers", status_code=202)
+@router.post("/peers", status_code=202, responses=REFUSALS, dependencies=[write_guard("peers")])
 def add_peer(body: PeerAnnounce, service: Service):
-    """A peer introduces itself (JSON {"url": ...}); `added` tells whether it entered the book."""
-    if not usable_peer_url(body.url):
+    """Introduce a peer. It joins the peer book only once its /status answers with this chain's id
+    (a handshake, in the background): ``status`` is known, queued or refused."""
+    if not usable_peer_url(body.url) or normalize_url(body.url) is None:
         raise ApiError(422, "malformed", "peer URL must be a reachable http(s) URL: scheme://host[:port][/path]")
-    added = service.network.learn_peer(body.url)
-    return {"added": added}
+    return {"status": service.network.learn_peer(body.url)}

@@ -126,6 +126,8 @@ class PeerOut(BaseModel):
     height: int | None = None
     failures: int = 0
     banned_until: float | None = None
+    ban_reason: str | None = None
+    source: str | None = Field(None, description="configured | learned | introduced | announced | banned")
     last_seen: float | None = None
 
 

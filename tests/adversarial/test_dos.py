@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
-import threading
 import time
 from dataclasses import replace
 
@@ -20,6 +18,8 @@ from consensus.difficulty import next_difficulty
 from consensus.hashing import ZERO_HASH
 from node import chain as chain_mod
 from node.store import HEADER_ONLY, INVALID
+
+from tests.p2p.util import SilentPeer
 
 from .conftest import CHEATER_KEY, assert_unharmed, snapshot
 
@@ -127,36 +127,6 @@ def test_orphan_flood_is_bounded_and_honest_orphans_still_connect(chain, honest)
 
 
 # -- bodies that never arrive -----------------------------------------------------------------
-class SilentPeer:
-    """Accepts TCP connections and never answers (nor closes) until stopped."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.conns: list[socket.socket] = []
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            self.conns.append(c)
-
-    def close(self):
-        self._stop.set()
-        self._t.join(2)
-        for c in self.conns:
-            c.close()
-        self.sock.close()
-
-
 @pytest.fixture
 def silent_peer():
     p = SilentPeer()
@@ -173,6 +143,7 @@ def test_announcements_from_a_peer_that_never_answers(node, honest, silent_peer)
 
     svc = node.service
     svc.network.client = PeerClient(timeout=1.0)     # short read timeout for the test
+    assert svc.network.book.add(silent_peer.url, source="configured")   # origins are fetched only from known peers
     before = snapshot(svc.chain)
     tip = svc.chain.tip().header
     rng = random.Random(7)

@@ -82,18 +82,20 @@ def test_node_that_only_dials_out_follows_by_polling(line, nodes):
     h = x.status()["height"]
     a.wait_height(h + 2, timeout=60)
     wait_for(lambda: x.status()["height"] >= h + 2, timeout=30, what="X follows new blocks")
-    # B cannot reach X (its announcements fail), so X got them by polling B
-    entry = wait_for(lambda: [p for p in b.peers() if p["url"] == unreachable and p["failures"] > 0], timeout=30,
-                     what="B failing to reach X's advertised URL")
-    assert entry
+    # B cannot reach X's advertised URL: X's introduction fails the handshake, so B never puts it in its
+    # book (nor announces to it); X got the new blocks by polling B
+    assert all(p["url"] != unreachable for p in b.peers())
 
 
 def test_invalid_block_is_rejected_everywhere_and_sender_banned(line):
     a, b, c = line["a"], line["b"], line["c"]
     height = a.status()["height"] - 2
-    bad, body = tampered_block(a, height)
+    bad = tampered_block(a, height)
     with FakePeer() as fake:
-        fake.serve_block(bad, body)
+        fake.serve_block(bad)
+        fake.serve_json("/status", a.status())            # passes A's handshake: same chain id
+        assert a.post("/peers", json={"url": fake.url}).status_code == 202
+        wait_for(lambda: fake.url in {p["url"] for p in a.peers()}, timeout=10, what="the fake peer known to A")
         r = a.post("/blocks", content=bad.encode(),
                    headers={"content-type": "application/json", "x-polchain-origin": fake.url})
         assert r.status_code == 202, r.text
@@ -103,9 +105,8 @@ def test_invalid_block_is_rejected_everywhere_and_sender_banned(line):
             return blk if blk is not None and blk["status"] == "invalid" else None
 
         blk = wait_for(judged, timeout=30, what="A judged the tampered block")
-        assert blk["reason"] in ("requirements-not-met", "bad-accuracy-claim", "accuracy-not-improved",
-                                 "accuracy-regressed")
-        assert fake.fetched(bad.hash) >= 2           # header, then weights
+        assert blk["reason"] in ("requirements-not-met", "state-mismatch")   # R is bound to the miner key
+        assert fake.fetched(bad.hash) >= 1           # header and records
 
         banned = wait_for(lambda: [p for p in a.peers() if p["url"] == fake.url and p["state"] == "banned"],
                           timeout=10, what="the fake peer banned at A")
@@ -117,8 +118,8 @@ def test_invalid_block_is_rejected_everywhere_and_sender_banned(line):
                    headers={"content-type": "application/json", "x-polchain-origin": fake.url})
         assert r.status_code == 409
         # a new header from the banned origin is not fetched either
-        bad2, body2 = tampered_block(a, height - 1)
-        fake.serve_block(bad2, body2)
+        bad2 = tampered_block(a, height - 1)
+        fake.serve_block(bad2)
         r = a.post("/blocks", content=bad2.encode(),
                    headers={"content-type": "application/json", "x-polchain-origin": fake.url})
         time.sleep(2)

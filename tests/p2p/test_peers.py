@@ -9,7 +9,7 @@ from p2p.peers import PeerBook, normalize_url
 
 def test_normalize_url():
     assert normalize_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
-    assert normalize_url("https://node.example") == "https://node.example"
+    assert normalize_url("https://node.example") == "https://node.example:443"
     for bad in ("ftp://x", "http://", "127.0.0.1:8000", "http://a b", "http://x:99999", None, 5,
                 "http://x/?q=1", "http://" + "a" * 300):
         assert normalize_url(bad) is None, bad
@@ -39,7 +39,7 @@ def test_backoff_then_reconnect():
     book.ok("http://p:1", 5, 100, "ab" * 32)
     assert [p.url for p in book.connected()] == ["http://p:1"] and book.peers["http://p:1"].height == 5
     book.failed("http://p:1")
-    book.touch("http://p:1")                            # it called us: alive again
+    book.ok("http://p:1")                               # it answered: alive again
     assert book.peers["http://p:1"].failures == 0
 
 
@@ -81,3 +81,89 @@ def test_bad_body_is_a_failure_not_a_ban():
     book.bad_body("http://p:1")
     p = book.peers["http://p:1"]
     assert p.bad_bodies == 1 and p.failures == 1 and not book.is_banned("http://p:1")
+
+
+def test_one_peer_per_scheme_host_port():
+    from p2p.addresses import peer_key
+    same = ["http://Node.Example:80/a", "http://node.example/b/", "HTTP://node.example:80", "http://node.example."]
+    assert {peer_key(u) for u in same} == {"http://node.example:80"}
+    assert peer_key("https://node.example") == "https://node.example:443"
+    assert peer_key("http://[::1]:8000/x") == "http://[::1]:8000"
+    book = PeerBook("http://me:1")
+    assert book.add("http://x:1/a") and not book.add("http://x:1/b") and not book.add("http://X:1")
+    assert [p["url"] for p in book.snapshot()] == ["http://x:1/a"]
+    book.ban("http://x:1/other-path", "bad-signature")          # a ban covers every path
+    assert book.is_banned("http://x:1/a") and book.is_banned("http://x:1")
+
+
+def test_junk_hosts_are_refused():
+    for junk in ("http://Å", "http://-Infinity", "http://999", "http://1.2.3.999", "http://a..b", "http://a_b:1",
+                 "http://u:p@host:1", "http://host:0", "http://host:1/a b", "http://host:1/%2e%2e", "http://ho st",
+                 "http://" + "a" * 64 + ".com", "javascript://x", "http://host:1/\u00e9"):
+        assert normalize_url(junk) is None, junk
+    for ok in ("http://10.0.0.1:8000", "http://node-1.example.org:8000/polchain", "https://xn--bcher-kva.example"):
+        assert normalize_url(ok) is not None, ok
+
+
+def test_inbound_entries_cannot_take_the_outbound_share():
+    book = PeerBook("http://me:1", max_peers=8, reserved=2)
+    for i in range(10):
+        book.add(f"http://10.0.0.{i}:1", source="introduced")
+    assert sum(1 for p in book.peers.values() if not p.outbound) == 6      # max_peers - reserved
+    assert book.add("http://seed:1", source="learned") and book.add("http://seed:2", source="learned")
+    assert len(book.peers) == 8
+    assert not book.add("http://10.0.0.99:1", source="announced")          # full, everyone healthy, all hosts distinct
+
+
+def test_one_host_cannot_hold_every_inbound_slot():
+    book = PeerBook("http://me:1", max_peers=8, reserved=2)
+    for port in range(1, 7):
+        assert book.add(f"http://attacker:{port}", source="introduced")
+    assert not book.add("http://attacker:99", source="introduced")         # no gain in diversity
+    assert book.add("http://honest:1", source="introduced")                 # takes the newest attacker entry
+    assert "http://honest:1" in book.peers and "http://attacker:6" not in book.peers
+    book.served_block("http://attacker:5")                                  # a useful peer is kept
+    assert book.add("http://honest2:1", source="introduced")
+    assert "http://attacker:5" in book.peers and "http://attacker:4" not in book.peers
+
+
+def test_peer_book_is_saved_and_loaded(tmp_path):
+    from p2p import peerstore
+    book = PeerBook("http://me:1")
+    book.add("http://seed:1", source="configured")
+    book.add("http://a:1/x", source="introduced", height=3, work=10, tip="ab" * 32)
+    book.add("http://never-answered:1", source="learned")                   # not worth keeping
+    book.ban("http://bad:1", "bad-signature")
+    peerstore.save(book, tmp_path)
+    assert not (tmp_path / "peers.json.tmp").exists()
+    again = PeerBook("http://me:1")
+    assert peerstore.load(again, tmp_path) == 2
+    assert {p.url: p.source for p in again.peers.values()} == {"http://seed:1": "learned", "http://a:1/x": "introduced"}
+    assert all(p.last_seen is None for p in again.peers.values())          # polled again before use
+    assert again.is_banned("http://bad:1")
+    for junk in (b"{", b"[]", b'{"version": 1, "peers": 5, "bans": []}', b"\xff" * 10):
+        (tmp_path / "peers.json").write_bytes(junk)
+        assert peerstore.load(PeerBook("http://me:1"), tmp_path) == 0
+
+
+def test_token_buckets_and_bounded_queue():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from node.admission import Admission, BoundedQueue, TokenBuckets
+    b = TokenBuckets(rate=10, burst=5)
+    assert [b.take("c") == 0 for _ in range(6)] == [True] * 5 + [False]
+    assert 0 < b.take("c") <= 0.1 and b.take("other") == 0
+    adm = Admission(10, 40, ("127.0.0.1",), lambda c: time.time() + 60 if c == "10.0.0.9" else None)
+    assert adm.refuse("10.0.0.9", "blocks")[:2] == (403, "banned")
+    refusals = [adm.refuse("10.0.0.8", "peers") for _ in range(5)]
+    assert refusals[:4] == [None] * 4 and refusals[4][:2] == (429, "rate-limited")
+    assert all(adm.refuse("127.0.0.1", "peers") is None for _ in range(100))
+    gate = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        q = BoundedQueue(pool, 2)
+        futs = [q.try_submit(gate.wait, 5) for _ in range(3)]
+        assert futs[2] is None and q.depth == 2
+        gate.set()
+        assert all(f.result() for f in futs[:2])
+        assert q.try_submit(lambda: 1).result() == 1

@@ -1,7 +1,8 @@
-"""Helpers for the P2P tests: node keys, chain comparisons, a fake peer serving a bad block."""
+"""Helpers for the P2P tests: node keys, chain comparisons, a fake peer serving a bad block, a silent peer."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -74,37 +75,62 @@ class FakePeer:
     def serve_bytes(self, path: str, data: bytes) -> None:
         self.routes[path] = (200, "application/octet-stream", data)
 
-    def serve_block(self, header, weights: bytes, records: list | None = None) -> None:
+    def serve_block(self, header, records: list | None = None) -> None:
         h = header.hash
         self.serve_json(f"/blocks/{h}", {"hash": h, "height": header.height, "status": "valid",
                                          "header": header.to_dict(), "records": records or []})
-        self.serve_bytes(f"/blocks/{h}/weights", weights)
 
     def fetched(self, block_hash: str) -> int:
         return sum(1 for _, p in self.requests if p.startswith(f"/blocks/{block_hash}"))
 
 
 def tampered_block(node: NodeProc, height: int):
-    """A sibling of the node's block at ``height``: its weights nudged and its batch changed, re-signed
-    with a fresh key. Every header rule passes (same parent, difficulty, timestamp); the proof does not."""
+    """A sibling of the node's block at ``height`` claiming another post-state, re-signed with a fresh key.
+    Every header rule passes (same parent, difficulty, timestamp); the proof does not (R is bound to the
+    miner's key, and the post-state is wrong)."""
     from dataclasses import replace
 
-    import torch
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from consensus.block import BlockHeader
-    from consensus.weights import decode_state, encode_state, weights_hash
+    from consensus.hashing import sha256_hex
 
-    info = node.block(str(height))
-    header = BlockHeader.from_dict(info["header"])
-    r = node.get(f"/blocks/{header.hash}/weights")
-    r.raise_for_status()
-    state = decode_state(r.content)
-    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 16)
-    g = torch.Generator().manual_seed(1234)
-    state[name] = state[name] + 0.05 * torch.randn(state[name].shape, generator=g)
-    body = encode_state(state)
-    batch = tuple((i + 17) % 10000 for i in header.batch)
-    bad = replace(header, batch=batch, weights_hash=weights_hash(state), signature="").signed(
+    header = BlockHeader.from_dict(node.block(str(height))["header"])
+    return replace(header, state_hash=sha256_hex(header.state_hash.encode()), signature="").signed(
         Ed25519PrivateKey.generate())
-    return bad, body
+
+
+class SilentPeer:
+    """Accepts TCP connections and never answers (nor closes) until stopped."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self.conns.append(c)
+
+    def close(self):
+        self._stop.set()
+        self._t.join(2)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+    def __enter__(self) -> "SilentPeer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,87 @@
+"""Peer addresses: one peer is one scheme + host + port, whatever path a URL names.
+
+``peer_url`` turns what a peer or a client wrote into ``(key, url)``: the key
+``scheme://host:port`` (lower case, default port made explicit, IPv6 in
+brackets) identifies the peer in the book and in the ban list, so changing the
+path, the case or writing ``:80`` makes no new peer and evades no ban; the URL
+(key plus a normalized path) is what we dial. Junk is refused: hosts that are
+neither an IP address nor a DNS name of letters, digits and hyphens
+(``http://Å``, ``http://-Infinity``, ``http://999``), credentials, queries,
+fragments, odd characters, bad ports.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+MAX_URL = 256
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
+
+
+def valid_host(host: str) -> bool:
+    """An IP address, or a DNS name of LDH labels whose last label is not all digits."""
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    if len(host) > 253 or not host.isascii():
+        return False
+    labels = host.split(".")
+    return all(_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
+
+
+def peer_url(url) -> tuple[str, str] | None:
+    """``(key, url)`` of a usable peer URL, or None."""
+    if not isinstance(url, str) or len(url) > MAX_URL or not url.isprintable() or any(c.isspace() for c in url):
+        return None
+    try:
+        parts = urlsplit(url.rstrip("/"))
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or parts.username is not None or parts.password is not None:
+        return None
+    if parts.query or parts.fragment or "?" in url or "#" in url or host is None:
+        return None
+    host = host.rstrip(".")
+    if not valid_host(host) or not _PATH.match(parts.path):
+        return None
+    port = DEFAULT_PORTS[scheme] if port is None else port
+    if not 0 < port < 65536:
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    key = f"{scheme}://{shown}:{port}"
+    return key, key + parts.path
+
+
+def peer_key(url) -> str | None:
+    """The book's and the ban list's key for a peer URL (None when it is not one)."""
+    p = peer_url(url)
+    return p[0] if p else None
+
+
+def normalize_url(url) -> str | None:
+    """The URL to dial for ``url`` (None when it is not a usable peer URL)."""
+    p = peer_url(url)
+    return p[1] if p else None
+
+
+def ban_key(who: str) -> str | None:
+    """A peer URL's key, or an API client's host (an IP address as the server saw it)."""
+    key = peer_key(who)
+    if key is not None:
+        return key
+    if isinstance(who, str):
+        try:
+            return str(ipaddress.ip_address(who))
+        except ValueError:
+            return None
+    return None

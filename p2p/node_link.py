@@ -1,0 +1,74 @@
+"""What the network needs from the node, and nothing more: an explicit protocol.
+
+``p2p/`` imports nothing from ``node/``; the node hands the network an object
+satisfying ``NodeLink`` (node/p2p_link.py) and a ``NetConfig``. Every block or
+header the network receives goes through ``submit`` (one path: the node keeps
+its metrics, mempool and relay in step), and every question about the chain is
+one of ``status``, ``tip``, ``work``, ``headers`` and ``missing_parents``; post-states
+for snapshot sync go through ``has_state`` and ``put_state``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from consensus.block import BlockHeader
+from consensus.spec import ChainSpec
+from consensus.validation import ChainView
+
+VALID, INVALID, HEADER_ONLY = "valid", "invalid", "header-only"
+
+
+class Tip(NamedTuple):
+    height: int
+    hash: str
+    work: int
+
+
+class Verdict(Protocol):
+    """The node's answer to a submitted block (node.chain.Outcome)."""
+    status: str       # accepted | header-ok | orphan | duplicate | ignored | invalid | bad-body
+    code: str
+    detail: str
+
+
+class NodeLink(Protocol):
+    spec: ChainSpec
+
+    def submit(self, header: BlockHeader, records: list | None, peer: str | None, *,
+               assumed: bool = False) -> Verdict:
+        """A block with its records, or its header alone (``records`` None: header rules only), from
+        ``peer``; ``assumed``: accepted on its header checks (assume-valid, its post-state installed)."""
+
+    def status(self, block_hash: str) -> str | None:
+        """valid | invalid | header-only, or None when unknown."""
+
+    def tip(self) -> Tip: ...
+
+    def work(self, block_hash: str) -> int | None:
+        """Cumulative work of a stored block (valid or header-only)."""
+
+    def headers(self) -> ChainView:
+        """The stored headers, for the header rules (consensus.validation.validate_header)."""
+
+    def missing_parents(self) -> list[str]:
+        """Parents of held orphans, most wanted first."""
+
+    def has_state(self, state_hash: str) -> bool:
+        """Whether the node keeps this post-state (safetensors content-addressed by its hash)."""
+
+    def put_state(self, state_hash: str, data: bytes) -> None:
+        """Keep a post-state that was checked against a header's ``state_hash``."""
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    url: str                                  # how peers reach us
+    peers: tuple[str, ...] = ()               # --peer seeds
+    max_peers: int = 32
+    poll_interval: float = 2.0
+    discover: bool = True
+    assume_valid: str | None = None
+    datadir: Path | None = None               # where the peer book is kept (None: not kept)
+    handshake_timeout: float = 5.0
