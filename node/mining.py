@@ -119,3 +119,36 @@ class MinerWorker:
                 self.blocks_found += 1
             else:
                 log.error("own block rejected: %s %s", out.code, out.detail)
+
+
+class MinerGroup:
+    """One MinerWorker per device (``--device cuda:0,cuda:1`` or ``cuda:all``), all on the same tip.
+
+    Each worker draws its own random 64-bit nonces, so their searches do not overlap in practice;
+    batches are bound to the node's one key, so any worker's block is the node's. The first block
+    found moves the tip and every worker starts again from it (the tip listener of each)."""
+
+    def __init__(self, service, devices: list[str], kind: str = "fast"):
+        self.workers = [MinerWorker(service, d, kind) for d in devices]
+
+    @property
+    def device(self) -> str:
+        return ",".join(w.device for w in self.workers)
+
+    @property
+    def blocks_found(self) -> int:
+        return sum(w.blocks_found for w in self.workers)
+
+    def start(self) -> None:
+        for w in self.workers:
+            w.start()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+    def attempts_per_second(self) -> float:
+        return sum(w.attempts_per_second() for w in self.workers)
+
+    def current_search(self) -> dict | None:
+        return self.workers[0].current_search()

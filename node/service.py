@@ -53,8 +53,11 @@ class NodeService:
                  self.spec.name, tip.height, tip.hash[:16], self.settings.datadir, self.settings.url)
         self.network.start()
         if self.settings.mine:
-            from .mining import MinerWorker
-            self.miner = MinerWorker(self, self.settings.device, self.settings.miner)
+            from .devices import expand_devices
+            from .mining import MinerGroup, MinerWorker
+            devices = expand_devices(self.settings.device)
+            self.miner = (MinerWorker(self, devices[0], self.settings.miner) if len(devices) == 1
+                          else MinerGroup(self, devices, self.settings.miner))
             log.info("mining on %s with the %s miner", self.miner.device, self.settings.miner)
             self.miner.start()
 

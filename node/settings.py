@@ -41,6 +41,15 @@ def _opt(default: Any, help: str, *, kind: type = str, flags: tuple[str, ...] = 
     return field(default=default, metadata=meta)
 
 
+def _devices(v: str) -> str | None:
+    from .devices import expand_devices
+    try:
+        expand_devices(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _port(v: int) -> str | None:
     return None if 0 < v < 65536 else f"{v} is not a TCP port (1-65535)"
 
@@ -78,7 +87,8 @@ class Settings:
     public_url: str | None = _opt(None, "URL peers use to reach this node (default http://HOST:PORT)",
                                   check=_http_url, metavar="URL")
     mine: bool = _opt(False, "mine blocks on the tip", kind=bool)
-    device: str = _opt("auto", "miner device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
+    device: str = _opt("auto", "miner device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, or several "
+                       "(cuda:0,cuda:1 or cuda:all: one search per device on the same tip)", check=_devices)
     miner: str = _opt("fast", "mining loop: fast (ghost-batch search) or reference (Algorithm 1)",
                       choices=("fast", "reference"))
     preset: str | None = _opt(None, "chain preset for a new datadir (an existing one keeps its spec.json; "
