@@ -38,9 +38,10 @@ def v1_datadir(tmp_path) -> Path:
 
 
 def tree(d: Path) -> dict[str, tuple[str, int]]:
-    """Every file under ``d``: relative path -> (SHA-256, mtime ns)."""
+    """Every file under ``d`` but the datadir's lock file (node/lock.py, taken before the chain is
+    opened): relative path -> (SHA-256, mtime ns)."""
     return {str(p.relative_to(d)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(d.rglob("*")) if p.is_file()}
+            for p in sorted(d.rglob("*")) if p.is_file() and p.relative_to(d) != Path("LOCK")}
 
 
 def polchain(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
