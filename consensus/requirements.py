@@ -123,7 +123,7 @@ def _shortfall(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Require
     ``max(margin_ulps * ulp(max(|w|, |w'|)), margin_abs)``."""
     signed = _signed_delta(before, after, reqs)
     need = torch.clamp(torch.maximum(ulp(before), ulp(after)) * margin_ulps, min=margin_abs)
-    return (signed <= 0) | (signed < need)
+    return ~((signed > 0) & (signed >= need))   # NaN compares false: a NaN change meets nothing
 
 
 def requirements_hold(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement],

@@ -105,6 +105,15 @@ def build_search_model(canonical: nn.Module, spec: ChainSpec, *, channels_last: 
     return search
 
 
+def _unravel(offset: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Row-major coordinates of a flat offset (torch.unravel_index imports sympy: ~4 s on first use)."""
+    coord = []
+    for dim in reversed(shape):
+        offset, c = divmod(offset, dim)
+        coord.append(c)
+    return tuple(reversed(coord))
+
+
 def locate_targets(model: nn.Module, reqs: tuple[Requirement, ...], index) -> list[Target]:
     owner = {}
     for mname, mod in model.named_modules():
@@ -114,7 +123,7 @@ def locate_targets(model: nn.Module, reqs: tuple[Requirement, ...], index) -> li
     for r in reqs:
         i, off = index.locate(r.index)
         mname, mod, pname = owner[id(index.params[i])]
-        coord = tuple(int(c) for c in torch.unravel_index(torch.tensor(off), index.params[i].shape))
+        coord = _unravel(off, tuple(index.params[i].shape))
         if isinstance(mod, nn.Conv2d):
             kind = "conv"
         elif isinstance(mod, nn.Linear):
