@@ -98,7 +98,7 @@ def test_read_timeout(server):
 def test_pruned_is_a_not_found(server):
     c = PeerClient()
     with pytest.raises(NotFound) as exc:
-        c.weights(server, "ab" * 32, 1 << 20)
+        c.state(server, "ab" * 32, 1 << 20)
     assert exc.value.pruned and exc.value.status == 404
 
 

@@ -18,6 +18,22 @@ def miner_key(node: NodeProc) -> str:
     return public_key_hex(load_or_create_key(path))
 
 
+def offline_network(spec, weights_root: Path, client):
+    """A p2p.network.Network with no node behind it (threads not started) whose chain is only a state
+    store: body and snapshot downloads (``_fetch_body``, ``_fetch_state``) against fake peers."""
+    from types import SimpleNamespace
+
+    from node.store import WeightsStore
+    from p2p.network import Network
+
+    settings = SimpleNamespace(url="http://127.0.0.1:1", max_peers=32, peers=[], poll_interval=1.0,
+                               discover=True, assume_valid=None)
+    chain = SimpleNamespace(store=SimpleNamespace(weights=WeightsStore(weights_root)))
+    net = Network(SimpleNamespace(settings=settings, chain=chain, spec=spec))
+    net.client = client
+    return net
+
+
 def tips(*nodes: NodeProc) -> set[str]:
     return {n.status()["tip"] for n in nodes}
 
@@ -74,37 +90,29 @@ class FakePeer:
     def serve_bytes(self, path: str, data: bytes) -> None:
         self.routes[path] = (200, "application/octet-stream", data)
 
-    def serve_block(self, header, weights: bytes, records: list | None = None) -> None:
+    def serve_block(self, header, records: list | None = None, state: bytes | None = None,
+                    status: str = "valid") -> None:
+        """GET /blocks/{hash} (header and records) and, when given, GET /blocks/{hash}/state."""
         h = header.hash
-        self.serve_json(f"/blocks/{h}", {"hash": h, "height": header.height, "status": "valid",
+        self.serve_json(f"/blocks/{h}", {"hash": h, "height": header.height, "status": status,
                                          "header": header.to_dict(), "records": records or []})
-        self.serve_bytes(f"/blocks/{h}/weights", weights)
+        if state is not None:
+            self.serve_bytes(f"/blocks/{h}/state", state)
 
     def fetched(self, block_hash: str) -> int:
         return sum(1 for _, p in self.requests if p.startswith(f"/blocks/{block_hash}"))
 
 
 def tampered_block(node: NodeProc, height: int):
-    """A sibling of the node's block at ``height``: its weights nudged and its batch changed, re-signed
-    with a fresh key. Every header rule passes (same parent, difficulty, timestamp); the proof does not."""
+    """A sibling of the node's block at ``height``: the same parent, difficulty, timestamp and claimed
+    post-state, other nonces, signed with a fresh key. Every header rule passes; the proof does not
+    (the fresh key's batches do not reproduce the claimed post-state)."""
     from dataclasses import replace
 
-    import torch
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from consensus.block import BlockHeader
-    from consensus.weights import decode_state, encode_state, weights_hash
 
-    info = node.block(str(height))
-    header = BlockHeader.from_dict(info["header"])
-    r = node.get(f"/blocks/{header.hash}/weights")
-    r.raise_for_status()
-    state = decode_state(r.content)
-    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 16)
-    g = torch.Generator().manual_seed(1234)
-    state[name] = state[name] + 0.05 * torch.randn(state[name].shape, generator=g)
-    body = encode_state(state)
-    batch = tuple((i + 17) % 10000 for i in header.batch)
-    bad = replace(header, batch=batch, weights_hash=weights_hash(state), signature="").signed(
-        Ed25519PrivateKey.generate())
-    return bad, body
+    header = BlockHeader.from_dict(node.block(str(height))["header"])
+    nonces = tuple((n + 17) % (1 << 64) for n in header.nonces)
+    return replace(header, nonces=nonces, signature="").signed(Ed25519PrivateKey.generate())
