@@ -5,7 +5,6 @@
   datadir, plus one more valid block (``honest.next``, carrying one certificate
   record) that is *not* submitted, and a valid child of it (``honest.after_next``).
 * ``chain``: a fresh ``node.chain.Chain`` on a copy of that datadir.
-* ``forge``: the lead's cheater's workbench (tests/adversarial/forge.py), imported lazily.
 * ``node``: an in-process NodeService + FastAPI TestClient on another copy
   (network threads not started, miner off).
 
@@ -122,12 +121,6 @@ def chain(honest, tmp_path):
     c = open_copy(honest, tmp_path / "node")
     yield c
     c.store.close()
-
-
-@pytest.fixture(scope="session")
-def forge(spec, dataset):
-    from .forge import Forge
-    return Forge(spec, dataset)
 
 
 # -- checks ----------------------------------------------------------------------

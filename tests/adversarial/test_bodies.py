@@ -177,24 +177,39 @@ def _pickles(marker: Path) -> dict[str, bytes]:
             "pickle-behind-safetensors-length": struct.pack("<Q", len(raw)) + raw}
 
 
+class StateStore:
+    """The part of the node a snapshot download writes into (p2p.node_link.NodeLink: has_state,
+    put_state), over the node's real content-addressed store."""
+
+    def __init__(self, root: Path):
+        from node.store import WeightsStore
+        self.store = WeightsStore(root)
+
+    def has_state(self, state_hash: str) -> bool:
+        return self.store.has(state_hash)
+
+    def put_state(self, state_hash: str, data: bytes) -> None:
+        self.store.put(state_hash, data)
+
+
 @pytest.fixture
-def snapshot_net(spec, tmp_path):
-    """A Network whose chain has only a state store: what a snapshot download writes into."""
+def snapshot_net(tmp_path):
+    return StateStore(tmp_path / "states")
+
+
+def _offer_state(net: StateStore, header, data: bytes) -> bool:
+    """A peer serves ``data`` as ``header``'s post-state; whether the snapshot (p2p.fetch.fetch_state) took it."""
+    import threading
+
     from p2p.client import PeerClient
-    from tests.p2p.util import offline_network
-
-    n = offline_network(spec, tmp_path / "states", PeerClient(timeout=2.0, deadline=2.0, body_deadline=2.0))
-    yield n
-    n.stop()
-
-
-def _offer_state(net, header, data: bytes) -> bool:
-    """A peer serves ``data`` as ``header``'s post-state; whether the snapshot took it."""
+    from p2p.fetch import fetch_state
+    from p2p.peers import PeerBook
     from tests.p2p.util import FakePeer
     with FakePeer() as peer:
         peer.serve_block(header, state=data)
-        net.book.add(peer.url)
-        return net._fetch_state([peer.url], header)
+        book = PeerBook("http://127.0.0.1:1")
+        return fetch_state(PeerClient(timeout=2.0, deadline=2.0, body_deadline=2.0), book, net, [peer.url], header,
+                           64 << 20, threading.Event())
 
 
 @pytest.mark.parametrize("case", HOSTILE)
@@ -203,7 +218,7 @@ def test_malformed_snapshot_state_is_refused(case, honest, snapshot_net):
     with pytest.raises(errors.MalformedWeights):
         decode_state(data)
     assert not _offer_state(snapshot_net, honest.next.header, data)
-    assert not list(snapshot_net.chain.store.weights.root.rglob("*.safetensors"))
+    assert not list(snapshot_net.store.root.rglob("*.safetensors"))
 
 
 def test_snapshot_state_is_the_tensors_not_the_file(honest, snapshot_net):
@@ -220,7 +235,7 @@ def test_snapshot_state_is_the_tensors_not_the_file(honest, snapshot_net):
     assert not _offer_state(snapshot_net, header, encode_state(extra))
     assert not _offer_state(snapshot_net, header, encode_state(nudged))
     assert _offer_state(snapshot_net, header, other)
-    assert weights_hash(decode_state(snapshot_net.chain.store.weights.get(header.state_hash))) == header.state_hash
+    assert weights_hash(decode_state(snapshot_net.store.get(header.state_hash))) == header.state_hash
 
 
 @pytest.mark.parametrize("kind", ["pickle", "torch-save-zip", "pickle-behind-safetensors-length"])

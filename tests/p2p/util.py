@@ -75,10 +75,13 @@ class FakePeer:
     def serve_bytes(self, path: str, data: bytes) -> None:
         self.routes[path] = (200, "application/octet-stream", data)
 
-    def serve_block(self, header, records: list | None = None) -> None:
+    def serve_block(self, header, records: list | None = None, state: bytes | None = None) -> None:
+        """GET /blocks/{hash} (header and records) and, when given, GET /blocks/{hash}/state."""
         h = header.hash
         self.serve_json(f"/blocks/{h}", {"hash": h, "height": header.height, "status": "valid",
                                          "header": header.to_dict(), "records": records or []})
+        if state is not None:
+            self.serve_bytes(f"/blocks/{h}/state", state)
 
     def fetched(self, block_hash: str) -> int:
         return sum(1 for _, p in self.requests if p.startswith(f"/blocks/{block_hash}"))
