@@ -1,9 +1,9 @@
 """A pre-mined tiny chain on disk, shared by the fault tests and their child processes.
 
-Layout of a chain directory: ``blocks.jsonl`` (one header per line, heights 1..N)
-and ``<height>.safetensors`` (the body W of each block). Blocks are mined with a
-fixed key, a seeded fast miner and timestamps 2 s apart, so k stays at its
-initial value.
+Layout of a chain directory: ``blocks.jsonl``, one block per line (heights 1..N) as
+``{"header": ..., "records": [...]}`` -- a protocol v2 block is its header and records.
+Blocks are mined with a fixed key, a seeded fast miner and timestamps 2 s apart, so k
+stays at its initial value.
 """
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ KEY = Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32)
 INTERVAL_MS = 2000
 
 
-def mine_chain(spec, dataset, out: Path, n: int, seed: int = 1) -> list[tuple[BlockHeader, bytes]]:
-    from consensus.difficulty import next_difficulty
+def mine_chain(spec, dataset, out: Path, n: int, seed: int = 1) -> list[tuple[BlockHeader, list]]:
     from miner.search import make_miner
-    from miner.template import build_block
     from node.chain import Chain
+    from node.mining import mine_on_tip
 
     out = Path(out)
     scratch = out / "scratch-datadir"
@@ -31,13 +30,10 @@ def mine_chain(spec, dataset, out: Path, n: int, seed: int = 1) -> list[tuple[Bl
     miner = make_miner("fast", spec, dataset, device="cpu", seed=seed)
     blocks = []
     for _ in range(n):
-        tip, w = chain.tip_model()
-        k = next_difficulty(spec, tip.header, chain.view)
-        found = miner.mine(tip.header, k, w)
-        header, body = build_block(spec, tip.header, k, found, KEY, chain.view,
-                                   now_ms=tip.header.timestamp_ms + INTERVAL_MS)
-        assert chain.submit(header, [], body).status == "accepted"
-        blocks.append((header, body))
+        ts = chain.tip().header.timestamp_ms + INTERVAL_MS
+        header, records, _ = mine_on_tip(chain, miner, KEY, now_ms=lambda: ts)
+        assert chain.submit(header, records).status == "accepted"
+        blocks.append((header, records))
     chain.store.close()
     shutil.rmtree(scratch)
     save(out, blocks)
@@ -47,17 +43,15 @@ def mine_chain(spec, dataset, out: Path, n: int, seed: int = 1) -> list[tuple[Bl
 def save(out: Path, blocks) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "blocks.jsonl", "w") as f:
-        for h, body in blocks:
-            f.write(json.dumps(h.to_dict()) + "\n")
-            (out / f"{h.height}.safetensors").write_bytes(body)
+        for h, records in blocks:
+            f.write(json.dumps({"header": h.to_dict(), "records": records}) + "\n")
 
 
-def load(path: Path) -> list[tuple[BlockHeader, bytes]]:
-    path = Path(path)
+def load(path: Path) -> list[tuple[BlockHeader, list]]:
     out = []
-    for line in (path / "blocks.jsonl").read_text().splitlines():
-        h = BlockHeader.from_dict(json.loads(line))
-        out.append((h, (path / f"{h.height}.safetensors").read_bytes()))
+    for line in (Path(path) / "blocks.jsonl").read_text().splitlines():
+        obj = json.loads(line)
+        out.append((BlockHeader.from_dict(obj["header"]), obj["records"]))
     return out
 
 
@@ -66,7 +60,7 @@ def fill_datadir(spec, dataset, datadir: Path, blocks) -> None:
     from node.chain import Chain
 
     chain = Chain(spec, datadir, dataset)
-    for h, body in blocks:
-        assert chain.submit(h, [], body).status == "accepted"
+    for h, records in blocks:
+        assert chain.submit(h, records).status == "accepted"
     chain.store.close()
     (Path(datadir) / "spec.json").write_text(spec.to_json())

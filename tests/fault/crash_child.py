@@ -3,7 +3,7 @@ kills itself with SIGKILL at a chosen point of the write path.
 
     python -m tests.fault.crash_child DATADIR CHAINDIR [--crash-at N --when before|after]
 
-Write points counted (in the order a block is stored): fsync of the weights temp
+Write points counted (in the order a block is stored): fsync of the post-state temp
 file, its rename, the directory fsync, every SQLite transaction commit. ``--crash-at N``
 sends SIGKILL to itself just before (or just after) the N-th such call; ``--crash-at -1``
 counts the calls without crashing (``DONE calls=<n>``).
@@ -73,9 +73,9 @@ def main() -> int:
         SessionTransaction.commit = hook(SessionTransaction.commit, "commit")
     print("READY", flush=True)
     errors = 0
-    for h, body in blocks:
+    for h, records in blocks:
         try:
-            out = chain.submit(h, [], body)
+            out = chain.submit(h, records)
         except Exception as exc:  # noqa: BLE001 - disk full and friends: report, go on
             print(f"ERR {h.height} {type(exc).__name__}: {str(exc)[:200]}".replace("\n", " "), flush=True)
             errors += 1

@@ -1,7 +1,7 @@
 """kill -9 while blocks are being written.
 
 Invariant checked after every kill: the datadir opens (SQLite intact, temp files of
-half-written weights removed), the recovered tip is at least as high as the highest
+half-written post-states removed), the recovered tip is at least as high as the highest
 block the process had acknowledged (no acknowledged block lost: the tip height never
 decreases), and replaying the stored best chain from genesis passes.
 """

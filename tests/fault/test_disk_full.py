@@ -1,4 +1,4 @@
-"""Disk full while writing weights and SQLite pages.
+"""Disk full while writing post-states and SQLite pages.
 
 The datadir lives on a small tmpfs (mounted here: the suite runs as root) so
 ENOSPC hits at different points of the write path depending on its size. The

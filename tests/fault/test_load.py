@@ -50,7 +50,7 @@ def test_load_readers_and_announcements_on_a_mining_node(nodes, record):
                     tip = c.get("/status").json()
                     h = tip["height"]
                     path = rng.choice([f"/blocks?start={rng.randint(0, h)}&limit=50", "/tips", f"/blocks/{h}",
-                                       f"/blocks/{tip['tip']}/weights", "/peers", "/metrics", "/health",
+                                       f"/blocks/{tip['tip']}/state", "/peers", "/metrics", "/health",
                                        f"/blocks/{rng.randint(0, h)}"])
                     r = c.get(path)
                     count(f"GET {r.status_code // 100}xx")
@@ -68,9 +68,11 @@ def test_load_readers_and_announcements_on_a_mining_node(nodes, record):
                     if rng.random() < 0.5:   # a block it has: 409 before any work
                         h = known
                     else:                    # an unknown block whose body lives nowhere
-                        h = BlockHeader(tip.version, tip.chain_id, tip.height + 1, tip.hash, tip.timestamp_ms + 1,
-                                        tip.difficulty, "", tuple(rng.sample(range(10000), 4)), "ab" * 32,
-                                        tip.acc_after, tip.acc_after + 1, tip.records_root).signed(thief)
+                        h = BlockHeader(version=tip.version, chain_id=tip.chain_id, height=tip.height + 1,
+                                        parent=tip.hash, timestamp_ms=tip.timestamp_ms + 1,
+                                        difficulty=tip.difficulty, miner="", nonces=(rng.getrandbits(64),),
+                                        state_hash="ab" * 32, acc_after=tip.acc_after + 1,
+                                        records_root=tip.records_root).signed(thief)
                     r = c.post("/blocks", content=h.encode(),
                                headers={"content-type": "application/json", "x-polchain-origin": dead_origin})
                     count(f"POST {r.status_code}")

@@ -1,14 +1,15 @@
 """Peers that misbehave at the transport level: never answer, trickle, or hang up mid-body.
 
 An upstream node serves a pre-mined chain; a faulty proxy stands between it and the
-node under test, which knows only the proxy. While the fault lasts the node must
+node under test, which knows only the proxy. The proxy passes the header lists through and
+breaks every block download (``GET /blocks/{hash}``: a v2 body is the block's records). While the fault lasts the node must
 stay responsive, take no block from a broken body, give up on the transfer within
 its deadline, and not ban the peer (slowness proves nothing); once the fault heals
 it must sync the whole chain, and its store must verify.
 """
 from __future__ import annotations
 
-import json
+import re
 import socket
 import subprocess
 import sys
@@ -24,14 +25,17 @@ from tests.nodeproc import REPO, NodeGroup, node_env
 from .chainfile import fill_datadir
 
 
+BLOCK_PATH = re.compile(r"^/blocks/[0-9a-f]{64}$")
+
+
 class FaultyPeer:
-    """HTTP proxy to ``upstream``; ``mode`` decides what happens to weights downloads."""
+    """HTTP proxy to ``upstream``; ``mode`` decides what happens to block downloads."""
 
     def __init__(self, upstream: str):
         self.upstream = upstream
         self.mode = "pass"            # pass | never | slow | close-mid-body
         self.release = threading.Event()
-        self.weights_requests = 0
+        self.body_requests = 0
         self.gave_up: list[float] = []  # seconds a trickled download ran before the client hung up
         self.http = httpx.Client(base_url=upstream, timeout=30)
         proxy = self
@@ -59,8 +63,8 @@ class FaultyPeer:
             def do_GET(self):
                 if self.path.startswith("/peers"):
                     return self._reply(200, b"[]")
-                if self.path.endswith("/weights") and proxy.mode != "pass":
-                    proxy.weights_requests += 1
+                if BLOCK_PATH.match(self.path) and proxy.mode != "pass":
+                    proxy.body_requests += 1
                     return proxy.fault(self)
                 r = proxy.http.get(self.path)
                 self._reply(r.status_code, r.content, r.headers.get("content-type", "application/json"))
@@ -86,7 +90,7 @@ class FaultyPeer:
             h.close_connection = True
             h.connection.shutdown(socket.SHUT_RDWR)
             return
-        t0 = time.monotonic()  # slow: one byte every 0.25 s (27 KB would take ~2 hours)
+        t0 = time.monotonic()  # slow: one byte every 0.25 s (a 1.5 KB block would take 6 minutes)
         try:
             for i in range(len(body)):
                 if self.release.is_set():
@@ -143,7 +147,7 @@ def test_faulty_peer_then_heal(mode, fault_seconds, upstream, nodes, blocks, rec
             time.sleep(0.2)
         lat.sort()
         p99 = lat[int(0.99 * (len(lat) - 1))]
-        assert proxy.weights_requests >= 1, "the node never asked for a body"
+        assert proxy.body_requests >= 1, "the node never asked for a body"
         assert max(heights) == 0, "a block was accepted from a broken body"
         assert "backoff" in states, f"the peer was never put in backoff: {states}"
         assert p99 < 1.0, f"/status p99 {p99:.2f}s during the fault"
@@ -161,7 +165,7 @@ def test_faulty_peer_then_heal(mode, fault_seconds, upstream, nodes, blocks, rec
         assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr[-2000:]
     finally:
         proxy.close()
-    record(f"peer-{mode}", fault_seconds=fault_seconds, weights_requests=proxy.weights_requests,
+    record(f"peer-{mode}", fault_seconds=fault_seconds, body_requests=proxy.body_requests,
            status_samples=len(lat), status_p99_s=round(p99, 3), status_max_s=round(lat[-1], 3),
            gave_up_after_s=[round(x, 1) for x in proxy.gave_up], peer_states=sorted(states),
            synced_after_heal_s=round(healed_in, 1), final_height=len(blocks), blocks_lost=0)
