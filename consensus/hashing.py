@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable
+import struct
+from typing import Any, Iterable, Iterator
 
 HASH_SIZE = 32
 ZERO_HASH = "00" * HASH_SIZE
@@ -67,3 +68,17 @@ def merkle_root(leaves: Iterable[bytes]) -> str:
 def is_hex_hash(value: Any) -> bool:
     return (isinstance(value, str) and len(value) == 2 * HASH_SIZE
             and all(c in "0123456789abcdef" for c in value))
+
+
+def uniform_draws(prefix: bytes, n: int, counter_format: str) -> Iterator[int]:
+    """Endless uniform integers in ``[0, n)``: ``SHA-256(prefix || counter)`` for counter = 0, 1, ...
+    (packed with ``counter_format``), each digest cut into four big-endian u64 ``d``; ``d`` is
+    rejected when ``d >= 2^64 - (2^64 mod n)`` (no modulo bias), else ``d mod n`` is drawn."""
+    limit = (1 << 64) - ((1 << 64) % n)
+    counter = 0
+    while True:
+        digest = hashlib.sha256(prefix + struct.pack(counter_format, counter)).digest()
+        counter += 1
+        for (d,) in struct.iter_unpack(">Q", digest):
+            if d < limit:
+                yield d % n

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from .hashing import uniform_draws
 from .requirements import IndexSpace, Requirement, derive_requirements
 from .spec import ChainSpec
 
@@ -28,22 +29,14 @@ R_SEED_DOMAIN = b"polchain-R-seed/2"
 
 def derive_batch(spec: ChainSpec, parent_hash: str, miner: str, nonce: int) -> tuple[int, ...]:
     n, s = spec.dataset.train_size, spec.training.batch_size
-    limit = (1 << 64) - ((1 << 64) % n)
     prefix = (BATCH_DOMAIN + bytes.fromhex(spec.chain_id) + bytes.fromhex(parent_hash) + bytes.fromhex(miner)
               + struct.pack(">Q", nonce))
     out: list[int] = []
-    counter = 0
-    while len(out) < s:
-        digest = hashlib.sha256(prefix + struct.pack(">I", counter)).digest()
-        counter += 1
-        for (d,) in struct.iter_unpack(">Q", digest):
-            if d >= limit:
-                continue
-            i = d % n
-            if i not in out:
-                out.append(i)
-                if len(out) == s:
-                    break
+    for i in uniform_draws(prefix, n, ">I"):
+        if i not in out:
+            out.append(i)
+            if len(out) == s:
+                break
     return tuple(out)
 
 

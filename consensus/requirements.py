@@ -18,12 +18,13 @@ zero, and (v2 validators) clears the spec's band ``max(band_ulps * ulp, band_abs
 from __future__ import annotations
 
 import bisect
-import hashlib
 import struct
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+
+from .hashing import uniform_draws
 
 INCREASE = 1
 DECREASE = -1
@@ -64,26 +65,16 @@ def derive_requirements(seed: str, k: int, space: "IndexSpace | int") -> tuple[R
     n_params = space.size
     if not 0 < k <= n_params:
         raise ValueError(f"k={k} out of range for {n_params} parameters")
-    n2 = 2 * n_params
-    limit = (1 << 64) - ((1 << 64) % n2)
-    prefix = _DOMAIN + bytes.fromhex(seed) + struct.pack(">I", k)
     taken: set[int] = set()
     out: list[Requirement] = []
-    counter = 0
-    while len(out) < k:
-        block = hashlib.sha256(prefix + struct.pack(">Q", counter)).digest()
-        counter += 1
-        for (d,) in struct.iter_unpack(">Q", block):
-            if d >= limit:
-                continue
-            r = d % n2
-            idx = r >> 1
-            if idx in taken:
-                continue
-            taken.add(idx)
-            out.append(Requirement(space.flat(idx), DECREASE if r & 1 else INCREASE))
-            if len(out) == k:
-                break
+    for r in uniform_draws(_DOMAIN + bytes.fromhex(seed) + struct.pack(">I", k), 2 * n_params, ">Q"):
+        idx = r >> 1
+        if idx in taken:
+            continue
+        taken.add(idx)
+        out.append(Requirement(space.flat(idx), DECREASE if r & 1 else INCREASE))
+        if len(out) == k:
+            break
     return tuple(out)
 
 
