@@ -28,7 +28,9 @@ def test_chain_tiny_json(bench_json, shared_data, tmp_path):
     # v2: the steps that stuck are the blocks' own (j advance steps + the winning one, J = 8 on tiny)
     assert all(1 <= r["block_steps"] <= 9 for r in rows)
     assert [r["effective_steps"] for r in rows] == [sum(q["block_steps"] for q in rows[:i + 1]) for i in range(3)]
-    assert all(r["acc_e_after"] >= r["acc_e_parent"] for r in rows)          # the v2 accuracy floor
+    from consensus.spec import preset
+    slack = preset("tiny").proof.min_improvement                            # the v2 accuracy floor (-3 of 500)
+    assert all(r["acc_e_after"] >= r["acc_e_parent"] + slack for r in rows)
     assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
     assert 0 <= res["start_accuracy"] <= 1 and res["end_accuracy"] == rows[-1]["test_accuracy"]
     assert res["sgd_curve"][0][0] == 0 and res["sgd_curve"][-1][0] == res["total_steps"]
