@@ -278,7 +278,7 @@ def data_label(spec, data_note: str) -> str:
 
 
 def held_out_label(res: dict) -> str:
-    a, n = res.get("held_out", [0, res["test_size"]])
+    a, n = res.get("held_out") or (0, None)
     return "full test split" if a == 0 else f"held-out test[{a}:{n}], E excluded"
 
 
