@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from consensus.weights import encode_state
 from node.chain import Chain, StartupError
 from node.verify import verify_chain
-
-from consensus.weights import encode_state
 
 from .conftest import HONEST_KEY, assert_unharmed, open_copy, snapshot
 

@@ -1,5 +1,6 @@
 """Start-up refusals: datadirs and specs this node must not run, each refused with one clear
-line (exit 2, no traceback) and the datadir left exactly as it was.
+line (exit 2, no traceback) and the datadir left exactly as it was (but for the process lock
+file, DATADIR/LOCK, taken before anything is read: node/lock.py).
 
 ``data/v1-tiny-datadir.tar.gz`` is a real protocol v1 datadir: written by the v1 code (the
 commit before "Protocol v2 core") with ``polchain mine --preset tiny --blocks 1 --seed 1``
@@ -19,7 +20,8 @@ import pytest
 
 from consensus.hashing import canonical_json, sha256_hex
 from consensus.spec import preset
-from tests.nodeproc import REPO, NodeProc, node_env
+from node.lock import LOCK_FILE
+from tests.nodeproc import REPO, NodeProc, free_port, node_env
 
 V1_ARCHIVE = Path(__file__).parent / "data" / "v1-tiny-datadir.tar.gz"
 V1_TINY_CHAIN_ID = "3665c6a87688975cfa933ba3ec78857efa7e491b7926ebe2d8bb943ed90aa73b"   # docs/protocol.md (v1)
@@ -38,10 +40,9 @@ def v1_datadir(tmp_path) -> Path:
 
 
 def tree(d: Path) -> dict[str, tuple[str, int]]:
-    """Every file under ``d`` but the datadir's lock file (node/lock.py, taken before the chain is
-    opened): relative path -> (SHA-256, mtime ns)."""
+    """Every file under ``d`` but the process lock: relative path -> (SHA-256, mtime ns)."""
     return {str(p.relative_to(d)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(d.rglob("*")) if p.is_file() and p.relative_to(d) != Path("LOCK")}
+            for p in sorted(d.rglob("*")) if p.is_file() and p.relative_to(d) != Path(LOCK_FILE)}
 
 
 def polchain(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -61,8 +62,8 @@ def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
 
 
 V1_COMMANDS = {
-    "node": ("node", "--port", "1", "--threads", "1"),
-    "node-preset-tiny": ("node", "--preset", "tiny", "--port", "1", "--threads", "1"),
+    "node": ("node", "--threads", "1"),
+    "node-preset-tiny": ("node", "--preset", "tiny", "--threads", "1"),
     "mine": ("mine", "--preset", "tiny", "--blocks", "1"),
     "verify": ("verify",),
 }
@@ -74,7 +75,8 @@ def test_v1_datadir_is_refused_and_left_untouched(command, v1_datadir):
     naming the datadir's chain id and its protocol version; not one file added, changed or removed."""
     before = tree(v1_datadir)
     args = V1_COMMANDS[command]
-    proc = polchain(args[0], "--datadir", str(v1_datadir), *args[1:])
+    port = ("--port", str(free_port())) if args[0] == "node" else ()
+    proc = polchain(args[0], "--datadir", str(v1_datadir), *args[1:], *port)
     line = assert_refused(proc, V1_TINY_CHAIN_ID[:16], "v1")
     assert "cannot be upgraded" in line
     assert tree(v1_datadir) == before
@@ -85,7 +87,8 @@ def test_v1_store_without_its_spec_is_refused_and_left_untouched(v1_datadir):
     chain's (a v1 header). Refused with its chain id; no spec.json is written, nothing else changes."""
     (v1_datadir / "spec.json").unlink()
     before = tree(v1_datadir)
-    proc = polchain("node", "--datadir", str(v1_datadir), "--preset", "tiny", "--port", "1", "--threads", "1")
+    proc = polchain("node", "--datadir", str(v1_datadir), "--preset", "tiny", "--port", str(free_port()),
+                    "--threads", "1")
     assert_refused(proc, V1_TINY_CHAIN_ID[:16], "v1")
     assert tree(v1_datadir) == before
 
@@ -104,9 +107,10 @@ def test_research_preset_refused_and_leaves_nothing_behind(tmp_path):
     """`polchain node --preset dgg-paper`: the paper's forgeable rules are for research only. The
     refusal leaves no trace, so the same datadir then starts on a v2 preset."""
     d = tmp_path / "data"
-    proc = polchain("node", "--datadir", str(d), "--preset", "dgg-paper", "--port", "1", "--threads", "1")
+    proc = polchain("node", "--datadir", str(d), "--preset", "dgg-paper", "--port", str(free_port()),
+                    "--threads", "1")
     assert_refused(proc, "dgg-paper", "research")
-    assert not d.exists() or not any(d.iterdir()), sorted(p.name for p in d.iterdir())
+    assert not d.exists() or not tree(d), sorted(p.name for p in d.iterdir())
     node = NodeProc(d, "--preset", "tiny").start()
     try:
         assert node.status()["chain_id"] == preset("tiny").chain_id
