@@ -104,7 +104,7 @@ def test_invalid_block_is_rejected_everywhere_and_sender_banned(line):
             blk = a.block(bad.hash)
             return blk if blk is not None and blk["status"] == "invalid" else None
 
-        blk = wait_for(judged, timeout=30, what="A judged the tampered block")
+        blk = wait_for(judged, timeout=90, what="A judged the tampered block")
         assert blk["reason"] in ("requirements-not-met", "state-mismatch")   # R is bound to the miner key
         assert fake.fetched(bad.hash) >= 1           # header and records
 
