@@ -9,6 +9,7 @@ since blocks come fast at this difficulty). ROUNDS via POLCHAIN_TEST_CRASH_ROUND
 from __future__ import annotations
 
 import os
+import re
 import random
 import subprocess
 import sys
@@ -73,7 +74,11 @@ def test_kill_9_and_recover(tmp_path):
                           capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, (proc.stdout, proc.stderr[-3000:], history)
     assert proc.stdout.startswith("OK:"), proc.stdout
-    assert f"height {st['height']};" in proc.stdout, (proc.stdout, st)
+    # the node was still mining between the last status and the stop, so the store may hold
+    # a block or two more than that status said; never fewer
+    m = re.search(r" height (\d+);", proc.stdout)
+    assert m, proc.stdout
+    assert int(m.group(1)) >= st["height"], (proc.stdout, st)
 
 
 def test_recovers_each_crash_window(smith, tmp_path):
