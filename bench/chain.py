@@ -193,9 +193,10 @@ def measure_chain(args) -> dict:
             t0 = time.perf_counter()
             tip = chain.tip()
             hits0 = miner.progress.r_hits
-            header, records, found = mine_on_tip(chain, miner, key)
+            block, found = mine_on_tip(chain, miner, key)
+            header = block.header
             mine_s = time.perf_counter() - t0
-            out = chain.submit(header, records, peer=None)
+            out = chain.submit(block)
             if out.status != "accepted":
                 raise RuntimeError(f"own block rejected: {out.code} {out.detail}")
             wall = time.perf_counter() - t0

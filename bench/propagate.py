@@ -84,8 +84,8 @@ def write_spec(spec, path: Path) -> Path:
 
 
 # -- a pre-mined chain ---------------------------------------------------------------------
-def mine_chain(spec, datadir: Path, blocks: int, log=common.progress) -> list[tuple]:
-    """Mine ``blocks`` blocks into a datadir (fast miner, one thread); [(header, records)] in order.
+def mine_chain(spec, datadir: Path, blocks: int, log=common.progress) -> list:
+    """Mine ``blocks`` blocks into a datadir (fast miner, one thread); the Blocks in order.
 
     Timestamps start at genesis and are spaced by the target interval, so the
     difficulty stays at k0, R is never re-drawn and every timestamp lies in the past.
@@ -110,11 +110,11 @@ def mine_chain(spec, datadir: Path, blocks: int, log=common.progress) -> list[tu
     t0 = time.perf_counter()
     for i in range(blocks):
         ts = chain.tip().header.timestamp_ms + spec.difficulty.target_interval_ms
-        header, records, _ = mine_on_tip(chain, miner, key, now_ms=lambda: ts)
-        res = chain.submit(header, records)
+        block, _ = mine_on_tip(chain, miner, key, now_ms=lambda: ts)
+        res = chain.submit(block)
         if res.status != "accepted":
             raise RuntimeError(f"own block rejected: {res.code} {res.detail}")
-        out.append((header, records))
+        out.append(block)
         if (i + 1) % 10 == 0 or i + 1 == blocks:
             log(f"mined {i + 1}/{blocks} blocks ({time.perf_counter() - t0:.0f} s)")
     chain.store.close()
@@ -207,12 +207,12 @@ def wait_until(pred, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
-def post_block(node: Node, header, records: list) -> int:
+def post_block(node: Node, block) -> int:
     """POST /blocks as a peer would: multipart header and records (a v2 block carries no weights)."""
     import httpx
     from consensus.hashing import canonical_json
-    files = {"header": (None, header.encode(), "application/json"),
-             "records": (None, canonical_json(records), "application/json")}
+    files = {"header": (None, block.header.encode(), "application/json"),
+             "records": (None, canonical_json(block.wire_records), "application/json")}
     return httpx.post(node.url + "/blocks", files=files, timeout=600).status_code
 
 
@@ -256,10 +256,11 @@ def run(args) -> dict:
         common.progress("line connected")
 
         per_block = []
-        size = len(blocks[0][0].encode()) + len(json.dumps(blocks[0][1]))
-        for j, (header, records) in enumerate(blocks):
+        size = len(blocks[0].header.encode()) + len(json.dumps(blocks[0].wire_records))
+        for j, block in enumerate(blocks):
+            header = block.header
             t_post = time.time()
-            code = post_block(nodes[0], header, records)
+            code = post_block(nodes[0], block)
             if code != 200:
                 raise RuntimeError(f"node n1 refused block {header.height}: HTTP {code}")
             wait_until(lambda: nodes[-1].get(f"/blocks/{header.hash}").status_code == 200, args.timeout,

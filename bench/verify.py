@@ -4,7 +4,7 @@ One block is mined on genesis with the fast miner (``node.mining.mine_on_tip``),
 to a fresh ``node.chain.Chain`` (temp datadir) ``--runs`` times, after one untimed warm-up
 submission; every submission is the node's real pipeline (``Chain.submit``: header rules,
 records, the proof replayed from the parent's stored post-state, store). The stages are timed
-inside that pipeline by wrapping the functions it calls (node.chain has no timing hook):
+inside that pipeline through the chain's timing hook (``Chain.stage_timer``, called with each stage's name):
 
 * ``header``: syntax, limits, nonce count, Ed25519 signature, context (``validate_header``)
 * ``records``: the records commitment and the records' rules
@@ -79,58 +79,23 @@ def register(sub) -> None:
 
 # -- stage timers ------------------------------------------------------------------------
 class StageClock:
-    """Accumulates wall and process-CPU seconds per stage while patched functions run."""
+    """Wall and process-CPU seconds per stage: ``Chain.stage_timer`` (the pipeline's timing hook)."""
 
     def __init__(self, device: str | None = None):
         self.device = device
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
-        self._depth = 0
 
-    def wrap(self, stage: str, fn):
-        def timed(*a, **kw):
-            if self._depth:              # nested in another timed stage: counted there
-                return fn(*a, **kw)
-            self._depth += 1
+    @contextmanager
+    def __call__(self, stage: str):
+        common.sync_device(self.device)
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
             common.sync_device(self.device)
-            w0, c0 = time.perf_counter(), time.process_time()
-            try:
-                return fn(*a, **kw)
-            finally:
-                common.sync_device(self.device)
-                self.wall[stage] = self.wall.get(stage, 0.0) + time.perf_counter() - w0
-                self.cpu[stage] = self.cpu.get(stage, 0.0) + time.process_time() - c0
-                self._depth -= 1
-        return timed
-
-
-@contextmanager
-def instrumented(chain, clock: StageClock):
-    """Patch the functions Chain.submit calls (module globals and this chain's objects) with timers."""
-    import consensus.validation as cv
-    import node.chain as nc
-    stage_of = [(nc, "validate_header", "header"), (nc, "check_records_commitment", "records"),
-                (nc, "validate_records", "records"), (nc, "parse_records", "records"),
-                (cv, "check_requirements", "replay"), (cv, "check_state_commitment", "state_hash"),
-                (nc, "encode_state", "store")]
-    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in stage_of]
-    objs = [(chain, "_parent_state", "load_state"), (chain.replayer, "accuracy", "accuracy"),
-            (chain.store.weights, "put", "store"), (chain.store, "put_block", "store"),
-            (chain, "_switch_tip", "store")]
-    try:
-        for (mod, name, stage), (_, _, fn) in zip(stage_of, saved):
-            setattr(mod, name, clock.wrap(stage, fn))
-        for obj, name, stage in objs:
-            setattr(obj, name, clock.wrap(stage, getattr(obj, name)))   # instance attribute shadows the method
-        yield clock
-    finally:
-        for mod, name, fn in saved:
-            setattr(mod, name, fn)
-        for obj, name, _ in objs:
-            try:
-                delattr(obj, name)
-            except AttributeError:
-                pass
+            self.wall[stage] = self.wall.get(stage, 0.0) + time.perf_counter() - w0
+            self.cpu[stage] = self.cpu.get(stage, 0.0) + time.process_time() - c0
 
 
 # -- the pieces --------------------------------------------------------------------------
@@ -167,7 +132,7 @@ def block_spec(spec, k: int):
 
 
 def mine_block(spec, data, device: str, groups: int | None, seed: int, datadir: Path):
-    """(header, records, found, miner) of one block on genesis, mined with the fast miner."""
+    """(block, found, miner): one block on genesis, mined with the fast miner."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from miner.search import make_miner
@@ -176,27 +141,26 @@ def mine_block(spec, data, device: str, groups: int | None, seed: int, datadir: 
     chain = Chain(spec, datadir, data)
     try:
         miner = make_miner("fast", spec, data, device=device, seed=seed, groups=groups)
-        header, records, found = mine_on_tip(chain, miner, Ed25519PrivateKey.generate())
-        return header, records, found, miner
+        block, found = mine_on_tip(chain, miner, Ed25519PrivateKey.generate())
+        return block, found, miner
     finally:
         chain.store.close()
 
 
-def submit_once(spec, data, replayer, header, records, root: Path, i: int) -> tuple[float, float, StageClock]:
+def submit_once(spec, data, replayer, block, root: Path, i: int) -> tuple[float, float, StageClock]:
     """One Chain.submit of the block into a fresh datadir; (wall s, CPU s, stage clock)."""
     from node.chain import Chain
     datadir = root / f"v{i}"
     chain = Chain(spec, datadir, data)
     chain.replayer = replayer           # a long-lived, warm replayer, as in a running node
     replayer._acc_cache.clear()         # ... that has not evaluated this block's post-state yet
-    clock = StageClock(str(replayer.device))
+    clock = chain.stage_timer = StageClock(str(replayer.device))
     try:
-        with instrumented(chain, clock):
-            common.sync_device(str(replayer.device))
-            w0, c0 = time.perf_counter(), time.process_time()
-            out = chain.submit(header, records, peer=None)
-            common.sync_device(str(replayer.device))
-            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        common.sync_device(str(replayer.device))
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = chain.submit(block)
+        common.sync_device(str(replayer.device))
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         if out.status != "accepted":
             raise RuntimeError(f"block not accepted: {out.status} {out.code} {out.detail}")
     finally:
@@ -274,10 +238,11 @@ def measure_verify(args) -> dict:
     try:
         common.progress(f"mining one block at k={k_block} ({spec.model.arch}, {data_note})")
         t0 = time.perf_counter()
-        header, records, found, miner = mine_block(spec, data, device, groups, args.seed, root / "miner")
+        block, found, miner = mine_block(spec, data, device, groups, args.seed, root / "miner")
+        header = block.header
         from consensus.block import genesis_header
         from consensus.weights import encode_state
-        body = len(header.encode()) + len(json.dumps(records))
+        body = len(header.encode()) + len(json.dumps(block.wire_records))
         state_bytes = len(encode_state(found.state))
         result["block"] = {"height": header.height, "hash": header.hash, "body_bytes": body,
                            "state_bytes": state_bytes, "steps": len(header.nonces),
@@ -293,7 +258,7 @@ def measure_verify(args) -> dict:
         stage_wall: dict[str, list[float]] = {s: [] for s in STAGES}
         stage_cpu: dict[str, list[float]] = {s: [] for s in STAGES}
         for i in range(args.runs + 1):
-            wall, cpu, clock = submit_once(spec, data, replayer, header, records, root, i)
+            wall, cpu, clock = submit_once(spec, data, replayer, block, root, i)
             label = "warm-up" if i == 0 else f"run {i}/{args.runs}"
             common.progress(f"{label}: validated in {wall:.2f} s ({cpu:.2f} CPU s): "
                             + ", ".join(f"{s} {clock.wall.get(s, 0.0):.3f}" for s in STAGES[:-1]))

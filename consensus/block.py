@@ -156,12 +156,68 @@ class PaperHeader(_Header):
 
 @dataclass(frozen=True)
 class Block:
+    """One block as it crosses the layers: the header and its records.
+
+    ``records_json`` are the records exactly as committed (the JSON objects whose canonical
+    encodings the header's ``records_root`` is the Merkle root of); ``records`` are the same,
+    parsed. Parsing is deferred to the records stage of the pipeline
+    (consensus.validation.validate_block), after the header rules and the commitment: records
+    that match the root but do not parse make the *block* invalid (``BadRecord``), never the
+    sender's body bad. Build one from untrusted wire JSON with ``Block.from_wire``; ``Block.of``
+    from parsed records (a miner's template); ``Block(header, records_json)`` leaves the commitment to
+    the pipeline, which checks it after the header rules.
+    """
     header: BlockHeader
-    records: tuple[Record, ...] = field(default=())
+    records_json: tuple = field(default=())
+
+    def __post_init__(self):
+        # a list becomes a tuple; anything else (junk from the wire) is kept for the commitment check
+        # of the pipeline to refuse
+        if isinstance(self.records_json, list):
+            object.__setattr__(self, "records_json", tuple(self.records_json))
+
+    @classmethod
+    def from_wire(cls, header: BlockHeader, items: Any) -> "Block":
+        """The block from a header and a peer's records JSON. The commitment is checked on the raw
+        JSON, before anything is parsed: ``errors.RecordsMismatch`` (a bad body: the records are not
+        the committed ones, the genuine ones may still come from someone else)."""
+        check_records_commitment(header, items)
+        return cls(header, tuple(items))
+
+    @classmethod
+    def of(cls, header: BlockHeader, records: tuple[Record, ...] | list[Record] = ()) -> "Block":
+        return cls(header, tuple(r.body for r in records))
 
     @property
     def hash(self) -> str:
         return self.header.hash
+
+    @cached_property
+    def records(self) -> tuple[Record, ...]:
+        """The parsed records (raises ``errors.BadRecord``); check the commitment first."""
+        return parse_records(list(self.records_json))
+
+    @property
+    def wire_records(self) -> list:
+        return list(self.records_json) if isinstance(self.records_json, tuple) else []
+
+
+def check_records_commitment(header, items: Any) -> None:
+    """Raw records (JSON from a peer) against the header's records_root, before any parsing.
+
+    Records the header does not commit to say nothing about the header: a relay may have
+    swapped them, and the genuine ones may still come. So a mismatch -- including items
+    that are not a list or have no canonical encoding -- is a bad body, and only records
+    that *do* match the root can make the block invalid (bad-record, when parsed).
+    """
+    if not isinstance(items, (list, tuple)):
+        raise errors.RecordsMismatch("records must be a JSON list")
+    try:
+        root = merkle_root(canonical_json(item) for item in items)
+    except (TypeError, ValueError, RecursionError):
+        raise errors.RecordsMismatch("a record has no canonical encoding") from None
+    if root != header.records_root:
+        raise errors.RecordsMismatch("records do not match the header's records_root")
 
 
 def records_root(records: tuple[Record, ...] | list[Record]) -> str:

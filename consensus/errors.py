@@ -11,9 +11,24 @@ Three families, kept apart because the node treats them differently:
 * ``InvalidBlock`` -- provably bad. The block hash is marked invalid and the
                       invalidity passes to every descendant.
 
-Reason codes are part of the wire protocol (REST errors, metrics labels).
+Reason codes are part of the wire protocol (REST errors, metrics labels), and so is the
+``Verdict`` a node gives a submitted block. ``validate_block`` sets ``exc.stage`` (header,
+records, replay, accuracy) on the error it raises.
 """
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Verdict(StrEnum):
+    """A node's answer to a submitted block or header (its value is the wire string)."""
+    ACCEPTED = "accepted"          # valid, stored
+    HEADER_OK = "header-ok"        # a header alone passed the header rules (headers-first)
+    ORPHAN = "orphan"              # parent unknown or not validated yet: held, no penalty
+    DUPLICATE = "duplicate"        # already judged
+    IGNORED = "ignored"            # not judged now (time-too-new, state-unavailable...)
+    INVALID = "invalid"            # provably bad: marked, with its descendants
+    BAD_BODY = "bad-body"          # the records are not the committed ones: the header stays unjudged
 
 
 class BlockError(Exception):
@@ -38,7 +53,14 @@ class UnknownParent(Ignored):
 
 
 class Duplicate(Ignored):
+    """Already judged (valid or invalid): nothing to do."""
     code = "duplicate"
+
+
+class ParentNotValidated(Ignored):
+    """The parent passed the header rules only (headers-first): a block can be valid only on a
+    validated parent, so it waits like an orphan."""
+    code = "parent-not-validated"
 
 
 class StateUnavailable(Ignored):

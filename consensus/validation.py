@@ -1,30 +1,33 @@
-"""Block validation (protocol v2), cheapest rule first. Each rule is one small function.
+"""Block validation (protocol v2): one pipeline, ``validate_block``, cheapest rule first.
 
-    validate_header  -- syntax and limits, nonce count, signature, time not too new,
-                        parent known and valid, height, difficulty, median time past
-    validate_records -- the records match the header's root and are valid
-    replay_proof     -- from the parent's post-state, the j advance steps and the winning
-                        step on the miner-bound batches; R (from the parent's post-state and
-                        the redraw epoch) holds with the validators' band; the post-state
-                        hashes to the header's state_hash (the part that carries the 2^k work)
-    check_accuracy   -- one evaluation of W' on E: the claim is within tolerance and W'
-                        is no worse than the parent's claimed accuracy (+ min_improvement)
+    header     -- syntax and limits, nonce count, signature, time not too new,
+                  parent known and valid, height, difficulty, median time past
+    records    -- the records match the header's root (on the raw JSON), then parse and are valid
+    replay     -- from the parent's post-state, the j advance steps and the winning
+                  step on the miner-bound batches; R (from the parent's post-state and
+                  the redraw epoch) holds with the validators' band; the post-state
+                  hashes to the header's state_hash (the part that carries the 2^k work)
+    accuracy   -- one evaluation of W' on E: the claim is within tolerance and W'
+                  is no worse than the parent's claimed accuracy (+ min_improvement)
 
-Failures raise the typed errors of consensus.errors. No rule touches a tensor
-before every header rule has passed. The dgg-paper research rules are in consensus.paper.
+Each rule is one small function raising a typed ``consensus.errors.InvalidBlock`` (or
+``Ignored`` / ``BadBody``); ``validate_block`` tags the error with the stage that raised it
+(``exc.stage``). No rule touches a tensor before every header rule has passed. The
+dgg-paper research rules are in consensus.paper.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
 from . import errors
-from .block import BlockHeader, records_root
+from .block import Block, BlockHeader, check_records_commitment, records_root  # noqa: F401 (re-exported)
 from .difficulty import median_time_past, next_difficulty
-from .hashing import canonical_json, merkle_root
-from .proof import derive_batch, requirements_for
+from .proof import derive_batch, r_seed, redraw_epoch, requirements_for
 from .records import Record
 from .requirements import first_failed, requirements_hold, requirements_hold_with_margin
 from .spec import ChainSpec
@@ -144,24 +147,6 @@ def validate_header(header, spec: ChainSpec, view: ChainView, now_ms: int) -> Bl
 
 
 # == body rules ===================================================================
-def check_records_commitment(header, items: Any) -> None:
-    """Raw records (JSON from a peer) against the header's records_root, before any parsing.
-
-    Records the header does not commit to say nothing about the header: a relay may have
-    swapped them, and the genuine ones may still come. So a mismatch -- including items
-    that are not a list or have no canonical encoding -- is a bad body, and only records
-    that *do* match the root can make the block invalid (bad-record, when parsed).
-    """
-    if not isinstance(items, list):
-        raise errors.RecordsMismatch("records must be a JSON list")
-    try:
-        root = merkle_root(canonical_json(item) for item in items)
-    except (TypeError, ValueError, RecursionError):
-        raise errors.RecordsMismatch("a record has no canonical encoding") from None
-    if root != header.records_root:
-        raise errors.RecordsMismatch("records do not match the header's records_root")
-
-
 def validate_records(header, records: Sequence[Record], spec: ChainSpec) -> None:
     if records_root(list(records)) != header.records_root:
         raise errors.RecordsMismatch("records do not match the header's records_root")
@@ -256,6 +241,121 @@ def validate_proof(header: BlockHeader, parent: BlockHeader, parent_state: State
     """Replay and accuracy: the whole proof. Leaves W' loaded."""
     state = replay_proof(header, parent, parent_state, replayer, spec)
     return ProofResult(state, check_accuracy(header, parent, replayer, spec))
+
+
+# == the pipeline ========================================================================
+STAGES = ("header", "records", "load_state", "replay", "state_hash", "accuracy")
+StageTimer = Callable[[str], AbstractContextManager]
+
+
+def no_timer(_stage: str) -> AbstractContextManager:
+    return nullcontext()
+
+
+class ProofMemo:
+    """Replayed proofs (most recent ``size``), keyed by everything a replay depends on: the parent's
+    state and R's seed, the parent, k, the batches' key and the nonces. A sibling that re-signs the
+    same proof (new timestamp in the same redraw epoch, other records) costs a lookup, not a replay."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        self._items: OrderedDict[tuple, tuple[str, Accuracy]] = OrderedDict()
+
+    @staticmethod
+    def key(header: BlockHeader, parent: BlockHeader, spec: ChainSpec) -> tuple:
+        epoch = redraw_epoch(spec, parent.timestamp_ms, header.timestamp_ms)
+        return (r_seed(spec, parent.state_hash, parent.height, epoch), parent.hash, header.difficulty,
+                header.miner, header.nonces)
+
+    def get(self, key: tuple) -> tuple[str, Accuracy] | None:
+        return self._items.get(key)
+
+    def put(self, key: tuple, state_hash: str, after: Accuracy) -> None:
+        self._items[key] = (state_hash, after)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True)
+class Validated:
+    parent: BlockHeader
+    state: State | None         # W' when replayed here; None when recalled from the memo or not checked
+    after: Accuracy | None      # acc(W') on E; None when the proof was not checked (``check_proof=False``)
+    proof_key: tuple | None     # the ProofMemo key (None when not checked)
+
+    @property
+    def replayed(self) -> bool:
+        return self.state is not None
+
+
+def check_recalled_commitment(header: BlockHeader, state_hash: str) -> None:
+    """A memoised proof: its post-state is the one the header commits to."""
+    if state_hash != header.state_hash:
+        raise errors.StateMismatch(f"this proof's post-state is {state_hash[:16]}, header says "
+                                   f"{header.state_hash[:16]}")
+
+
+def validate_block(block: Block, spec: ChainSpec, view: ChainView, now_ms: int, *, replayer: Replayer,
+                   parent_state: Callable[[BlockHeader], State], memo: ProofMemo | None = None,
+                   check_proof: bool = True, on_work_checked: Callable[[Block], None] | None = None,
+                   stage: StageTimer = no_timer) -> Validated:
+    """Every rule for one block, cheapest first; raises a typed BlockError tagged with its stage.
+
+    ``parent_state(parent)`` gives the parent's post-state (it may raise ``errors.Ignored``: not kept,
+    parent not validated); ``memo`` recalls proofs replayed before (the caller remembers new ones once
+    it has kept W'); ``check_proof=False`` stops after the records (assume-valid);
+    ``on_work_checked(block)`` runs once R and the state commitment hold -- the 2^k work is checked --
+    and before the accuracy evaluation (fast relay); ``stage(name)`` is a context manager per stage
+    (benchmarks time the pipeline through it)."""
+    name = "header"
+    try:
+        with stage(name):
+            parent = validate_header(block.header, spec, view, now_ms)
+        name = "records"
+        with stage(name):
+            check_records_commitment(block.header, block.records_json)
+            validate_records(block.header, block.records, spec)
+        if not check_proof:
+            return Validated(parent, None, None, None)
+        state, after = _check_work(block, parent, spec, replayer, parent_state, memo, stage)
+        if on_work_checked is not None:
+            on_work_checked(block)
+        name = "accuracy"
+        with stage(name):
+            if after is None:
+                after = replayer.cached_accuracy(block.header.state_hash)
+            check_accuracy_claim(block.header, after, spec)
+            check_accuracy_floor(after, parent, spec)
+        return Validated(parent, state, after, ProofMemo.key(block.header, parent, spec))
+    except errors.BlockError as exc:
+        if not hasattr(exc, "stage"):
+            exc.stage = name
+        raise
+
+
+def _check_work(block: Block, parent: BlockHeader, spec: ChainSpec, replayer: Replayer, parent_state,
+                memo: ProofMemo | None, stage: StageTimer) -> tuple[State | None, Accuracy | None]:
+    """(W' or None, acc(W') when recalled): the replay stages, or the memo's answer."""
+    header = block.header
+    recalled = memo.get(ProofMemo.key(header, parent, spec)) if memo is not None else None
+    try:
+        if recalled is not None:
+            with stage("replay"):
+                check_recalled_commitment(header, recalled[0])
+            return None, recalled[1]
+        with stage("load_state"):
+            w = parent_state(parent)
+        with stage("replay"):
+            check_requirements(header, parent, w, replayer, spec)
+        with stage("state_hash"):
+            return check_state_commitment(header, replayer), None
+    except errors.BlockError as exc:
+        exc.stage = "replay"
+        raise
 
 
 # == the miner's publication policy (stricter than validation) =========================

@@ -1,8 +1,11 @@
 """The chain: consensus rules applied to the store.
 
-``Chain.submit`` runs the whole pipeline for one block (header rules, records,
-proof), records the verdict, moves the tip by cumulative work (first seen wins
-ties) and connects orphans waiting for this block. Under protocol v2 a block is
+``Chain.submit`` runs the one pipeline (consensus.validation.validate_block) for a
+``Block``, records the verdict (``Verdict``), moves the tip by cumulative work
+(first seen wins ties) and connects orphans waiting for this block;
+``Chain.submit_header`` takes a header alone (headers-first). ``stage_timer`` is the
+timing hook: a context-manager factory called with each stage's name (the
+pipeline's, then ``store``). Under protocol v2 a block is
 validated from its parent's post-state W'_parent (kept content-addressed in the
 state store for recent blocks of every branch), so a fork needs no state
 rollback: a reorg is a rewrite of the best-chain index in one transaction.
@@ -15,25 +18,25 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from sqlalchemy.exc import DatabaseError
 
 from consensus import errors
-from consensus.block import BlockHeader, genesis_header, parse_records
+from consensus.block import Block, BlockHeader, genesis_header
 from consensus.data import Dataset
 from consensus.difficulty import work
-from consensus.proof import r_seed, redraw_epoch
+from consensus.errors import Verdict
 from consensus.spec import NODE_PRESETS, ChainSpec
-from consensus.training import Accuracy, Replayer, genesis_state
-from consensus.validation import (check_accuracy_claim, check_accuracy_floor, check_records_commitment,
-                                  validate_header, validate_proof, validate_records)
+from consensus.training import Replayer, genesis_state
+from consensus.validation import ProofMemo, StageTimer, Validated, no_timer, validate_block, validate_header
 from consensus.weights import State, decode_state, encode_state, weights_hash
 
 from .store import HEADER_ONLY, INVALID, VALID, Store, StoredBlock
 
 log = logging.getLogger("polchain.chain")
 
+VALIDATING = "validating"   # wire status of a block served while its accuracy is being checked
 ORPHAN_LIMIT = 64
 PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
@@ -44,17 +47,31 @@ class StartupError(Exception):
 
 @dataclass
 class Outcome:
-    status: str                    # accepted | orphan | duplicate | ignored | invalid | bad-body | header-ok
+    status: Verdict
     code: str = ""
     detail: str = ""
     block_hash: str = ""
     reorg_depth: int = 0
     new_tip: bool = False
     connected: list[str] = field(default_factory=list)  # orphans connected as a result
+    stage: str = ""                # the pipeline stage that judged an invalid block
 
     @property
     def ok(self) -> bool:
-        return self.status in ("accepted", "header-ok")
+        return self.status in (Verdict.ACCEPTED, Verdict.HEADER_OK)
+
+    @property
+    def sender_at_fault(self) -> bool:
+        """Invalid before the accuracy stage. A block that fails only accuracy carried a real 2^k search
+        and may have been relayed in good faith before the relay's own accuracy check (fast relay,
+        docs/p2p.md): its sender is not banned for it."""
+        return self.status == Verdict.INVALID and self.stage != "accuracy"
+
+
+class Held(NamedTuple):
+    """An orphan: a block waiting for its parent, and who sent it."""
+    block: Block
+    peer: str | None
 
 
 class StoreView:
@@ -87,9 +104,11 @@ class Chain:
         self.archival = archival
         self.clock = clock
         self.lock = threading.RLock()
-        self.orphans: OrderedDict[str, tuple[BlockHeader, list, str | None]] = OrderedDict()
-        self._proofs: OrderedDict[tuple, tuple[str, Accuracy]] = OrderedDict()
+        self.orphans: OrderedDict[str, Held] = OrderedDict()
+        self.proofs = ProofMemo(PROOF_CACHE)
         self.replays = 0   # proofs replayed (a cached sibling does not count)
+        self.stage_timer: StageTimer = no_timer   # the timing hook (bench/verify.py)
+        self.relaying: dict[str, Block] = {}      # work checked, accuracy not yet: served to peers (fast relay)
         self.tip_listeners: list[Callable[[StoredBlock, int], None]] = []
         self._tip_model: tuple[str, State] | None = None
         self.genesis = genesis_header(spec)
@@ -169,6 +188,16 @@ class Chain:
             h = b.header.parent
         return path[::-1]
 
+    def in_flight(self, block_hash: str) -> StoredBlock | None:
+        """A block being relayed before its accuracy is checked (fast relay), as peers fetch it:
+        status ``validating``."""
+        block = self.relaying.get(block_hash)
+        parent = self.store.get(block.header.parent) if block is not None else None
+        if parent is None:
+            return None
+        return StoredBlock(block.header, block.wire_records, VALIDATING, None, None,
+                           parent.cumulative_work + work(block.header.difficulty), None, None, time.time(), None, 0)
+
     def load_weights(self, weights_hash_hex: str) -> State | None:
         data = self.store.weights.get(weights_hash_hex)
         return decode_state(data) if data is not None else None
@@ -185,99 +214,107 @@ class Chain:
             return tip, self._tip_model[1]
 
     # -- the pipeline -----------------------------------------------------------
-    def submit(self, header: BlockHeader, records_json: list | None, peer: str | None = None, *,
-               assumed: bool = False) -> Outcome:
-        """One block: the header and its records (``None``: the header alone, headers-first).
-        ``assumed`` (snapshot sync, ``--assume-valid``): the header rules and the records are checked,
-        the proof is not replayed (the block's post-state is installed by the caller)."""
+    def submit(self, block: Block, peer: str | None = None, *, assumed: bool = False,
+               on_work_checked: Callable[[Block], None] | None = None) -> Outcome:
+        """One block through the pipeline. ``assumed`` (snapshot sync, ``--assume-valid``): the header
+        rules and the records are checked, the proof is not replayed (the caller installed the block's
+        post-state). ``on_work_checked(block)``: called once the replayed steps met R and the post-state
+        matched, before the accuracy evaluation (fast relay); meanwhile ``relaying`` holds the block."""
         with self.lock:
-            out = self._submit_one(header, records_json, peer, assumed)
-            if out.status == "accepted":
-                out.connected = self._connect_orphans(header.hash)
+            out = self._submit_one(block, peer, assumed, on_work_checked)
+            if out.status == Verdict.ACCEPTED:
+                out.connected = self._connect_orphans(block.hash)
             return out
 
-    def _submit_one(self, header, records_json, peer, assumed: bool = False) -> Outcome:
-        h = header.hash
+    def submit_header(self, header: BlockHeader, peer: str | None = None) -> Outcome:
+        """A header alone (headers-first): the header rules; stored header-only, the block fetched later."""
+        with self.lock:
+            h = header.hash
+            known = self.store.status(h)
+            try:
+                if known in (VALID, INVALID):
+                    raise errors.Duplicate(f"already {known}")
+                parent = validate_header(header, self.spec, self.view, int(self.clock() * 1000))
+            except errors.UnknownParent as exc:
+                return Outcome(Verdict.ORPHAN, exc.code, exc.detail, h)
+            except errors.Duplicate as exc:
+                return Outcome(Verdict.DUPLICATE, exc.code, exc.detail, h)
+            except errors.Ignored as exc:
+                return Outcome(Verdict.IGNORED, exc.code, exc.detail, h)
+            except errors.InvalidBlock as exc:
+                return self._reject(Block(header), exc, peer)
+            if known is None:
+                self.store.put_block(header, [], HEADER_ONLY, self._work_of(header), peer=peer)
+            return Outcome(Verdict.HEADER_OK, "", "", h)
+
+    def _submit_one(self, block: Block, peer, assumed: bool = False, on_work_checked=None) -> Outcome:
+        h = block.hash
         known = self.store.status(h)
-        if known in (VALID, INVALID):
-            return Outcome("duplicate", "duplicate", f"already {known}", h)
+        t0 = time.perf_counter()
         try:
-            parent = validate_header(header, self.spec, self.view, int(self.clock() * 1000))
+            if known in (VALID, INVALID):
+                raise errors.Duplicate(f"already {known}")
+            checked = validate_block(
+                block, self.spec, self.view, int(self.clock() * 1000), replayer=self.replayer,
+                parent_state=self._parent_state, memo=self.proofs, check_proof=not assumed,
+                on_work_checked=self._relay_hook(on_work_checked), stage=self.stage_timer)
         except errors.UnknownParent as exc:
-            if records_json is not None:
-                self._hold_orphan(header, records_json, peer)
-            return Outcome("orphan", exc.code, exc.detail, h)
+            self._hold_orphan(block, peer)
+            return Outcome(Verdict.ORPHAN, exc.code, exc.detail, h)
+        except errors.ParentNotValidated as exc:
+            if known is None:
+                self.store.put_block(block.header, block.wire_records, HEADER_ONLY, self._work_of(block.header),
+                                     peer=peer)
+            self._hold_orphan(block, peer)
+            return Outcome(Verdict.ORPHAN, exc.code, exc.detail, h)
+        except errors.Duplicate as exc:
+            return Outcome(Verdict.DUPLICATE, exc.code, exc.detail, h)
         except errors.Ignored as exc:
-            return Outcome("ignored", exc.code, exc.detail, h)
-        except errors.InvalidBlock as exc:
-            return self._reject(header, records_json, exc, peer)
-        if records_json is None:
-            # headers-first: the header is fine; the block will be fetched
-            if known is None:
-                self.store.put_block(header, [], HEADER_ONLY, self._work_of(parent, header), peer=peer)
-            return Outcome("header-ok", "", "", h)
-        if not assumed and self.store.status(parent.hash) != VALID:
-            # the parent passed the header rules only (headers-first): a block can be valid only on a
-            # valid parent, so wait for the parent like an orphan waits for its parent
-            if known is None:
-                self.store.put_block(header, records_json, HEADER_ONLY, self._work_of(parent, header), peer=peer)
-            self._hold_orphan(header, records_json, peer)
-            return Outcome("orphan", "parent-not-validated", f"parent {parent.hash[:16]} is not validated", h)
-        try:
-            check_records_commitment(header, records_json)  # junk records are a bad body, not a bad header
-            validate_records(header, parse_records(records_json), self.spec)
-            t0 = time.perf_counter()
-            acc = None if assumed else self._check_proof(header, parent)
-            elapsed = time.perf_counter() - t0
+            return Outcome(Verdict.IGNORED, exc.code, exc.detail, h)
         except errors.BadBody as exc:
-            return Outcome("bad-body", exc.code, exc.detail, h)
-        except errors.Ignored as exc:
-            return Outcome("ignored", exc.code, exc.detail, h)
+            return Outcome(Verdict.BAD_BODY, exc.code, exc.detail, h)
         except errors.InvalidBlock as exc:
-            return self._reject(header, records_json, exc, peer)
-        self.store.put_block(header, records_json, VALID, self._work_of(parent, header), peer=peer,
-                             acc=(None, acc.correct) if acc else None)
-        stored = self.store.get(h)
-        out = Outcome("accepted", "", "assumed valid" if assumed else f"validated in {elapsed:.2f}s", h)
-        tip = self.tip()
-        if stored.cumulative_work > tip.cumulative_work:
-            out.reorg_depth = self._switch_tip(stored)
-            out.new_tip = True
+            return self._reject(block, exc, peer)
+        finally:
+            self.relaying.pop(h, None)
+        elapsed = time.perf_counter() - t0
+        with self.stage_timer("store"):
+            self._keep(block, checked, peer)
+            stored = self.store.get(h)
+            out = Outcome(Verdict.ACCEPTED, "", "assumed valid" if assumed else f"validated in {elapsed:.2f}s", h)
+            if stored.cumulative_work > self.tip().cumulative_work:
+                out.reorg_depth = self._switch_tip(stored)
+                out.new_tip = True
         return out
 
-    def _proof_key(self, header: BlockHeader, parent: BlockHeader) -> tuple:
-        """Everything a replay depends on: the parent's state, R's seed, k, the batches' key and nonces."""
-        epoch = redraw_epoch(self.spec, parent.timestamp_ms, header.timestamp_ms)
-        return (r_seed(self.spec, parent.state_hash, parent.height, epoch), parent.hash, header.difficulty,
-                header.miner, header.nonces)
+    def _relay_hook(self, on_work_checked):
+        if on_work_checked is None:
+            return None
 
-    def _check_proof(self, header: BlockHeader, parent: BlockHeader) -> Accuracy:
-        """The proof, replayed once per (parent state, R, miner, nonces): a sibling that re-signs the same
-        proof (new timestamp in the same epoch, other records) costs a dictionary lookup. W' is written
-        to the state store before the block row (a crash leaves at most an unreferenced state file)."""
-        key = self._proof_key(header, parent)
-        cached = self._proofs.get(key)
-        if cached is not None:
-            state_hash, acc = cached
-            if state_hash != header.state_hash:
-                raise errors.StateMismatch(f"this proof's post-state is {state_hash[:16]}, header says "
-                                           f"{header.state_hash[:16]}")
-            check_accuracy_claim(header, acc, self.spec)
-            check_accuracy_floor(acc, parent, self.spec)
-            return acc
-        parent_state = self._parent_state(parent)
-        self.replays += 1
-        result = validate_proof(header, parent, parent_state, self.replayer, self.spec)
-        if not self.store.weights.has(header.state_hash):
-            self.store.weights.put(header.state_hash, encode_state(result.state))
-        self._proofs[key] = (header.state_hash, result.after)
-        while len(self._proofs) > PROOF_CACHE:
-            self._proofs.popitem(last=False)
-        return result.after
+        def hook(block: Block) -> None:
+            self.relaying[block.hash] = block
+            try:
+                on_work_checked(block)
+            except Exception:  # a relay must never break validation
+                log.exception("work-checked hook failed")
+        return hook
+
+    def _keep(self, block: Block, checked: Validated, peer: str | None) -> None:
+        """W' into the state store first (a crash leaves at most an unreferenced file), the proof
+        remembered, then the block row."""
+        header = block.header
+        if checked.replayed and not self.store.weights.has(header.state_hash):
+            self.store.weights.put(header.state_hash, encode_state(checked.state))
+        if checked.proof_key is not None:
+            self.proofs.put(checked.proof_key, header.state_hash, checked.after)
+        self.store.put_block(header, block.wire_records, VALID, self._work_of(header), peer=peer,
+                             acc=(None, checked.after.correct) if checked.after else None)
 
     def _parent_state(self, parent: BlockHeader) -> State:
         """The parent's stored post-state, checked against its state_hash: a file damaged on this disk
         says nothing about the block (replaying from it would condemn a valid block for good)."""
+        if self.store.status(parent.hash) != VALID:
+            raise errors.ParentNotValidated(f"parent {parent.hash[:16]} is not validated")
         data = self.store.weights.get(parent.state_hash)
         if data is None:
             raise errors.StateUnavailable(f"the post-state of parent {parent.hash[:16]} is not kept here")
@@ -291,25 +328,28 @@ class Chain:
                       "children cannot be validated here", parent.hash[:16], parent.height,
                       self.store.weights.path(parent.state_hash))
             raise errors.StateUnavailable(f"the stored post-state of parent {parent.hash[:16]} is damaged")
+        self.replays += 1      # the replay follows
         return state
 
-    def _work_of(self, parent: BlockHeader, header: BlockHeader) -> int:
-        p = self.store.get(parent.hash)
+    def _work_of(self, header: BlockHeader) -> int:
+        p = self.store.get(header.parent)
         return p.cumulative_work + work(header.difficulty)
 
-    def _reject(self, header, records_json, exc: errors.InvalidBlock, peer) -> Outcome:
+    def _reject(self, block: Block, exc: errors.InvalidBlock, peer) -> Outcome:
+        header = block.header
+        verdict = Outcome(Verdict.INVALID, exc.code, exc.detail, header.hash, stage=getattr(exc, "stage", "header"))
         if len(header.encode()) > self.spec.limits.max_header_bytes:
             # never store an oversized header (it would cost the store its size); nothing
             # can descend from it and it is rejected again as cheaply as it would be looked up
             log.warning("rejected oversized header %s from %s", header.hash[:16], peer or "local")
-            return Outcome("invalid", exc.code, exc.detail, header.hash)
-        self.store.put_block(header, records_json or [], INVALID, 0, reason=exc.code, detail=exc.detail, peer=peer)
+            return verdict
+        self.store.put_block(header, block.wire_records, INVALID, 0, reason=exc.code, detail=exc.detail, peer=peer)
         n = self.store.mark_invalid_descendants(header.hash, exc.code)
         log.warning("rejected block %s height %d from %s: %s (%s)%s", header.hash[:16], header.height,
                     peer or "local", exc.code, exc.detail, f"; {n} descendants invalid" if n else "")
-        for oh in [oh for oh, o in self.orphans.items() if o[0].parent == header.hash]:
+        for oh in [oh for oh, o in self.orphans.items() if o.block.header.parent == header.hash]:
             self.orphans.pop(oh, None)
-        return Outcome("invalid", exc.code, exc.detail, header.hash)
+        return verdict
 
     def _path_from_best(self, new_tip: StoredBlock) -> list[str]:
         """Hashes genesis..new_tip: the stored best chain up to where new_tip's branch leaves it, then
@@ -343,9 +383,9 @@ class Chain:
         return reorg
 
     # -- orphans -----------------------------------------------------------------
-    def _hold_orphan(self, header, records_json, peer) -> None:
-        self.orphans[header.hash] = (header, records_json, peer)
-        self.orphans.move_to_end(header.hash)
+    def _hold_orphan(self, block: Block, peer) -> None:
+        self.orphans[block.hash] = Held(block, peer)
+        self.orphans.move_to_end(block.hash)
         while len(self.orphans) > ORPHAN_LIMIT:
             self.orphans.popitem(last=False)
 
@@ -353,17 +393,17 @@ class Chain:
         connected, todo = [], [parent_hash]
         while todo:
             p = todo.pop()
-            for oh in [oh for oh, o in self.orphans.items() if o[0].parent == p]:
-                header, rec, peer = self.orphans.pop(oh)
-                out = self._submit_one(header, rec, peer)
-                if out.status == "accepted":
+            for oh in [oh for oh, o in self.orphans.items() if o.block.header.parent == p]:
+                held = self.orphans.pop(oh)
+                if self._submit_one(held.block, held.peer).status == Verdict.ACCEPTED:
                     connected.append(oh)
                     todo.append(oh)
         return connected
 
     def missing_orphan_parents(self) -> list[str]:
         with self.lock:
-            return [o[0].parent for o in self.orphans.values() if o[0].parent not in self.orphans]
+            parents = [o.block.header.parent for o in self.orphans.values()]
+            return [p for p in parents if p not in self.orphans]
 
     # -- pruning --------------------------------------------------------------------
     def _prune(self, tip_height: int, fork: int | None = None) -> None:

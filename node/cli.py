@@ -79,6 +79,7 @@ def cmd_spec(args) -> int:
 # -- mine (solo, no network) -------------------------------------------------------
 def cmd_mine(args) -> int:
     from miner.search import make_miner
+    from consensus.errors import Verdict
     from node.chain import StartupError
     from node.keys import load_or_create_key
     from node.mining import mine_on_tip
@@ -100,9 +101,10 @@ def cmd_mine(args) -> int:
     print(f"mining {args.blocks} blocks on {spec.name} (chain {spec.chain_id[:16]}) from height {start}, "
           f"miner={args.miner} device={miner.device}", file=sys.stderr)
     for _ in range(args.blocks):
-        header, records, found = mine_on_tip(chain, miner, key)
-        out = chain.submit(header, records, peer=None)
-        if out.status != "accepted":
+        block, found = mine_on_tip(chain, miner, key)
+        header = block.header
+        out = chain.submit(block)
+        if out.status != Verdict.ACCEPTED:
             print(f"error: own block rejected: {out.code} {out.detail}", file=sys.stderr)
             return 1
         print(f"block {header.height} {header.hash[:16]} k={header.difficulty} attempts={found.attempts} "

@@ -12,8 +12,9 @@ import time
 
 from typing import Callable
 
-from consensus.block import BlockHeader, public_key_hex
+from consensus.block import Block, public_key_hex
 from consensus.difficulty import next_difficulty
+from consensus.errors import Verdict
 from miner.reference import Found, make_job
 from miner.search import make_miner
 from miner.template import build_block
@@ -25,17 +26,16 @@ REPORT_EVERY_S = 30.0  # a search that runs longer says so in the log this often
 
 def mine_on_tip(chain, miner, key, *, records: Callable[[], list] = list, should_stop=lambda: False,
                 now_ms: Callable[[], int] | None = None,
-                max_attempts: int | None = None) -> tuple[BlockHeader, list, Found] | None:
-    """Search a block on the chain's current tip; the signed header, its records (the JSON objects)
-    and what was found, or None when stopped. ``records`` is asked for once a proof is found."""
+                max_attempts: int | None = None) -> tuple[Block, Found] | None:
+    """Search a block on the chain's current tip; the block (signed header and records) and what was
+    found, or None when stopped. ``records`` is asked for once a proof is found."""
     tip, w_prime = chain.tip_model()
     k = next_difficulty(chain.spec, tip.header, chain.view)
     job = make_job(chain.spec, tip.header, k, public_key_hex(key), chain.view, now_ms)
     found = miner.mine(job, w_prime, should_stop=should_stop, max_attempts=max_attempts)
     if found is None:
         return None
-    recs = tuple(records())
-    return build_block(chain.spec, job, found, key, recs), [r.body for r in recs], found
+    return build_block(chain.spec, job, found, key, tuple(records())), found
 
 
 class MinerWorker:
@@ -105,17 +105,18 @@ class MinerWorker:
                 continue
             if mined is None:
                 continue
-            header, records, found = mined
+            block, found = mined
+            header = block.header
             log.info("mined block %s height %d after %d attempts (%.1fs), %d steps", header.hash[:16],
                      header.height, found.attempts, found.seconds, len(found.nonces))
             try:
-                out = self.service.submit_local(header, records)
+                out = self.service.submit_local(block)
             except Exception as exc:  # disk full, I/O error: nothing was stored; the thread must live on
                 log.error("could not store mined block %s height %d (%s: %s); mining again in %.0f s",
                           header.hash[:16], header.height, type(exc).__name__, exc, STORE_RETRY_S)
                 self._stop.wait(STORE_RETRY_S)
                 continue
-            if out.status == "accepted":
+            if out.status == Verdict.ACCEPTED:
                 self.blocks_found += 1
             else:
                 log.error("own block rejected: %s %s", out.code, out.detail)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
 from consensus.validation import ChainView
 from p2p.node_link import NetConfig, Tip
 
@@ -20,9 +20,11 @@ class ServiceLink:
         self._chain = service.chain
         self.spec = service.spec
 
-    def submit(self, header: BlockHeader, records: list | None, peer: str | None, *,
-               assumed: bool = False) -> "Outcome":
-        return self._service.submit_remote(header, records, peer, assumed=assumed)
+    def submit(self, block: Block, peer: str | None, *, assumed: bool = False) -> "Outcome":
+        return self._service.submit_remote(block, peer, assumed=assumed)
+
+    def submit_header(self, header: BlockHeader, peer: str | None) -> "Outcome":
+        return self._service.submit_header(header, peer)
 
     def status(self, block_hash: str) -> str | None:
         return self._chain.store.status(block_hash)

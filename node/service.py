@@ -8,7 +8,8 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
+from consensus.errors import Verdict
 from consensus.records import Record
 
 from . import __version__
@@ -70,35 +71,55 @@ class NodeService:
         log.info("node stopped cleanly")
 
     # -- blocks ---------------------------------------------------------------------
-    def submit_local(self, header: BlockHeader, records_json: list) -> Outcome:
-        return self._submit(header, records_json, None)
+    def submit_local(self, block: Block) -> Outcome:
+        return self._submit(block, None)
 
-    def submit_remote(self, header: BlockHeader, records_json: list | None, peer: str | None, *,
-                      assumed: bool = False) -> Outcome:
-        """Blocks and headers from peers and the API (``records_json`` None: the header alone; ``peer``: a
-        peer URL or an API client's host). Runs on the caller's thread (the API uses ``validation``)."""
-        return self._submit(header, records_json, peer, assumed)
+    def submit_remote(self, block: Block, peer: str | None, *, assumed: bool = False) -> Outcome:
+        """Blocks from peers and the API (``peer``: a peer URL or an API client's host). Runs on the
+        caller's thread (the API uses ``validation``)."""
+        return self._submit(block, peer, assumed)
 
-    def _submit(self, header, records_json, peer, assumed: bool = False) -> Outcome:
+    def submit_header(self, header: BlockHeader, peer: str | None) -> Outcome:
+        """A header alone (headers-first sync, or an invalid announced header to record)."""
+        out = self.chain.submit_header(header, peer)
+        self._judged(out, peer)
+        return out
+
+    def _submit(self, block: Block, peer, assumed: bool = False) -> Outcome:
         t0 = time.perf_counter()
-        out = self.chain.submit(header, records_json, peer, assumed=assumed)
-        if records_json is not None and out.status in ("accepted", "invalid", "bad-body"):
-            self._note_validation(header.hash, time.perf_counter() - t0)
-        if out.status == "accepted":
+        relayed = []
+
+        def relay_early(b: Block) -> None:
+            """Fast relay: the replayed steps met R (the 2^k work is checked); peers hear of the block
+            while this node evaluates its accuracy (docs/p2p.md)."""
+            relayed.append(b.hash)
+            self.network.announce(b.header, exclude=peer)
+
+        out = self.chain.submit(block, peer, assumed=assumed, on_work_checked=None if assumed else relay_early)
+        if out.status in (Verdict.ACCEPTED, Verdict.INVALID, Verdict.BAD_BODY):
+            self._note_validation(block.hash, time.perf_counter() - t0)
+        if out.status == Verdict.ACCEPTED:
             self.metrics.block_accepted(time.perf_counter() - t0)
-            self._drop_included_records(records_json or [])
-            self.network.announce(header, exclude=peer)
+            self._drop_included_records(block)
+            if not relayed:
+                self.network.announce(block.header, exclude=peer)
             for h in out.connected:
                 b = self.chain.store.get(h)
                 if b is not None:
                     self.network.announce(b.header, exclude=None)
-        elif out.status in ("invalid", "bad-body"):
-            self.metrics.block_rejected(out.code)
-            log.warning("rejected block %s from %s: %s (%s)", out.block_hash[:16], peer or "local", out.code,
-                        out.detail)
-            if out.status == "invalid" and peer and self.admission.may_ban(peer):
-                self.network.penalize(peer, out.code)
+        self._judged(out, peer)
         return out
+
+    def _judged(self, out: Outcome, peer) -> None:
+        """Rejections: metrics, the log, and a ban for a sender at fault (not for a block that failed
+        only its accuracy: it may have been relayed in good faith, see docs/p2p.md)."""
+        if out.status not in (Verdict.INVALID, Verdict.BAD_BODY):
+            return
+        self.metrics.block_rejected(out.code)
+        log.warning("rejected block %s from %s: %s (%s)", out.block_hash[:16], peer or "local", out.code,
+                    out.detail)
+        if out.sender_at_fault and peer and self.admission.may_ban(peer):
+            self.network.penalize(peer, out.code)
 
     def _note_validation(self, block_hash: str, seconds: float, keep: int = 1000) -> None:
         """How long this node took to check a block with its body (in memory, the last ``keep``)."""
@@ -120,11 +141,10 @@ class NodeService:
             self.mempool = [r for r in self.mempool if not self.chain.store.has_record(r.id)]
             return list(self.mempool[: self.spec.limits.max_records])
 
-    def _drop_included_records(self, records_json: list) -> None:
-        if not records_json:
+    def _drop_included_records(self, block: Block) -> None:
+        if not block.records_json:
             return
-        from consensus.block import parse_records
-        ids = {r.id for r in parse_records(records_json)}
+        ids = {r.id for r in block.records}
         with self.mempool_lock:
             self.mempool = [r for r in self.mempool if r.id not in ids]
 

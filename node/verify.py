@@ -2,16 +2,17 @@
 
 Under protocol v2 each block is replayed from the post-state the previous replay produced, so
 a full check needs nothing but the headers and records: a pruned node verifies all of its
-chain. Stored states and verdicts are never trusted."""
+chain. Stored states and verdicts are never trusted. The rules are the node's own pipeline
+(consensus.validation.validate_block), with no proof memo."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
 from consensus import errors
-from consensus.block import BlockHeader, genesis_header, parse_records
+from consensus.block import Block, BlockHeader, genesis_header
 from consensus.training import genesis_state
-from consensus.validation import check_records_commitment, validate_header, validate_proof, validate_records
+from consensus.validation import validate_block
 
 from .chain import Chain
 
@@ -61,11 +62,9 @@ def verify_chain(chain: Chain, *, progress=None) -> VerifyReport:
         try:
             if header.hash != h:
                 raise errors.Malformed("stored header does not hash to its key")
-            parent = validate_header(header, spec, view, now_ms)
-            check_records_commitment(header, stored.records)
-            validate_records(header, parse_records(stored.records), spec)
-            result = validate_proof(header, parent, state, chain.replayer, spec)
-            state, last_acc = result.state, result.after.correct
+            checked = validate_block(Block(header, stored.records), spec, view, now_ms, replayer=chain.replayer,
+                                     parent_state=lambda _parent, w=state: w)
+            state, last_acc = checked.state, checked.after.correct
         except errors.BlockError as exc:
             return VerifyReport(False, len(hashes) - 1, height - 1, time.perf_counter() - t0, hashes[-1],
                                 height, h, exc.code, exc.detail, last_acc)

@@ -16,6 +16,8 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
+from consensus.errors import Verdict
+
 from .context import Ctx
 from .fetch import NoBody, fetch_from_any, fetch_state
 
@@ -45,13 +47,14 @@ class Bodies:
         return fetch_from_any(self.ctx.client, self.ctx.book, sources, header, index, self.ctx.stop)
 
     def fetch(self, peer: str, pending: list, target: int, t0: float, done_before: int) -> tuple[int, bool]:
-        """Bodies for ``pending`` [(header, records)] in chain order; (accepted, go on?)."""
+        """Bodies for ``pending`` (blocks whose headers passed, records not yet fetched) in chain order;
+        (accepted, go on?)."""
         ctx, accepted = self.ctx, 0
         sources = self._sources(peer)
-        hashes = [h.hash for h, _ in pending]
+        hashes = [b.hash for b in pending]
         if self.assume_valid and self.assume_valid in hashes:
             cut = hashes.index(self.assume_valid) + 1
-            if fetch_state(ctx.client, ctx.book, ctx.node, sources, pending[cut - 1][0],
+            if fetch_state(ctx.client, ctx.book, ctx.node, sources, pending[cut - 1].header,
                            ctx.spec.limits.max_weights_bytes, ctx.stop):
                 n, ok = self._accept_assumed(peer, pending[:cut])
                 accepted += n
@@ -70,17 +73,17 @@ class Bodies:
         def fill() -> None:
             while len(window) < BODY_WINDOW:
                 try:
-                    i, (h, _) = next(todo)
+                    i, b = next(todo)
                 except StopIteration:
                     return
-                window.append((h, self.pool.submit(self._fetch, sources, h, i)))
+                window.append((b.header, self.pool.submit(self._fetch, sources, b.header, i)))
 
         try:
             fill()
             while window and not ctx.stop.is_set():
                 header, fut = window.popleft()
                 try:
-                    src, records = fut.result()
+                    src, block = fut.result()
                 except NoBody as exc:
                     if exc.pruned and not exc.failed:
                         log.warning("sync: every peer asked has pruned the body of block %s height %d (%s); "
@@ -89,12 +92,12 @@ class Bodies:
                     else:
                         log.info("sync: %s", exc)
                     return accepted, False
-                out = ctx.node.submit(header, records, src)
-                if out.status == "invalid":
-                    if src != peer:
+                out = ctx.node.submit(block, src)
+                if out.status == Verdict.INVALID:
+                    if src != peer and out.sender_at_fault:
                         ctx.penalize(peer, out.code)
                     return accepted, False
-                if out.status not in ("accepted", "duplicate"):
+                if out.status not in (Verdict.ACCEPTED, Verdict.DUPLICATE):
                     log.info("sync: block %d (%s) from %s: %s %s", header.height, header.hash[:16], src,
                              out.status, out.code)
                     return accepted, False
@@ -116,16 +119,19 @@ class Bodies:
         """assume-valid (snapshot sync): blocks up to the checkpoint, accepted on their (already checked)
         headers, once the checkpoint's post-state is stored (fetched and checked against its state_hash)."""
         n = 0
-        for header, records in items:
-            out = self.ctx.node.submit(header, records, peer, assumed=True)
-            if out.status not in ("accepted", "duplicate"):
+        for block in items:
+            # the records came with the header chain from the sync peer; records that are not the
+            # committed ones are refused by the pipeline (bad-body)
+            header = block.header
+            out = self.ctx.node.submit(block, peer, assumed=True)
+            if out.status not in (Verdict.ACCEPTED, Verdict.DUPLICATE):
                 log.warning("assume-valid: block %d (%s) not accepted: %s %s", header.height, header.hash[:16],
                             out.code, out.detail)
                 return n, False
             n += 1
         if items:
             log.warning("assume-valid: accepted %d blocks (heights %d..%d, checkpoint %s) on header checks "
-                        "alone; their proofs were not replayed", n, items[0][0].height, items[-1][0].height,
+                        "alone; their proofs were not replayed", n, items[0].header.height, items[-1].header.height,
                         self.assume_valid[:16])
-            self.announce(items[-1][0])
+            self.announce(items[-1].header)
         return n, True

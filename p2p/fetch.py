@@ -18,8 +18,7 @@ import threading
 import time
 
 from consensus import errors
-from consensus.block import BlockHeader
-from consensus.validation import check_records_commitment
+from consensus.block import Block, BlockHeader
 from consensus.weights import decode_state, weights_hash
 
 from .client import NotFound, PeerClient, PeerError
@@ -40,8 +39,8 @@ class Lacking(NotFound):
     """The peer has the block's header only."""
 
 
-def fetch_body(client: PeerClient, src: str, header: BlockHeader, block_json: dict | None = None) -> list:
-    """The records of ``header`` from ``src``, matching the header's ``records_root``.
+def fetch_body(client: PeerClient, src: str, header: BlockHeader, block_json: dict | None = None) -> Block:
+    """The block of ``header`` with the records from ``src``, matching the header's ``records_root``.
 
     ``block_json``: the peer's ``GET /blocks/{hash}`` answer when already fetched. Raises
     ``errors.BadBody`` (records not matching the header), ``NotFound`` (``Lacking`` when the peer
@@ -49,14 +48,12 @@ def fetch_body(client: PeerClient, src: str, header: BlockHeader, block_json: di
     info = client.block(src, header.hash) if block_json is None else block_json
     if info.get("status") == HEADER_ONLY:
         raise Lacking(f"{src} has {header.hash[:16]} header-only")
-    records = info.get("records")
-    check_records_commitment(header, records)
-    return records
+    return Block.from_wire(header, info.get("records"))
 
 
 def fetch_from_any(client: PeerClient, book: PeerBook, sources: list[str], header: BlockHeader, index: int,
-                   stop: threading.Event) -> tuple[str, list]:
-    """(source, records) from the first of ``sources`` (rotated by ``index``, peers in backoff last)
+                   stop: threading.Event) -> tuple[str, Block]:
+    """(source, block) from the first of ``sources`` (rotated by ``index``, peers in backoff last)
     that serves records matching ``header``; raises NoBody when none does."""
     n = len(sources)
     order = sources[index % n:] + sources[:index % n]

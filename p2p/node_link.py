@@ -1,9 +1,10 @@
 """What the network needs from the node, and nothing more: an explicit protocol.
 
 ``p2p/`` imports nothing from ``node/``; the node hands the network an object
-satisfying ``NodeLink`` (node/p2p_link.py) and a ``NetConfig``. Every block or
-header the network receives goes through ``submit`` (one path: the node keeps
-its metrics, mempool and relay in step), and every question about the chain is
+satisfying ``NodeLink`` (node/p2p_link.py) and a ``NetConfig``. Every block the
+network receives goes through ``submit`` as a ``consensus.block.Block``, every
+header alone through ``submit_header`` (the node keeps its metrics, mempool and
+relay in step; it relays a block once its work is checked, p2p.md "Fast relay"), and every question about the chain is
 one of ``status``, ``tip``, ``work``, ``headers`` and ``missing_parents``; post-states
 for snapshot sync go through ``has_state`` and ``put_state``.
 """
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
+from consensus.errors import Verdict
 from consensus.spec import ChainSpec
 from consensus.validation import ChainView
 
@@ -26,20 +28,26 @@ class Tip(NamedTuple):
     work: int
 
 
-class Verdict(Protocol):
+class Judged(Protocol):
     """The node's answer to a submitted block (node.chain.Outcome)."""
-    status: str       # accepted | header-ok | orphan | duplicate | ignored | invalid | bad-body
+    status: Verdict
     code: str
     detail: str
+
+    @property
+    def sender_at_fault(self) -> bool:
+        """Invalid, and not only by its accuracy (a block relayed in good faith: no ban)."""
 
 
 class NodeLink(Protocol):
     spec: ChainSpec
 
-    def submit(self, header: BlockHeader, records: list | None, peer: str | None, *,
-               assumed: bool = False) -> Verdict:
-        """A block with its records, or its header alone (``records`` None: header rules only), from
-        ``peer``; ``assumed``: accepted on its header checks (assume-valid, its post-state installed)."""
+    def submit(self, block: Block, peer: str | None, *, assumed: bool = False) -> Judged:
+        """A block from ``peer``; ``assumed``: accepted on its header checks (assume-valid, its
+        post-state installed)."""
+
+    def submit_header(self, header: BlockHeader, peer: str | None) -> Judged:
+        """A header alone (header rules only; stored header-only)."""
 
     def status(self, block_hash: str) -> str | None:
         """valid | invalid | header-only, or None when unknown."""

@@ -21,6 +21,8 @@ import threading
 
 from consensus import errors
 from consensus.block import BlockHeader
+from consensus.difficulty import work
+from consensus.errors import Verdict
 from consensus.validation import validate_header, validate_header_standalone
 
 from .addresses import peer_key
@@ -73,8 +75,15 @@ class Relay:
                     break
             if any(b is None for b in batch) or self.ctx.stop.is_set():
                 return
-            header, exclude = max(batch, key=lambda item: (self.ctx.node.work(item[0].hash) or 0, item[0].height))
+            header, exclude = max(batch, key=lambda item: (self._work(item[0]), item[0].height))
             self._announce_to_all(header, exclude)
+
+    def _work(self, header: BlockHeader) -> int:
+        """Cumulative work of a block to announce; one relayed before it is stored (fast relay) counts
+        its parent's and its own."""
+        node = self.ctx.node
+        have = node.work(header.hash)
+        return have if have is not None else (node.work(header.parent) or 0) + work(header.difficulty)
 
     def _announce_to_all(self, header: BlockHeader, exclude: str | None) -> None:
         skip = peer_key(exclude) if exclude else None
@@ -177,22 +186,22 @@ class Relay:
             log.info("ignoring %s from %s for now: %s", block_hash[:16], src, exc.code)
             return "done"
         except errors.InvalidBlock:
-            ctx.node.submit(header, None, src)   # records the verdict, bans src
+            ctx.node.submit_header(header, src)   # records the verdict, bans src
             return "invalid"
         try:
-            records = fetch_body(ctx.client, src, header, info)
+            block = fetch_body(ctx.client, src, header, info)
         except errors.BadBody as exc:
             log.info("bad body for %s from %s: %s", block_hash[:16], src, exc.code)
             ctx.book.bad_body(src)
             return "retry"
         ctx.book.ok(src)
-        out = ctx.node.submit(header, records, src)
-        if out.status == "accepted":
+        out = ctx.node.submit(block, src)
+        if out.status == Verdict.ACCEPTED:
             ctx.book.served_block(src)
-        elif out.status == "bad-body":
+        elif out.status == Verdict.BAD_BODY:
             ctx.book.bad_body(src)
             return "retry"
-        elif out.status == "orphan":      # its parent's body is not validated yet
+        elif out.status == Verdict.ORPHAN:      # its parent's body is not validated yet
             ctx.request_sync(src, header.height)
             return "sync"
         return "done"

@@ -15,7 +15,8 @@ import threading
 import time
 
 from consensus import errors
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
+from consensus.errors import Verdict
 
 from .bodies import Bodies
 from .client import PeerError
@@ -117,19 +118,19 @@ class Syncer:
             if got is None or not got[0]:
                 break
             pending, more = got
-            last_work = node.work(pending[-1][0].hash)
+            last_work = node.work(pending[-1].header.hash)
             if not more and last_work is not None and last_work <= node.tip().work:
                 log.info("sync: %s's headers up to height %d carry no more work than our tip", peer,
-                         pending[-1][0].height)
+                         pending[-1].header.height)
                 break
-            target = max(target, pending[-1][0].height)
+            target = max(target, pending[-1].header.height)
             log.info("sync: %d headers checked from %s (heights %d..%d); fetching bodies", len(pending), peer,
-                     pending[0][0].height, pending[-1][0].height)
+                     pending[0].header.height, pending[-1].header.height)
             n, ok = self.bodies.fetch(peer, pending, target, t0, accepted)
             accepted += n
             if not ok or not more:
                 break
-            start, batch = pending[-1][0].height + 1, None
+            start, batch = pending[-1].header.height + 1, None
         if accepted:
             dt, tip = time.monotonic() - t0, node.tip()
             log.info("sync: done at height %d target %d, %d blocks in %.1fs (%.1f blocks/s) from %s",
@@ -173,9 +174,10 @@ class Syncer:
         raise PeerError("could not find where the peer's chain leaves ours")
 
     def _collect_headers(self, peer: str, start: int, batch: list[dict] | None):
-        """Check the peer's headers from ``start``; (pending [(header, records)], more?) or None (banned)."""
+        """Check the peer's headers from ``start``; (pending blocks (the records as the peer sent them),
+        more?) or None (banned)."""
         node, ctx = self.ctx.node, self.ctx
-        pending: list[tuple[BlockHeader, list]] = []
+        pending: list[Block] = []
         prev: str | None = None
         limit = MAX_SYNC_HEADERS
         if self.bodies.assume_valid and node.status(self.bodies.assume_valid) != VALID:
@@ -195,13 +197,13 @@ class Syncer:
                 prev = header.hash
                 st = node.status(header.hash)
                 if st is None:
-                    out = node.submit(header, None, peer)
-                    if out.status == "duplicate":     # arrived meanwhile (an announcement)
+                    out = node.submit_header(header, peer)
+                    if out.status == Verdict.DUPLICATE:     # arrived meanwhile (an announcement)
                         st = node.status(header.hash)
-                    elif out.status == "invalid":
+                    elif out.status == Verdict.INVALID:
                         ctx.penalize(peer, out.code)
                         return None
-                    elif out.status != "header-ok":
+                    elif out.status != Verdict.HEADER_OK:
                         log.info("sync: header %d from %s not usable now: %s %s", header.height, peer, out.code,
                                  out.detail)
                         return pending, False
@@ -210,7 +212,7 @@ class Syncer:
                 if st == INVALID:
                     ctx.penalize(peer, "invalid-chain")
                     return None
-                pending.append((header, records))
+                pending.append(Block(header, records))
             more = len(batch) >= self._batch
             if not more or len(pending) >= limit:
                 return pending, more

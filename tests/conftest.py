@@ -83,7 +83,7 @@ def mine_block(spec: ChainSpec, dataset: Dataset, parent: BlockHeader, w: State,
     job = make_job(spec, parent, k, public_key_hex(key), view, now_ms=lambda: now_ms)
     found = ReferenceMiner(spec, r, seed=seed).mine(job, w, max_attempts=max_attempts)
     assert found is not None, f"no block in {max_attempts} attempts"
-    header = build_block(spec, job, found, key, records)
+    header = build_block(spec, job, found, key, records).header
     return MinedBlock(header, [rec.body for rec in records], w, found.state, found.attempts)
 
 

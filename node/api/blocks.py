@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from consensus import errors
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
+from consensus.errors import Verdict
 from consensus.hashing import is_hex_hash
 from node.store import StoredBlock
 
@@ -43,7 +44,9 @@ def find_block(service, ident: str) -> StoredBlock:
         h = store.hash_at(int(ident))
         b = store.get(h) if h else None
     elif is_hex_hash(ident):
-        b = store.get(ident)
+        # a block whose work this node has checked and is relaying while it evaluates the accuracy
+        # (fast relay) is served with status "validating"
+        b = store.get(ident) or service.chain.in_flight(ident)
     else:
         raise ApiError(422, "malformed", "give a height or a 64-hex block hash")
     if b is None:
@@ -103,8 +106,8 @@ def get_state(block_hash: BlockId, service: Service):
                         filename=f"{b.header.state_hash}.safetensors")
 
 
-SUBMIT_STATUS = {"accepted": 200, "header-ok": 202, "orphan": 202, "ignored": 202,
-                 "duplicate": 409, "invalid": 400, "bad-body": 400}
+SUBMIT_STATUS = {Verdict.ACCEPTED: 200, Verdict.HEADER_OK: 202, Verdict.ORPHAN: 202, Verdict.IGNORED: 202,
+                 Verdict.DUPLICATE: 409, Verdict.INVALID: 400, Verdict.BAD_BODY: 400}
 
 
 _HEADER_SCHEMA = SubmitHeader.model_json_schema()
@@ -121,7 +124,10 @@ _SUBMIT_BODY = {
 
 
 @router.post("/blocks", response_model=SubmitResult,
-             responses={202: {"description": "held as orphan or body being fetched"},
+             responses={202: {"description": "not judged yet: held as an orphan (`code` unknown-parent or "
+                                              "parent-not-validated), ignored for now (`code` e.g. time-too-new, "
+                                              "state-unavailable), or an announcement (`code` fetching or "
+                                              "not-fetched)"},
                         400: {"description": "invalid block or bad body; `error` is the reason code"},
                         409: {"description": "already known"}, 413: {"description": "body over the size cap"},
                         422: {"description": "malformed request"}, **REFUSALS,
@@ -154,21 +160,27 @@ async def post_block(request: Request, service: Service):
         return error_response(422, "malformed", str(exc)[:200])
     known = service.chain.store.status(header.hash)
     if known in ("valid", "invalid"):
-        return error_response(409, "duplicate", f"already {known}", hash=header.hash)
+        return error_response(409, errors.Duplicate.code, f"already {known}", hash=header.hash)
     if origin and not ctype.startswith("multipart/form-data"):
         fetching = service.network.on_announcement(header, origin)
         detail = "" if fetching else "not fetched: the origin is not a known peer, or it is busy"
-        return JSONResponse({"status": "fetching" if fetching else "ignored", "hash": header.hash,
-                             "detail": detail}, status_code=202)
+        return JSONResponse({"status": "fetching" if fetching else Verdict.IGNORED, "hash": header.hash,
+                             "code": "fetching" if fetching else "not-fetched", "detail": detail},
+                            status_code=202)
+    # the pipeline checks the header first, then the commitment on the raw JSON, then parses the
+    # records: records that are not the committed ones are a bad body (400 records-mismatch, the
+    # header unjudged); committed records that are junk make the block invalid
+    block = Block(header, records)
     # X-Polchain-Origin is only a claim: a block posted here is attributed to the connection's
     # address, so nobody can get an honest peer banned by naming it (announcements are attributed
     # to the origin only after the origin itself served the block)
     peer = request.client.host if request.client else None
-    fut = service.validation.try_submit(service.submit_remote, header, records, peer)
+    fut = service.validation.try_submit(service.submit_remote, block, peer)
     if fut is None:
         raise busy(f"{service.validation.limit} blocks are waiting for validation; retry later")
     out = await asyncio.wrap_future(fut)
     code = SUBMIT_STATUS.get(out.status, 400)
     if code >= 400:
         return error_response(code, out.code or out.status, out.detail, hash=header.hash)
-    return JSONResponse({"status": out.status, "hash": header.hash, "detail": out.detail}, status_code=code)
+    return JSONResponse({"status": out.status, "hash": header.hash, "code": out.code, "detail": out.detail},
+                        status_code=code)

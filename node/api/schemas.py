@@ -108,8 +108,10 @@ class BlockList(BaseModel):
 
 
 class SubmitResult(BaseModel):
-    status: str
+    status: str = Field(description="accepted, or (202) orphan, ignored, header-ok, fetching")
     hash: str
+    code: str = Field("", description="202: why the block is not judged yet (unknown-parent, parent-not-validated, "
+                                      "time-too-new, state-unavailable, fetching, not-fetched); empty when accepted")
     detail: str = ""
 
 

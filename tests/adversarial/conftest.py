@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus import errors
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
 from consensus.certificates import make_certificate
 from consensus.data import load_dataset
 from consensus.records import Record
@@ -97,15 +97,16 @@ def honest(spec, dataset, tmp_path_factory) -> Honest:
     for i in range(HONEST_BLOCKS + 2):
         gap = scratch.tip().header.timestamp_ms + BLOCK_INTERVAL_MS
         records = (owner_certificate(0),) if i == HONEST_BLOCKS else ()
-        header, recs, found = mine_on_tip(scratch, miner, HONEST_KEY, records=lambda: records, now_ms=lambda: gap)
+        block, found = mine_on_tip(scratch, miner, HONEST_KEY, records=lambda: records, now_ms=lambda: gap)
+        header, recs = block.header, block.wire_records
         blocks.append(HonestBlock(header, recs, found.state))
-        out = scratch.submit(header, recs)
+        out = scratch.submit(Block(header, recs))
         assert out.status == "accepted", out
     tip_model = blocks[HONEST_BLOCKS - 1].state
     scratch.store.close()
     base = Chain(spec, root / "node", dataset)
     for b in blocks[:HONEST_BLOCKS]:
-        assert base.submit(b.header, b.records).status == "accepted"
+        assert base.submit(Block(b.header, b.records)).status == "accepted"
     base.store.close()
     return Honest(spec, dataset, root / "node", blocks[:HONEST_BLOCKS], blocks[HONEST_BLOCKS],
                   blocks[HONEST_BLOCKS + 1], tip_model)
@@ -160,7 +161,7 @@ def attack(chain):
     def _attack(header: BlockHeader, records: list | None, code: str, family: type,
                 peer: str | None = "http://cheater.invalid:1") -> Outcome:
         before = snapshot(chain)
-        out = chain.submit(header, records, peer)
+        out = chain.submit(Block(header, records), peer)
         assert_rejected(out, code, family)
         assert_unharmed(chain, before)
         return out

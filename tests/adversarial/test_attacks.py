@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from consensus import errors
-from consensus.block import BlockHeader, public_key_hex
+from consensus.block import Block, BlockHeader, public_key_hex
 from consensus.proof import derive_batch, requirements_for
 from consensus.requirements import DECREASE, Requirement, derive_requirements, requirements_hold
 from consensus.spec import preset
@@ -63,7 +63,7 @@ def v2(tiny_spec, tiny_dataset, tmp_path_factory) -> V2:
         if seed == PAPER_BLOCKS:
             yield V2(chain, parent, state, b.header, b.state)
             break
-        assert chain.submit(b.header, b.records).status == "accepted"
+        assert chain.submit(Block(b.header, b.records)).status == "accepted"
         parent, state = b.header, b.state
         view.add(parent)
     chain.store.close()
@@ -72,7 +72,7 @@ def v2(tiny_spec, tiny_dataset, tmp_path_factory) -> V2:
 def submit_v2(v2: V2, header: BlockHeader, code: str):
     """Through the node's Chain: the exact reason code, an invalid verdict, and the tip untouched."""
     tip_before, valid_before = v2.chain.tip().hash, v2.chain.store.count_by_status().get("valid", 0)
-    out = v2.chain.submit(header, [], "http://attacker.invalid:1")
+    out = v2.chain.submit(Block(header, []), "http://attacker.invalid:1")
     assert (out.status, out.code) == ("invalid", code), out
     assert issubclass(errors.all_reason_codes()[code], errors.InvalidBlock)
     assert v2.chain.tip().hash == tip_before and v2.chain.store.count_by_status()["valid"] == valid_before
@@ -445,11 +445,11 @@ def test_sibling_flood_costs_no_replay_under_v2(v2, tmp_path):
     shutil.copytree(v2.chain.store.datadir, tmp_path / "node")
     chain = Chain(v2.chain.spec, tmp_path / "node", v2.chain.dataset)
     replays, states = chain.replays, sum(1 for _ in chain.store.weights.all_hashes())
-    first = chain.submit(v2.next, [], None)
+    first = chain.submit(Block(v2.next, []), None)
     assert first.status == "accepted"
     for i in range(1, 21):
         sib = replace(v2.next, timestamp_ms=v2.next.timestamp_ms + i).signed(HONEST_KEY)
-        out = chain.submit(sib, [], None)
+        out = chain.submit(Block(sib, []), None)
         assert out.status == "accepted", out
     assert chain.replays == replays + 1
     assert sum(1 for _ in chain.store.weights.all_hashes()) == states + 1

@@ -25,7 +25,7 @@ import pytest
 from safetensors.torch import save as st_save
 
 from consensus import errors
-from consensus.block import records_root
+from consensus.block import Block, records_root
 from consensus.certificates import make_certificate
 from consensus.hashing import ZERO_HASH
 from consensus.records import Record
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _accepts_genuine_after(chain, block):
     """The header was left unjudged: the genuine block is still accepted."""
     assert chain.store.status(block.header.hash) is None
-    out = chain.submit(block.header, block.records, "http://honest.invalid:1")
+    out = chain.submit(Block(block.header, block.records), "http://honest.invalid:1")
     assert out.status == "accepted" and out.new_tip, out
 
 
@@ -106,9 +106,9 @@ def test_wrong_state_hash_invalidates_descendants(chain, honest):
     is not what the proof produces."""
     nxt, an = honest.next, honest.after_next
     bad = signed(nxt.header, HONEST_KEY, state_hash="5a" * 32)
-    assert chain.submit(bad, nxt.records).code == "state-mismatch"
+    assert chain.submit(Block(bad, nxt.records)).code == "state-mismatch"
     child = signed(an.header, HONEST_KEY, parent=bad.hash)
-    out = chain.submit(child, an.records)
+    out = chain.submit(Block(child, an.records))
     assert (out.status, out.code) == ("invalid", "bad-parent"), out
 
 

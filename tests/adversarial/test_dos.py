@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
 from consensus.difficulty import next_difficulty
 from consensus.hashing import ZERO_HASH
 from node import chain as chain_mod
@@ -44,7 +44,7 @@ def _header_only_chain(chain, n: int):
     for i in range(n):
         h = spam_header(chain, parent, rng)
         t0 = time.perf_counter()
-        out = chain.submit(h, None, "http://spammer.invalid:1")
+        out = chain.submit_header(h, "http://spammer.invalid:1")
         times.append(time.perf_counter() - t0)
         assert out.status == "header-ok", out
         headers.append(h)
@@ -71,7 +71,7 @@ def test_header_only_chain_with_more_claimed_work_never_becomes_tip(chain):
     # header claims -> invalid, and so is every descendant
     first = headers[0]
     replays = chain.replays
-    out = chain.submit(first, [], "http://spammer.invalid:1")
+    out = chain.submit(Block(first, []), "http://spammer.invalid:1")
     assert out.status == "invalid" and out.code in ("requirements-not-met", "state-mismatch"), out
     assert chain.replays == replays + 1
     statuses = [chain.store.get(h.hash) for h in headers]
@@ -88,12 +88,12 @@ def test_junk_header_flood_is_cheap_and_bounded(chain, honest):
     nxt = honest.next.header
     t0 = time.perf_counter()
     for i in range(200):
-        out = chain.submit(replace(nxt, timestamp_ms=nxt.timestamp_ms + i + 1), None, "http://junk.invalid:1")
+        out = chain.submit_header(replace(nxt, timestamp_ms=nxt.timestamp_ms + i + 1), "http://junk.invalid:1")
         assert out.code == "bad-signature"
     per_header = (time.perf_counter() - t0) / 200
     big = [replace(nxt, miner="00" * 5000, timestamp_ms=nxt.timestamp_ms + i) for i in range(20)]
     for h in big:
-        assert chain.submit(h, None).code == "malformed"
+        assert chain.submit_header(h).code == "malformed"
     assert all(chain.store.get(h.hash) is None for h in big)
     assert per_header < 0.1, f"{per_header * 1000:.1f} ms per junk header"
     assert_unharmed(chain, before)
@@ -110,7 +110,7 @@ def test_orphan_flood_is_bounded_and_honest_orphans_still_connect(chain, honest)
     flood = [spam_header(chain, tip, rng, parent=f"{i:064x}", height=100 + i)
              for i in range(2 * chain_mod.ORPHAN_LIMIT + 8)]
     for h in flood:
-        out = chain.submit(h, honest.next.records, "http://flood.invalid:1")
+        out = chain.submit(Block(h, honest.next.records), "http://flood.invalid:1")
         assert (out.status, out.code) == ("orphan", "unknown-parent")
         assert len(chain.orphans) <= chain_mod.ORPHAN_LIMIT
     assert list(chain.orphans) == [h.hash for h in flood[-chain_mod.ORPHAN_LIMIT:]]    # the newest kept
@@ -120,8 +120,8 @@ def test_orphan_flood_is_bounded_and_honest_orphans_still_connect(chain, honest)
     assert chain.store.count_by_status().get(INVALID, 0) == 0
     # the honest orphan (child of `next`) arrives, then its parent: both connect
     an = honest.after_next
-    assert chain.submit(an.header, an.records).status == "orphan"
-    out = chain.submit(honest.next.header, honest.next.records)
+    assert chain.submit(Block(an.header, an.records)).status == "orphan"
+    out = chain.submit(Block(honest.next.header, honest.next.records))
     assert out.status == "accepted" and out.connected == [an.header.hash]
     assert chain.tip().hash == an.header.hash
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from consensus import errors
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
 from consensus.difficulty import median_time_past
 
 from .conftest import CHEATER_KEY, HONEST_KEY, signed, snapshot
@@ -101,7 +101,7 @@ def test_future_timestamp_ignored_without_ban(node, honest):
     svc.network.book.add(peer)
     svc.network.book.add(other)
     before = snapshot(chain)
-    out = svc.submit_remote(future, [], peer)
+    out = svc.submit_remote(Block(future, []), peer)
     assert (out.status, out.code) == ("ignored", "time-too-new")
     assert issubclass(errors.all_reason_codes()[out.code], errors.Ignored)
     assert chain.store.status(future.hash) is None, "an ignored block must leave no trace"
@@ -109,11 +109,11 @@ def test_future_timestamp_ignored_without_ban(node, honest):
     assert snapshot(chain) == before
     # contrast: a provably invalid block from another peer does get that peer banned
     bad = signed(honest.next.header, HONEST_KEY, difficulty=honest.next.header.difficulty + 1)
-    assert svc.submit_remote(bad, honest.next.records, other).code == "bad-difficulty"
+    assert svc.submit_remote(Block(bad, honest.next.records), other).code == "bad-difficulty"
     assert svc.network.book.is_banned(other) and not svc.network.book.is_banned(peer)
     # later: the clock has moved past the timestamp; the block is valid after all
     chain.clock = lambda: time.time() + 120
-    out = svc.submit_remote(future, [], peer)
+    out = svc.submit_remote(Block(future, []), peer)
     assert out.status == "accepted" and out.new_tip, out
 
 
@@ -125,7 +125,7 @@ def test_timestamp_not_after_median_time_past(chain, nxt, attack):
     attack(signed(nxt.header, HONEST_KEY, timestamp_ms=mtp), nxt.records, "time-too-old", errors.InvalidBlock)
     attack(signed(nxt.header, HONEST_KEY, timestamp_ms=mtp - 10_000), nxt.records, "time-too-old",
            errors.InvalidBlock)
-    out = chain.submit(signed(nxt.header, HONEST_KEY, timestamp_ms=mtp + 1), nxt.records)
+    out = chain.submit(Block(signed(nxt.header, HONEST_KEY, timestamp_ms=mtp + 1), nxt.records))
     assert out.status == "accepted" and out.new_tip
 
 

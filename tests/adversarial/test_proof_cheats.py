@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from consensus.block import Block
 from consensus import errors
 
 from .conftest import HONEST_KEY, signed
@@ -21,7 +22,7 @@ def test_old_proof_replayed_onto_new_parent(chain, honest, attack):
     for old in honest.blocks[2:6]:
         h = replace(old.header, height=tip.height + 1, parent=tip.hash, timestamp_ms=tip.timestamp_ms + 2000,
                     difficulty=tip.difficulty).signed(HONEST_KEY)
-        out = chain.submit(h, old.records, "http://cheater.invalid:1")
+        out = chain.submit(Block(h, old.records), "http://cheater.invalid:1")
         assert (out.status, out.code) in {("invalid", "requirements-not-met"), ("invalid", "state-mismatch")}, out
 
 
@@ -31,7 +32,7 @@ def test_fresh_proof_moved_to_sibling_parent(chain, honest, attack):
     parent = honest.blocks[-2].header
     moved = replace(honest.next.header, height=parent.height + 1, parent=parent.hash,
                     timestamp_ms=tip.timestamp_ms + 1).signed(HONEST_KEY)
-    out = chain.submit(moved, honest.next.records, "http://cheater.invalid:1")
+    out = chain.submit(Block(moved, honest.next.records), "http://cheater.invalid:1")
     assert out.status == "invalid" and out.code in ("requirements-not-met", "state-mismatch"), out
 
 

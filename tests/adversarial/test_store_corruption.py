@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from consensus.block import Block
 from consensus.weights import encode_state
 from node.chain import Chain, StartupError
 from node.verify import verify_chain
@@ -91,7 +92,7 @@ def test_damaged_parent_state_never_condemns_a_valid_child(how, honest, tmp_path
         fork = mine_block(honest.spec, honest.dataset, parent.header, parent.state, chain.view, HONEST_KEY, seed=2)
         _damage(chain.store.weights.path(parent.header.state_hash), how)
         before = snapshot(chain)
-        out = chain.submit(fork.header, fork.records, "http://honest.invalid:1")
+        out = chain.submit(Block(fork.header, fork.records), "http://honest.invalid:1")
         assert (out.status, out.code) == ("ignored", "state-unavailable"), out
         assert chain.store.status(fork.header.hash) is None
         assert_unharmed(chain, before)
@@ -100,7 +101,7 @@ def test_damaged_parent_state_never_condemns_a_valid_child(how, honest, tmp_path
     # the same block on an undamaged copy: valid (a fork block, less work than the tip)
     clean = open_copy(honest, tmp_path / "clean")
     try:
-        assert clean.submit(fork.header, fork.records).status == "accepted"
+        assert clean.submit(Block(fork.header, fork.records)).status == "accepted"
     finally:
         clean.store.close()
 

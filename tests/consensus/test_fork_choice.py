@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.block import genesis_header
+from consensus.block import Block, genesis_header
 from consensus.difficulty import work
 from consensus.training import genesis_state
 from consensus.weights import encode_state, weights_hash
@@ -43,17 +43,17 @@ def test_ties_go_to_the_first_seen_and_more_work_reorgs(k1_spec, tiny_dataset, b
     chain.tip_listeners.append(lambda tip, depth: seen.append((tip.hash, depth)))
     assert chain.tip().hash == g.hash
 
-    out = chain.submit(a.header, a.records)
+    out = chain.submit(Block(a.header, a.records))
     assert (out.status, out.new_tip, out.reorg_depth) == ("accepted", True, 0)
     assert chain.tip().hash == a.header.hash
 
-    out = chain.submit(b.header, b.records)                       # same work as A: A stays
+    out = chain.submit(Block(b.header, b.records))                       # same work as A: A stays
     assert (out.status, out.new_tip) == ("accepted", False)
     assert chain.store.get(a.header.hash).cumulative_work == chain.store.get(b.header.hash).cumulative_work \
         == work(g.difficulty) + work(1)
     assert chain.tip().hash == a.header.hash
     assert chain.store.best_hashes() == [g.hash, a.header.hash]
-    assert chain.submit(b.header, b.records).status == "duplicate"
+    assert chain.submit(Block(b.header, b.records)).status == "duplicate"
     assert chain.replays == 2                      # A and B each replayed once; the duplicate not at all
 
     # the tie-break survives a restart (first seen = lower sequence number in the store)
@@ -62,7 +62,7 @@ def test_ties_go_to_the_first_seen_and_more_work_reorgs(k1_spec, tiny_dataset, b
     chain.tip_listeners.append(lambda tip, depth: seen.append((tip.hash, depth)))
     assert chain.tip().hash == a.header.hash
 
-    out = chain.submit(c.header, c.records)                       # B's branch now has more work
+    out = chain.submit(Block(c.header, c.records))                       # B's branch now has more work
     assert (out.status, out.new_tip, out.reorg_depth) == ("accepted", True, 1)
     assert chain.tip().hash == c.header.hash
     assert chain.store.best_hashes() == [g.hash, b.header.hash, c.header.hash]
@@ -80,12 +80,12 @@ def test_ties_go_to_the_first_seen_and_more_work_reorgs(k1_spec, tiny_dataset, b
 def test_orphan_connects_when_its_parent_arrives(k1_spec, tiny_dataset, blocks, tmp_path):
     g, a, b, c = blocks
     chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
-    assert chain.submit(a.header, a.records).new_tip
-    out = chain.submit(c.header, c.records)
+    assert chain.submit(Block(a.header, a.records)).new_tip
+    out = chain.submit(Block(c.header, c.records))
     assert (out.status, out.code) == ("orphan", "unknown-parent")
     assert chain.missing_orphan_parents() == [b.header.hash]
     assert chain.tip().hash == a.header.hash
-    out = chain.submit(b.header, b.records)
+    out = chain.submit(Block(b.header, b.records))
     assert out.status == "accepted" and out.connected == [c.header.hash]
     assert chain.tip().hash == c.header.hash
     assert chain.store.best_hashes() == [g.hash, b.header.hash, c.header.hash]
@@ -97,12 +97,12 @@ def test_invalid_block_never_becomes_tip_and_poisons_descendants(k1_spec, tiny_d
     chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
     bad_b = b.header.__class__.from_dict({**b.header.to_dict(), "acc_after": 0})
     bad_b = bad_b.signed(miner_key)                                  # a false accuracy claim
-    out = chain.submit(bad_b, b.records)
+    out = chain.submit(Block(bad_b, b.records))
     assert (out.status, out.code) == ("invalid", "bad-accuracy-claim")
     assert chain.tip().hash == g.hash
     # a child of the invalid block is invalid without any replay
     child = c.header.__class__.from_dict({**c.header.to_dict(), "parent": bad_b.hash}).signed(miner_key)
-    out = chain.submit(child, c.records)
+    out = chain.submit(Block(child, c.records))
     assert (out.status, out.code) == ("invalid", "bad-parent")
     assert chain.tip().hash == g.hash
     chain.store.close()
@@ -113,12 +113,12 @@ def test_child_of_a_pruned_post_state_is_ignored_not_invalid(k1_spec, tiny_datas
     no verdict (the block stays acceptable where the state is kept, and here once it is back)."""
     g, a, b, c = blocks
     chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
-    assert chain.submit(b.header, b.records).status == "accepted"
+    assert chain.submit(Block(b.header, b.records)).status == "accepted"
     chain.store.weights.delete(b.header.state_hash)               # what pruning does to an old state
-    out = chain.submit(c.header, c.records)
+    out = chain.submit(Block(c.header, c.records))
     assert (out.status, out.code) == ("ignored", "state-unavailable")
     assert chain.store.status(c.header.hash) is None and chain.tip().hash == b.header.hash
     chain.store.weights.put(b.header.state_hash, encode_state(b.state))
-    assert chain.submit(c.header, c.records).status == "accepted"
+    assert chain.submit(Block(c.header, c.records)).status == "accepted"
     assert chain.tip().hash == c.header.hash
     chain.store.close()

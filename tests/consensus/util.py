@@ -10,14 +10,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus import errors
-from consensus.block import BlockHeader, parse_records, public_key_hex
+from consensus.block import Block, BlockHeader, public_key_hex
 from consensus.hashing import ZERO_HASH
 from consensus.proof import derive_batch, requirements_for
 from consensus.requirements import requirements_hold
 from consensus.spec import ChainSpec
 from consensus.training import Accuracy, Replayer, canonical_threads
-from consensus.validation import (ProofResult, check_records_commitment, validate_header, validate_proof,
-                                  validate_records)
+from consensus import validation
 from consensus.weights import State, weights_hash
 
 IGNORED, BAD_BODY, INVALID = errors.Ignored, errors.BadBody, errors.InvalidBlock
@@ -42,13 +41,11 @@ def resign(header, key: Ed25519PrivateKey, **changes):
 
 
 def validate_block(spec: ChainSpec, header: BlockHeader, records_json: list, view, replayer: Replayer,
-                   now_ms: int, parent_state: State) -> ProofResult:
-    """The node's whole pipeline, in its order (node/chain.py): header, records commitment, records,
-    then the proof replayed from the parent's post-state."""
-    parent = validate_header(header, spec, view, now_ms)
-    check_records_commitment(header, records_json)
-    validate_records(header, parse_records(records_json), spec)
-    return validate_proof(header, parent, parent_state, replayer, spec)
+                   now_ms: int, parent_state: State) -> validation.Validated:
+    """The node's whole pipeline (consensus.validation.validate_block, as node/chain.py runs it, without
+    a proof memo): header, records commitment, records, the proof replayed from the parent's post-state."""
+    return validation.validate_block(Block(header, records_json), spec, view, now_ms, replayer=replayer,
+                                     parent_state=lambda _parent: parent_state)
 
 
 def replay(spec: ChainSpec, r: Replayer, parent_state: State, parent_hash: str, miner: str,

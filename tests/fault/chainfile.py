@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32)
 INTERVAL_MS = 2000
@@ -31,8 +31,9 @@ def mine_chain(spec, dataset, out: Path, n: int, seed: int = 1) -> list[tuple[Bl
     blocks = []
     for _ in range(n):
         ts = chain.tip().header.timestamp_ms + INTERVAL_MS
-        header, records, _ = mine_on_tip(chain, miner, KEY, now_ms=lambda: ts)
-        assert chain.submit(header, records).status == "accepted"
+        block, _ = mine_on_tip(chain, miner, KEY, now_ms=lambda: ts)
+        header, records = block.header, block.wire_records
+        assert chain.submit(Block(header, records)).status == "accepted"
         blocks.append((header, records))
     chain.store.close()
     shutil.rmtree(scratch)
@@ -61,6 +62,6 @@ def fill_datadir(spec, dataset, datadir: Path, blocks) -> None:
 
     chain = Chain(spec, datadir, dataset)
     for h, records in blocks:
-        assert chain.submit(h, records).status == "accepted"
+        assert chain.submit(Block(h, records)).status == "accepted"
     chain.store.close()
     (Path(datadir) / "spec.json").write_text(spec.to_json())

@@ -15,6 +15,7 @@ after each block the chain accepted (the node would now tell its peers), ``ERR <
 """
 from __future__ import annotations
 
+from consensus.block import Block
 import argparse
 import os
 import signal
@@ -75,7 +76,7 @@ def main() -> int:
     errors = 0
     for h, records in blocks:
         try:
-            out = chain.submit(h, records)
+            out = chain.submit(Block(h, records))
         except Exception as exc:  # noqa: BLE001 - disk full and friends: report, go on
             print(f"ERR {h.height} {type(exc).__name__}: {str(exc)[:200]}".replace("\n", " "), flush=True)
             errors += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from consensus.block import Block
 from consensus.weights import weights_hash
 from miner.search import make_miner
 from node.chain import Chain
@@ -28,11 +29,12 @@ def test_found_blocks_are_accepted(tiny_spec, tiny_data, tmp_path, kind):
         parent = chain.tip().header
         mined = mine_on_tip(chain, miner, key, max_attempts=20_000)
         assert mined is not None, "no block within 20k attempts at k=4"
-        header, records, found = mined
+        block, found = mined
+        header, records = block.header, block.wire_records
         assert header.version == 2 and header.parent == parent.hash and header.difficulty == 4
         assert 1 <= len(header.nonces) <= spec.proof.max_advance_steps + 1
         assert header.state_hash == weights_hash(found.state) and records == []
-        out = chain.submit(header, records)
+        out = chain.submit(Block(header, records))
         assert out.status == "accepted", f"{out.code}: {out.detail}"
         assert chain.tip().hash == header.hash and chain.tip().height == height
         assert chain.replays == height

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
 from consensus.records import Record
 from consensus.weights import State, encode_state
 from tests.nodeproc import NodeProc, free_port  # noqa: F401  (re-exported for the tests)
@@ -74,9 +74,10 @@ class BlockSmith:
         signed with this smith's key), carrying ``records``."""
         from node.mining import mine_on_tip
 
-        header, recs, found = mine_on_tip(self.chain, self.miner, self.key, records=lambda: records)
+        block, found = mine_on_tip(self.chain, self.miner, self.key, records=lambda: records)
+        header, recs = block.header, block.wire_records
         if submit:
-            out = self.chain.submit(header, recs)
+            out = self.chain.submit(Block(header, recs))
             assert out.status == "accepted", (out.code, out.detail)
         return Built(header, recs, found.state)
 

@@ -16,6 +16,7 @@ import time
 import pytest
 from safetensors.torch import load as st_load
 
+from consensus.block import Block
 from consensus.weights import weights_hash
 
 from tests.nodeproc import node_env
@@ -165,7 +166,7 @@ def replay_accepts(spec, dataset, headers) -> bool:
     with tempfile.TemporaryDirectory() as d:
         chain = Chain(spec, Path(d), dataset, archival=True, clock=lambda: 4e9)
         try:
-            outs = [chain.submit(h, []) for h in headers]
+            outs = [chain.submit(Block(h, [])) for h in headers]
         finally:
             chain.store.close()
     assert [o.status for o in outs] == ["accepted"] * len(headers), [(o.code, o.detail) for o in outs]

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import pytest
 
+from consensus.block import Block
 from consensus.proof import redraw_epoch
 from node.chain import Chain
 
@@ -49,7 +50,7 @@ def sibling(side, header, dt_ms: int, **changes):
 def test_resigned_sibling_is_judged_without_a_second_replay(chain, side):
     built = side.next_block()
     header, parent = built.header, chain.store.get(built.header.parent).header
-    out = chain.submit(header, built.records)
+    out = chain.submit(Block(header, built.records))
     assert out.status == "accepted" and out.new_tip and chain.replays == 1
 
     # same proof, new timestamp (same redraw epoch) and another record set: valid, no replay
@@ -59,16 +60,16 @@ def test_resigned_sibling_is_judged_without_a_second_replay(chain, side):
     cert = certificate(7)
     from consensus.block import records_root
     twin = sibling(side, header, dt, records_root=records_root([cert]))
-    out = chain.submit(twin, [cert.body])
+    out = chain.submit(Block(twin, [cert.body]))
     assert (out.status, out.new_tip) == ("accepted", False), out      # a valid fork block, seen second
     assert chain.store.get(twin.hash).status == "valid" and chain.replays == 1
 
     # same proof, claims that do not match what the replay measured: rejected from the cache
     bad_state = sibling(side, header, 2, state_hash="44" * 32)
-    out = chain.submit(bad_state, [])
+    out = chain.submit(Block(bad_state, []))
     assert (out.status, out.code) == ("invalid", "state-mismatch"), out
     bad_claim = sibling(side, header, 3, acc_after=min(header.acc_after + 40, chain.spec.evaluation.size))
-    out = chain.submit(bad_claim, [])
+    out = chain.submit(Block(bad_claim, []))
     assert (out.status, out.code) == ("invalid", "bad-accuracy-claim"), out
     assert chain.replays == 1
     assert chain.tip().hash == header.hash
@@ -77,7 +78,7 @@ def test_resigned_sibling_is_judged_without_a_second_replay(chain, side):
     later = sibling(side, header, chain.spec.proof.redraw_interval_ms)
     assert redraw_epoch(chain.spec, parent.timestamp_ms, later.timestamp_ms) > \
         redraw_epoch(chain.spec, parent.timestamp_ms, header.timestamp_ms)
-    out = chain.submit(later, [])
+    out = chain.submit(Block(later, []))
     assert chain.replays == 2, out
     assert out.status in ("accepted", "invalid") and out.code in ("", "requirements-not-met"), out
 
@@ -87,12 +88,12 @@ def test_cache_does_not_outlive_a_restart_but_the_verdicts_do(smith, side, tmp_p
     while the blocks already judged answer `duplicate` without any replay."""
     built = side.next_block()
     first = open_copy(smith, tmp_path / "node", clock=lambda: time.time() + 3600)
-    assert first.submit(built.header, built.records).status == "accepted" and first.replays == 1
+    assert first.submit(Block(built.header, built.records)).status == "accepted" and first.replays == 1
     first.store.close()
     again = Chain(smith.spec, tmp_path / "node", smith.chain.dataset, clock=lambda: time.time() + 3600)
     try:
-        assert again.submit(built.header, built.records).status == "duplicate" and again.replays == 0
-        out = again.submit(sibling(side, built.header, 1), [])
+        assert again.submit(Block(built.header, built.records)).status == "duplicate" and again.replays == 0
+        out = again.submit(Block(sibling(side, built.header, 1), []))
         assert out.status == "accepted" and again.replays == 1
     finally:
         again.store.close()
@@ -107,7 +108,7 @@ def test_child_of_a_pruned_parent_is_ignored(smith, side, tmp_path):
     pruned = open_copy(smith, tmp_path / "pruned", keep_weights=2)
     try:
         nxt = side.next_block()
-        assert pruned.submit(nxt.header, nxt.records).new_tip          # tip TEMPLATE + 1: pruning runs
+        assert pruned.submit(Block(nxt.header, nxt.records)).new_tip          # tip TEMPLATE + 1: pruning runs
         b2 = smith.chain.store.get(smith.chain.store.hash_at(2)).header
         assert not pruned.store.weights.has(b2.state_hash)
         assert pruned.store.weights.has(pruned.tip().header.state_hash)
@@ -115,7 +116,7 @@ def test_child_of_a_pruned_parent_is_ignored(smith, side, tmp_path):
         fork = mine_block(smith.spec, smith.chain.dataset, b2, smith.chain.load_weights(b2.state_hash),
                           smith.chain.view, side.key, seed=4)
         tip, best = pruned.tip().hash, pruned.store.best_hashes()
-        out = pruned.submit(fork.header, fork.records, "http://peer.invalid:1")
+        out = pruned.submit(Block(fork.header, fork.records), "http://peer.invalid:1")
         assert (out.status, out.code) == ("ignored", "state-unavailable"), out
         assert pruned.store.status(fork.header.hash) is None and fork.header.hash not in pruned.orphans
         assert (pruned.tip().hash, pruned.store.best_hashes()) == (tip, best)
@@ -124,7 +125,7 @@ def test_child_of_a_pruned_parent_is_ignored(smith, side, tmp_path):
         pruned.store.close()
     archival = open_copy(smith, tmp_path / "archival", archival=True)
     try:
-        out = archival.submit(fork.header, fork.records)
+        out = archival.submit(Block(fork.header, fork.records))
         assert out.status == "accepted" and not out.new_tip, out
         assert archival.tip().height == TEMPLATE_BLOCKS
     finally:

@@ -127,6 +127,7 @@ def test_tampered_block_refused(static_node, candidate, candidate_cases, case):
         assert got["hash"] == bad_header.hash
     else:
         assert got["status"] in codes, (case, got)
+        assert got["code"] == case, (case, got)          # 202: the machine-readable reason (here: the case)
     assert snapshot(static_node) == before, case
     # a provably invalid block is stored as such, with its reason; a bad body leaves the header unjudged
     stored = static_node.get(f"/blocks/{bad_header.hash}")
@@ -228,6 +229,7 @@ def test_orphan_connects_when_parent_arrives(submit_node, side):
     a, b = side.block_at(height + 1), side.block_at(height + 2)
     r = post_block(node, b.header, b.records)
     assert r.status_code == 202 and r.json()["status"] == "orphan", r.text
+    assert r.json()["code"] == "unknown-parent", r.text
     assert node.status()["height"] == height
     r = post_block(node, a.header, a.records)
     assert r.status_code == 200, r.text

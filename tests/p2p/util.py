@@ -34,6 +34,7 @@ class FakePeer:
     def __init__(self):
         self.routes: dict[str, tuple[int, str, bytes]] = {}
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, bytes]] = []       # (path, body) of every request with a body
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         fake = self
@@ -44,7 +45,7 @@ class FakePeer:
                 fake.requests.append((self.command, path))
                 n = int(self.headers.get("content-length") or 0)
                 if n:
-                    self.rfile.read(n)
+                    fake.bodies.append((path, self.rfile.read(n)))
                 status, ctype, body = fake.routes.get(path, (404, "application/json",
                                                              b'{"error":"not-found","detail":""}'))
                 self.send_response(status)
