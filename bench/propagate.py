@@ -1,12 +1,13 @@
 """`polchain bench propagate`: time for one block to cross a line of nodes on loopback.
 
 N real `polchain node` processes (``--threads 1`` each, peer discovery off) are
-started in a line, node i knowing only node i-1. Blocks are mined beforehand in
+started in a line, one after the other, node i knowing only node i-1. Blocks are mined beforehand in
 this process (a chain of its own, timestamps spaced by the target interval) and
 posted one at a time, in full (protocol v2: header and records; the block
 carries no weights), to node 1; each then travels by gossip only (announce the
 header, fetch header and records from the announcer, validate by replaying its
-steps from the parent's post-state every node keeps, relay). Polling is slowed to once a minute so it cannot deliver the
+steps from the parent's post-state every node keeps; a node relays the block once
+the replayed steps met R, before its accuracy evaluation: docs/p2p.md, "Fast relay"). Polling is slowed to once a minute so it cannot deliver the
 block instead. For each block the time at which every node accepted it is read
 from the node's own record (``received_at`` of GET /blocks/{hash}: all nodes
 share this machine's clock), relative to the POST to node 1.
@@ -237,11 +238,14 @@ def run(args) -> dict:
             peers = ["--peer", nodes[-1].url] if nodes else []
             nodes.append(Node(f"n{i + 1}", root / f"n{i + 1}", spec_args, "--no-discover", "--poll-interval", "60",
                               *peers))
-        for n in nodes:      # start-ups overlap
-            n.start()
-        common.progress(f"mining {n_blocks} block(s) in-process while the nodes start")
+        nodes[0].start()
+        common.progress(f"mining {n_blocks} block(s) in-process while node 1 starts")
         blocks = mine_chain(spec, root / "miner", n_blocks)
+        # one after the other: a node whose --peer is not listening yet when it first polls keeps that
+        # peer in backoff until a later poll (a minute here), and the line would not come up
         for n in nodes:
+            if n.proc is None:
+                n.start()
             n.wait_ready()
 
         def linked() -> bool:

@@ -234,20 +234,22 @@ class Chain:
             try:
                 if known in (VALID, INVALID):
                     raise errors.Duplicate(f"already {known}")
-                parent = validate_header(header, self.spec, self.view, int(self.clock() * 1000))
-            except errors.UnknownParent as exc:
-                return Outcome(Verdict.ORPHAN, exc.code, exc.detail, h)
-            except errors.Duplicate as exc:
-                return Outcome(Verdict.DUPLICATE, exc.code, exc.detail, h)
-            except errors.Ignored as exc:
-                return Outcome(Verdict.IGNORED, exc.code, exc.detail, h)
-            except errors.InvalidBlock as exc:
-                return self._reject(Block(header), exc, peer)
+                validate_header(header, self.spec, self.view, int(self.clock() * 1000))
+            except errors.BlockError as exc:
+                return self._not_accepted(exc, Block(header), peer, hold=False)
             if known is None:
                 self.store.put_block(header, [], HEADER_ONLY, self._work_of(header), peer=peer)
             return Outcome(Verdict.HEADER_OK, "", "", h)
 
     def _submit_one(self, block: Block, peer, assumed: bool = False, on_work_checked=None) -> Outcome:
+        try:
+            return self._validate_and_keep(block, peer, assumed, on_work_checked)
+        finally:
+            # served as "validating" until the verdict is stored: a peer that heard of the block early
+            # (fast relay) must find it here or in the store, never in neither
+            self.relaying.pop(block.hash, None)
+
+    def _validate_and_keep(self, block: Block, peer, assumed: bool, on_work_checked) -> Outcome:
         h = block.hash
         known = self.store.status(h)
         t0 = time.perf_counter()
@@ -258,25 +260,11 @@ class Chain:
                 block, self.spec, self.view, int(self.clock() * 1000), replayer=self.replayer,
                 parent_state=self._parent_state, memo=self.proofs, check_proof=not assumed,
                 on_work_checked=self._relay_hook(on_work_checked), stage=self.stage_timer)
-        except errors.UnknownParent as exc:
-            self._hold_orphan(block, peer)
-            return Outcome(Verdict.ORPHAN, exc.code, exc.detail, h)
-        except errors.ParentNotValidated as exc:
-            if known is None:
+        except errors.BlockError as exc:
+            if isinstance(exc, errors.ParentNotValidated) and known is None:
                 self.store.put_block(block.header, block.wire_records, HEADER_ONLY, self._work_of(block.header),
                                      peer=peer)
-            self._hold_orphan(block, peer)
-            return Outcome(Verdict.ORPHAN, exc.code, exc.detail, h)
-        except errors.Duplicate as exc:
-            return Outcome(Verdict.DUPLICATE, exc.code, exc.detail, h)
-        except errors.Ignored as exc:
-            return Outcome(Verdict.IGNORED, exc.code, exc.detail, h)
-        except errors.BadBody as exc:
-            return Outcome(Verdict.BAD_BODY, exc.code, exc.detail, h)
-        except errors.InvalidBlock as exc:
-            return self._reject(block, exc, peer)
-        finally:
-            self.relaying.pop(h, None)
+            return self._not_accepted(exc, block, peer, hold=True)
         elapsed = time.perf_counter() - t0
         with self.stage_timer("store"):
             self._keep(block, checked, peer)
@@ -286,6 +274,22 @@ class Chain:
                 out.reorg_depth = self._switch_tip(stored)
                 out.new_tip = True
         return out
+
+    def _not_accepted(self, exc: errors.BlockError, block: Block, peer, *, hold: bool) -> Outcome:
+        """The verdict for a block (or a header alone) that a rule stopped; ``hold``: keep a block whose
+        parent is missing or not validated yet as an orphan."""
+        h = block.hash
+        if isinstance(exc, errors.InvalidBlock):
+            return self._reject(block, exc, peer)
+        if isinstance(exc, errors.BadBody):
+            return Outcome(Verdict.BAD_BODY, exc.code, exc.detail, h)
+        if isinstance(exc, (errors.UnknownParent, errors.ParentNotValidated)):
+            if hold:
+                self._hold_orphan(block, peer)
+            return Outcome(Verdict.ORPHAN, exc.code, exc.detail, h)
+        if isinstance(exc, errors.Duplicate):
+            return Outcome(Verdict.DUPLICATE, exc.code, exc.detail, h)
+        return Outcome(Verdict.IGNORED, exc.code, exc.detail, h)
 
     def _relay_hook(self, on_work_checked):
         if on_work_checked is None:

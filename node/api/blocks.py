@@ -45,8 +45,9 @@ def find_block(service, ident: str) -> StoredBlock:
         b = store.get(h) if h else None
     elif is_hex_hash(ident):
         # a block whose work this node has checked and is relaying while it evaluates the accuracy
-        # (fast relay) is served with status "validating"
-        b = store.get(ident) or service.chain.in_flight(ident)
+        # (fast relay) is served with status "validating"; looked up first: the chain drops it from
+        # there only once its verdict is stored
+        b = service.chain.in_flight(ident) or store.get(ident)
     else:
         raise ApiError(422, "malformed", "give a height or a 64-hex block hash")
     if b is None:
