@@ -301,7 +301,7 @@ def table(res: dict) -> str:
         f"{res['body_bytes']} byte blocks (header and records; no weights under protocol v2)",
         f"spec: {res['spec']} ({res['arch']}); {res['data']}",
         f"machine: {common.machine_line(res['machine'])}",
-        "gossip only (announce -> fetch -> validate -> relay); times from the POST to node 1",
+        "gossip only (announce -> fetch -> replay, R -> relay -> accuracy); times from the POST to node 1",
         "",
         common.format_table(["height", "end to end s", "median hop s", "accepted at (s) n1..nN"], rows),
         "",
