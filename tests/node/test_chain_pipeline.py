@@ -97,3 +97,19 @@ def test_orphans_are_held_as_blocks_and_connect(chain, side):
     assert chain.missing_orphan_parents() == [a.header.hash]
     out = chain.submit(Block(a.header, a.records))
     assert out.status == Verdict.ACCEPTED and out.connected == [b.header.hash] and not chain.orphans
+
+
+def test_a_block_on_a_header_only_parent_waits_for_it(chain, side):
+    """Headers-first: the parent passed the header rules only. Its child passes header and records but
+    cannot be replayed (no parent state): held as an orphan (parent-not-validated), stored header-only,
+    and connected once the parent's block is validated."""
+    a = side.next_block(submit=True)
+    b = side.next_block(submit=True)
+    assert chain.submit_header(a.header, "http://peer.invalid:1").status is Verdict.HEADER_OK
+    replays = chain.replays
+    out = chain.submit(Block(b.header, b.records), "http://peer.invalid:1")
+    assert (out.status, out.code) == (Verdict.ORPHAN, "parent-not-validated") and chain.replays == replays
+    assert chain.store.status(b.header.hash) == "header-only" and b.header.hash in chain.orphans
+    out = chain.submit(Block(a.header, a.records))
+    assert out.status is Verdict.ACCEPTED and out.connected == [b.header.hash]
+    assert chain.tip().hash == b.header.hash and chain.replays == replays + 2
