@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from consensus.block import BlockHeader
+from consensus.block import Block, BlockHeader
 from consensus.hashing import ZERO_HASH
 from consensus.spec import preset
 from p2p.client import PeerClient
@@ -80,8 +80,8 @@ def test_slow_peer_is_dropped_and_the_next_serves(net, block):
         for p in (slow, good):
             net.book.add(p.url)
         t = time.monotonic()
-        src, records = net.fetch([slow.url, good.url], header, 0)
-        assert src == good.url and records == []
+        src, got = net.fetch([slow.url, good.url], header, 0)
+        assert src == good.url and got == Block(header, [])
         assert time.monotonic() - t < 5
         assert net.book.get(slow.url).failures == 1 and not net.book.is_banned(slow.url)
         # the slow peer now waits out its backoff: the next body goes to the good peer first
@@ -99,8 +99,8 @@ def test_bad_and_lacking_bodies_move_on_without_a_ban(net, block):
         serve(good, header)
         for p in (liar, lacking, good):
             net.book.add(p.url)
-        src, records = net.fetch([liar.url, lacking.url, good.url], header, 0)
-        assert src == good.url and records == []
+        src, got = net.fetch([liar.url, lacking.url, good.url], header, 0)
+        assert src == good.url and got == Block(header, [])
         assert net.book.get(liar.url).bad_bodies == 1
         assert net.book.get(lacking.url).failures == 0          # lacking the body is no failure
         assert not any(net.book.is_banned(p.url) for p in (liar, lacking, good))
