@@ -106,14 +106,6 @@ def held_out_start(spec, choice: str = "auto") -> int:
     return 0
 
 
-def with_k(spec, k: int):
-    """The spec with difficulty.initial and .minimum set to k (a benchmark's CPU-sized chain)."""
-    import dataclasses
-    if not 1 <= k <= spec.difficulty.maximum:
-        raise ValueError(f"--k {k}: outside 1..{spec.difficulty.maximum}")
-    return dataclasses.replace(spec, difficulty=dataclasses.replace(spec.difficulty, initial=k, minimum=k))
-
-
 class StepCounter:
     """Counts calls to one Replayer's ``step`` (instance attribute shadows the method)."""
 
@@ -164,7 +156,7 @@ def measure_chain(args) -> dict:
     spec = common.load_spec(args)
     k_preset = spec.difficulty.initial
     if args.k is not None:
-        spec = with_k(spec, args.k)
+        spec = spec.with_difficulty(args.k)
         common.progress(f"difficulty lowered for this run: k = {args.k} (initial and minimum; the spec says "
                         f"{k_preset}); everything else as {spec.name}")
     start = held_out_start(spec, args.held_out)
