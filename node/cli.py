@@ -73,10 +73,10 @@ def cmd_spec(args) -> int:
         except ValueError as exc:
             print(f"error: --k: {exc}", file=sys.stderr)
             return 2
-        if not args.name:
-            spec = dataclasses.replace(spec, name=f"{spec.name}-k{args.k}")
         print(f"difficulty lowered: k = {args.k} at genesis and as the minimum (another chain; everything "
               f"else as {spec.name})", file=sys.stderr)
+        if not args.name:
+            spec = dataclasses.replace(spec, name=f"{spec.name}-k{args.k}")
     text = spec.to_json()
     if args.output:
         Path(args.output).write_text(text)
