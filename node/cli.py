@@ -109,15 +109,18 @@ def cmd_mine(args) -> int:
     start = chain.tip().height
     print(f"mining {args.blocks} blocks on {spec.name} (chain {spec.chain_id[:16]}) from height {start}, "
           f"miner={args.miner} device={miner.device}", file=sys.stderr)
-    for _ in range(args.blocks):
-        header, records, found = mine_on_tip(chain, miner, key)
-        out = chain.submit(header, records, peer=None)
-        if out.status != "accepted":
-            print(f"error: own block rejected: {out.code} {out.detail}", file=sys.stderr)
-            return 1
-        print(f"block {header.height} {header.hash[:16]} k={header.difficulty} attempts={found.attempts} "
-              f"{found.seconds:.2f}s steps={len(found.nonces)} acc {found.acc_after.correct}"
-              f"/{spec.evaluation.size}", file=sys.stderr)
+    from .progress import Progress
+    with Progress(args.blocks, "mine") as bar:
+        for i in range(args.blocks):
+            header, records, found = mine_on_tip(chain, miner, key)
+            out = chain.submit(header, records, peer=None)
+            if out.status != "accepted":
+                bar.print(f"error: own block rejected: {out.code} {out.detail}")
+                return 1
+            bar.print(f"block {header.height} {header.hash[:16]} k={header.difficulty} attempts={found.attempts} "
+                      f"{found.seconds:.2f}s steps={len(found.nonces)} acc {found.acc_after.correct}"
+                      f"/{spec.evaluation.size}")
+            bar.update(i + 1, f"height {header.height}")
     tip = chain.tip()
     print(json.dumps({"height": tip.height, "tip": tip.hash, "cumulative_work": tip.cumulative_work}))
     return 0
