@@ -71,6 +71,29 @@ class StoreView:
         return self.store.status(block_hash) == INVALID
 
 
+class _BatchView:
+    """The store's headers plus those checked earlier in the same batch (not stored yet)."""
+
+    def __init__(self, base: StoreView):
+        self.base = base
+        self.added: dict[str, BlockHeader] = {}
+        self.read: dict[str, BlockHeader | None] = {}     # store reads, once each per batch
+
+    def add(self, header: BlockHeader) -> None:
+        self.added[header.hash] = header
+
+    def header(self, block_hash: str) -> BlockHeader | None:
+        got = self.added.get(block_hash)
+        if got is None:
+            if block_hash not in self.read:
+                self.read[block_hash] = self.base.header(block_hash)
+            got = self.read[block_hash]
+        return got
+
+    def is_invalid(self, block_hash: str) -> bool:
+        return block_hash not in self.added and self.base.is_invalid(block_hash)
+
+
 class Chain:
     def __init__(self, spec: ChainSpec, datadir: Path, dataset: Dataset, *, keep_weights: int = 100,
                  archival: bool = False, clock: Callable[[], float] = time.time):
@@ -195,6 +218,52 @@ class Chain:
             if out.status == "accepted":
                 out.connected = self._connect_orphans(header.hash)
             return out
+
+    def submit_headers(self, headers: list[BlockHeader], peer: str | None = None) -> list[Outcome]:
+        """Headers-first in a batch: every header gets the header rules, in order, each against the
+        ones before it; the good ones are stored header-only in one transaction (a crash keeps all
+        or none of them). The first header that fails stops the batch: its outcome is the last one
+        returned (the good prefix is committed first, then an invalid header is recorded as one);
+        the headers after it are not looked at."""
+        with self.lock:
+            batch = _BatchView(self.view)
+            works: dict[str, int] = {}
+            good: list[tuple[BlockHeader, int]] = []
+            outs: list[Outcome] = []
+            now_ms = int(self.clock() * 1000)
+            stored = self.store.statuses([h.hash for h in headers])
+            for header in headers:
+                h = header.hash
+                known = stored.get(h) if h not in works else HEADER_ONLY
+                if known in (VALID, INVALID):
+                    outs.append(Outcome("duplicate", "duplicate", f"already {known}", h))
+                    if known == INVALID:
+                        break
+                    batch.add(header)
+                    continue
+                try:
+                    parent = validate_header(header, self.spec, batch, now_ms)
+                except errors.UnknownParent as exc:
+                    outs.append(Outcome("orphan", exc.code, exc.detail, h))
+                except errors.Ignored as exc:
+                    outs.append(Outcome("ignored", exc.code, exc.detail, h))
+                except errors.InvalidBlock as exc:
+                    self.store.put_headers(good, peer)
+                    good = []
+                    outs.append(self._reject(header, None, exc, peer))
+                else:
+                    work_ = works.get(parent.hash)
+                    if work_ is None:
+                        work_ = self.store.get(parent.hash).cumulative_work
+                    works[h] = work_ + work(header.difficulty)
+                    batch.add(header)
+                    if known is None:
+                        good.append((header, works[h]))
+                    outs.append(Outcome("header-ok", "", "", h))
+                    continue
+                break
+            self.store.put_headers(good, peer)
+            return outs
 
     def _submit_one(self, header, records_json, peer, assumed: bool = False) -> Outcome:
         h = header.hash

@@ -209,6 +209,11 @@ class Store:
         with self.session() as s:
             return s.scalar(select(BlockRow.status).where(BlockRow.hash == block_hash))
 
+    def statuses(self, hashes: list[str]) -> dict[str, str]:
+        """The status of each stored block among ``hashes`` (unknown ones are absent)."""
+        with self.session() as s:
+            return dict(s.execute(select(BlockRow.hash, BlockRow.status).where(BlockRow.hash.in_(hashes))).all())
+
     def tip_hash(self) -> str | None:
         with self.session() as s:
             row = s.get(MetaRow, "tip")
@@ -296,6 +301,27 @@ class Store:
                 row.acc_before, row.acc_after = acc
             if status == VALID:
                 self._index_certificates(s, header, records)
+
+    def put_headers(self, items: list[tuple[BlockHeader, int]], peer: str | None = None) -> int:
+        """Header-only rows for ``items`` [(header, cumulative work)] in one transaction: after a
+        crash either all of them are stored or none (rows already present are left as they are).
+        Returns the number of rows added."""
+        if not items:
+            return 0
+        added, now = 0, time.time()
+        with self.write_lock, self.session() as s, s.begin():
+            seq = self._next_seq(s)
+            have = set(s.scalars(select(BlockRow.hash).where(BlockRow.hash.in_([h.hash for h, _ in items]))))
+            for header, cumulative_work in items:
+                if header.hash in have:
+                    continue
+                have.add(header.hash)
+                s.add(BlockRow(hash=header.hash, parent=header.parent, height=header.height,
+                               header_json=json.dumps(header.to_dict(), sort_keys=True), records_json="[]",
+                               status=HEADER_ONLY, cumulative_work=cumulative_work, received_at=now, peer=peer,
+                               seq=seq + added))
+                added += 1
+        return added
 
     @staticmethod
     def _index_certificates(s: Session, header: BlockHeader, records: list) -> None:
