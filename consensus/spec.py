@@ -114,6 +114,12 @@ class LimitsSpec:
     max_records: int
     max_record_bytes: int
 
+    @property
+    def max_block_bytes(self) -> int:
+        """The largest v2 block, header and records in their canonical encodings (a block carries no
+        weights: ``max_weights_bytes`` bounds post-states only)."""
+        return self.max_header_bytes + self.max_records * self.max_record_bytes
+
 
 @dataclass(frozen=True)
 class ChainSpec:

@@ -9,6 +9,7 @@ rollback: a reorg is a rewrite of the best-chain index in one transaction.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -35,6 +36,7 @@ from .store import HEADER_ONLY, INVALID, VALID, Store, StoredBlock
 log = logging.getLogger("polchain.chain")
 
 ORPHAN_LIMIT = 64
+ORPHAN_BYTES = 8 << 20   # ... and at most this many bytes of them (header + records as JSON)
 PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
 
@@ -111,6 +113,7 @@ class Chain:
         self.clock = clock
         self.lock = threading.RLock()
         self.orphans: OrderedDict[str, tuple[BlockHeader, list, str | None]] = OrderedDict()
+        self._orphan_sizes: dict[str, int] = {}     # held orphan -> bytes (see _hold_orphan)
         self._proofs: OrderedDict[tuple, tuple[str, Accuracy]] = OrderedDict()
         self.replays = 0   # proofs replayed (a cached sibling does not count)
         self.tip_listeners: list[Callable[[StoredBlock, int], None]] = []
@@ -413,10 +416,25 @@ class Chain:
 
     # -- orphans -----------------------------------------------------------------
     def _hold_orphan(self, header, records_json, peer) -> None:
+        """Keep a block until its parent comes: at most ORPHAN_LIMIT blocks and ORPHAN_BYTES bytes,
+        the oldest going first (a block larger than the byte cap alone is not held)."""
+        size = len(header.encode()) + len(json.dumps(records_json))
+        if size > ORPHAN_BYTES:
+            return
         self.orphans[header.hash] = (header, records_json, peer)
         self.orphans.move_to_end(header.hash)
-        while len(self.orphans) > ORPHAN_LIMIT:
-            self.orphans.popitem(last=False)
+        sizes = self._orphan_sizes
+        sizes[header.hash] = size
+        for gone in sizes.keys() - self.orphans.keys():      # connected or dropped since
+            del sizes[gone]
+        while len(self.orphans) > ORPHAN_LIMIT or sum(sizes.values()) > ORPHAN_BYTES:
+            oldest, _ = self.orphans.popitem(last=False)
+            sizes.pop(oldest, None)
+
+    def orphan_bytes(self) -> int:
+        """Bytes held by the orphan pool (header and records of each held block, as JSON)."""
+        with self.lock:
+            return sum(self._orphan_sizes.get(h, 0) for h in self.orphans)
 
     def _connect_orphans(self, parent_hash: str) -> list[str]:
         connected, todo = [], [parent_hash]

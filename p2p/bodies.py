@@ -82,12 +82,7 @@ class Bodies:
                 try:
                     src, records = fut.result()
                 except NoBody as exc:
-                    if exc.pruned and not exc.failed:
-                        log.warning("sync: every peer asked has pruned the body of block %s height %d (%s); "
-                                    "cannot validate past height %d (see --assume-valid)", header.hash[:16],
-                                    header.height, ", ".join(exc.pruned), header.height - 1)
-                    else:
-                        log.info("sync: %s", exc)
+                    log.info("sync: %s", exc)
                     return accepted, False
                 out = ctx.node.submit(header, records, src)
                 if out.status == "invalid":
