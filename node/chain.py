@@ -37,6 +37,8 @@ log = logging.getLogger("polchain.chain")
 
 ORPHAN_LIMIT = 64
 ORPHAN_BYTES = 8 << 20   # ... and at most this many bytes of them (header + records as JSON)
+HEADER_WINDOW = 1000     # header-only rows this far below the tip are pruned (with the rows above them)
+HEADER_CAP = 50_000      # header-only rows kept at most (above MAX_ASSUME_HEADERS of a snapshot sync)
 PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
 
@@ -98,7 +100,8 @@ class _BatchView:
 
 class Chain:
     def __init__(self, spec: ChainSpec, datadir: Path, dataset: Dataset, *, keep_weights: int = 100,
-                 archival: bool = False, clock: Callable[[], float] = time.time):
+                 archival: bool = False, clock: Callable[[], float] = time.time,
+                 header_window: int = HEADER_WINDOW, header_cap: int = HEADER_CAP):
         if spec.is_paper:
             raise StartupError(f"the {spec.name!r} spec uses the DGG paper's rules, which are forgeable and kept for "
                                f"research only (docs/protocol.md); run a v2 chain ({', '.join(NODE_PRESETS)})")
@@ -110,6 +113,7 @@ class Chain:
         self.template = genesis_state(spec)
         self.keep_weights = keep_weights
         self.archival = archival
+        self.header_window, self.header_cap = header_window, header_cap
         self.clock = clock
         self.lock = threading.RLock()
         self.orphans: OrderedDict[str, tuple[BlockHeader, list, str | None]] = OrderedDict()
@@ -265,7 +269,8 @@ class Chain:
                     outs.append(Outcome("header-ok", "", "", h))
                     continue
                 break
-            self.store.put_headers(good, peer)
+            if self.store.put_headers(good, peer):
+                self._prune_headers(self.tip().height)      # the global cap holds after every batch
             return outs
 
     def _submit_one(self, header, records_json, peer, assumed: bool = False) -> Outcome:
@@ -454,35 +459,61 @@ class Chain:
 
     # -- pruning --------------------------------------------------------------------
     def _prune(self, tip_height: int, fork: int | None = None) -> None:
-        """Delete the post-states of best-chain blocks below ``tip - keep_weights`` (genesis stays).
+        """After a tip change: stale header-only rows (``_prune_headers``), then the post-states of every
+        valid block, best chain and side branches alike, below ``tip - keep_weights`` (genesis stays;
+        the best chain's recent states stay, snapshot sync serves them, and a state shared with one of
+        them stays).
 
-        The meta key ``pruned_below`` records how far pruning got, so a tip change visits
-        only the new heights, a jump of many blocks (sync, reorg) leaves nothing behind, and
-        a restart with a smaller --keep-weights catches up; a reorg moves it back to the fork.
+        The meta key ``states_pruned_below`` records how far pruning got, so a tip change visits only
+        the new heights, a jump of many blocks (sync, reorg) leaves nothing behind, and a restart with
+        a smaller --keep-weights catches up; a reorg moves it back to the fork. Files go before the
+        marker moves: a crash between the two only repeats deletions.
         """
+        self._prune_headers(tip_height)
         if self.archival:
             return
         cutoff = tip_height - self.keep_weights
         if cutoff <= 1:
             return
-        start = int(self.store.get_meta("pruned_below") or 1)
+        start = int(self.store.get_meta("states_pruned_below") or 1)
         if fork is not None:
             start = min(start, max(fork, 1))
         if start >= cutoff:
             return
         keep = {self.spec.model.genesis_weights_sha256}
-        for b in self.store.best_range(cutoff, self.keep_weights + 1):
-            keep.add(b.header.state_hash)
-        h = start
-        while h < cutoff:
-            page = self.store.best_range(h, min(500, cutoff - h))
-            if not page:
+        keep.update(b.header.state_hash for b in self.store.best_range(cutoff, self.keep_weights + 1))
+        for lo in range(start, cutoff, 500):
+            for _, state_hash in self.store.valid_states(lo, min(lo + 500, cutoff)):
+                if state_hash not in keep:
+                    self.store.weights.delete(state_hash)
+        self.store.set_meta("states_pruned_below", str(cutoff))
+
+    def _prune_headers(self, tip_height: int) -> None:
+        """Header-only rows (headers-first, never validated) are bounded two ways, each deletion one
+        transaction: rows more than ``max(header_window, keep_weights)`` below the tip go with the
+        header-only rows above them (a fork that deep cannot be validated from kept states, and a sync
+        fetches its headers again); past ``header_cap`` rows, branches are trimmed from their least-work
+        tips down to 90 % of the cap (a branch loses its top, never its base)."""
+        below = tip_height - max(self.header_window, self.keep_weights)
+        gone = 0
+        while below > 0:
+            stale = self.store.header_only_below(below, 500)
+            n = self.store.delete_header_only(stale, descendants=True) if stale else 0
+            if not n:
                 break
-            for b in page:
-                if b.height < cutoff and b.header.state_hash not in keep:
-                    self.store.weights.delete(b.header.state_hash)
-            h = page[-1].height + 1
-        self.store.set_meta("pruned_below", str(cutoff))
+            gone += n
+        over = self.store.count_by_status().get(HEADER_ONLY, 0) - self.header_cap
+        if over > 0:
+            want = over + self.header_cap // 10
+            while want > 0:
+                leaves = self.store.header_only_leaves(100)
+                n = self.store.delete_header_only(leaves, descendants=False, up_to=want) if leaves else 0
+                if not n:
+                    break
+                want -= n
+                gone += n
+        if gone:
+            log.info("pruned %d header-only rows (stale forks, or over the cap of %d)", gone, self.header_cap)
 
 
 def _open_store(datadir: Path) -> Store:

@@ -388,6 +388,55 @@ class Store:
                     todo.append(row.hash)
         return n
 
+    # -- pruning -------------------------------------------------------------------
+    def valid_states(self, start: int, stop: int) -> list[tuple[int, str]]:
+        """(height, post-state hash) of every valid block, any branch, with start <= height < stop."""
+        with self.session() as s:
+            rows = s.execute(select(BlockRow.height, BlockRow.header_json).where(
+                BlockRow.status == VALID, BlockRow.height >= start, BlockRow.height < stop)).all()
+        return [(h, json.loads(hj)["state_hash"]) for h, hj in rows]
+
+    def header_only_below(self, height: int, limit: int) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(BlockRow.hash).where(BlockRow.status == HEADER_ONLY,
+                                                              BlockRow.height < height).limit(limit)))
+
+    def header_only_leaves(self, limit: int) -> list[str]:
+        """Header-only rows without children, least cumulative work first (then the latest seen)."""
+        child = aliased(BlockRow)
+        with self.session() as s:
+            return list(s.scalars(select(BlockRow.hash).where(
+                BlockRow.status == HEADER_ONLY, ~exists(select(child.hash).where(child.parent == BlockRow.hash)))
+                .order_by(BlockRow.cumulative_work, BlockRow.seq.desc()).limit(limit)))
+
+    def delete_header_only(self, hashes: list[str], *, descendants: bool, up_to: int = 0) -> int:
+        """Delete header-only rows in one transaction (a crash keeps all or none of them).
+
+        ``descendants``: with every header-only row above each (nothing can link to them any more);
+        else ``up_to`` > 0: from each leaf, also its header-only ancestors that have no other child,
+        until ``up_to`` rows are gone in all. Returns the number of rows deleted."""
+        gone: set[str] = set()
+        with self.write_lock, self.session() as s, s.begin():
+            for h in hashes:
+                todo = [h]
+                while todo and (not up_to or len(gone) < up_to):
+                    x = todo.pop()
+                    row = s.get(BlockRow, x)
+                    if row is None or row.status != HEADER_ONLY or x in gone:
+                        continue
+                    kids = list(s.scalars(select(BlockRow.hash).where(BlockRow.parent == x)))
+                    if descendants:
+                        todo.extend(kids)
+                    elif set(kids) - gone:
+                        continue                      # another branch still hangs from it
+                    else:
+                        todo.append(row.parent)
+                    gone.add(x)
+                    s.delete(row)
+                if up_to and len(gone) >= up_to:
+                    break
+        return len(gone)
+
     def get_meta(self, key: str) -> str | None:
         with self.session() as s:
             row = s.get(MetaRow, key)
