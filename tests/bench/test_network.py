@@ -20,5 +20,5 @@ def test_sync_tiny(bench_json):
     res = bench_json("sync", "--preset", "tiny", "--blocks", "3", "--timeout", "300")
     assert res["benchmark"] == "sync" and res["source_height"] == 3
     assert res["state_bytes"] > 20_000                # the tip's post-state, served for snapshot sync
-    for mode in ("full", "headers-only"):
+    for mode in ("replay", "snapshot"):
         assert res[mode]["blocks_per_s"]["median"] > 0 and len(res[mode]["seconds"]["runs"]) == 1
