@@ -233,45 +233,78 @@ class Chain:
         returned (the good prefix is committed first, then an invalid header is recorded as one);
         the headers after it are not looked at."""
         with self.lock:
-            batch = _BatchView(self.view)
-            works: dict[str, int] = {}
-            good: list[tuple[BlockHeader, int]] = []
-            outs: list[Outcome] = []
-            now_ms = int(self.clock() * 1000)
-            stored = self.store.statuses([h.hash for h in headers])
-            for header in headers:
-                h = header.hash
-                known = stored.get(h) if h not in works else HEADER_ONLY
-                if known in (VALID, INVALID):
-                    outs.append(Outcome("duplicate", "duplicate", f"already {known}", h))
-                    if known == INVALID:
-                        break
-                    batch.add(header)
-                    continue
-                try:
-                    parent = validate_header(header, self.spec, batch, now_ms)
-                except errors.UnknownParent as exc:
-                    outs.append(Outcome("orphan", exc.code, exc.detail, h))
-                except errors.Ignored as exc:
-                    outs.append(Outcome("ignored", exc.code, exc.detail, h))
-                except errors.InvalidBlock as exc:
-                    self.store.put_headers(good, peer)
-                    good = []
-                    outs.append(self._reject(header, None, exc, peer))
-                else:
-                    work_ = works.get(parent.hash)
-                    if work_ is None:
-                        work_ = self.store.get(parent.hash).cumulative_work
-                    works[h] = work_ + work(header.difficulty)
-                    batch.add(header)
-                    if known is None:
-                        good.append((header, works[h]))
-                    outs.append(Outcome("header-ok", "", "", h))
-                    continue
-                break
-            if self.store.put_headers(good, peer):
+            added = []
+            outs = self._check_batch([(h, None) for h in headers], peer,
+                                     lambda rows: added.append(self.store.put_headers(rows, peer)))
+            if any(added):
                 self._prune_headers(self.tip().height)      # the global cap holds after every batch
             return outs
+
+    def accept_assumed(self, blocks: list[tuple[BlockHeader, list]], peer: str | None = None) -> list[Outcome]:
+        """Snapshot sync (assume-valid) in a batch: blocks up to a checkpoint whose post-state the caller
+        has installed, each checked like ``submit(..., assumed=True)`` (header rules, records; no proof
+        replay), stored valid in one transaction, then one tip change. Stops at the first block that
+        fails, like ``submit_headers``."""
+        with self.lock:
+            outs = self._check_batch(blocks, peer, lambda rows: self.store.put_assumed(rows, peer))
+            accepted = [o for o in outs if o.status == "accepted"]
+            if accepted:
+                last = self.store.get(accepted[-1].block_hash)
+                if last.cumulative_work > self.tip().cumulative_work:
+                    accepted[-1].reorg_depth = self._switch_tip(last)
+                    accepted[-1].new_tip = True
+                for o in accepted:
+                    o.connected = self._connect_orphans(o.block_hash)
+            return outs
+
+    def _check_batch(self, items: list[tuple[BlockHeader, list | None]], peer, store) -> list[Outcome]:
+        """The loop of ``submit_headers`` (records None) and ``accept_assumed``: header rules against the
+        store and the batch's earlier headers, records checked when given; ``store(rows)`` writes the
+        good ones [(header, records, cumulative work)] in one transaction, before an invalid block is
+        recorded and at the end."""
+        batch = _BatchView(self.view)
+        works: dict[str, int] = {}
+        good: list[tuple[BlockHeader, list | None, int]] = []
+        outs: list[Outcome] = []
+        now_ms = int(self.clock() * 1000)
+        stored = self.store.statuses([h.hash for h, _ in items])
+        for header, records in items:
+            h = header.hash
+            known = stored.get(h)
+            if known in (VALID, INVALID) or h in works:
+                outs.append(Outcome("duplicate", "duplicate", f"already {known or 'in this batch'}", h))
+                if known == INVALID:
+                    break
+                batch.add(header)
+                continue
+            try:
+                parent = validate_header(header, self.spec, batch, now_ms)
+                if records is not None:
+                    check_records_commitment(header, records)
+                    validate_records(header, parse_records(records), self.spec)
+            except errors.UnknownParent as exc:
+                outs.append(Outcome("orphan", exc.code, exc.detail, h))
+            except errors.BadBody as exc:
+                outs.append(Outcome("bad-body", exc.code, exc.detail, h))
+            except errors.Ignored as exc:
+                outs.append(Outcome("ignored", exc.code, exc.detail, h))
+            except errors.InvalidBlock as exc:
+                store(good)
+                good = []
+                outs.append(self._reject(header, records, exc, peer))
+            else:
+                base = works.get(parent.hash)
+                works[h] = (base if base is not None else self.store.get(parent.hash).cumulative_work) \
+                    + work(header.difficulty)
+                batch.add(header)
+                if records is not None or known is None:
+                    good.append((header, records, works[h]))
+                outs.append(Outcome("header-ok", "", "", h) if records is None
+                            else Outcome("accepted", "", "assumed valid", h))
+                continue
+            break
+        store(good)
+        return outs
 
     def _submit_one(self, header, records_json, peer, assumed: bool = False) -> Outcome:
         h = header.hash
@@ -502,7 +535,7 @@ class Chain:
             if not n:
                 break
             gone += n
-        over = self.store.count_by_status().get(HEADER_ONLY, 0) - self.header_cap
+        over = self.store.count_header_only() - self.header_cap
         if over > 0:
             want = over + self.header_cap // 10
             while want > 0:

@@ -27,6 +27,9 @@ class ServiceLink:
     def submit_headers(self, headers: list[BlockHeader], peer: str | None) -> list["Outcome"]:
         return self._service.submit_headers(headers, peer)
 
+    def accept_assumed(self, blocks: list[tuple[BlockHeader, list]], peer: str | None) -> list["Outcome"]:
+        return self._service.accept_assumed(blocks, peer)
+
     def status(self, block_hash: str) -> str | None:
         return self._chain.store.status(block_hash)
 

@@ -81,8 +81,14 @@ class NodeService:
 
     def submit_headers(self, headers: list[BlockHeader], peer: str | None) -> list[Outcome]:
         """Headers-first sync: a batch of headers from ``peer``, stored header-only in one transaction."""
-        outs = self.chain.submit_headers(headers, peer)
-        if outs and outs[-1].status == "invalid":
+        return self._batch_done(self.chain.submit_headers(headers, peer), peer)
+
+    def accept_assumed(self, blocks: list[tuple[BlockHeader, list]], peer: str | None) -> list[Outcome]:
+        """Snapshot sync: blocks up to the checkpoint, accepted on their checks in one transaction."""
+        return self._batch_done(self.chain.accept_assumed(blocks, peer), peer)
+
+    def _batch_done(self, outs: list[Outcome], peer: str | None) -> list[Outcome]:
+        if outs and outs[-1].status in ("invalid", "bad-body"):
             self._rejected(outs[-1], peer)
         return outs
 

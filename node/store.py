@@ -109,6 +109,12 @@ def _to_stored(row: BlockRow) -> StoredBlock:
                        row.received_at, row.peer, row.seq)
 
 
+def _new_row(header: BlockHeader, peer: str | None, seq: int, now: float, status: str, cumulative_work: int):
+    return BlockRow(hash=header.hash, parent=header.parent, height=header.height,
+                    header_json=json.dumps(header.to_dict(), sort_keys=True), records_json="[]", status=status,
+                    cumulative_work=cumulative_work, received_at=now, peer=peer, seq=seq)
+
+
 class WeightsStore:
     """Content-addressed safetensors files: <root>/<h[:2]>/<h>.safetensors."""
 
@@ -288,9 +294,7 @@ class Store:
         with self.write_lock, self.session() as s, s.begin():
             row = s.get(BlockRow, header.hash)
             if row is None:
-                row = BlockRow(hash=header.hash, parent=header.parent, height=header.height,
-                               header_json=json.dumps(header.to_dict(), sort_keys=True),
-                               received_at=time.time(), peer=peer, seq=self._next_seq(s))
+                row = _new_row(header, peer, self._next_seq(s), time.time(), status, cumulative_work)
                 s.add(row)
             # records are kept for valid blocks only: for invalid and header-only rows they are
             # unchecked peer input (bounded by the request size alone), and nothing reads them
@@ -302,8 +306,8 @@ class Store:
             if status == VALID:
                 self._index_certificates(s, header, records)
 
-    def put_headers(self, items: list[tuple[BlockHeader, int]], peer: str | None = None) -> int:
-        """Header-only rows for ``items`` [(header, cumulative work)] in one transaction: after a
+    def put_headers(self, items: list[tuple[BlockHeader, None, int]], peer: str | None = None) -> int:
+        """Header-only rows for ``items`` [(header, None, cumulative work)] in one transaction: after a
         crash either all of them are stored or none (rows already present are left as they are).
         Returns the number of rows added."""
         if not items:
@@ -311,17 +315,31 @@ class Store:
         added, now = 0, time.time()
         with self.write_lock, self.session() as s, s.begin():
             seq = self._next_seq(s)
-            have = set(s.scalars(select(BlockRow.hash).where(BlockRow.hash.in_([h.hash for h, _ in items]))))
-            for header, cumulative_work in items:
+            have = set(s.scalars(select(BlockRow.hash).where(BlockRow.hash.in_([h.hash for h, _, _ in items]))))
+            for header, _, cumulative_work in items:
                 if header.hash in have:
                     continue
                 have.add(header.hash)
-                s.add(BlockRow(hash=header.hash, parent=header.parent, height=header.height,
-                               header_json=json.dumps(header.to_dict(), sort_keys=True), records_json="[]",
-                               status=HEADER_ONLY, cumulative_work=cumulative_work, received_at=now, peer=peer,
-                               seq=seq + added))
+                s.add(_new_row(header, peer, seq + added, now, HEADER_ONLY, cumulative_work))
                 added += 1
         return added
+
+    def put_assumed(self, items: list[tuple[BlockHeader, list, int]], peer: str | None = None) -> None:
+        """Valid rows for ``items`` [(header, records, cumulative work)] (snapshot sync: no measured
+        accuracy) in one transaction; a header-only row is upgraded in place (its seq kept)."""
+        if not items:
+            return
+        now = time.time()
+        with self.write_lock, self.session() as s, s.begin():
+            seq = self._next_seq(s)
+            for i, (header, records, cumulative_work) in enumerate(items):
+                row = s.get(BlockRow, header.hash)
+                if row is None:
+                    row = _new_row(header, peer, seq + i, now, VALID, cumulative_work)
+                    s.add(row)
+                row.records_json = json.dumps(records, sort_keys=True)
+                row.status, row.reason, row.detail, row.cumulative_work = VALID, None, None, cumulative_work
+                self._index_certificates(s, header, records)
 
     @staticmethod
     def _index_certificates(s: Session, header: BlockHeader, records: list) -> None:
@@ -395,6 +413,10 @@ class Store:
             rows = s.execute(select(BlockRow.height, BlockRow.header_json).where(
                 BlockRow.status == VALID, BlockRow.height >= start, BlockRow.height < stop)).all()
         return [(h, json.loads(hj)["state_hash"]) for h, hj in rows]
+
+    def count_header_only(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(BlockRow).where(BlockRow.status == HEADER_ONLY))
 
     def header_only_below(self, height: int, limit: int) -> list[str]:
         with self.session() as s:

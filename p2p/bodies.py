@@ -111,8 +111,7 @@ class Bodies:
         """assume-valid (snapshot sync): blocks up to the checkpoint, accepted on their (already checked)
         headers, once the checkpoint's post-state is stored (fetched and checked against its state_hash)."""
         n = 0
-        for header, records in items:
-            out = self.ctx.node.submit(header, records, peer, assumed=True)
+        for (header, _), out in zip(items, self.ctx.node.accept_assumed(items, peer)):
             if out.status not in ("accepted", "duplicate"):
                 log.warning("assume-valid: block %d (%s) not accepted: %s %s", header.height, header.hash[:16],
                             out.code, out.detail)

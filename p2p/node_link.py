@@ -46,6 +46,10 @@ class NodeLink(Protocol):
         transaction; one verdict per header looked at, the batch stopping at the first that is not
         ``header-ok`` or ``duplicate`` (its verdict is the last)."""
 
+    def accept_assumed(self, blocks: list[tuple[BlockHeader, list]], peer: str | None) -> list[Verdict]:
+        """Snapshot sync: blocks up to the checkpoint (its post-state installed), on their header and
+        records checks, stored in one transaction; verdicts as for ``submit_headers``."""
+
     def status(self, block_hash: str) -> str | None:
         """valid | invalid | header-only, or None when unknown."""
 

@@ -122,3 +122,27 @@ def test_a_killed_batch_is_stored_whole_or_not_at_all(tiny_spec, tmp_path):
         finally:
             store.close()
     assert any(0 < n < len(headers) for n in counts), f"every kill fell outside the batches: {counts}"
+
+
+def test_assumed_blocks_in_one_batch_stop_at_a_bad_body(smith, tmp_path):
+    """Snapshot sync's batch (Chain.accept_assumed) over the template chain's blocks: records that do
+    not match a header's records_root stop the batch there (bad-body); the blocks before it are valid
+    and the tip moved to the last of them in one step; nothing was replayed."""
+    blocks = [smith.chain.store.get(h) for h in smith.chain.store.best_hashes()[1:]]
+    chain = Chain(smith.spec, tmp_path / "node", smith.chain.dataset)
+    try:
+        assert all(o.status == "header-ok" for o in chain.submit_headers([b.header for b in blocks]))
+        items = [(b.header, b.records) for b in blocks]
+        items[3] = (blocks[3].header, [{"type": "model-certificate", "junk": 1}])
+        outs = chain.accept_assumed(items, "http://peer.invalid:1")
+        assert [o.status for o in outs] == ["accepted"] * 3 + ["bad-body"]
+        assert outs[2].new_tip and not any(o.new_tip for o in outs[:2])
+        assert chain.tip().hash == blocks[2].hash and chain.replays == 0
+        assert chain.store.status(blocks[3].hash) == HEADER_ONLY
+        assert [chain.store.get(b.hash).status for b in blocks[:3]] == ["valid"] * 3
+        # the rest, with the right records, goes on from there
+        assert [o.status for o in chain.accept_assumed([(b.header, b.records) for b in blocks[3:]])] == \
+            ["accepted"] * (len(blocks) - 3)
+        assert chain.tip().hash == blocks[-1].hash
+    finally:
+        chain.store.close()

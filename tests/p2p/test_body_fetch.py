@@ -158,6 +158,9 @@ class ChainLink:
     def __init__(self, chain):
         self.chain, self.spec = chain, chain.spec
 
+    def accept_assumed(self, blocks, peer):
+        return self.chain.accept_assumed(blocks, peer)
+
     def submit(self, header, records, peer, *, assumed=False):
         return self.chain.submit(header, records, peer, assumed=assumed)
 
