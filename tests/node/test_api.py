@@ -300,9 +300,9 @@ def test_the_largest_block_fits_under_the_cap(static_node, smith):
     cap = blocks_body_cap(smith.spec, 1 << 20)
     assert limits.max_block_bytes < cap < 4 * limits.max_block_bytes
     h = static_node.get(f"/blocks/{TEMPLATE_BLOCKS}").json()["header"]
-    records = [{"type": "model-certificate", "pad": "x" * (limits.max_record_bytes - 64)}] * limits.max_records
-    body = json.dumps(records)
-    assert len(body) + len(json.dumps(h)) >= limits.max_block_bytes - 8 * limits.max_records
+    pad = (limits.max_block_bytes - len(json.dumps(h))) // limits.max_records - 30
+    records = [{"type": "model-certificate", "pad": "x" * pad}] * limits.max_records
+    assert len(json.dumps(records)) + len(json.dumps(h)) >= limits.max_block_bytes
     r = post_block(static_node, h, records)
     assert r.status_code != 413, r.text
     assert r.json()["error"] != "too-large"
