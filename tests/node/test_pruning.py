@@ -108,3 +108,25 @@ def test_header_only_rows_below_the_window_and_over_the_cap(smith, tmp_path):
         assert c.tip().hash == tip.hash
     finally:
         c.store.close()
+
+
+def test_a_mining_node_prunes_a_side_branch_state(smith, tmp_path, node_factory):
+    """A real node process (--keep-weights 2) on a copy of the template chain that holds a valid side
+    block at height 2 (its state kept, served at GET /blocks/{hash}/state): once the node has mined
+    past the window, the side block's state is gone (404 pruned), the block itself is still served
+    valid, and the best chain's recent states are served."""
+    key = Ed25519PrivateKey.generate()
+    c = open_copy(smith, tmp_path / "node", archival=True)
+    parent = c.store.get(c.store.hash_at(1)).header
+    fork = mine_block(smith.spec, c.dataset, parent, c.load_weights(parent.state_hash), c.view, key, seed=8)
+    assert c.submit(fork.header, fork.records).status == "accepted"
+    c.store.close()
+    node = node_factory(tmp_path / "node", "--preset", "tiny", "--mine", "--keep-weights", "2",
+                        "--no-discover", "--poll-interval", "0.5")
+    side = f"/blocks/{fork.header.hash}/state"
+    node.wait_for(lambda: node.status()["height"] >= TEMPLATE_BLOCKS + 1, timeout=120)
+    r = node.get(side)
+    assert r.status_code == 404 and r.json()["error"] == "pruned"
+    assert node.block(fork.header.hash)["status"] == "valid"
+    tip = node.status()["tip"]
+    assert node.get(f"/blocks/{tip}/state").status_code == 200
