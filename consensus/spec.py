@@ -184,6 +184,13 @@ class ChainSpec:
     def from_json(cls, text: str | bytes) -> "ChainSpec":
         return cls.from_dict(json.loads(text))
 
+    def with_difficulty(self, k: int) -> "ChainSpec":
+        """The same rules with difficulty k at genesis and as the minimum: a CPU-sized chain (another
+        chain id). The name says so unless it already does."""
+        if not 1 <= k <= self.difficulty.maximum:
+            raise ValueError(f"difficulty {k}: outside 1..{self.difficulty.maximum}")
+        return dataclasses.replace(self, difficulty=dataclasses.replace(self.difficulty, initial=k, minimum=k))
+
     # -- parsed numbers ----------------------------------------------------
     @property
     def is_paper(self) -> bool:

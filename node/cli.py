@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -65,8 +66,17 @@ def cmd_spec(args) -> int:
               f"(MD5 {d.archive_md5}); run nodes with --spec FILE --dataset-dir "
               f"{Path(args.dataset_archive).resolve().parent}", file=sys.stderr)
     elif args.name:
-        import dataclasses
         spec = dataclasses.replace(spec, name=args.name)
+    if args.k is not None:
+        try:
+            spec = spec.with_difficulty(args.k)
+        except ValueError as exc:
+            print(f"error: --k: {exc}", file=sys.stderr)
+            return 2
+        print(f"difficulty lowered: k = {args.k} at genesis and as the minimum (another chain; everything "
+              f"else as {spec.name})", file=sys.stderr)
+        if not args.name:
+            spec = dataclasses.replace(spec, name=f"{spec.name}-k{args.k}")
     text = spec.to_json()
     if args.output:
         Path(args.output).write_text(text)
@@ -163,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a CIFAR-10 archive in the official binary layout (e.g. a sample): the preset's rules "
                         "on it, with its split sizes, MD5 and decoded split hashes pinned")
     s.add_argument("--name", help="chain name (default: the preset's; PRESET-sample for another archive)")
+    s.add_argument("--k", type=int, help="difficulty at genesis and as the minimum, e.g. 4 for a CPU testnet on "
+                                         "ResNet-18 (another chain; the name gets -kK)")
     s.set_defaults(func=cmd_spec)
 
     s = sub.add_parser("mine", help="mine N blocks solo (no network) into a datadir")

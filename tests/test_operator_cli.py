@@ -94,7 +94,8 @@ def test_mining_node_reports_its_search(miner):
     st = miner.status()
     cur = st["mining"]["current"]
     assert st["miner_key"] == miner.key_public
-    assert cur is None or (cur["height"] >= st["height"] and cur["expected_attempts"] == 2 ** cur["difficulty"])
+    assert cur is None or (cur["height"] >= st["height"] and cur["expected_attempts"] == 2 ** cur["difficulty"]
+                           and cur["r_hits"] >= cur["acc_floor_failed"] + cur["acc_borderline_failed"])
     assert st["last_block_age_s"] is None or st["last_block_age_s"] >= 0
 
 
