@@ -33,6 +33,19 @@ def ancestors(chain, block_hash: str):
     return [chain.store.get(h).header for h in chain.path_to(block_hash)]
 
 
+def archival_copy_with_a_side_block(smith, dest, key, seed: int):
+    """A copy of the template chain (archival) holding one more valid block, at height 2 on block 1
+    (a side branch); the block is returned, the store closed."""
+    c = open_copy(smith, dest, archival=True)
+    try:
+        parent = c.store.get(c.store.hash_at(1)).header
+        fork = mine_block(smith.spec, c.dataset, parent, c.load_weights(parent.state_hash), c.view, key, seed=seed)
+        assert c.submit(fork.header, fork.records).status == "accepted"
+        return fork
+    finally:
+        c.store.close()
+
+
 def test_side_branch_states_are_pruned_past_the_window(smith, side, tmp_path):
     T = TEMPLATE_BLOCKS
     c = open_copy(smith, tmp_path / "node", keep_weights=2)
@@ -65,11 +78,7 @@ def test_restart_with_a_smaller_window_prunes_old_side_states(smith, tmp_path):
     tip change deletes the side block's state (a datadir pruned before this rule existed catches up)."""
     T = TEMPLATE_BLOCKS
     key = Ed25519PrivateKey.generate()
-    c = open_copy(smith, tmp_path / "node", archival=True)
-    parent = c.store.get(c.store.hash_at(1)).header
-    fork = mine_block(smith.spec, c.dataset, parent, c.load_weights(parent.state_hash), c.view, key, seed=6)
-    assert c.submit(fork.header, fork.records).status == "accepted"
-    c.store.close()
+    fork = archival_copy_with_a_side_block(smith, tmp_path / "node", key, seed=6)
     c = Chain(smith.spec, tmp_path / "node", smith.chain.dataset, keep_weights=1)
     try:
         assert c.store.weights.has(fork.header.state_hash)
@@ -115,12 +124,7 @@ def test_a_mining_node_prunes_a_side_branch_state(smith, tmp_path, node_factory)
     block at height 2 (its state kept, served at GET /blocks/{hash}/state): once the node has mined
     past the window, the side block's state is gone (404 pruned), the block itself is still served
     valid, and the best chain's recent states are served."""
-    key = Ed25519PrivateKey.generate()
-    c = open_copy(smith, tmp_path / "node", archival=True)
-    parent = c.store.get(c.store.hash_at(1)).header
-    fork = mine_block(smith.spec, c.dataset, parent, c.load_weights(parent.state_hash), c.view, key, seed=8)
-    assert c.submit(fork.header, fork.records).status == "accepted"
-    c.store.close()
+    fork = archival_copy_with_a_side_block(smith, tmp_path / "node", Ed25519PrivateKey.generate(), seed=8)
     node = node_factory(tmp_path / "node", "--preset", "tiny", "--mine", "--keep-weights", "2",
                         "--no-discover", "--poll-interval", "0.5")
     side = f"/blocks/{fork.header.hash}/state"
