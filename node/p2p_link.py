@@ -24,6 +24,12 @@ class ServiceLink:
                assumed: bool = False) -> "Outcome":
         return self._service.submit_remote(header, records, peer, assumed=assumed)
 
+    def submit_headers(self, headers: list[BlockHeader], peer: str | None) -> list["Outcome"]:
+        return self._service.submit_headers(headers, peer)
+
+    def accept_assumed(self, blocks: list[tuple[BlockHeader, list]], peer: str | None) -> list["Outcome"]:
+        return self._service.accept_assumed(blocks, peer)
+
     def status(self, block_hash: str) -> str | None:
         return self._chain.store.status(block_hash)
 

@@ -79,6 +79,19 @@ class NodeService:
         peer URL or an API client's host). Runs on the caller's thread (the API uses ``validation``)."""
         return self._submit(header, records_json, peer, assumed)
 
+    def submit_headers(self, headers: list[BlockHeader], peer: str | None) -> list[Outcome]:
+        """Headers-first sync: a batch of headers from ``peer``, stored header-only in one transaction."""
+        return self._batch_done(self.chain.submit_headers(headers, peer), peer)
+
+    def accept_assumed(self, blocks: list[tuple[BlockHeader, list]], peer: str | None) -> list[Outcome]:
+        """Snapshot sync: blocks up to the checkpoint, accepted on their checks in one transaction."""
+        return self._batch_done(self.chain.accept_assumed(blocks, peer), peer)
+
+    def _batch_done(self, outs: list[Outcome], peer: str | None) -> list[Outcome]:
+        if outs and outs[-1].status in ("invalid", "bad-body"):
+            self._rejected(outs[-1], peer)
+        return outs
+
     def _submit(self, header, records_json, peer, assumed: bool = False) -> Outcome:
         t0 = time.perf_counter()
         out = self.chain.submit(header, records_json, peer, assumed=assumed)
@@ -93,12 +106,15 @@ class NodeService:
                 if b is not None:
                     self.network.announce(b.header, exclude=None)
         elif out.status in ("invalid", "bad-body"):
-            self.metrics.block_rejected(out.code)
-            log.warning("rejected block %s from %s: %s (%s)", out.block_hash[:16], peer or "local", out.code,
-                        out.detail)
-            if out.status == "invalid" and peer and self.admission.may_ban(peer):
-                self.network.penalize(peer, out.code)
+            self._rejected(out, peer)
         return out
+
+    def _rejected(self, out: Outcome, peer: str | None) -> None:
+        self.metrics.block_rejected(out.code)
+        log.warning("rejected block %s from %s: %s (%s)", out.block_hash[:16], peer or "local", out.code,
+                    out.detail)
+        if out.status == "invalid" and peer and self.admission.may_ban(peer):
+            self.network.penalize(peer, out.code)
 
     def _note_validation(self, block_hash: str, seconds: float, keep: int = 1000) -> None:
         """How long this node took to check a block with its body (in memory, the last ``keep``)."""

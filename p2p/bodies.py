@@ -82,12 +82,7 @@ class Bodies:
                 try:
                     src, records = fut.result()
                 except NoBody as exc:
-                    if exc.pruned and not exc.failed:
-                        log.warning("sync: every peer asked has pruned the body of block %s height %d (%s); "
-                                    "cannot validate past height %d (see --assume-valid)", header.hash[:16],
-                                    header.height, ", ".join(exc.pruned), header.height - 1)
-                    else:
-                        log.info("sync: %s", exc)
+                    log.info("sync: %s", exc)
                     return accepted, False
                 out = ctx.node.submit(header, records, src)
                 if out.status == "invalid":
@@ -116,8 +111,7 @@ class Bodies:
         """assume-valid (snapshot sync): blocks up to the checkpoint, accepted on their (already checked)
         headers, once the checkpoint's post-state is stored (fetched and checked against its state_hash)."""
         n = 0
-        for header, records in items:
-            out = self.ctx.node.submit(header, records, peer, assumed=True)
+        for (header, _), out in zip(items, self.ctx.node.accept_assumed(items, peer)):
             if out.status not in ("accepted", "duplicate"):
                 log.warning("assume-valid: block %d (%s) not accepted: %s %s", header.height, header.hash[:16],
                             out.code, out.detail)

@@ -2,7 +2,7 @@
 
 ``p2p/`` imports nothing from ``node/``; the node hands the network an object
 satisfying ``NodeLink`` (node/p2p_link.py) and a ``NetConfig``. Every block or
-header the network receives goes through ``submit`` (one path: the node keeps
+header the network receives goes through ``submit`` or, for headers in a batch, ``submit_headers`` (one path: the node keeps
 its metrics, mempool and relay in step), and every question about the chain is
 one of ``status``, ``tip``, ``work``, ``headers`` and ``missing_parents``; post-states
 for snapshot sync go through ``has_state`` and ``put_state``.
@@ -40,6 +40,15 @@ class NodeLink(Protocol):
                assumed: bool = False) -> Verdict:
         """A block with its records, or its header alone (``records`` None: header rules only), from
         ``peer``; ``assumed``: accepted on its header checks (assume-valid, its post-state installed)."""
+
+    def submit_headers(self, headers: list[BlockHeader], peer: str | None) -> list[Verdict]:
+        """Headers-first in a batch: the header rules on each, in order, the good ones stored in one
+        transaction; one verdict per header looked at, the batch stopping at the first that is not
+        ``header-ok`` or ``duplicate`` (its verdict is the last)."""
+
+    def accept_assumed(self, blocks: list[tuple[BlockHeader, list]], peer: str | None) -> list[Verdict]:
+        """Snapshot sync: blocks up to the checkpoint (its post-state installed), on their header and
+        records checks, stored in one transaction; verdicts as for ``submit_headers``."""
 
     def status(self, block_hash: str) -> str | None:
         """valid | invalid | header-only, or None when unknown."""
