@@ -68,11 +68,7 @@ def register(sub) -> None:
     p.add_argument("--sgd-points", type=int, default=40,
                    help="plain-SGD curve: evaluations besides the blocks' step counts (each is a pass over the "
                         "held-out images: lower it for ResNet-18 on a CPU)")
-    p.add_argument("--figures", type=Path, default=None,
-                   help="write chain-<preset>.png/.svg here (default: --out, else no figure)")
-    p.add_argument("--no-figure", action="store_true")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
+    common.add_output_arguments(p, figure="chain-<preset>")
     p.set_defaults(func=run)
 
 
