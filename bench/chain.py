@@ -30,6 +30,7 @@ accuracy against gradient steps below.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import shutil
 import statistics
@@ -48,6 +49,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--miner", choices=("fast", "reference"), default="fast")
     p.add_argument("--groups", type=int, default=None, help="fast miner: candidates per pass")
+    p.add_argument("--first-hit", action="store_true",
+                   help="publish the first R hit (the default fills the block's J advance steps first)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a loaded 2-core machine 2 threads run far slower)")
     p.add_argument("--seed", type=int, default=0, help="miner seed")
@@ -65,11 +68,7 @@ def register(sub) -> None:
     p.add_argument("--sgd-points", type=int, default=40,
                    help="plain-SGD curve: evaluations besides the blocks' step counts (each is a pass over the "
                         "held-out images: lower it for ResNet-18 on a CPU)")
-    p.add_argument("--figures", type=Path, default=None,
-                   help="write chain-<preset>.png/.svg here (default: --out, else no figure)")
-    p.add_argument("--no-figure", action="store_true")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
+    common.add_output_arguments(p, figure="chain-<preset>")
     p.set_defaults(func=run)
 
 
@@ -101,14 +100,6 @@ def held_out_start(spec, choice: str = "auto") -> int:
             raise ValueError(f"no test image outside E ({e} of {n})")
         return e
     return 0
-
-
-def with_k(spec, k: int):
-    """The spec with difficulty.initial and .minimum set to k (a benchmark's CPU-sized chain)."""
-    import dataclasses
-    if not 1 <= k <= spec.difficulty.maximum:
-        raise ValueError(f"--k {k}: outside 1..{spec.difficulty.maximum}")
-    return dataclasses.replace(spec, difficulty=dataclasses.replace(spec.difficulty, initial=k, minimum=k))
 
 
 class StepCounter:
@@ -161,7 +152,7 @@ def measure_chain(args) -> dict:
     spec = common.load_spec(args)
     k_preset = spec.difficulty.initial
     if args.k is not None:
-        spec = with_k(spec, args.k)
+        spec = spec.with_difficulty(args.k)
         common.progress(f"difficulty lowered for this run: k = {args.k} (initial and minimum; the spec says "
                         f"{k_preset}); everything else as {spec.name}")
     start = held_out_start(spec, args.held_out)
@@ -171,7 +162,7 @@ def measure_chain(args) -> dict:
     result = common.result_header("chain", preset=args.preset, arch=spec.model.arch, data=data_note,
                                   data_generated=data_note == common.GENERATED_CIFAR, device=device,
                                   data_label=data_label(spec, data_note),
-                                  miner=args.miner, blocks_requested=args.blocks, lr=spec.training.lr,
+                                  miner=args.miner, advance_first=not args.first_hit, blocks_requested=args.blocks, lr=spec.training.lr,
                                   batch_size=spec.training.batch_size, eval_size=spec.evaluation.size,
                                   test_size=spec.dataset.test_size, k0=spec.difficulty.initial,
                                   k_spec=k_preset, k_lowered=args.k is not None and args.k < k_preset,
@@ -183,7 +174,8 @@ def measure_chain(args) -> dict:
     try:
         chain = Chain(spec, root / "chain", data, archival=True)
         key = Ed25519PrivateKey.generate()
-        miner = make_miner(args.miner, spec, data, device=device, seed=args.seed, groups=args.groups)
+        miner = make_miner(args.miner, spec, data, device=device, seed=args.seed, groups=args.groups,
+                           advance_first=not args.first_hit)
         result["groups"] = getattr(miner, "groups", None)
         steps = StepCounter(miner.replayer)
         rows = []
@@ -192,7 +184,7 @@ def measure_chain(args) -> dict:
         for i in range(args.blocks):
             t0 = time.perf_counter()
             tip = chain.tip()
-            hits0 = miner.progress.r_hits
+            p0 = dataclasses.replace(miner.progress)
             block, found = mine_on_tip(chain, miner, key)
             header = block.header
             mine_s = time.perf_counter() - t0
@@ -201,17 +193,23 @@ def measure_chain(args) -> dict:
                 raise RuntimeError(f"own block rejected: {out.code} {out.detail}")
             wall = time.perf_counter() - t0
             effective += len(header.nonces)
-            r_hits = miner.progress.r_hits - hits0          # R hits the accuracy check was run on; the last passed
+            p = miner.progress
+            r_hits = p.r_hits - p0.r_hits                  # R hits the accuracy check was run on; the last passed
             interval = (header.timestamp_ms - tip.header.timestamp_ms) / 1000 if tip.height > 0 else wall
             rows.append({"height": header.height, "hash": header.hash, "k": header.difficulty,
                          "attempts": found.attempts, "interval_s": round(interval, 3), "mine_s": round(mine_s, 3),
                          "wall_s": round(wall, 3), "steps": steps.n, "effective_steps": effective,
                          "block_steps": len(header.nonces), "acc_e_parent": tip.header.acc_after,
                          "acc_e_after": header.acc_after, "r_hits": r_hits, "acc_pass_rate": round(1 / r_hits, 4),
+                         "acc_floor_failed": p.acc_floor_failed - p0.acc_floor_failed,
+                         "acc_borderline_failed": p.acc_borderline_failed - p0.acc_borderline_failed,
+                         "restarts": p.restarts - p0.restarts,
                          "redraw_epoch": redraw_epoch(spec, tip.header.timestamp_ms, header.timestamp_ms)})
             common.progress(f"block {header.height}: k={header.difficulty} {found.attempts} attempts {wall:.2f} s, "
                             f"{len(header.nonces)} steps in the block, {steps.n} canonical steps so far, acc on E "
-                            f"{header.acc_after}/{spec.evaluation.size}, accuracy rule passed 1 of {r_hits} R hits")
+                            f"{header.acc_after}/{spec.evaluation.size}, accuracy rule passed 1 of {r_hits} R hits "
+                            f"({rows[-1]['acc_floor_failed']} below the floor, {rows[-1]['acc_borderline_failed']} "
+                            f"borderline; {rows[-1]['restarts']} restarts)")
         duration = time.perf_counter() - t_start
 
         # the tip model of every block on the held-out test images (after mining: timestamps stay honest)
@@ -259,6 +257,9 @@ def measure_chain(args) -> dict:
             per_block=rows, sgd_curve=[[s, round(a, 4)] for s, a in sorted(sgd.items())],
             sgd_curve_range=[[s, round(sgd_lo[s], 4), round(sgd_hi[s], 4)] for s in sorted(sgd)],
             r_hits=sum(r["r_hits"] for r in rows), acc_pass_rate=round(n / sum(r["r_hits"] for r in rows), 4),
+            acc_floor_failed=sum(r["acc_floor_failed"] for r in rows),
+            acc_borderline_failed=sum(r["acc_borderline_failed"] for r in rows),
+            restarts=sum(r["restarts"] for r in rows),
             acc_pass_rate_by_height=pass_rate_by_height(rows),
             redraw_blocks=[r["height"] for r in rows if r["redraw_epoch"] > 0 and r["height"] > 1],
             longest_interval=max(rows[1:] or rows, key=lambda r: r["interval_s"])["interval_s"],
@@ -392,6 +393,10 @@ def table(res: dict) -> str:
         lines.append(f"accuracy rule: passed {res['blocks']} of {res['r_hits']} R hits ({100 * res['acc_pass_rate']:.1f}%); "
                      "by height: " + ", ".join(f"{b['heights'][0]}-{b['heights'][1]} {100 * b['pass_rate']:.0f}%"
                                                 for b in res["acc_pass_rate_by_height"]))
+        if "acc_floor_failed" in res:
+            lines.append(f"R hits not published: {res['acc_floor_failed']} below the floor, "
+                         f"{res['acc_borderline_failed']} with too many borderline predictions; "
+                         f"{res['restarts']} trajectories restarted from the parent's state")
         lines.append(f"longest block interval {res['longest_interval']} s (block 1 excluded when there are others); "
                      f"R re-drawn (epoch > 0, every {res['redraw_interval_s']:g} s after the parent) in blocks: "
                      f"{res['redraw_blocks'] or 'none'} (block 1 not counted: genesis has the spec's fixed timestamp)")

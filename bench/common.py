@@ -59,6 +59,15 @@ def add_common_arguments(p: argparse.ArgumentParser, *, preset_default: str = "t
                    help="torch CPU threads (default: measured per model, see node/threads.py)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where CIFAR-10 lives, if it does (never downloaded by a benchmark)")
+    add_output_arguments(p)
+
+
+def add_output_arguments(p: argparse.ArgumentParser, figure: str | None = None) -> None:
+    """--json and --out; with ``figure`` (the figure's stem) also --figures and --no-figure."""
+    if figure is not None:
+        p.add_argument("--figures", type=Path, default=None,
+                       help=f"write {figure}.png/.svg here (default: --out, else no figure)")
+        p.add_argument("--no-figure", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
 

@@ -63,11 +63,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="the node's torch threads (default 1)")
     p.add_argument("--device", default="cpu", help="the node's mining device (default cpu)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep the datadir and log here (default: temp dir)")
-    p.add_argument("--figures", type=Path, default=None,
-                   help="write memory-<preset>.png/.svg here (default: --out, else no figure)")
-    p.add_argument("--no-figure", action="store_true")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
+    common.add_output_arguments(p, figure="memory-<preset>")
     p.set_defaults(func=run)
 
 

@@ -9,6 +9,7 @@ and parsed to fp32 where they are used.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,12 @@ class LimitsSpec:
     max_records: int
     max_record_bytes: int
 
+    @property
+    def max_block_bytes(self) -> int:
+        """The largest v2 block, header and records in their canonical encodings (a block carries no
+        weights: ``max_weights_bytes`` bounds post-states only)."""
+        return self.max_header_bytes + self.max_records * self.max_record_bytes
+
 
 @dataclass(frozen=True)
 class ChainSpec:
@@ -137,8 +144,10 @@ class ChainSpec:
     def canonical_bytes(self) -> bytes:
         return canonical_json(self.to_dict())
 
-    @property
+    @functools.cached_property
     def chain_id(self) -> str:
+        """The hash of the whole (frozen) spec, computed once per spec object: every header check
+        compares against it."""
         return sha256_hex(self.canonical_bytes())
 
     def to_json(self) -> str:
@@ -174,6 +183,13 @@ class ChainSpec:
     @classmethod
     def from_json(cls, text: str | bytes) -> "ChainSpec":
         return cls.from_dict(json.loads(text))
+
+    def with_difficulty(self, k: int) -> "ChainSpec":
+        """The same rules with difficulty k at genesis and as the minimum: a CPU-sized chain (another
+        chain id). The name says so unless it already does."""
+        if not 1 <= k <= self.difficulty.maximum:
+            raise ValueError(f"difficulty {k}: outside 1..{self.difficulty.maximum}")
+        return dataclasses.replace(self, difficulty=dataclasses.replace(self.difficulty, initial=k, minimum=k))
 
     # -- parsed numbers ----------------------------------------------------
     @property

@@ -364,8 +364,16 @@ def miner_requirements_ok(before: torch.Tensor, after: torch.Tensor, reqs, spec:
                                          float(spec.requirements.margin_abs))
 
 
+def miner_accuracy_failure(after: Accuracy, parent: BlockHeader, spec: ChainSpec) -> str | None:
+    """Why a miner must not publish W' ("borderline": more predictions within the logit margin than
+    the claim tolerance; "floor": below the parent's floor if every borderline one were wrong), or None."""
+    if after.borderline > spec.evaluation.claim_tolerance:
+        return "borderline"
+    if after.correct - after.borderline < parent.acc_after + spec.proof.min_improvement:
+        return "floor"
+    return None
+
+
 def miner_accuracy_ok(after: Accuracy, parent: BlockHeader, spec: ChainSpec) -> bool:
     """Publish only if no set of borderline predictions flipping could change the verdict."""
-    if after.borderline > spec.evaluation.claim_tolerance:
-        return False
-    return after.correct - after.borderline >= parent.acc_after + spec.proof.min_improvement
+    return miner_accuracy_failure(after, parent, spec) is None

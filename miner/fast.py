@@ -231,8 +231,8 @@ class FastMiner(ReferenceMiner):
     """Same contract as ReferenceMiner.mine; G candidate nonces per pass at one W."""
 
     def __init__(self, spec: ChainSpec, replayer: Replayer, groups: int = 16, seed: int | None = None,
-                 channels_last: bool = False):
-        super().__init__(spec, replayer, seed)
+                 channels_last: bool = False, min_advance: int = 0):
+        super().__init__(spec, replayer, seed, min_advance)
         self.search = FastSearch(replayer, groups, channels_last)
         self.groups = groups
 
@@ -272,6 +272,13 @@ class FastMiner(ReferenceMiner):
             if redraw_epoch(self.spec, job.parent.timestamp_ms, ts) != epoch:
                 epoch, reqs = redraw_epoch(self.spec, job.parent.timestamp_ms, ts), self.requirements(job, ts)
                 targets = locate_targets(r.model, reqs, r.index)
+            if len(path) < self.min_advance:      # advance steps first: no search before them
+                nonce = self.random_nonce()
+                self.advance(job, nonce)
+                attempts += 1                     # a step, if not a search: it counts against max_attempts
+                path.append(nonce)
+                path, w_j = self.after_advance(job, path, parent_state)
+                continue
             nonces = [self.random_nonce() for _ in range(self.groups)]
             batches = [self.batch(job, n) for n in nonces]
             hits = self.search_pass(batches, reqs, targets)
@@ -286,11 +293,12 @@ class FastMiner(ReferenceMiner):
                         return found
                 r.load(w_j)
             if len(path) < J:   # no block at W_j: train one canonical step, which becomes an advance step
-                with canonical_threads(self.spec):
-                    r.step(batches[0])
+                self.advance(job, nonces[0])
                 path.append(nonces[0])
-                if len(path) == J and self.below_floor(job):
-                    path = []
-                    r.load(parent_state)
-                w_j = r.state() if path else parent_state
+                path, w_j = self.after_advance(job, path, parent_state)
         return None
+
+    def advance(self, job: Job, nonce: int) -> None:
+        with canonical_threads(self.spec):
+            self.replayer.step(self.batch(job, nonce))
+

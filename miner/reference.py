@@ -20,7 +20,7 @@ from consensus.difficulty import median_time_past
 from consensus.proof import derive_batch, redraw_epoch, requirements_for
 from consensus.spec import ChainSpec
 from consensus.training import Accuracy, Replayer, canonical_threads
-from consensus.validation import miner_accuracy_ok, miner_requirements_ok
+from consensus.validation import miner_accuracy_failure, miner_requirements_ok
 from consensus.weights import State, weights_hash
 
 
@@ -41,7 +41,10 @@ class Found:
 @dataclass
 class Progress:
     attempts: int = 0
-    r_hits: int = 0
+    r_hits: int = 0                 # R met with the miner's margin: the accuracy check ran
+    acc_floor_failed: int = 0       # ... and W' was below the parent's floor (counting borderline as wrong)
+    acc_borderline_failed: int = 0  # ... and more borderline predictions than the claim tolerance
+    restarts: int = 0               # trajectories abandoned at W_J for the parent's state
     started: float = 0.0
 
     def rate(self) -> float:
@@ -71,11 +74,15 @@ def make_job(spec: ChainSpec, parent: BlockHeader, k: int, miner: str, view,
 
 
 class ReferenceMiner:
-    def __init__(self, spec: ChainSpec, replayer: Replayer, seed: int | None = None):
+    """``min_advance``: advance steps a block takes before a hit may be published (0: publish the
+    first hit; ``make_miner`` fills the spec's J, docs/mining.md "advance steps first")."""
+
+    def __init__(self, spec: ChainSpec, replayer: Replayer, seed: int | None = None, min_advance: int = 0):
         self.spec = spec
         self.replayer = replayer
         self.rng = random.Random(seed)
         self.progress = Progress(started=time.perf_counter())
+        self.min_advance = min(min_advance, spec.proof.max_advance_steps)
 
     def random_nonce(self) -> int:
         return self.rng.getrandbits(64)
@@ -95,7 +102,12 @@ class ReferenceMiner:
         """The loaded model holds a candidate W' whose step met R: a block if the accuracy floor holds."""
         self.progress.r_hits += 1
         acc = self.replayer.accuracy()
-        if not miner_accuracy_ok(acc, job.parent, self.spec):
+        why = miner_accuracy_failure(acc, job.parent, self.spec)
+        if why is not None:
+            if why == "borderline":
+                self.progress.acc_borderline_failed += 1
+            else:
+                self.progress.acc_floor_failed += 1
             return None
         return Found(tuple(nonces), self.replayer.state(), acc, ts, attempts, time.perf_counter() - t0)
 
@@ -117,18 +129,22 @@ class ReferenceMiner:
                 after = r.index.gather(reqs)
             attempts += 1
             self.progress.attempts += 1
-            if miner_requirements_ok(before, after, reqs, self.spec):
+            if len(path) >= self.min_advance and miner_requirements_ok(before, after, reqs, self.spec):
                 found = self.accept(job, path + [nonce], ts, attempts, t0)
                 if found is not None:
                     return found
             if len(path) < J:
                 path.append(nonce)                    # the failed step trains: an advance step
-                if len(path) == J:
-                    if self.below_floor(job):
-                        path, w_j = [], parent_state  # a dead trajectory: start another
-                        r.load(w_j)
-                    else:
-                        w_j = r.state()
+                path, w_j = self.after_advance(job, path, parent_state)
             else:
                 r.load(w_j)
         return None
+
+    def after_advance(self, job: Job, path: list[int], parent_state: State) -> tuple[list[int], State]:
+        """The new W_j, or the parent's state when W_J has fallen too far below the floor to win
+        (a dead trajectory: start another)."""
+        if len(path) == self.spec.proof.max_advance_steps and self.below_floor(job):
+            self.progress.restarts += 1
+            self.replayer.load(parent_state)
+            return [], parent_state
+        return path, self.replayer.state()

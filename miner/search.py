@@ -36,14 +36,17 @@ def default_groups(spec: ChainSpec, device: str) -> int:
 
 
 def make_miner(kind: str, spec: ChainSpec, dataset: Dataset, *, device: str = "cpu", seed: int | None = None,
-               groups: int | None = None) -> ReferenceMiner:
+               groups: int | None = None, advance_first: bool = True) -> ReferenceMiner:
+    """``advance_first``: every block takes the spec's J advance steps before a hit may be published
+    (the most learning a block can hold; docs/mining.md). False publishes the first hit."""
     device = pick_device(device)
     set_deterministic()
     replayer = Replayer(spec, dataset, device)
+    min_advance = spec.proof.max_advance_steps if advance_first else 0
     if kind == "reference":
-        m = ReferenceMiner(spec, replayer, seed)
+        m = ReferenceMiner(spec, replayer, seed, min_advance)
     elif kind == "fast":
-        m = FastMiner(spec, replayer, groups or default_groups(spec, device), seed)
+        m = FastMiner(spec, replayer, groups or default_groups(spec, device), seed, min_advance=min_advance)
     else:
         raise ValueError(f"unknown miner {kind!r}")
     m.device = device

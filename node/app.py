@@ -112,7 +112,14 @@ def create_app(service: NodeService, *, manage_lifecycle: bool = True) -> FastAP
     for r in (status.router, blocks.router, model.router, peers.router, metrics.router, certificates.router,
               explorer.router):
         app.include_router(r)
-    cap = service.spec.limits.max_weights_bytes + (1 << 20)
-    app.add_middleware(BodyLimit, default_limit=64 << 10, limits={"/blocks": min(cap, service.settings.max_body_bytes)},
+    app.add_middleware(BodyLimit, default_limit=64 << 10,
+                       limits={"/blocks": blocks_body_cap(service.spec, service.settings.max_body_bytes)},
                        max_large=service.settings.max_large_bodies)
     return app
+
+
+def blocks_body_cap(spec, max_body_bytes: int) -> int:
+    """The ``POST /blocks`` size cap: the largest block (header + the most records, canonical JSON)
+    twice over for a client's own JSON spacing and escapes, plus 64 KiB of multipart framing, or
+    the operator's ``--max-body-bytes`` when smaller."""
+    return min(2 * spec.limits.max_block_bytes + (64 << 10), max_body_bytes)

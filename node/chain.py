@@ -12,6 +12,7 @@ rollback: a reorg is a rewrite of the best-chain index in one transaction.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -38,6 +39,9 @@ log = logging.getLogger("polchain.chain")
 
 VALIDATING = "validating"   # wire status of a block served while its accuracy is being checked
 ORPHAN_LIMIT = 64
+ORPHAN_BYTES = 8 << 20   # ... and at most this many bytes of them (header + records as JSON)
+HEADER_WINDOW = 1000     # header-only rows this far below the tip are pruned (with the rows above them)
+HEADER_CAP = 50_000      # header-only rows kept at most (above MAX_ASSUME_HEADERS of a snapshot sync)
 PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
 
@@ -88,9 +92,33 @@ class StoreView:
         return self.store.status(block_hash) == INVALID
 
 
+class _BatchView:
+    """The store's headers plus those checked earlier in the same batch (not stored yet)."""
+
+    def __init__(self, base: StoreView):
+        self.base = base
+        self.added: dict[str, BlockHeader] = {}
+        self.read: dict[str, BlockHeader | None] = {}     # store reads, once each per batch
+
+    def add(self, header: BlockHeader) -> None:
+        self.added[header.hash] = header
+
+    def header(self, block_hash: str) -> BlockHeader | None:
+        got = self.added.get(block_hash)
+        if got is None:
+            if block_hash not in self.read:
+                self.read[block_hash] = self.base.header(block_hash)
+            got = self.read[block_hash]
+        return got
+
+    def is_invalid(self, block_hash: str) -> bool:
+        return block_hash not in self.added and self.base.is_invalid(block_hash)
+
+
 class Chain:
     def __init__(self, spec: ChainSpec, datadir: Path, dataset: Dataset, *, keep_weights: int = 100,
-                 archival: bool = False, clock: Callable[[], float] = time.time):
+                 archival: bool = False, clock: Callable[[], float] = time.time,
+                 header_window: int = HEADER_WINDOW, header_cap: int = HEADER_CAP):
         if spec.is_paper:
             raise StartupError(f"the {spec.name!r} spec uses the DGG paper's rules, which are forgeable and kept for "
                                f"research only (docs/protocol.md); run a v2 chain ({', '.join(NODE_PRESETS)})")
@@ -102,9 +130,11 @@ class Chain:
         self.template = genesis_state(spec)
         self.keep_weights = keep_weights
         self.archival = archival
+        self.header_window, self.header_cap = header_window, header_cap
         self.clock = clock
         self.lock = threading.RLock()
         self.orphans: OrderedDict[str, Held] = OrderedDict()
+        self._orphan_sizes: dict[str, int] = {}     # held orphan -> bytes (see _hold_orphan)
         self.proofs = ProofMemo(PROOF_CACHE)
         self.replays = 0   # proofs replayed (a cached sibling does not count)
         self.stage_timer: StageTimer = no_timer   # the timing hook (bench/verify.py)
@@ -240,6 +270,81 @@ class Chain:
             if known is None:
                 self.store.put_block(header, [], HEADER_ONLY, self._work_of(header), peer=peer)
             return Outcome(Verdict.HEADER_OK, "", "", h)
+
+    def submit_headers(self, headers: list[BlockHeader], peer: str | None = None) -> list[Outcome]:
+        """Headers-first in a batch: every header gets the header rules, in order, each against the
+        ones before it; the good ones are stored header-only in one transaction (a crash keeps all
+        or none of them). The first header that fails stops the batch: its outcome is the last one
+        returned (the good prefix is committed first, then an invalid header is recorded as one);
+        the headers after it are not looked at."""
+        with self.lock:
+            added = []
+            outs = self._check_batch(headers, peer,
+                                     lambda rows: added.append(self.store.put_headers(rows, peer)))
+            if any(added):
+                self._prune_headers(self.tip().height)      # the global cap holds after every batch
+            return outs
+
+    def accept_assumed(self, blocks: list[Block], peer: str | None = None) -> list[Outcome]:
+        """Snapshot sync (assume-valid) in a batch: blocks up to a checkpoint whose post-state the caller
+        has installed, each checked like ``submit(..., assumed=True)`` (header rules, records; no proof
+        replay), stored valid in one transaction, then one tip change. Stops at the first block that
+        fails, like ``submit_headers``."""
+        with self.lock:
+            outs = self._check_batch(blocks, peer, lambda rows: self.store.put_assumed(rows, peer))
+            accepted = [o for o in outs if o.status == Verdict.ACCEPTED]
+            if accepted:
+                last = self.store.get(accepted[-1].block_hash)
+                if last.cumulative_work > self.tip().cumulative_work:
+                    accepted[-1].reorg_depth = self._switch_tip(last)
+                    accepted[-1].new_tip = True
+                for o in accepted:
+                    o.connected = self._connect_orphans(o.block_hash)
+            return outs
+
+    def _check_batch(self, items: list[BlockHeader] | list[Block], peer, store) -> list[Outcome]:
+        """The loop of ``submit_headers`` (headers) and ``accept_assumed`` (blocks): header rules against
+        the store and the batch's earlier headers, a block's records too (the pipeline without the proof);
+        ``store(rows)`` writes the good ones [(header, records or None, cumulative work)] in one
+        transaction, before an invalid block is recorded and at the end."""
+        batch = _BatchView(self.view)
+        works: dict[str, int] = {}
+        good: list[tuple[BlockHeader, list | None, int]] = []
+        outs: list[Outcome] = []
+        now_ms = int(self.clock() * 1000)
+        stored = self.store.statuses([item.hash for item in items])
+        for item in items:
+            block = item if isinstance(item, Block) else None
+            header = block.header if block is not None else item
+            h = header.hash
+            known = stored.get(h)
+            if known in (VALID, INVALID) or h in works:
+                outs.append(Outcome(Verdict.DUPLICATE, errors.Duplicate.code,
+                                    f"already {known or 'in this batch'}", h))
+                if known == INVALID:
+                    break
+                batch.add(header)
+                continue
+            try:
+                parent = (validate_header(header, self.spec, batch, now_ms) if block is None else
+                          validate_block(block, self.spec, batch, now_ms, replayer=self.replayer,
+                                         parent_state=self._parent_state, check_proof=False).parent)
+            except errors.BlockError as exc:
+                if isinstance(exc, errors.InvalidBlock):
+                    store(good)
+                    good = []
+                outs.append(self._not_accepted(exc, block or Block(header), peer, hold=False))
+                break
+            base = works.get(parent.hash)
+            works[h] = (base if base is not None else self.store.get(parent.hash).cumulative_work) \
+                + work(header.difficulty)
+            batch.add(header)
+            if block is not None or known is None:
+                good.append((header, block.wire_records if block is not None else None, works[h]))
+            outs.append(Outcome(Verdict.HEADER_OK, "", "", h) if block is None
+                        else Outcome(Verdict.ACCEPTED, "", "assumed valid", h))
+        store(good)
+        return outs
 
     def _submit_one(self, block: Block, peer, assumed: bool = False, on_work_checked=None) -> Outcome:
         try:
@@ -388,10 +493,25 @@ class Chain:
 
     # -- orphans -----------------------------------------------------------------
     def _hold_orphan(self, block: Block, peer) -> None:
+        """Keep a block until its parent comes: at most ORPHAN_LIMIT blocks and ORPHAN_BYTES bytes,
+        the oldest going first (a block larger than the byte cap alone is not held)."""
+        size = len(block.header.encode()) + len(json.dumps(block.wire_records))
+        if size > ORPHAN_BYTES:
+            return
         self.orphans[block.hash] = Held(block, peer)
         self.orphans.move_to_end(block.hash)
-        while len(self.orphans) > ORPHAN_LIMIT:
-            self.orphans.popitem(last=False)
+        sizes = self._orphan_sizes
+        sizes[block.hash] = size
+        for gone in sizes.keys() - self.orphans.keys():      # connected or dropped since
+            del sizes[gone]
+        while len(self.orphans) > ORPHAN_LIMIT or sum(sizes.values()) > ORPHAN_BYTES:
+            oldest, _ = self.orphans.popitem(last=False)
+            sizes.pop(oldest, None)
+
+    def orphan_bytes(self) -> int:
+        """Bytes held by the orphan pool (header and records of each held block, as JSON)."""
+        with self.lock:
+            return sum(self._orphan_sizes.get(h, 0) for h in self.orphans)
 
     def _connect_orphans(self, parent_hash: str) -> list[str]:
         connected, todo = [], [parent_hash]
@@ -411,35 +531,61 @@ class Chain:
 
     # -- pruning --------------------------------------------------------------------
     def _prune(self, tip_height: int, fork: int | None = None) -> None:
-        """Delete the post-states of best-chain blocks below ``tip - keep_weights`` (genesis stays).
+        """After a tip change: stale header-only rows (``_prune_headers``), then the post-states of every
+        valid block, best chain and side branches alike, below ``tip - keep_weights`` (genesis stays;
+        the best chain's recent states stay, snapshot sync serves them, and a state shared with one of
+        them stays).
 
-        The meta key ``pruned_below`` records how far pruning got, so a tip change visits
-        only the new heights, a jump of many blocks (sync, reorg) leaves nothing behind, and
-        a restart with a smaller --keep-weights catches up; a reorg moves it back to the fork.
+        The meta key ``states_pruned_below`` records how far pruning got, so a tip change visits only
+        the new heights, a jump of many blocks (sync, reorg) leaves nothing behind, and a restart with
+        a smaller --keep-weights catches up; a reorg moves it back to the fork. Files go before the
+        marker moves: a crash between the two only repeats deletions.
         """
+        self._prune_headers(tip_height)
         if self.archival:
             return
         cutoff = tip_height - self.keep_weights
         if cutoff <= 1:
             return
-        start = int(self.store.get_meta("pruned_below") or 1)
+        start = int(self.store.get_meta("states_pruned_below") or 1)
         if fork is not None:
             start = min(start, max(fork, 1))
         if start >= cutoff:
             return
         keep = {self.spec.model.genesis_weights_sha256}
-        for b in self.store.best_range(cutoff, self.keep_weights + 1):
-            keep.add(b.header.state_hash)
-        h = start
-        while h < cutoff:
-            page = self.store.best_range(h, min(500, cutoff - h))
-            if not page:
+        keep.update(b.header.state_hash for b in self.store.best_range(cutoff, self.keep_weights + 1))
+        for lo in range(start, cutoff, 500):
+            for _, state_hash in self.store.valid_states(lo, min(lo + 500, cutoff)):
+                if state_hash not in keep:
+                    self.store.weights.delete(state_hash)
+        self.store.set_meta("states_pruned_below", str(cutoff))
+
+    def _prune_headers(self, tip_height: int) -> None:
+        """Header-only rows (headers-first, never validated) are bounded two ways, each deletion one
+        transaction: rows more than ``max(header_window, keep_weights)`` below the tip go with the
+        header-only rows above them (a fork that deep cannot be validated from kept states, and a sync
+        fetches its headers again); past ``header_cap`` rows, branches are trimmed from their least-work
+        tips down to 90 % of the cap (a branch loses its top, never its base)."""
+        below = tip_height - max(self.header_window, self.keep_weights)
+        gone = 0
+        while below > 0:
+            stale = self.store.header_only_below(below, 500)
+            n = self.store.delete_header_only(stale, descendants=True) if stale else 0
+            if not n:
                 break
-            for b in page:
-                if b.height < cutoff and b.header.state_hash not in keep:
-                    self.store.weights.delete(b.header.state_hash)
-            h = page[-1].height + 1
-        self.store.set_meta("pruned_below", str(cutoff))
+            gone += n
+        over = self.store.count_header_only() - self.header_cap
+        if over > 0:
+            want = over + self.header_cap // 10
+            while want > 0:
+                leaves = self.store.header_only_leaves(100)
+                n = self.store.delete_header_only(leaves, descendants=False, up_to=want) if leaves else 0
+                if not n:
+                    break
+                want -= n
+                gone += n
+        if gone:
+            log.info("pruned %d header-only rows (stale forks, or over the cap of %d)", gone, self.header_cap)
 
 
 def _open_store(datadir: Path) -> Store:

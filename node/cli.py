@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -65,8 +66,17 @@ def cmd_spec(args) -> int:
               f"(MD5 {d.archive_md5}); run nodes with --spec FILE --dataset-dir "
               f"{Path(args.dataset_archive).resolve().parent}", file=sys.stderr)
     elif args.name:
-        import dataclasses
         spec = dataclasses.replace(spec, name=args.name)
+    if args.k is not None:
+        try:
+            spec = spec.with_difficulty(args.k)
+        except ValueError as exc:
+            print(f"error: --k: {exc}", file=sys.stderr)
+            return 2
+        print(f"difficulty lowered: k = {args.k} at genesis and as the minimum (another chain; everything "
+              f"else as {spec.name})", file=sys.stderr)
+        if not args.name:
+            spec = dataclasses.replace(spec, name=f"{spec.name}-k{args.k}")
     text = spec.to_json()
     if args.output:
         Path(args.output).write_text(text)
@@ -100,16 +110,19 @@ def cmd_mine(args) -> int:
     start = chain.tip().height
     print(f"mining {args.blocks} blocks on {spec.name} (chain {spec.chain_id[:16]}) from height {start}, "
           f"miner={args.miner} device={miner.device}", file=sys.stderr)
-    for _ in range(args.blocks):
-        block, found = mine_on_tip(chain, miner, key)
-        header = block.header
-        out = chain.submit(block)
-        if out.status != Verdict.ACCEPTED:
-            print(f"error: own block rejected: {out.code} {out.detail}", file=sys.stderr)
-            return 1
-        print(f"block {header.height} {header.hash[:16]} k={header.difficulty} attempts={found.attempts} "
-              f"{found.seconds:.2f}s steps={len(found.nonces)} acc {found.acc_after.correct}"
-              f"/{spec.evaluation.size}", file=sys.stderr)
+    from .progress import Progress
+    with Progress(args.blocks, "mine") as bar:
+        for i in range(args.blocks):
+            block, found = mine_on_tip(chain, miner, key)
+            header = block.header
+            out = chain.submit(block)
+            if out.status != Verdict.ACCEPTED:
+                bar.print(f"error: own block rejected: {out.code} {out.detail}")
+                return 1
+            bar.print(f"block {header.height} {header.hash[:16]} k={header.difficulty} attempts={found.attempts} "
+                      f"{found.seconds:.2f}s steps={len(found.nonces)} acc {found.acc_after.correct}"
+                      f"/{spec.evaluation.size}")
+            bar.update(i + 1, f"height {header.height}")
     tip = chain.tip()
     print(json.dumps({"height": tip.height, "tip": tip.hash, "cumulative_work": tip.cumulative_work}))
     return 0
@@ -165,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a CIFAR-10 archive in the official binary layout (e.g. a sample): the preset's rules "
                         "on it, with its split sizes, MD5 and decoded split hashes pinned")
     s.add_argument("--name", help="chain name (default: the preset's; PRESET-sample for another archive)")
+    s.add_argument("--k", type=int, help="difficulty at genesis and as the minimum, e.g. 4 for a CPU testnet on "
+                                         "ResNet-18 (another chain; the name gets -kK)")
     s.set_defaults(func=cmd_spec)
 
     s = sub.add_parser("mine", help="mine N blocks solo (no network) into a datadir")

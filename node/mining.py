@@ -6,6 +6,7 @@ again from the new tip's post-state W'.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -74,9 +75,12 @@ class MinerWorker:
         s = self._search
         if s is None:
             return None
-        now = time.monotonic()
-        return {"height": s["height"], "difficulty": s["k"], "attempts": self.miner.progress.attempts - s["n0"],
-                "seconds": round(now - s["t0"], 1), "expected_attempts": 2 ** s["k"]}
+        now, p, p0 = time.monotonic(), self.miner.progress, s["p0"]
+        return {"height": s["height"], "difficulty": s["k"], "attempts": p.attempts - p0.attempts,
+                "seconds": round(now - s["t0"], 1), "expected_attempts": 2 ** s["k"],
+                "r_hits": p.r_hits - p0.r_hits, "acc_floor_failed": p.acc_floor_failed - p0.acc_floor_failed,
+                "acc_borderline_failed": p.acc_borderline_failed - p0.acc_borderline_failed,
+                "restarts": p.restarts - p0.restarts}
 
     def _should_stop(self) -> bool:
         s = self._search
@@ -84,8 +88,10 @@ class MinerWorker:
             s["report_at"] += REPORT_EVERY_S
             cur = self.current_search()
             log.info("still mining height %d at k=%d: %d attempts in %.0f s (about 2^k = %d expected for the "
-                     "requirements; the accuracy rule can reject hits too)", cur["height"], cur["difficulty"],
-                     cur["attempts"], cur["seconds"], cur["expected_attempts"])
+                     "requirements); %d R hits not published: %d below the accuracy floor, %d borderline; "
+                     "%d restarts", cur["height"], cur["difficulty"], cur["attempts"], cur["seconds"],
+                     cur["expected_attempts"], cur["r_hits"], cur["acc_floor_failed"], cur["acc_borderline_failed"],
+                     cur["restarts"])
         return self._stop.is_set() or self._tip_changed.is_set()
 
     def _run(self) -> None:
@@ -96,7 +102,8 @@ class MinerWorker:
                 tip = chain.tip()
                 now = time.monotonic()
                 self._search = {"height": tip.height + 1, "k": next_difficulty(chain.spec, tip.header, chain.view),
-                                "t0": now, "n0": self.miner.progress.attempts, "report_at": now + REPORT_EVERY_S}
+                                "t0": now, "p0": dataclasses.replace(self.miner.progress),
+                                "report_at": now + REPORT_EVERY_S}
                 mined = mine_on_tip(chain, self.miner, self.service.key, records=self.service.pending_records,
                                     should_stop=self._should_stop)
             except Exception:

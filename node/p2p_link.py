@@ -26,6 +26,12 @@ class ServiceLink:
     def submit_header(self, header: BlockHeader, peer: str | None) -> "Outcome":
         return self._service.submit_header(header, peer)
 
+    def submit_headers(self, headers: list[BlockHeader], peer: str | None) -> list["Outcome"]:
+        return self._service.submit_headers(headers, peer)
+
+    def accept_assumed(self, blocks: list[Block], peer: str | None) -> list["Outcome"]:
+        return self._service.accept_assumed(blocks, peer)
+
     def status(self, block_hash: str) -> str | None:
         return self._chain.store.status(block_hash)
 

@@ -35,6 +35,16 @@ class Progress:
             self.stream.flush()
             self._shown = True
 
+    def print(self, text: str, note: str = "") -> None:
+        """One line of log above the bar: the bar is cleared, the line written, the bar redrawn."""
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        if self._shown:
+            self.stream.write(self.line(note=note) + "\x1b[K")
+            self.stream.flush()
+
     def line(self, now: float | None = None, note: str = "") -> str:
         elapsed = max((now or time.monotonic()) - self._t0, 1e-9)
         rate = self.done / elapsed

@@ -80,10 +80,23 @@ class NodeService:
         return self._submit(block, peer, assumed)
 
     def submit_header(self, header: BlockHeader, peer: str | None) -> Outcome:
-        """A header alone (headers-first sync, or an invalid announced header to record)."""
+        """A header alone (an invalid announced header to record, with its sender's ban)."""
         out = self.chain.submit_header(header, peer)
         self._judged(out, peer)
         return out
+
+    def submit_headers(self, headers: list[BlockHeader], peer: str | None) -> list[Outcome]:
+        """Headers-first sync: a batch of headers from ``peer``, stored header-only in one transaction."""
+        return self._batch_done(self.chain.submit_headers(headers, peer), peer)
+
+    def accept_assumed(self, blocks: list[Block], peer: str | None) -> list[Outcome]:
+        """Snapshot sync: blocks up to the checkpoint, accepted on their checks in one transaction."""
+        return self._batch_done(self.chain.accept_assumed(blocks, peer), peer)
+
+    def _batch_done(self, outs: list[Outcome], peer: str | None) -> list[Outcome]:
+        if outs:
+            self._judged(outs[-1], peer)
+        return outs
 
     def _submit(self, block: Block, peer, assumed: bool = False) -> Outcome:
         t0 = time.perf_counter()

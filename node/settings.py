@@ -104,8 +104,9 @@ class Settings:
     archival: bool = _opt(False, "keep the weights of every block (no pruning)", kind=bool)
     threads: int | None = _opt(None, "torch threads (default: torch's choice)", kind=int, check=_positive,
                                metavar="N")
-    max_body_bytes: int = _opt(64 << 20, "largest POST /blocks body accepted, bytes (capped by the spec's "
-                               "weights limit)", kind=int, check=_positive, metavar="BYTES")
+    max_body_bytes: int = _opt(1 << 20, "largest POST /blocks body accepted, bytes (capped by twice the spec's "
+                               "largest block, header + max records, plus framing)", kind=int, check=_positive,
+                               metavar="BYTES")
     poll_interval: float = _opt(2.0, "seconds between polls of the peers' tips", kind=float, check=_positive,
                                 metavar="SECONDS")
     max_peers: int = _opt(32, "size of the peer book", kind=int, check=_positive, metavar="N")

@@ -109,6 +109,12 @@ def _to_stored(row: BlockRow) -> StoredBlock:
                        row.received_at, row.peer, row.seq)
 
 
+def _new_row(header: BlockHeader, peer: str | None, seq: int, now: float, status: str, cumulative_work: int):
+    return BlockRow(hash=header.hash, parent=header.parent, height=header.height,
+                    header_json=json.dumps(header.to_dict(), sort_keys=True), records_json="[]", status=status,
+                    cumulative_work=cumulative_work, received_at=now, peer=peer, seq=seq)
+
+
 class WeightsStore:
     """Content-addressed safetensors files: <root>/<h[:2]>/<h>.safetensors."""
 
@@ -209,6 +215,11 @@ class Store:
         with self.session() as s:
             return s.scalar(select(BlockRow.status).where(BlockRow.hash == block_hash))
 
+    def statuses(self, hashes: list[str]) -> dict[str, str]:
+        """The status of each stored block among ``hashes`` (unknown ones are absent)."""
+        with self.session() as s:
+            return dict(s.execute(select(BlockRow.hash, BlockRow.status).where(BlockRow.hash.in_(hashes))).all())
+
     def tip_hash(self) -> str | None:
         with self.session() as s:
             row = s.get(MetaRow, "tip")
@@ -283,9 +294,7 @@ class Store:
         with self.write_lock, self.session() as s, s.begin():
             row = s.get(BlockRow, header.hash)
             if row is None:
-                row = BlockRow(hash=header.hash, parent=header.parent, height=header.height,
-                               header_json=json.dumps(header.to_dict(), sort_keys=True),
-                               received_at=time.time(), peer=peer, seq=self._next_seq(s))
+                row = _new_row(header, peer, self._next_seq(s), time.time(), status, cumulative_work)
                 s.add(row)
             # records are kept for valid blocks only: for invalid and header-only rows they are
             # unchecked peer input (bounded by the request size alone), and nothing reads them
@@ -295,6 +304,41 @@ class Store:
             if acc is not None:
                 row.acc_before, row.acc_after = acc
             if status == VALID:
+                self._index_certificates(s, header, records)
+
+    def put_headers(self, items: list[tuple[BlockHeader, None, int]], peer: str | None = None) -> int:
+        """Header-only rows for ``items`` [(header, None, cumulative work)] in one transaction: after a
+        crash either all of them are stored or none (rows already present are left as they are).
+        Returns the number of rows added."""
+        if not items:
+            return 0
+        added, now = 0, time.time()
+        with self.write_lock, self.session() as s, s.begin():
+            seq = self._next_seq(s)
+            have = set(s.scalars(select(BlockRow.hash).where(BlockRow.hash.in_([h.hash for h, _, _ in items]))))
+            for header, _, cumulative_work in items:
+                if header.hash in have:
+                    continue
+                have.add(header.hash)
+                s.add(_new_row(header, peer, seq + added, now, HEADER_ONLY, cumulative_work))
+                added += 1
+        return added
+
+    def put_assumed(self, items: list[tuple[BlockHeader, list, int]], peer: str | None = None) -> None:
+        """Valid rows for ``items`` [(header, records, cumulative work)] (snapshot sync: no measured
+        accuracy) in one transaction; a header-only row is upgraded in place (its seq kept)."""
+        if not items:
+            return
+        now = time.time()
+        with self.write_lock, self.session() as s, s.begin():
+            seq = self._next_seq(s)
+            for i, (header, records, cumulative_work) in enumerate(items):
+                row = s.get(BlockRow, header.hash)
+                if row is None:
+                    row = _new_row(header, peer, seq + i, now, VALID, cumulative_work)
+                    s.add(row)
+                row.records_json = json.dumps(records, sort_keys=True)
+                row.status, row.reason, row.detail, row.cumulative_work = VALID, None, None, cumulative_work
                 self._index_certificates(s, header, records)
 
     @staticmethod
@@ -361,6 +405,59 @@ class Store:
                         n += 1
                     todo.append(row.hash)
         return n
+
+    # -- pruning -------------------------------------------------------------------
+    def valid_states(self, start: int, stop: int) -> list[tuple[int, str]]:
+        """(height, post-state hash) of every valid block, any branch, with start <= height < stop."""
+        with self.session() as s:
+            rows = s.execute(select(BlockRow.height, BlockRow.header_json).where(
+                BlockRow.status == VALID, BlockRow.height >= start, BlockRow.height < stop)).all()
+        return [(h, json.loads(hj)["state_hash"]) for h, hj in rows]
+
+    def count_header_only(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(BlockRow).where(BlockRow.status == HEADER_ONLY))
+
+    def header_only_below(self, height: int, limit: int) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(BlockRow.hash).where(BlockRow.status == HEADER_ONLY,
+                                                              BlockRow.height < height).limit(limit)))
+
+    def header_only_leaves(self, limit: int) -> list[str]:
+        """Header-only rows without children, least cumulative work first (then the latest seen)."""
+        child = aliased(BlockRow)
+        with self.session() as s:
+            return list(s.scalars(select(BlockRow.hash).where(
+                BlockRow.status == HEADER_ONLY, ~exists(select(child.hash).where(child.parent == BlockRow.hash)))
+                .order_by(BlockRow.cumulative_work, BlockRow.seq.desc()).limit(limit)))
+
+    def delete_header_only(self, hashes: list[str], *, descendants: bool, up_to: int = 0) -> int:
+        """Delete header-only rows in one transaction (a crash keeps all or none of them).
+
+        ``descendants``: with every header-only row above each (nothing can link to them any more);
+        else ``up_to`` > 0: from each leaf, also its header-only ancestors that have no other child,
+        until ``up_to`` rows are gone in all. Returns the number of rows deleted."""
+        gone: set[str] = set()
+        with self.write_lock, self.session() as s, s.begin():
+            for h in hashes:
+                todo = [h]
+                while todo and (not up_to or len(gone) < up_to):
+                    x = todo.pop()
+                    row = s.get(BlockRow, x)
+                    if row is None or row.status != HEADER_ONLY or x in gone:
+                        continue
+                    kids = list(s.scalars(select(BlockRow.hash).where(BlockRow.parent == x)))
+                    if descendants:
+                        todo.extend(kids)
+                    elif set(kids) - gone:
+                        continue                      # another branch still hangs from it
+                    else:
+                        todo.append(row.parent)
+                    gone.add(x)
+                    s.delete(row)
+                if up_to and len(gone) >= up_to:
+                    break
+        return len(gone)
 
     def get_meta(self, key: str) -> str | None:
         with self.session() as s:

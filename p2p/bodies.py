@@ -85,12 +85,7 @@ class Bodies:
                 try:
                     src, block = fut.result()
                 except NoBody as exc:
-                    if exc.pruned and not exc.failed:
-                        log.warning("sync: every peer asked has pruned the body of block %s height %d (%s); "
-                                    "cannot validate past height %d (see --assume-valid)", header.hash[:16],
-                                    header.height, ", ".join(exc.pruned), header.height - 1)
-                    else:
-                        log.info("sync: %s", exc)
+                    log.info("sync: %s", exc)
                     return accepted, False
                 out = ctx.node.submit(block, src)
                 if out.status == Verdict.INVALID:
@@ -119,11 +114,8 @@ class Bodies:
         """assume-valid (snapshot sync): blocks up to the checkpoint, accepted on their (already checked)
         headers, once the checkpoint's post-state is stored (fetched and checked against its state_hash)."""
         n = 0
-        for block in items:
-            # the records came with the header chain from the sync peer; records that are not the
-            # committed ones are refused by the pipeline (bad-body)
+        for block, out in zip(items, self.ctx.node.accept_assumed(items, peer)):
             header = block.header
-            out = self.ctx.node.submit(block, peer, assumed=True)
             if out.status not in (Verdict.ACCEPTED, Verdict.DUPLICATE):
                 log.warning("assume-valid: block %d (%s) not accepted: %s %s", header.height, header.hash[:16],
                             out.code, out.detail)

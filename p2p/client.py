@@ -28,11 +28,7 @@ class PeerError(Exception):
 
 
 class NotFound(PeerError):
-    """HTTP 404: the peer lacks the block (``code == "pruned"``: it no longer keeps the block's post-state)."""
-
-    @property
-    def pruned(self) -> bool:
-        return self.code == "pruned"
+    """HTTP 404: the peer lacks the block (``code == "pruned"`` on a post-state: it no longer keeps it)."""
 
 
 class PeerClient:

@@ -29,10 +29,12 @@ log = logging.getLogger("polchain.p2p")
 
 
 class NoBody(Exception):
-    def __init__(self, block_hash: str, pruned: list[str], failed: list[str]):
-        super().__init__(f"no peer served the body of {block_hash[:16]} (pruned at {pruned or 'none'}, "
-                         f"failed at {failed or 'none'})")
-        self.pruned, self.failed = pruned, failed
+    """No peer asked served the records (under v2 they are never pruned: the peers lacked the block,
+    or failed)."""
+
+    def __init__(self, block_hash: str, failed: list[str]):
+        super().__init__(f"no peer served the body of {block_hash[:16]} (failed at {failed or 'none'})")
+        self.failed = failed
 
 
 class Lacking(NotFound):
@@ -60,7 +62,7 @@ def fetch_from_any(client: PeerClient, book: PeerBook, sources: list[str], heade
     now = time.time()
     fresh = [s for s in order if (p := book.get(s)) is None or p.next_try <= now]
     order = fresh + [s for s in order if s not in fresh]
-    pruned, failed = [], []
+    failed = []
     for src in order:
         if stop.is_set():
             break
@@ -72,15 +74,14 @@ def fetch_from_any(client: PeerClient, book: PeerBook, sources: list[str], heade
             log.info("bad body for %s from %s: %s", header.hash[:16], src, exc.code)
             book.bad_body(src)
             failed.append(src)
-        except NotFound as exc:
-            if exc.pruned:
-                pruned.append(src)
+        except NotFound:
+            pass                                 # lacks the block, or has its header only: no fault
         except PeerError as exc:
             # slow, unreachable or over a cap: drop it for a while, the next peer gets the work
             log.info("body %s from %s: %s", header.hash[:16], src, exc)
             book.failed(src)
             failed.append(src)
-    raise NoBody(header.hash, pruned, failed)
+    raise NoBody(header.hash, failed)
 
 
 def fetch_state(client: PeerClient, book: PeerBook, node: NodeLink, sources: list[str], header: BlockHeader,

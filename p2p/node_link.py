@@ -2,9 +2,11 @@
 
 ``p2p/`` imports nothing from ``node/``; the node hands the network an object
 satisfying ``NodeLink`` (node/p2p_link.py) and a ``NetConfig``. Every block the
-network receives goes through ``submit`` as a ``consensus.block.Block``, every
-header alone through ``submit_header`` (the node keeps its metrics, mempool and
-relay in step; it relays a block once its work is checked, p2p.md "Fast relay"), and every question about the chain is
+network receives goes through ``submit`` as a ``consensus.block.Block``, headers
+through ``submit_headers`` (a batch) or ``submit_header`` (one: an invalid announced
+header, to record), and snapshot blocks through ``accept_assumed`` (the node keeps
+its metrics, mempool and relay in step; it relays a block once its work is
+checked, p2p.md "Fast relay"), and every question about the chain is
 one of ``status``, ``tip``, ``work``, ``headers`` and ``missing_parents``; post-states
 for snapshot sync go through ``has_state`` and ``put_state``.
 """
@@ -48,6 +50,15 @@ class NodeLink(Protocol):
 
     def submit_header(self, header: BlockHeader, peer: str | None) -> Judged:
         """A header alone (header rules only; stored header-only)."""
+
+    def submit_headers(self, headers: list[BlockHeader], peer: str | None) -> list[Judged]:
+        """Headers-first in a batch: the header rules on each, in order, the good ones stored in one
+        transaction; one verdict per header looked at, the batch stopping at the first that is not
+        ``header-ok`` or ``duplicate`` (its verdict is the last)."""
+
+    def accept_assumed(self, blocks: list[Block], peer: str | None) -> list[Judged]:
+        """Snapshot sync: blocks up to the checkpoint (its post-state installed), on their header and
+        records checks, stored in one transaction; verdicts as for ``submit_headers``."""
 
     def status(self, block_hash: str) -> str | None:
         """valid | invalid | header-only, or None when unknown."""

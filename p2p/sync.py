@@ -185,34 +185,35 @@ class Syncer:
         while True:
             if batch is None:
                 batch = self._headers(peer, start)
+            blocks: list[Block] = []
             for i, item in enumerate(batch):
                 header = self._parse(peer, item)
                 if header is None:
                     return None
                 if header.height != start + i or (prev is not None and header.parent != prev):
                     log.info("sync: %s's chain changed under us at height %d; retrying later", peer, start + i)
-                    return pending, False
+                    break
                 records = item.get("records")
-                records = records if isinstance(records, list) else []
+                blocks.append(Block(header, records if isinstance(records, list) else []))
                 prev = header.hash
-                st = node.status(header.hash)
-                if st is None:
-                    out = node.submit_header(header, peer)
-                    if out.status == Verdict.DUPLICATE:     # arrived meanwhile (an announcement)
-                        st = node.status(header.hash)
-                    elif out.status == Verdict.INVALID:
-                        ctx.penalize(peer, out.code)
-                        return None
-                    elif out.status != Verdict.HEADER_OK:
-                        log.info("sync: header %d from %s not usable now: %s %s", header.height, peer, out.code,
-                                 out.detail)
-                        return pending, False
-                if st == VALID:
-                    continue
-                if st == INVALID:
+            # the header rules on the whole batch, stored in one transaction; a bad header ends it
+            outs = node.submit_headers([b.header for b in blocks], peer)
+            for block, out in zip(blocks, outs):
+                header = block.header
+                if out.status == Verdict.INVALID:
+                    ctx.penalize(peer, out.code)
+                    return None
+                if out.status == Verdict.HEADER_OK:          # stored header-only: its body is to fetch
+                    pending.append(block)
+                elif out.status != Verdict.DUPLICATE:
+                    log.info("sync: header %d from %s not usable now: %s %s", header.height, peer, out.code,
+                             out.detail)
+                    return pending, False
+                elif node.status(header.hash) == INVALID:
                     ctx.penalize(peer, "invalid-chain")
                     return None
-                pending.append(Block(header, records))
+            if len(blocks) < len(batch):
+                return pending, False
             more = len(batch) >= self._batch
             if not more or len(pending) >= limit:
                 return pending, more

@@ -117,3 +117,17 @@ def test_node_runs_the_sample_spec(sample_spec, tmp_path):
         assert "torch threads: 1" in node.log_text()
     finally:
         node.stop()
+
+
+def test_spec_with_lowered_difficulty_is_another_named_chain(sample_spec, tmp_path):
+    """`polchain spec --k 4`: the CPU testnet's chain: k at genesis and as the minimum, its own name and id."""
+    path = tmp_path / "k4.json"
+    res = polchain("spec", "--preset", "cifar10-resnet18", "--dataset-archive", str(ARCHIVE), "--k", "4",
+                   "-o", str(path))
+    assert res.returncode == 0, res.stderr
+    low, base = ChainSpec.from_json(path.read_text()), ChainSpec.from_json(sample_spec.read_text())
+    assert low.name == "cifar10-resnet18-sample-k4" and low.chain_id != base.chain_id
+    assert (low.difficulty.initial, low.difficulty.minimum) == (4, 4)
+    assert dataclasses.replace(low, name=base.name, difficulty=base.difficulty) == base
+    bad = polchain("spec", "--preset", "cifar10-resnet18", "--k", "0")
+    assert bad.returncode == 2 and "--k" in bad.stderr

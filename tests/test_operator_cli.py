@@ -94,7 +94,8 @@ def test_mining_node_reports_its_search(miner):
     st = miner.status()
     cur = st["mining"]["current"]
     assert st["miner_key"] == miner.key_public
-    assert cur is None or (cur["height"] >= st["height"] and cur["expected_attempts"] == 2 ** cur["difficulty"])
+    assert cur is None or (cur["height"] >= st["height"] and cur["expected_attempts"] == 2 ** cur["difficulty"]
+                           and cur["r_hits"] >= cur["acc_floor_failed"] + cur["acc_borderline_failed"])
     assert st["last_block_age_s"] is None or st["last_block_age_s"] >= 0
 
 
@@ -177,3 +178,20 @@ def test_progress_bar_only_on_a_terminal():
         bar.update(i)
     bar.close()
     assert not bar.enabled and pipe.getvalue() == ""
+
+
+def test_progress_lines_above_the_bar():
+    """`polchain mine --blocks N`: each block's line is printed above the bar, which is redrawn below it;
+    off a terminal only the lines are written."""
+    tty = io.StringIO()
+    bar = Progress(3, "mine", stream=tty, interval=0, enabled=True)
+    bar.update(1)
+    bar.print("block 1")
+    out = tty.getvalue()
+    assert out.index("mine [") < out.index("\r\x1b[Kblock 1\n") < out.rindex("mine [")   # bar, line, bar again
+    plain = io.StringIO()
+    bar = Progress(3, "mine", stream=plain, interval=0)
+    bar.update(1)
+    bar.print("block 1")
+    bar.close()
+    assert plain.getvalue() == "block 1\n"

@@ -11,6 +11,10 @@ class CurrentSearch(BaseModel):
     attempts: int = Field(description="attempts on this tip so far")
     seconds: float = Field(description="seconds on this tip so far")
     expected_attempts: int = Field(description="2^k: the expected attempts to meet the requirements R")
+    r_hits: int = Field(0, description="steps on this tip that met R but were not published")
+    acc_floor_failed: int = Field(0, description="... because W' fell below the parent's accuracy floor")
+    acc_borderline_failed: int = Field(0, description="... because too many predictions on E were borderline")
+    restarts: int = Field(0, description="trajectories abandoned at W_J for the parent's state")
 
 
 class MiningStatus(BaseModel):

@@ -30,6 +30,7 @@ from consensus.certificates import make_certificate
 from consensus.hashing import ZERO_HASH
 from consensus.records import Record
 from consensus.weights import decode_state, encode_state, weights_hash
+from node.app import blocks_body_cap
 
 from .conftest import CHEATER_KEY, HONEST_KEY, owner_certificate, signed
 
@@ -289,7 +290,7 @@ def test_oversized_header_rejected_by_consensus(chain, honest, attack):
 
 def test_oversized_requests_get_413(node, honest):
     c = node.client
-    limit = min(node.service.spec.limits.max_weights_bytes + (1 << 20), node.service.settings.max_body_bytes)
+    limit = blocks_body_cap(node.service.spec, node.service.settings.max_body_bytes)
     # declared length over the /blocks cap
     r = c.post("/blocks", content=b"{" + b" " * (limit + 10) + b"}", headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"] == "too-large"

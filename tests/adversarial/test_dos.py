@@ -126,6 +126,35 @@ def test_orphan_flood_is_bounded_and_honest_orphans_still_connect(chain, honest)
     assert chain.tip().hash == an.header.hash
 
 
+def test_orphan_pool_is_bounded_in_bytes(chain, honest):
+    """Orphans carrying the most records a POST /blocks can hold: the pool stays under ORPHAN_BYTES
+    (fewer than ORPHAN_LIMIT blocks), the newest kept; a block larger than the byte cap alone is
+    not held; an honest orphan still connects."""
+    from node.app import blocks_body_cap
+    rng = random.Random(7)
+    tip = chain.tip().header
+    cap = blocks_body_cap(chain.spec, 1 << 30)
+    fat = [{"type": "model-certificate", "pad": "x" * 4000}] * (cap // 4100)     # one request's worth
+    size = len(json.dumps(fat))
+    n = chain_mod.ORPHAN_BYTES // size + 8
+    assert n < chain_mod.ORPHAN_LIMIT
+    flood = [spam_header(chain, tip, rng, parent=f"{i:064x}", height=100 + i) for i in range(n)]
+    for h in flood:
+        assert chain.submit(Block(h, fat), "http://flood.invalid:1").status == "orphan"
+        assert chain.orphan_bytes() <= chain_mod.ORPHAN_BYTES
+    kept = list(chain.orphans)
+    assert 0 < len(kept) < n and kept == [h.hash for h in flood[-len(kept):]]
+    assert chain.orphan_bytes() > chain_mod.ORPHAN_BYTES - 2 * size
+    huge = spam_header(chain, tip, rng, parent="ff" * 32, height=500)
+    assert chain.submit(Block(huge, [{"pad": "x" * chain_mod.ORPHAN_BYTES}])).status == "orphan"
+    assert huge.hash not in chain.orphans and list(chain.orphans) == kept
+    an = honest.after_next
+    assert chain.submit(Block(an.header, an.records)).status == "orphan"
+    out = chain.submit(Block(honest.next.header, honest.next.records))
+    assert out.status == "accepted" and out.connected == [an.header.hash]
+    assert chain.orphan_bytes() <= chain_mod.ORPHAN_BYTES
+
+
 # -- bodies that never arrive -----------------------------------------------------------------
 @pytest.fixture
 def silent_peer():

@@ -59,7 +59,7 @@ def test_chain_figure(tmp_path):
 def test_held_out_excludes_e_on_small_test_splits():
     import dataclasses
 
-    from bench.chain import held_out_start, with_k
+    from bench.chain import held_out_start
     from consensus.spec import preset
     full = preset("cifar10-resnet18")
     sample = dataclasses.replace(full, dataset=dataclasses.replace(full.dataset, train_size=5085, test_size=1017))
@@ -69,8 +69,8 @@ def test_held_out_excludes_e_on_small_test_splits():
     tiny_e = dataclasses.replace(sample, dataset=dataclasses.replace(sample.dataset, test_size=500))
     with pytest.raises(ValueError):
         held_out_start(tiny_e)                           # nothing outside E to score on
-    low = with_k(full, 4)
+    low = full.with_difficulty(4)
     assert (low.difficulty.initial, low.difficulty.minimum, low.difficulty.maximum) == (4, 4, full.difficulty.maximum)
     assert low.chain_id != full.chain_id
     with pytest.raises(ValueError):
-        with_k(full, 0)
+        full.with_difficulty(0)

@@ -17,8 +17,12 @@ def test_propagate_tiny(bench_json):
 
 
 def test_sync_tiny(bench_json):
-    res = bench_json("sync", "--preset", "tiny", "--blocks", "3", "--timeout", "300")
+    res = bench_json("sync", "--preset", "tiny", "--blocks", "3", "--timeout", "300", "--headers", "60")
     assert res["benchmark"] == "sync" and res["source_height"] == 3
     assert res["state_bytes"] > 20_000                # the tip's post-state, served for snapshot sync
-    for mode in ("full", "headers-only"):
+    for mode in ("replay", "snapshot"):
         assert res[mode]["blocks_per_s"]["median"] > 0 and len(res[mode]["seconds"]["runs"]) == 1
+    assert res["snapshot_checkpoint_height"] == 1          # 3 blocks: the checkpoint is 2 below the tip
+    h = res["headers"]
+    assert h["headers"] == 60 and all(h[k]["seconds"] > 0 for k in ("one_commit_per_header", "batched",
+                                                                     "checks_alone"))

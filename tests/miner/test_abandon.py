@@ -50,7 +50,7 @@ def test_stop_before_start_does_no_work(tiny_spec, tiny_data, tiny_states, kind)
 
 
 def test_fast_checks_should_stop_every_pass(tiny_spec, tiny_data, tiny_states):
-    miner = make_miner("fast", tiny_spec, tiny_data, seed=1, groups=8)
+    miner = make_miner("fast", tiny_spec, tiny_data, seed=1, groups=8, advance_first=False)
     calls = []
 
     def should_stop():

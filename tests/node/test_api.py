@@ -16,6 +16,7 @@ from safetensors.torch import load as st_load
 from consensus.block import BlockHeader
 from consensus.training import genesis_state
 from consensus.weights import encode_state, weights_hash
+from node.app import blocks_body_cap
 
 from .conftest import TEMPLATE_BLOCKS, post_block
 
@@ -256,7 +257,7 @@ def test_post_block_malformed_multipart(static_node):
 
 def test_post_block_too_large_declared(static_node, smith):
     """413 on Content-Length alone: the body is never read (the client sends only the headers)."""
-    cap = min(smith.spec.limits.max_weights_bytes + (1 << 20), 64 << 20)
+    cap = blocks_body_cap(smith.spec, 1 << 20)
     # httpx fixes Content-Length up from the real body: state the size over a raw socket instead
     with socket.create_connection(("127.0.0.1", static_node.port), timeout=10) as s:
         s.sendall(b"POST /blocks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -274,7 +275,7 @@ def test_post_block_too_large_declared(static_node, smith):
 
 def test_post_block_too_large_streamed(static_node, smith):
     """A chunked body (no Content-Length) is cut off at the cap."""
-    cap = min(smith.spec.limits.max_weights_bytes + (1 << 20), 64 << 20)
+    cap = blocks_body_cap(smith.spec, 1 << 20)
 
     def chunks():
         sent = 0
@@ -288,8 +289,23 @@ def test_post_block_too_large_streamed(static_node, smith):
 
 def test_post_block_too_large_multipart(static_node, smith):
     h = static_node.get(f"/blocks/{TEMPLATE_BLOCKS}").json()["header"]
-    big = [{"pad": "x" * (smith.spec.limits.max_weights_bytes + (2 << 20))}]
+    big = [{"pad": "x" * blocks_body_cap(smith.spec, 1 << 20)}]
     assert_error(post_block(static_node, h, big), 413, "too-large")
+
+
+def test_the_largest_block_fits_under_the_cap(static_node, smith):
+    """The cap is sized for a v2 block (header + the most records, no weights): a body as large as
+    the largest block is read and judged (its records do not match the header: a bad body), not 413."""
+    limits = smith.spec.limits
+    cap = blocks_body_cap(smith.spec, 1 << 20)
+    assert limits.max_block_bytes < cap < 4 * limits.max_block_bytes
+    h = static_node.get(f"/blocks/{TEMPLATE_BLOCKS}").json()["header"]
+    pad = (limits.max_block_bytes - len(json.dumps(h))) // limits.max_records - 30
+    records = [{"type": "model-certificate", "pad": "x" * pad}] * limits.max_records
+    assert len(json.dumps(records)) + len(json.dumps(h)) >= limits.max_block_bytes
+    r = post_block(static_node, h, records)
+    assert r.status_code != 413, r.text
+    assert r.json()["error"] != "too-large"
 
 
 def test_small_cap_on_other_routes(static_node):

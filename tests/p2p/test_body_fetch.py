@@ -1,7 +1,9 @@
 """Bodies and post-states from peers (p2p/fetch.py) against fake peers, no node processes:
 a slow peer is dropped and the body comes from the next; records not matching the root move on
 without a ban; a peer holding the block header-only lacks it (no failure); nobody serving it is
-reported; a post-state must hash to the header's state_hash."""
+reported; a post-state must hash to the header's state_hash. Snapshot sync (p2p/bodies.py) over a
+real chain: the checkpoint is accepted assumed only when a peer serves its post-state, and is
+validated (replayed) when none does."""
 from __future__ import annotations
 
 import threading
@@ -106,13 +108,29 @@ def test_bad_and_lacking_bodies_move_on_without_a_ban(net, block):
         assert not any(net.book.is_banned(p.url) for p in (liar, lacking, good))
 
 
+def test_a_header_only_peer_is_passed_over(net, block):
+    """The block has no records, so the header-only peer's empty list would match its records_root:
+    the peer is still passed over (it has not validated the block) and is not marked."""
+    header, _ = block
+    assert header.records_root == ZERO_HASH
+    with FakePeer() as header_only, FakePeer() as good:
+        serve(header_only, header, status="header-only")
+        serve(good, header)
+        for p in (header_only, good):
+            net.book.add(p.url)
+        src, got = net.fetch([header_only.url, good.url], header, 0)
+        assert (src, got) == (good.url, Block(header, []))
+        assert header_only.fetched(header.hash) == 1
+        assert net.book.get(header_only.url).failures == 0 and net.book.get(header_only.url).bad_bodies == 0
+
+
 def test_nobody_has_it(net, block):
     header, _ = block
     with FakePeer() as lacking, FakePeer() as empty:
         serve(lacking, header, status="header-only")
         with pytest.raises(NoBody) as exc:
             net.fetch([lacking.url, empty.url], header, 0)
-        assert exc.value.pruned == [] and exc.value.failed == []
+        assert exc.value.failed == []
 
 
 def test_post_state_must_match_the_header(net, block):
@@ -131,3 +149,67 @@ def test_post_state_must_match_the_header(net, block):
         good.requests.clear()
         assert fetch_state(net.client, net.book, node, [good.url], header, 1 << 20, net.stop)   # kept already
         assert good.requests == []
+
+
+# -- snapshot sync fallback (p2p/bodies.py) over a real chain -----------------------------------------
+class ChainLink:
+    """p2p.node_link.NodeLink over a real Chain (what node/p2p_link.py does over the service)."""
+
+    def __init__(self, chain):
+        self.chain, self.spec = chain, chain.spec
+
+    def accept_assumed(self, blocks, peer):
+        return self.chain.accept_assumed(blocks, peer)
+
+    def submit(self, block, peer, *, assumed=False):
+        return self.chain.submit(block, peer, assumed=assumed)
+
+    def status(self, block_hash):
+        return self.chain.store.status(block_hash)
+
+    def has_state(self, state_hash):
+        return self.chain.store.weights.has(state_hash)
+
+    def put_state(self, state_hash, data):
+        self.chain.store.weights.put(state_hash, data)
+
+
+@pytest.mark.parametrize("state_served", [False, True])
+def test_assume_valid_falls_back_to_validation_without_the_checkpoint_state(tmp_path, tiny_spec, tiny_dataset,
+                                                                           tiny_block, state_served):
+    """--assume-valid at block 1: when no peer serves block 1's post-state, block 1 is validated
+    (its proof replayed from genesis) and the node says so; when a peer serves it, block 1 is
+    accepted on its header checks with that state installed, nothing replayed."""
+    from consensus.weights import encode_state
+    from node.chain import Chain
+    from p2p.bodies import Bodies
+    from p2p.context import Ctx
+    from p2p.node_link import NetConfig
+    chain = Chain(tiny_spec, tmp_path / "node", tiny_dataset)
+    header = tiny_block.header
+    assert chain.submit_headers([header])[0].status == "header-ok"
+    book = PeerBook("http://127.0.0.1:1")
+    client = PeerClient(timeout=2.0, deadline=2.0, body_deadline=2.0)
+    ctx = Ctx(ChainLink(chain), NetConfig(url="http://127.0.0.1:1", assume_valid=header.hash), book, client)
+    announced = []
+    bodies = Bodies(ctx, announced.append, SimpleNamespace(progress={}))
+    try:
+        with FakePeer() as peer:
+            peer.serve_block(header, tiny_block.records, state=encode_state(tiny_block.state) if state_served
+                             else None)
+            book.add(peer.url)
+            accepted, go_on = bodies.fetch(peer.url, [Block(header, tiny_block.records)], 1, time.monotonic(), 0)
+    finally:
+        bodies.stop()
+        client.close()
+    assert (accepted, go_on) == (1, True)
+    assert chain.tip().hash == header.hash
+    stored = chain.store.get(header.hash)
+    if state_served:
+        assert chain.replays == 0 and stored.acc_after is None and announced == [header]
+        assert bodies.assume_valid == header.hash
+    else:
+        assert chain.replays == 1 and stored.acc_after is not None     # replayed from genesis
+        assert bodies.assume_valid is None                              # nothing assumed from now on
+    assert chain.store.weights.has(header.state_hash)
+    chain.store.close()

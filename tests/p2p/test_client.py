@@ -99,7 +99,7 @@ def test_pruned_is_a_not_found(server):
     c = PeerClient()
     with pytest.raises(NotFound) as exc:
         c.state(server, "ab" * 32, 1 << 20)
-    assert exc.value.pruned and exc.value.status == 404
+    assert exc.value.code == "pruned" and exc.value.status == 404
 
 
 def test_unreachable_peer():

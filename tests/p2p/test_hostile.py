@@ -292,11 +292,13 @@ def test_concurrent_large_bodies_are_bounded(nodes):
     v = nodes.start("v")
     socks, answers = [], []
     try:
-        for _ in range(8):                 # 8 uploads of 1.5 MB that never finish: 4 are read, 4 refused
+        # 8 uploads of 500 kB (over the 256 KiB "large" mark, under the /blocks cap of twice the largest
+        # block) that never finish: 4 are read, 4 refused
+        for _ in range(8):
             s = socket.create_connection(("127.0.0.1", v.port))
             s.settimeout(5)
             s.sendall(b"POST /blocks HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\n"
-                      b"content-length: 1500000\r\n\r\n" + b"x" * 1000)
+                      b"content-length: 500000\r\n\r\n" + b"x" * 1000)
             socks.append(s)
         time.sleep(1)
         for s in socks:
