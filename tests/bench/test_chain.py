@@ -27,8 +27,12 @@ def test_chain_tiny_json(bench_json, shared_data, tmp_path):
     steps = [r["steps"] for r in rows]
     assert steps == sorted(steps) and steps[-1] == res["total_steps"] > 0
     assert all(r["effective_steps"] <= r["steps"] for r in rows)
-    # v2: the steps that stuck are the blocks' own (j advance steps + the winning one, J = 8 on tiny)
-    assert all(1 <= r["block_steps"] <= 9 for r in rows)
+    # v2: the steps that stuck are the blocks' own; the default miner fills its J = 8 advance steps first
+    assert res["advance_first"] and all(r["block_steps"] == 9 for r in rows)
+    # every R hit the miner did not publish has a reason, and the totals add up
+    for key in ("acc_floor_failed", "acc_borderline_failed", "restarts"):
+        assert res[key] == sum(r[key] for r in rows) >= 0, key
+    assert all(r["acc_floor_failed"] + r["acc_borderline_failed"] == r["r_hits"] - 1 for r in rows)
     assert [r["effective_steps"] for r in rows] == [sum(q["block_steps"] for q in rows[:i + 1]) for i in range(3)]
     slack = preset("tiny").proof.min_improvement                               # the v2 accuracy floor
     assert all(r["acc_e_after"] >= r["acc_e_parent"] + slack for r in rows)
