@@ -42,6 +42,7 @@ ORPHAN_LIMIT = 64
 ORPHAN_BYTES = 8 << 20   # ... and at most this many bytes of them (header + records as JSON)
 HEADER_WINDOW = 1000     # header-only rows this far below the tip are pruned (with the rows above them)
 HEADER_CAP = 50_000      # header-only rows kept at most (above MAX_ASSUME_HEADERS of a snapshot sync)
+INVALID_CAP = 10_000     # invalid rows kept at most: past it the oldest go (see _invalid_added)
 PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
 
@@ -118,7 +119,8 @@ class _BatchView:
 class Chain:
     def __init__(self, spec: ChainSpec, datadir: Path, dataset: Dataset, *, keep_weights: int = 100,
                  archival: bool = False, clock: Callable[[], float] = time.time,
-                 header_window: int = HEADER_WINDOW, header_cap: int = HEADER_CAP):
+                 header_window: int = HEADER_WINDOW, header_cap: int = HEADER_CAP,
+                 invalid_cap: int = INVALID_CAP):
         if spec.is_paper:
             raise StartupError(f"the {spec.name!r} spec uses the DGG paper's rules, which are forgeable and kept for "
                                f"research only (docs/protocol.md); run a v2 chain ({', '.join(NODE_PRESETS)})")
@@ -130,7 +132,11 @@ class Chain:
         self.template = genesis_state(spec)
         self.keep_weights = keep_weights
         self.archival = archival
-        self.header_window, self.header_cap = header_window, header_cap
+        self.header_window, self.header_cap, self.invalid_cap = header_window, header_cap, invalid_cap
+        # upper bounds on the header-only and invalid row counts (every insert adds to them; a deletion
+        # or an upgrade is not subtracted), so a cap is checked with one COUNT only when one crosses it
+        self._header_rows = self.store.count_header_only()
+        self._invalid_rows = self.store.count_status(INVALID)
         self.clock = clock
         self.lock = threading.RLock()
         self.orphans: OrderedDict[str, Held] = OrderedDict()
@@ -269,6 +275,7 @@ class Chain:
                 return self._not_accepted(exc, Block(header), peer, hold=False)
             if known is None:
                 self.store.put_block(header, [], HEADER_ONLY, self._work_of(header), peer=peer)
+                self._header_added()      # an announcement flood is capped here, not at the next block
             return Outcome(Verdict.HEADER_OK, "", "", h)
 
     def submit_headers(self, headers: list[BlockHeader], peer: str | None = None) -> list[Outcome]:
@@ -369,6 +376,7 @@ class Chain:
             if isinstance(exc, errors.ParentNotValidated) and known is None:
                 self.store.put_block(block.header, block.wire_records, HEADER_ONLY, self._work_of(block.header),
                                      peer=peer)
+                self._header_added()
             return self._not_accepted(exc, block, peer, hold=True)
         elapsed = time.perf_counter() - t0
         with self.stage_timer("store"):
@@ -454,6 +462,7 @@ class Chain:
             return verdict
         self.store.put_block(header, block.wire_records, INVALID, 0, reason=exc.code, detail=exc.detail, peer=peer)
         n = self.store.mark_invalid_descendants(header.hash, exc.code)
+        self._invalid_added(1 + n)
         log.warning("rejected block %s height %d from %s: %s (%s)%s", header.hash[:16], header.height,
                     peer or "local", exc.code, exc.detail, f"; {n} descendants invalid" if n else "")
         for oh in [oh for oh, o in self.orphans.items() if o.block.header.parent == header.hash]:
@@ -574,7 +583,23 @@ class Chain:
             if not n:
                 break
             gone += n
-        over = self.store.count_header_only() - self.header_cap
+        gone += self._cap_headers()
+        if gone:
+            log.info("pruned %d header-only rows (stale forks, or over the cap of %d)", gone, self.header_cap)
+
+    def _header_added(self) -> None:
+        """One header-only row inserted outside a batch: the cap is checked once the bound crosses it."""
+        self._header_rows += 1
+        if self._header_rows > self.header_cap:
+            gone = self._cap_headers()
+            if gone:
+                log.info("pruned %d header-only rows (over the cap of %d)", gone, self.header_cap)
+
+    def _cap_headers(self) -> int:
+        """Past ``header_cap`` header-only rows, trim the least-work branches from their tips down to
+        90 % of the cap (each deletion one transaction). Returns the rows deleted."""
+        count = self.store.count_header_only()
+        over, gone = count - self.header_cap, 0
         if over > 0:
             want = over + self.header_cap // 10
             while want > 0:
@@ -584,8 +609,23 @@ class Chain:
                     break
                 want -= n
                 gone += n
+        self._header_rows = count - gone
+        return gone
+
+    def _invalid_added(self, n: int) -> None:
+        """``n`` rows just became invalid. Past ``invalid_cap`` the oldest invalid rows go, down to 90 %
+        of the cap, in one transaction (a crash keeps all or none; the cap is checked again on the next
+        invalid row). An evicted block that comes back is simply validated again and rejected again:
+        a peer gains nothing it could not get from a fresh invalid block, which costs the same."""
+        self._invalid_rows += n
+        if self._invalid_rows <= self.invalid_cap:
+            return
+        count = self.store.count_status(INVALID)
+        gone = self.store.delete_oldest_invalid(count - self.invalid_cap * 9 // 10) if count > self.invalid_cap \
+            else 0
+        self._invalid_rows = count - gone
         if gone:
-            log.info("pruned %d header-only rows (stale forks, or over the cap of %d)", gone, self.header_cap)
+            log.info("evicted the %d oldest invalid rows (over the cap of %d)", gone, self.invalid_cap)
 
 
 def _open_store(datadir: Path) -> Store:

@@ -415,8 +415,22 @@ class Store:
         return [(h, json.loads(hj)["state_hash"]) for h, hj in rows]
 
     def count_header_only(self) -> int:
+        return self.count_status(HEADER_ONLY)
+
+    def count_status(self, status: str) -> int:
         with self.session() as s:
-            return s.scalar(select(func.count()).select_from(BlockRow).where(BlockRow.status == HEADER_ONLY))
+            return s.scalar(select(func.count()).select_from(BlockRow).where(BlockRow.status == status))
+
+    def delete_oldest_invalid(self, n: int) -> int:
+        """Delete the ``n`` invalid rows seen first (lowest seq) in one transaction (a crash keeps all
+        or none of them). Nothing but invalid rows hangs from an invalid row, so no other row loses
+        its parent's verdict. Returns the number of rows deleted."""
+        if n <= 0:
+            return 0
+        oldest = select(BlockRow.hash).where(BlockRow.status == INVALID).order_by(BlockRow.seq).limit(n)
+        with self.write_lock, self.session() as s, s.begin():
+            return s.execute(delete(BlockRow).where(BlockRow.hash.in_(oldest.scalar_subquery()))
+                             .execution_options(synchronize_session=False)).rowcount
 
     def header_only_below(self, height: int, limit: int) -> list[str]:
         with self.session() as s:
