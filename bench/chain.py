@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from consensus.errors import Verdict
+
 from . import common
 
 
@@ -189,7 +191,7 @@ def measure_chain(args) -> dict:
             header = block.header
             mine_s = time.perf_counter() - t0
             out = chain.submit(block)
-            if out.status != "accepted":
+            if out.status != Verdict.ACCEPTED:
                 raise RuntimeError(f"own block rejected: {out.code} {out.detail}")
             wall = time.perf_counter() - t0
             effective += len(header.nonces)

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from consensus.errors import Verdict
+
 from . import common
 
 
@@ -113,7 +115,7 @@ def mine_chain(spec, datadir: Path, blocks: int, log=common.progress) -> list:
         ts = chain.tip().header.timestamp_ms + spec.difficulty.target_interval_ms
         block, _ = mine_on_tip(chain, miner, key, now_ms=lambda: ts)
         res = chain.submit(block)
-        if res.status != "accepted":
+        if res.status != Verdict.ACCEPTED:
             raise RuntimeError(f"own block rejected: {res.code} {res.detail}")
         out.append(block)
         if (i + 1) % 10 == 0 or i + 1 == blocks:

@@ -53,6 +53,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from consensus.errors import Verdict
+
 from . import common
 
 STAGES = ("header", "records", "load_state", "replay", "state_hash", "accuracy", "store", "other")
@@ -161,7 +163,7 @@ def submit_once(spec, data, replayer, block, root: Path, i: int) -> tuple[float,
         out = chain.submit(block)
         common.sync_device(str(replayer.device))
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        if out.status != "accepted":
+        if out.status != Verdict.ACCEPTED:
             raise RuntimeError(f"block not accepted: {out.status} {out.code} {out.detail}")
     finally:
         chain.store.close()
