@@ -277,7 +277,7 @@ class FastMiner(ReferenceMiner):
                 self.advance(job, nonce)
                 attempts += 1                     # a step, if not a search: it counts against max_attempts
                 path.append(nonce)
-                path, w_j = self.after_advance(job, path, parent_state)
+                path, w_j = self.after_advance(job, path, parent_state, w_j)
                 continue
             nonces = [self.random_nonce() for _ in range(self.groups)]
             batches = [self.batch(job, n) for n in nonces]
@@ -295,8 +295,12 @@ class FastMiner(ReferenceMiner):
             if len(path) < J:   # no block at W_j: train one canonical step, which becomes an advance step
                 self.advance(job, nonces[0])
                 path.append(nonces[0])
-                path, w_j = self.after_advance(job, path, parent_state)
+                path, w_j = self.after_advance(job, path, parent_state, w_j)
         return None
+
+    def returns_to(self, j: int) -> bool:
+        """Every searched W_j is reloaded after a confirmation step; none before ``min_advance``."""
+        return j >= self.min_advance
 
     def advance(self, job: Job, nonce: int) -> None:
         with canonical_threads(self.spec):

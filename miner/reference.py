@@ -10,6 +10,7 @@ the accuracy floor cannot win, so the miner goes back to the parent's state and 
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,15 @@ class Progress:
     def rate(self) -> float:
         dt = time.perf_counter() - self.started
         return self.attempts / dt if dt > 0 else 0.0
+
+    COUNTERS = ("attempts", "r_hits", "acc_floor_failed", "acc_borderline_failed", "restarts")
+
+    def snapshot(self) -> "Progress":
+        return dataclasses.replace(self)
+
+    def since(self, earlier: "Progress") -> dict[str, int]:
+        """Each counter's growth since ``earlier`` (a ``snapshot``)."""
+        return {c: getattr(self, c) - getattr(earlier, c) for c in self.COUNTERS}
 
 
 @dataclass
@@ -135,16 +145,21 @@ class ReferenceMiner:
                     return found
             if len(path) < J:
                 path.append(nonce)                    # the failed step trains: an advance step
-                path, w_j = self.after_advance(job, path, parent_state)
+                path, w_j = self.after_advance(job, path, parent_state, w_j)
             else:
                 r.load(w_j)
         return None
 
-    def after_advance(self, job: Job, path: list[int], parent_state: State) -> tuple[list[int], State]:
-        """The new W_j, or the parent's state when W_J has fallen too far below the floor to win
-        (a dead trajectory: start another)."""
+    def after_advance(self, job: Job, path: list[int], parent_state: State, w_j: State) -> tuple[list[int], State]:
+        """The path and the state later attempts start from: the parent's state when W_J has fallen too
+        far below the floor to win (a dead trajectory: start another); a copy of the loaded model only
+        where the loop will reload it (``returns_to(j)``), else the previous one unchanged."""
         if len(path) == self.spec.proof.max_advance_steps and self.below_floor(job):
             self.progress.restarts += 1
             self.replayer.load(parent_state)
             return [], parent_state
-        return path, self.replayer.state()
+        return path, self.replayer.state() if self.returns_to(len(path)) else w_j
+
+    def returns_to(self, j: int) -> bool:
+        """Attempts restart from W_j: here only from W_J (before it, a failed step trains on)."""
+        return j == self.spec.proof.max_advance_steps
