@@ -30,7 +30,6 @@ accuracy against gradient steps below.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
 import shutil
 import statistics
@@ -186,7 +185,7 @@ def measure_chain(args) -> dict:
         for i in range(args.blocks):
             t0 = time.perf_counter()
             tip = chain.tip()
-            p0 = dataclasses.replace(miner.progress)
+            p0 = miner.progress.snapshot()
             block, found = mine_on_tip(chain, miner, key)
             header = block.header
             mine_s = time.perf_counter() - t0
@@ -195,17 +194,16 @@ def measure_chain(args) -> dict:
                 raise RuntimeError(f"own block rejected: {out.code} {out.detail}")
             wall = time.perf_counter() - t0
             effective += len(header.nonces)
-            p = miner.progress
-            r_hits = p.r_hits - p0.r_hits                  # R hits the accuracy check was run on; the last passed
+            grew = miner.progress.since(p0)
+            r_hits = grew["r_hits"]                         # R hits the accuracy check was run on; the last passed
             interval = (header.timestamp_ms - tip.header.timestamp_ms) / 1000 if tip.height > 0 else wall
             rows.append({"height": header.height, "hash": header.hash, "k": header.difficulty,
                          "attempts": found.attempts, "interval_s": round(interval, 3), "mine_s": round(mine_s, 3),
                          "wall_s": round(wall, 3), "steps": steps.n, "effective_steps": effective,
                          "block_steps": len(header.nonces), "acc_e_parent": tip.header.acc_after,
                          "acc_e_after": header.acc_after, "r_hits": r_hits, "acc_pass_rate": round(1 / r_hits, 4),
-                         "acc_floor_failed": p.acc_floor_failed - p0.acc_floor_failed,
-                         "acc_borderline_failed": p.acc_borderline_failed - p0.acc_borderline_failed,
-                         "restarts": p.restarts - p0.restarts,
+                         "acc_floor_failed": grew["acc_floor_failed"],
+                         "acc_borderline_failed": grew["acc_borderline_failed"], "restarts": grew["restarts"],
                          "redraw_epoch": redraw_epoch(spec, tip.header.timestamp_ms, header.timestamp_ms)})
             common.progress(f"block {header.height}: k={header.difficulty} {found.attempts} attempts {wall:.2f} s, "
                             f"{len(header.nonces)} steps in the block, {steps.n} canonical steps so far, acc on E "

@@ -6,7 +6,6 @@ again from the new tip's post-state W'.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -75,12 +74,8 @@ class MinerWorker:
         s = self._search
         if s is None:
             return None
-        now, p, p0 = time.monotonic(), self.miner.progress, s["p0"]
-        return {"height": s["height"], "difficulty": s["k"], "attempts": p.attempts - p0.attempts,
-                "seconds": round(now - s["t0"], 1), "expected_attempts": 2 ** s["k"],
-                "r_hits": p.r_hits - p0.r_hits, "acc_floor_failed": p.acc_floor_failed - p0.acc_floor_failed,
-                "acc_borderline_failed": p.acc_borderline_failed - p0.acc_borderline_failed,
-                "restarts": p.restarts - p0.restarts}
+        return {"height": s["height"], "difficulty": s["k"], "seconds": round(time.monotonic() - s["t0"], 1),
+                "expected_attempts": 2 ** s["k"], **self.miner.progress.since(s["p0"])}
 
     def _should_stop(self) -> bool:
         s = self._search
@@ -102,7 +97,7 @@ class MinerWorker:
                 tip = chain.tip()
                 now = time.monotonic()
                 self._search = {"height": tip.height + 1, "k": next_difficulty(chain.spec, tip.header, chain.view),
-                                "t0": now, "p0": dataclasses.replace(self.miner.progress),
+                                "t0": now, "p0": self.miner.progress.snapshot(),
                                 "report_at": now + REPORT_EVERY_S}
                 mined = mine_on_tip(chain, self.miner, self.service.key, records=self.service.pending_records,
                                     should_stop=self._should_stop)
