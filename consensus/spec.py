@@ -186,7 +186,7 @@ class ChainSpec:
 
     def with_difficulty(self, k: int) -> "ChainSpec":
         """The same rules with difficulty k at genesis and as the minimum: a CPU-sized chain (another
-        chain id). The name says so unless it already does."""
+        chain id; the name is left to the caller)."""
         if not 1 <= k <= self.difficulty.maximum:
             raise ValueError(f"difficulty {k}: outside 1..{self.difficulty.maximum}")
         return dataclasses.replace(self, difficulty=dataclasses.replace(self.difficulty, initial=k, minimum=k))
