@@ -35,14 +35,12 @@ def _worker_init(spec_json: str, data) -> None:
 
 def cpu_replay(w_cpu: dict, jobs: list) -> list[tuple[list[float], list[float]]]:
     """(values before, values after) at R of each (batch, reqs) replayed canonically from W on the CPU."""
-    from consensus.training import canonical_threads
     r = _WORKER["r"]
     out = []
     for batch, reqs in jobs:
         r.load(w_cpu)
         before = r.index.gather(reqs)
-        with canonical_threads(r.spec):
-            r.step(batch)
+        r.step(batch)
         out.append((before.tolist(), r.index.gather(reqs).tolist()))
     return out
 
@@ -56,7 +54,7 @@ def agreement(spec, data, device, *, target: int, k: int = 2, budget_s: float = 
     import torch
 
     from consensus.requirements import derive_requirements, requirements_hold, requirements_hold_with_margin
-    from consensus.training import Replayer, canonical_threads
+    from consensus.training import Replayer
     dev_r, cpu_r = Replayer(spec, data, device), Replayer(spec, data, "cpu")
     rng = random.Random(4)
     n_train, s = spec.dataset.train_size, spec.training.batch_size
@@ -97,8 +95,7 @@ def agreement(spec, data, device, *, target: int, k: int = 2, budget_s: float = 
                 batch = rng.sample(range(n_train), s)
                 dev_r.load(w_dev)
                 before = dev_r.index.gather(reqs)
-                with canonical_threads(spec):
-                    dev_r.step(batch)
+                dev_r.step(batch)
                 after = dev_r.index.gather(reqs)
                 res["device_steps"] += 1
                 if not requirements_hold_with_margin(before, after, reqs, *margin):
@@ -114,8 +111,7 @@ def agreement(spec, data, device, *, target: int, k: int = 2, budget_s: float = 
             while len(pending) > 2 * workers:  # bound the W copies in flight
                 collect(wait(pending, return_when=FIRST_COMPLETED).done)
             dev_r.load(w_dev)  # W moves on: one canonical step on a random batch, as a miner trains
-            with canonical_threads(spec):
-                dev_r.step(rng.sample(range(n_train), s))
+            dev_r.step(rng.sample(range(n_train), s))
             w_dev = {name: v.clone() for name, v in dev_r.model.state_dict().items()}
         res["device_seconds"] = round(time.perf_counter() - t0, 1)
         collect(wait(pending).done)
@@ -127,10 +123,8 @@ def agreement(spec, data, device, *, target: int, k: int = 2, budget_s: float = 
 
 def accuracy_check(dev_r, cpu_r, w_dev: dict, w_cpu: dict, batch, spec) -> dict:
     """acc(W) and acc(W') on E on both devices (dev_r holds W' on entry); claims within tolerance, same verdict."""
-    from consensus.training import canonical_threads
     cpu_r.load(w_cpu)
-    with canonical_threads(spec):
-        cpu_r.step(batch)
+    cpu_r.step(batch)
     d_after, c_after = dev_r.accuracy().correct, cpu_r.accuracy().correct
     d_before, c_before = dev_r.accuracy(w_dev).correct, cpu_r.accuracy(w_cpu).correct
     tol = spec.evaluation.claim_tolerance

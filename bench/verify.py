@@ -175,7 +175,6 @@ def sample_p_acc(miner, w, parent, samples: int) -> tuple[int, int]:
     """(passing, samples): random canonical steps (random nonces, miner-bound batches) from the
     parent's post-state W that pass the miner's accuracy policy against the parent's claim."""
     from consensus.proof import derive_batch
-    from consensus.training import canonical_threads
     from consensus.validation import miner_accuracy_ok
 
     from .mine import BENCH_MINER
@@ -183,8 +182,7 @@ def sample_p_acc(miner, w, parent, samples: int) -> tuple[int, int]:
     ok = 0
     for _ in range(samples):
         r.load(w)
-        with canonical_threads(miner.spec):
-            r.step(derive_batch(miner.spec, parent.hash, BENCH_MINER, miner.random_nonce()))
+        r.step(derive_batch(miner.spec, parent.hash, BENCH_MINER, miner.random_nonce()))
         if miner_accuracy_ok(r.accuracy(), parent, miner.spec):
             ok += 1
     r.load(w)
@@ -210,7 +208,7 @@ def run(args) -> int:
 
 def measure_verify(args) -> dict:
     common.apply_threads(args.threads)
-    from consensus.training import Replayer, set_deterministic
+    from consensus.training import Replayer
     from miner.search import default_groups, pick_device
 
     base = common.load_spec(args)
@@ -253,7 +251,6 @@ def measure_verify(args) -> dict:
         common.progress(f"mined in {found.attempts} attempts, {time.perf_counter() - t0:.1f} s; "
                         f"{len(header.nonces)} steps; block {body} bytes, post-state {state_bytes / 1e6:.1f} MB")
 
-        set_deterministic()
         replayer = Replayer(spec, data, vdevice)
         walls: list[float] = []
         cpus: list[float] = []

@@ -16,7 +16,7 @@ from . import errors
 from .block import PaperHeader
 from .requirements import derive_requirements, first_failed
 from .spec import ChainSpec
-from .training import Accuracy, Replayer
+from .training import Accuracy, CanonicalStep
 from .weights import State, all_finite, decode_state, layout_problem, weights_hash
 
 
@@ -36,13 +36,13 @@ def decode_weights(header: PaperHeader, data: bytes, spec: ChainSpec, template: 
     return state
 
 
-def check_requirements(header: PaperHeader, parent: PaperHeader, replayer: Replayer, w: State) -> None:
+def check_requirements(header: PaperHeader, parent: PaperHeader, replayer: CanonicalStep, w: State) -> None:
     """R from the parent's block hash, over every parameter; W' = update(W, P); sign and non-zero."""
-    reqs = derive_requirements(parent.hash, header.difficulty, replayer.index.total)
+    reqs = derive_requirements(parent.hash, header.difficulty, replayer.n_params)
     replayer.load(w)           # on the node's own thread count: the paper fixes none (a v1 split)
-    before = replayer.index.gather(reqs)
+    before = replayer.values(reqs)
     replayer.step(header.batch)
-    after = replayer.index.gather(reqs)
+    after = replayer.values(reqs)
     i = first_failed(before, after, reqs)
     if i is not None:
         r = reqs[i]
@@ -71,7 +71,7 @@ def check_accuracy(header: PaperHeader, parent: PaperHeader, result: PaperResult
             f"acc(W')={result.after.correct} below the parent's {parent.acc_after} minus tolerance")
 
 
-def validate_proof(header: PaperHeader, parent: PaperHeader, w: State, replayer: Replayer,
+def validate_proof(header: PaperHeader, parent: PaperHeader, w: State, replayer: CanonicalStep,
                    spec: ChainSpec) -> PaperResult:
     """Replay the winning step from the published W and apply the paper's accuracy rule."""
     check_requirements(header, parent, replayer, w)

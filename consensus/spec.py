@@ -16,9 +16,9 @@ from typing import Any
 
 from .hashing import canonical_json, sha256_hex
 
-SPEC_FORMAT = "polchain-spec/2"
-HEADER_VERSION = 2
-RULES_V2 = "v2"
+SPEC_FORMAT = "polchain-spec/3"
+HEADER_VERSION = 3
+RULES_V3 = "v3"         # the node's rules: v2's proof with the exact step (docs/protocol.md §5)
 RULES_PAPER = "dgg-paper"   # research preset: the paper's rules (free W), forgeable
 
 
@@ -28,6 +28,7 @@ class ModelSpec:
     num_classes: int
     init_seed: int
     genesis_weights_sha256: str
+    init: str = "polchain-genesis/3"    # consensus.model: the spec's own generator ("torch-default": dgg-paper)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,28 @@ class TrainingSpec:
     batchnorm: str = "train"
     augmentation: str = "none"
     dtype: str = "float32"
+    step: str = "exact"         # the exact step of consensus.exact_step (docs/protocol.md §5); "fp32":
+                                # PyTorch's fp32 kernels, not portable (the dgg-paper research preset only)
+    exact_bits: int = 15        # quantised operands: integers with |q| <= 2^exact_bits
+
+
+EXACT_BITS_RANGE = (8, 20)
+
+
+def unsupported_training(spec: "ChainSpec") -> str | None:
+    """Why the canonical step cannot run this spec's training rule, or None. A field the step does not
+    implement is refused, never hashed into the chain id and then ignored."""
+    t = spec.training
+    want = dict(optimizer="sgd", momentum="0", weight_decay="0", batchnorm="train", augmentation="none",
+                dtype="float32")
+    for name, value in want.items():
+        if getattr(t, name) != value:
+            return f"training.{name} = {getattr(t, name)!r} is not implemented by the canonical step (only {value!r})"
+    if t.step not in ("exact", "fp32") or (t.step == "fp32" and not spec.is_paper):
+        return f"training.step = {t.step!r}: protocol v3 chains use 'exact' ('fp32' is for the dgg-paper preset)"
+    if not EXACT_BITS_RANGE[0] <= t.exact_bits <= EXACT_BITS_RANGE[1]:
+        return f"training.exact_bits = {t.exact_bits} outside {EXACT_BITS_RANGE[0]}..{EXACT_BITS_RANGE[1]}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,18 +99,17 @@ class RequirementsSpec:
 class ProofSpec:
     """What a proof is (docs/protocol.md, "Proof").
 
-    ``rules`` = "v2": W is the parent's post-state advanced by 0..max_advance_steps canonical
-    steps; every batch is derived from (parent, miner key, nonce); R comes from the parent's
-    post-state and the redraw epoch, over the parameters not excluded; replay on
-    ``replay_threads`` intra-op threads. ``rules`` = "dgg-paper": the paper's rules (free W
+    ``rules`` = "v3": W is the parent's post-state advanced by 0..max_advance_steps canonical
+    (exact) steps; every batch is derived from (parent, miner key, nonce); R comes from the parent's
+    post-state and the redraw epoch, over the parameters not excluded. ``rules`` = "dgg-paper": the paper's rules (free W
     carried in the body, batch indices in the header, R from the parent hash), for research only.
     """
     rules: str
     max_advance_steps: int = 0          # J
     redraw_interval_ms: int = 0         # R is re-drawn every this long after the parent (0: never)
     r_excluded: tuple[str, ...] = ()    # parameter-name prefixes outside R's index space
-    replay_threads: int = 1
-    min_improvement: int = 0            # v2: acc(W') >= parent's claimed acc(W') + this (negative: a slack)
+    min_improvement: int = 0            # acc(W') >= parent's claimed acc(W') + this (negative: a slack) ...
+    floor_relax: int = 0                # ... - this per redraw epoch since the parent (v3: no stall by claims)
 
 
 @dataclass(frozen=True)
@@ -132,7 +154,7 @@ class ChainSpec:
     difficulty: DifficultySpec
     time: TimeSpec
     limits: LimitsSpec
-    proof: ProofSpec = ProofSpec(RULES_V2)
+    proof: ProofSpec = ProofSpec(RULES_V3)
     record_types: tuple[str, ...] = ("model-certificate",)
     format: str = SPEC_FORMAT
     header_version: int = HEADER_VERSION
@@ -162,7 +184,7 @@ class ChainSpec:
             raise ValueError(f"malformed chain spec: missing {sorted(want - set(d))}, unknown {sorted(set(d) - want)}")
         kw = d
         try:
-            return cls(
+            spec = cls(
                 name=kw["name"],
                 model=ModelSpec(**kw["model"]),
                 dataset=DatasetSpec(**kw["dataset"]),
@@ -179,6 +201,10 @@ class ChainSpec:
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed chain spec: {exc}") from None
+        problem = unsupported_training(spec)
+        if problem:
+            raise ValueError(f"unsupported chain spec: {problem}")
+        return spec
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ChainSpec":
@@ -232,10 +258,11 @@ GENESIS_TIME_MS = 1_790_000_000_000  # 2026-09-21T13:33:20Z
 
 # Pinned values: hashes of the genesis weights and decoded data (docs/protocol.md, "Presets").
 # The cifar10 split hashes are not pinned yet: see docs/protocol.md.
-TINY_GENESIS_WEIGHTS = "2c9f278b7ba8f06b85e7cec72e28fde14f9bdbeb25505c340a4d816dbbb221f6"
+TINY_GENESIS_WEIGHTS = "ee4ae506f1bb4a843417e01bfcaad1c709b657dd65046dc04937bb84f388502b"
 TINY_TRAIN_SHA = "07779d6b06d50dfd783dd9240a7f994f540ee73c92e20e12feadc627c188570c"
 TINY_TEST_SHA = "7561e1a547161b863909143c1bdb38a03c650430cbb5d9ff358562b7e174bd83"
-RESNET_GENESIS_WEIGHTS = "66d3304edc0f2bf019ae4ab2b9ce3eef48086174a62525003938b4c543cb9b16"
+PAPER_GENESIS_WEIGHTS = "2c9f278b7ba8f06b85e7cec72e28fde14f9bdbeb25505c340a4d816dbbb221f6"  # torch 2.x default init
+RESNET_GENESIS_WEIGHTS = "5f0df9e8df320161e787061f0b055a04df36004de9afb92e5701587e9bdf8ac4"
 
 
 def preset(name: str) -> ChainSpec:
@@ -254,8 +281,8 @@ def preset(name: str) -> ChainSpec:
             time=TimeSpec(genesis_timestamp_ms=GENESIS_TIME_MS, max_future_ms=15_000, mtp_window=11),
             limits=LimitsSpec(max_header_bytes=8192, max_weights_bytes=1 << 20, max_records=64,
                               max_record_bytes=4096),
-            proof=ProofSpec(RULES_V2, max_advance_steps=8, redraw_interval_ms=30_000, r_excluded=("linear.",),
-                            min_improvement=-3),
+            proof=ProofSpec(RULES_V3, max_advance_steps=8, redraw_interval_ms=30_000, r_excluded=("linear.", "bn3."),
+                            min_improvement=-3, floor_relax=3),
         )
     if name == "cifar10-resnet18":
         return ChainSpec(
@@ -272,8 +299,8 @@ def preset(name: str) -> ChainSpec:
             time=TimeSpec(genesis_timestamp_ms=GENESIS_TIME_MS, max_future_ms=15_000, mtp_window=11),
             limits=LimitsSpec(max_header_bytes=8192, max_weights_bytes=48 << 20, max_records=64,
                               max_record_bytes=4096),
-            proof=ProofSpec(RULES_V2, max_advance_steps=4, redraw_interval_ms=600_000, r_excluded=("linear.",),
-                            min_improvement=-3),
+            proof=ProofSpec(RULES_V3, max_advance_steps=4, redraw_interval_ms=600_000,
+                            r_excluded=("linear.", "layer4.1.bn2."), min_improvement=-3, floor_relax=5),
         )
     if name == "dgg-paper":
         # RESEARCH ONLY: the DGG paper's rules on the tiny model and data (W free in the body, batch
@@ -281,7 +308,8 @@ def preset(name: str) -> ChainSpec:
         # "v1 attacks and how v2 closes them". Nodes refuse to run it.
         tiny = preset("tiny")
         return dataclasses.replace(
-            tiny, name="dgg-paper", header_version=1,
+            tiny, name="dgg-paper", header_version=1, training=dataclasses.replace(tiny.training, step="fp32"),
+            model=dataclasses.replace(tiny.model, init="torch-default", genesis_weights_sha256=PAPER_GENESIS_WEIGHTS),
             requirements=RequirementsSpec(margin_ulps=4, margin_abs="1e-9"),
             proof=ProofSpec(RULES_PAPER))
     raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")

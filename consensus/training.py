@@ -1,62 +1,36 @@
-"""The canonical update step and the accuracy function.
+"""The canonical step behind one narrow interface, and the accuracy function.
 
-``update(W, P)``: load W, model in train mode (BatchNorm uses batch statistics
-and updates its running statistics), cross-entropy (mean over the S samples),
-gradients by backprop, then for every learnable parameter, in fp32,
-``w' = w - (lr * g)`` -- two rounded operations, no fused multiply-add, no
-momentum, no weight decay. No data augmentation.
+``CanonicalStep`` is the interface the node (``node/chain.py``), ``polchain verify`` and the miners
+use, and the only one: load W, take canonical steps on batches, read W (whole, or at R's
+coordinates), evaluate it on E. ``canonical_step(spec, dataset, device)`` is the factory.
 
-``correct_counts``: eval mode (running statistics), argmax of the logits (first
-maximum on ties), the number of correct predictions on E, plus the number of
-*borderline* predictions whose top-2 logit gap is below a margin (miners use
-that to publish only verdicts that one flipped prediction cannot change).
+The step (protocol v3) is ``consensus.exact_step.exact_sgd_step``: exact integer sums in fp64 and
+single IEEE operations, the same bits on every machine, thread count and device (docs/protocol.md
+§5). Nothing about it depends on ``torch.get_num_threads()`` or the CPU's kernels, so validators
+replay on all their cores; the v2 rule of one canonical thread is gone.
+
+``accuracy``: eval mode (running statistics), argmax of the logits (first maximum on ties), the
+number of correct predictions on E, plus the number of *borderline* predictions whose top-2 logit
+gap is below a margin (miners publish only verdicts that one flipped prediction cannot change).
+It stays fp32 (any kernels): the claim tolerance absorbs the differences between machines
+(docs/protocol.md §6).
 """
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset, normalize
+from .exact_step import Rule, exact_sgd_step, normalisation_table
 from .model import genesis_model
-from .requirements import IndexSpace, ParamIndex
-from .spec import ChainSpec
+from .requirements import IndexSpace, ParamIndex, Requirement
+from .spec import ChainSpec, unsupported_training
 from .weights import State, clone_state
-
-
-def set_deterministic() -> None:
-    """Settings for canonical steps: no TF32, deterministic cuDNN, no autotuning."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-
-
-_CANONICAL = threading.RLock()
-
-
-@contextmanager
-def canonical_threads(spec: ChainSpec) -> Iterator[None]:
-    """Run the enclosed canonical steps on the spec's intra-op thread count, whatever the
-    node's ``--threads`` says (PyTorch's CPU kernels reduce in a thread-count-dependent order,
-    so the same step can round differently on 1 and 2 threads). PyTorch's thread count is
-    process-wide: canonical sections are serialised by one lock, and other work (a miner's
-    search pass) runs on the same count meanwhile, which costs speed, never a verdict."""
-    with _CANONICAL:
-        before = torch.get_num_threads()
-        if before != spec.proof.replay_threads:
-            torch.set_num_threads(spec.proof.replay_threads)
-        try:
-            yield
-        finally:
-            if torch.get_num_threads() != before:
-                torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -65,13 +39,37 @@ class Accuracy:
     borderline: int
 
 
-class Replayer:
-    """Holds one model instance and the data for a spec; runs canonical steps.
+class CanonicalStep(Protocol):
+    """What the node, ``verify`` and the miners may ask of the canonical model (one per thread)."""
+    spec: ChainSpec
+    dataset: Dataset
+    device: torch.device
+    r_space: IndexSpace                 # R's index space over the learnable parameters
+    n_params: int                       # |W|: the learnable parameters, flattened in definition order
 
-    Not thread-safe: one Replayer per thread.
-    """
+    def load(self, state: State) -> None: ...                    # W := state
+    def step(self, indices: Sequence[int]) -> None: ...          # W := update(W, batch)
+    def state(self) -> State: ...                                # a CPU copy of W
+    def values(self, reqs: Sequence[Requirement]) -> torch.Tensor: ...   # W at R's coordinates (CPU fp32)
+    def locate(self, index: int) -> tuple[str, int]: ...         # flat parameter index -> (name, offset)
+    def copy_parameters_to(self, module: nn.Module) -> None: ...  # W's learnable tensors into a module
+    def accuracy(self, state: State | None = None) -> "Accuracy": ...
+    def cached_accuracy(self, state_hash: str, state: State | None = None) -> "Accuracy": ...
+
+
+def canonical_step(spec: ChainSpec, dataset: Dataset, device: str | torch.device = "cpu") -> CanonicalStep:
+    """The canonical step for ``spec`` on ``device`` (any device with fp64: CPU, CUDA)."""
+    return Replayer(spec, dataset, device)
+
+
+class Replayer:
+    """The implementation of ``CanonicalStep``: one model instance holds W; ``step`` runs the exact
+    step on it. Not thread-safe: one Replayer per thread."""
 
     def __init__(self, spec: ChainSpec, dataset: Dataset, device: str | torch.device = "cpu"):
+        problem = unsupported_training(spec)
+        if problem:
+            raise ValueError(problem)
         self.spec = spec
         self.dataset = dataset
         self.device = torch.device(device)
@@ -82,7 +80,11 @@ class Replayer:
         self.r_space = r_index_space(named, spec.proof.r_excluded)
         self._acc_cache: OrderedDict[str, Accuracy] = OrderedDict()
         self._eval_model: nn.Module | None = None
-        self.lr = torch.tensor(spec.lr, dtype=torch.float32, device=self.device)
+        self.param_names = tuple(n for n, _ in named)
+        self.n_params = self.index.total
+        self.rule = Rule(spec.training.exact_bits, float(torch.tensor(spec.lr, dtype=torch.float32)),
+                         normalisation_table(spec.training.mean, spec.training.std))
+        self._live = dict(self.model.state_dict())     # name -> the model's own tensor (no copy)
         m = spec.evaluation.size
         self.eval_x = normalize(dataset.test_x[:m], spec.mean, spec.std).to(self.device)
         self.eval_y = dataset.test_y[:m].to(torch.int64).to(self.device)
@@ -101,22 +103,52 @@ class Replayer:
         y = self.dataset.train_y[idx].to(torch.int64)
         return x.to(self.device), y.to(self.device)
 
+    def values(self, reqs: Sequence[Requirement]) -> torch.Tensor:
+        return self.index.gather(reqs)
+
+    def locate(self, index: int) -> tuple[str, int]:
+        i, off = self.index.locate(index)
+        return self.param_names[i], off
+
+    @torch.no_grad()
+    def copy_parameters_to(self, module: nn.Module) -> None:
+        mine = dict(module.named_parameters())
+        for name in self.param_names:
+            mine[name].copy_(self._live[name])
+
     # -- the canonical step ----------------------------------------------------
     def step(self, indices: Sequence[int]) -> None:
-        """One canonical SGD step, in place on the loaded model."""
+        """One canonical (exact) SGD step, in place on the loaded model."""
+        if self.spec.training.step == "fp32":
+            return self._fp32_step(indices)
+        self._exact_step(indices)
+
+    def _fp32_step(self, indices: Sequence[int]) -> None:
+        """The dgg-paper preset's step: PyTorch's fp32 kernels and autograd, ``w' = w - (lr * g)``. Its bits
+        depend on the CPU's kernels and the thread count (the v1 thread-split attack relies on it)."""
         x, y = self.batch(indices)
         self.model.train()
         loss = F.cross_entropy(self.model(x), y)
         grads = torch.autograd.grad(loss, self.params)
+        lr = torch.tensor(self.spec.lr, dtype=torch.float32, device=self.device)
         with torch.no_grad():
             for p, g in zip(self.params, grads):
-                p.sub_(g * self.lr)
+                p.sub_(g * lr)
+
+    @torch.no_grad()
+    def _exact_step(self, indices: Sequence[int]) -> None:
+        idx = torch.as_tensor(list(indices), dtype=torch.int64)
+        images = self.dataset.train_x[idx].to(self.device)
+        labels = self.dataset.train_y[idx].to(torch.int64).to(self.device)
+        new = exact_sgd_step(self.spec.model.arch, self._live, images, labels, self.rule, self.param_names)
+        for name, t in new.items():
+            if t is not self._live[name]:
+                self._live[name].copy_(t)
 
     def update(self, state: State, indices: Sequence[int]) -> State:
         """W' = update(W, P) as a fresh state (W is not modified)."""
         self.load(state)
-        with canonical_threads(self.spec):
-            self.step(indices)
+        self.step(indices)
         return self.state()
 
     # -- accuracy on E -----------------------------------------------------------
@@ -172,7 +204,7 @@ def r_index_space(named_params, excluded: Sequence[str]) -> IndexSpace:
 
 
 def genesis_state(spec: ChainSpec) -> State:
-    m = genesis_model(spec.model.arch, spec.model.init_seed, spec.model.num_classes)
+    m = genesis_model(spec.model.arch, spec.model.init_seed, spec.model.num_classes, spec.model.init)
     return clone_state(m.state_dict())
 
 

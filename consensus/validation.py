@@ -8,7 +8,8 @@
                   the redraw epoch) holds with the validators' band; the post-state
                   hashes to the header's state_hash (the part that carries the 2^k work)
     accuracy   -- one evaluation of W' on E: the claim is within tolerance and W'
-                  is no worse than the parent's claimed accuracy (+ min_improvement)
+                  is no worse than the floor: the parent's claim + min_improvement, relaxed
+                  per redraw epoch (accuracy_floor)
 
 Each rule is one small function raising a typed ``consensus.errors.InvalidBlock`` (or
 ``Ignored`` / ``BadBody``); ``validate_block`` tags the error with the stage that raised it
@@ -31,7 +32,7 @@ from .proof import derive_batch, r_seed, redraw_epoch, requirements_for
 from .records import Record
 from .requirements import first_failed, requirements_hold, requirements_hold_with_margin
 from .spec import ChainSpec
-from .training import Accuracy, Replayer, canonical_threads
+from .training import Accuracy, CanonicalStep
 from .weights import State, all_finite, weights_hash
 
 
@@ -169,19 +170,18 @@ def batches(header: BlockHeader, spec: ChainSpec) -> list[tuple[int, ...]]:
     return [derive_batch(spec, header.parent, header.miner, n) for n in header.nonces]
 
 
-def check_requirements(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: Replayer,
+def check_requirements(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
                        spec: ChainSpec) -> None:
     """Replay every step from the parent's post-state on the canonical thread count; R must hold
     for the winning step with the validators' band. Leaves W' loaded in the replayer."""
     reqs = requirements_for(spec, parent, header.timestamp_ms, header.difficulty, replayer.r_space)
     steps = batches(header, spec)
-    with canonical_threads(spec):
-        replayer.load(parent_state)
-        for batch in steps[:-1]:
-            replayer.step(batch)
-        before = replayer.index.gather(reqs)
-        replayer.step(steps[-1])
-        after = replayer.index.gather(reqs)
+    replayer.load(parent_state)
+    for batch in steps[:-1]:
+        replayer.step(batch)
+    before = replayer.values(reqs)
+    replayer.step(steps[-1])
+    after = replayer.values(reqs)
     band = (spec.requirements.band_ulps, float(spec.requirements.band_abs))
     i = first_failed(before, after, reqs, *band)
     if i is not None:
@@ -191,7 +191,7 @@ def check_requirements(header: BlockHeader, parent: BlockHeader, parent_state: S
             f"change {float(after[i] - before[i]):.3e} (band {band[0]} ulp, {band[1]:.1e})")
 
 
-def check_state_commitment(header: BlockHeader, replayer: Replayer) -> State:
+def check_state_commitment(header: BlockHeader, replayer: CanonicalStep) -> State:
     """The replayed post-state is the one the header commits to."""
     state = replayer.state()
     if not all_finite(state):
@@ -202,7 +202,7 @@ def check_state_commitment(header: BlockHeader, replayer: Replayer) -> State:
     return state
 
 
-def replay_proof(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: Replayer,
+def replay_proof(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
                  spec: ChainSpec) -> State:
     """The work part of a proof (R and the state commitment): returns W'. Leaves W' loaded."""
     check_requirements(header, parent, parent_state, replayer, spec)
@@ -215,18 +215,27 @@ def check_accuracy_claim(header, measured: Accuracy, spec: ChainSpec) -> None:
         raise errors.BadAccuracyClaim(f"claimed {header.acc_after}, measured {measured.correct} (tolerance {tol})")
 
 
-def check_accuracy_floor(measured: Accuracy, parent: BlockHeader, spec: ChainSpec) -> None:
-    floor = parent.acc_after + spec.proof.min_improvement
+def accuracy_floor(spec: ChainSpec, parent: BlockHeader, timestamp_ms: int) -> int:
+    """The least acc(W') a child stamped ``timestamp_ms`` may have: the parent's claim + min_improvement,
+    lowered by floor_relax per redraw epoch since the parent, never below 0 (v3: a lucky or false claim
+    cannot stall the chain; docs/protocol.md §6)."""
+    epoch = redraw_epoch(spec, parent.timestamp_ms, timestamp_ms)
+    return max(0, parent.acc_after + spec.proof.min_improvement - spec.proof.floor_relax * epoch)
+
+
+def check_accuracy_floor(measured: Accuracy, parent: BlockHeader, spec: ChainSpec, timestamp_ms: int) -> None:
+    floor = accuracy_floor(spec, parent, timestamp_ms)
     if measured.correct < floor:
         raise errors.AccuracyNotImproved(
-            f"acc(W')={measured.correct} below the parent's {parent.acc_after} + {spec.proof.min_improvement}")
+            f"acc(W')={measured.correct} below the floor {floor} (parent's claim {parent.acc_after}, "
+            f"{spec.proof.min_improvement:+d}, relaxed {spec.proof.floor_relax} per redraw epoch)")
 
 
-def check_accuracy(header: BlockHeader, parent: BlockHeader, replayer: Replayer, spec: ChainSpec) -> Accuracy:
+def check_accuracy(header: BlockHeader, parent: BlockHeader, replayer: CanonicalStep, spec: ChainSpec) -> Accuracy:
     """One evaluation of W' on E (cached by state hash); W' must be loaded."""
     measured = replayer.cached_accuracy(header.state_hash)
     check_accuracy_claim(header, measured, spec)
-    check_accuracy_floor(measured, parent, spec)
+    check_accuracy_floor(measured, parent, spec, header.timestamp_ms)
     return measured
 
 
@@ -236,7 +245,7 @@ class ProofResult:
     after: Accuracy         # acc(W') on E
 
 
-def validate_proof(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: Replayer,
+def validate_proof(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
                    spec: ChainSpec) -> ProofResult:
     """Replay and accuracy: the whole proof. Leaves W' loaded."""
     state = replay_proof(header, parent, parent_state, replayer, spec)
@@ -299,7 +308,7 @@ def check_recalled_commitment(header: BlockHeader, state_hash: str) -> None:
                                    f"{header.state_hash[:16]}")
 
 
-def validate_block(block: Block, spec: ChainSpec, view: ChainView, now_ms: int, *, replayer: Replayer,
+def validate_block(block: Block, spec: ChainSpec, view: ChainView, now_ms: int, *, replayer: CanonicalStep,
                    parent_state: Callable[[BlockHeader], State], memo: ProofMemo | None = None,
                    check_proof: bool = True, on_work_checked: Callable[[Block], None] | None = None,
                    stage: StageTimer = no_timer) -> Validated:
@@ -329,7 +338,7 @@ def validate_block(block: Block, spec: ChainSpec, view: ChainView, now_ms: int, 
             if after is None:
                 after = replayer.cached_accuracy(block.header.state_hash)
             check_accuracy_claim(block.header, after, spec)
-            check_accuracy_floor(after, parent, spec)
+            check_accuracy_floor(after, parent, spec, block.header.timestamp_ms)
         return Validated(parent, state, after, ProofMemo.key(block.header, parent, spec))
     except errors.BlockError as exc:
         if not hasattr(exc, "stage"):
@@ -337,7 +346,7 @@ def validate_block(block: Block, spec: ChainSpec, view: ChainView, now_ms: int, 
         raise
 
 
-def _check_work(block: Block, parent: BlockHeader, spec: ChainSpec, replayer: Replayer, parent_state,
+def _check_work(block: Block, parent: BlockHeader, spec: ChainSpec, replayer: CanonicalStep, parent_state,
                 memo: ProofMemo | None, stage: StageTimer) -> tuple[State | None, Accuracy | None]:
     """(W' or None, acc(W') when recalled): the replay stages, or the memo's answer."""
     header = block.header
@@ -364,16 +373,18 @@ def miner_requirements_ok(before: torch.Tensor, after: torch.Tensor, reqs, spec:
                                          float(spec.requirements.margin_abs))
 
 
-def miner_accuracy_failure(after: Accuracy, parent: BlockHeader, spec: ChainSpec) -> str | None:
+def miner_accuracy_failure(after: Accuracy, parent: BlockHeader, spec: ChainSpec,
+                           timestamp_ms: int | None = None) -> str | None:
     """Why a miner must not publish W' ("borderline": more predictions within the logit margin than
     the claim tolerance; "floor": below the parent's floor if every borderline one were wrong), or None."""
     if after.borderline > spec.evaluation.claim_tolerance:
         return "borderline"
-    if after.correct - after.borderline < parent.acc_after + spec.proof.min_improvement:
+    ts = parent.timestamp_ms if timestamp_ms is None else timestamp_ms
+    if after.correct - after.borderline < accuracy_floor(spec, parent, ts):
         return "floor"
     return None
 
 
-def miner_accuracy_ok(after: Accuracy, parent: BlockHeader, spec: ChainSpec) -> bool:
+def miner_accuracy_ok(after: Accuracy, parent: BlockHeader, spec: ChainSpec, timestamp_ms: int | None = None) -> bool:
     """Publish only if no set of borderline predictions flipping could change the verdict."""
-    return miner_accuracy_failure(after, parent, spec) is None
+    return miner_accuracy_failure(after, parent, spec, timestamp_ms) is None

@@ -19,7 +19,9 @@ settings are ever changed by the search: the node validates blocks in other
 threads under the same settings.
 
 A candidate whose predicted change ``-lr * g`` meets R is *confirmed* with the
-canonical fp32 step (on the spec's canonical thread count) before it is published.
+canonical (exact) step before it is published: the search is fp32 on any kernels, thread count
+and device, and only approximates the exact step; the confirmation decides. The search reaches
+the canonical model only through ``consensus.training.CanonicalStep``.
 When no candidate is confirmed and the block may still hold advance steps (j < J),
 the model takes one canonical SGD step on the first candidate's batch, which becomes
 an advance step of the block (docs/mining.md); from W_J on, passes stay at W_J.
@@ -39,7 +41,7 @@ from consensus.model import genesis_model
 from consensus.proof import redraw_epoch
 from consensus.requirements import Requirement, ulp
 from consensus.spec import ChainSpec
-from consensus.training import Replayer, canonical_threads
+from consensus.training import CanonicalStep
 from consensus.validation import miner_requirements_ok
 from consensus.weights import State
 
@@ -83,7 +85,7 @@ class Target:
     coord: tuple[int, ...]
 
 
-def build_search_model(canonical: nn.Module, spec: ChainSpec, *, channels_last: bool = False) -> nn.Module:
+def build_search_model(spec: ChainSpec, device: torch.device, *, channels_last: bool = False) -> nn.Module:
     """A second instance of the architecture with its own copies of the parameters.
 
     The copies are refreshed from the canonical model before every pass
@@ -97,7 +99,7 @@ def build_search_model(canonical: nn.Module, spec: ChainSpec, *, channels_last: 
             parent_name, _, attr = name.rpartition(".")
             parent = search.get_submodule(parent_name) if parent_name else search
             setattr(parent, attr, GhostBatchNorm(mod, spec.training.batch_size))
-    search = search.to(next(canonical.parameters()).device)
+    search = search.to(device)
     if channels_last:
         search = search.to(memory_format=torch.channels_last)
     for p in search.parameters():
@@ -114,16 +116,15 @@ def _unravel(offset: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(coord))
 
 
-def locate_targets(model: nn.Module, reqs: tuple[Requirement, ...], index) -> list[Target]:
-    owner = {}
-    for mname, mod in model.named_modules():
-        for pname, p in mod.named_parameters(recurse=False):
-            owner[id(p)] = (mname, mod, pname)
+def locate_targets(model: nn.Module, reqs: tuple[Requirement, ...], step: CanonicalStep) -> list[Target]:
+    """Where each requirement lives in ``model`` (the search model: same names as the canonical one)."""
+    modules, params = dict(model.named_modules()), dict(model.named_parameters())
     out = []
     for r in reqs:
-        i, off = index.locate(r.index)
-        mname, mod, pname = owner[id(index.params[i])]
-        coord = _unravel(off, tuple(index.params[i].shape))
+        name, off = step.locate(r.index)
+        mname, _, pname = name.rpartition(".")
+        mod = modules[mname]
+        coord = _unravel(off, tuple(params[name].shape))
         if isinstance(mod, nn.Conv2d):
             kind = "conv"
         elif isinstance(mod, nn.Linear):
@@ -144,21 +145,17 @@ class FastSearch:
     (up to 2e-3 in channels_last at ill-conditioned coordinates).
     """
 
-    def __init__(self, replayer: Replayer, groups: int, channels_last: bool = False):
+    def __init__(self, replayer: CanonicalStep, groups: int, channels_last: bool = False):
         self.r = replayer
         self.spec = replayer.spec
         self.groups = groups
         self.channels_last = channels_last
-        self.model = build_search_model(replayer.model, self.spec, channels_last=self.channels_last)
+        self.model = build_search_model(self.spec, replayer.device, channels_last=self.channels_last)
         self.modules = dict(self.model.named_modules())
-        mine = dict(self.model.named_parameters())
-        self._pairs = [(p, mine[name]) for name, p in replayer.model.named_parameters()]
 
-    @torch.no_grad()
     def sync(self) -> None:
-        """Copy the canonical parameters (W, as loaded in the replayer) into the search model."""
-        for src, dst in self._pairs:
-            dst.copy_(src)
+        """Copy the canonical parameters (W, as loaded in the canonical step) into the search model."""
+        self.r.copy_parameters_to(self.model)
 
     def inputs(self, batches: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.tensor([i for b in batches for i in b], dtype=torch.int64)
@@ -230,7 +227,7 @@ def _per_sample_grad(t: Target, mod: nn.Module, inp: torch.Tensor, gout: torch.T
 class FastMiner(ReferenceMiner):
     """Same contract as ReferenceMiner.mine; G candidate nonces per pass at one W."""
 
-    def __init__(self, spec: ChainSpec, replayer: Replayer, groups: int = 16, seed: int | None = None,
+    def __init__(self, spec: ChainSpec, replayer: CanonicalStep, groups: int = 16, seed: int | None = None,
                  channels_last: bool = False, min_advance: int = 0):
         super().__init__(spec, replayer, seed, min_advance)
         self.search = FastSearch(replayer, groups, channels_last)
@@ -249,16 +246,15 @@ class FastMiner(ReferenceMiner):
     def search_pass(self, batches: list[tuple[int, ...]], reqs, targets: list[Target]) -> list[int]:
         """Indices of the candidate batches predicted to meet R at the loaded W."""
         grads = self.search.group_gradients(batches, targets)
-        return self.predicted_hits(grads, self.replayer.index.gather(reqs), reqs)
+        return self.predicted_hits(grads, self.replayer.values(reqs), reqs)
 
     def requirements_confirmed(self, batch: tuple[int, ...], reqs) -> bool:
-        """The canonical fp32 step from the loaded W meets R with the miner's margin. The model
+        """The canonical (exact) step from the loaded W meets R with the miner's margin. The model
         holds the stepped state afterwards."""
         r = self.replayer
-        with canonical_threads(self.spec):
-            before = r.index.gather(reqs)
-            r.step(batch)
-            return miner_requirements_ok(before, r.index.gather(reqs), reqs, self.spec)
+        before = r.values(reqs)
+        r.step(batch)
+        return miner_requirements_ok(before, r.values(reqs), reqs, self.spec)
 
     def mine(self, job: Job, parent_state: State, *, should_stop: Callable[[], bool] = lambda: False,
              max_attempts: int | None = None) -> Found | None:
@@ -271,7 +267,7 @@ class FastMiner(ReferenceMiner):
             ts = job.timestamp()
             if redraw_epoch(self.spec, job.parent.timestamp_ms, ts) != epoch:
                 epoch, reqs = redraw_epoch(self.spec, job.parent.timestamp_ms, ts), self.requirements(job, ts)
-                targets = locate_targets(r.model, reqs, r.index)
+                targets = locate_targets(self.search.model, reqs, r)
             if len(path) < self.min_advance:      # advance steps first: no search before them
                 nonce = self.random_nonce()
                 self.advance(job, nonce)
@@ -303,6 +299,5 @@ class FastMiner(ReferenceMiner):
         return j >= self.min_advance
 
     def advance(self, job: Job, nonce: int) -> None:
-        with canonical_threads(self.spec):
-            self.replayer.step(self.batch(job, nonce))
+        self.replayer.step(self.batch(job, nonce))
 

@@ -20,8 +20,8 @@ from consensus.block import BlockHeader
 from consensus.difficulty import median_time_past
 from consensus.proof import derive_batch, redraw_epoch, requirements_for
 from consensus.spec import ChainSpec
-from consensus.training import Accuracy, Replayer, canonical_threads
-from consensus.validation import miner_accuracy_failure, miner_requirements_ok
+from consensus.training import Accuracy, CanonicalStep
+from consensus.validation import accuracy_floor, miner_accuracy_failure, miner_requirements_ok
 from consensus.weights import State, weights_hash
 
 
@@ -87,7 +87,7 @@ class ReferenceMiner:
     """``min_advance``: advance steps a block takes before a hit may be published (0: publish the
     first hit; ``make_miner`` fills the spec's J, docs/mining.md "advance steps first")."""
 
-    def __init__(self, spec: ChainSpec, replayer: Replayer, seed: int | None = None, min_advance: int = 0):
+    def __init__(self, spec: ChainSpec, replayer: CanonicalStep, seed: int | None = None, min_advance: int = 0):
         self.spec = spec
         self.replayer = replayer
         self.rng = random.Random(seed)
@@ -106,13 +106,14 @@ class ReferenceMiner:
     def below_floor(self, job: Job) -> bool:
         """The loaded W is so far below the parent's accuracy that one more step will not do."""
         acc = self.replayer.accuracy()
-        return acc.correct + self.spec.evaluation.claim_tolerance < job.parent.acc_after + self.spec.proof.min_improvement
+        floor = accuracy_floor(self.spec, job.parent, job.timestamp())
+        return acc.correct + self.spec.evaluation.claim_tolerance < floor
 
     def accept(self, job: Job, nonces: list[int], ts: int, attempts: int, t0: float) -> Found | None:
         """The loaded model holds a candidate W' whose step met R: a block if the accuracy floor holds."""
         self.progress.r_hits += 1
         acc = self.replayer.accuracy()
-        why = miner_accuracy_failure(acc, job.parent, self.spec)
+        why = miner_accuracy_failure(acc, job.parent, self.spec, ts)
         if why is not None:
             if why == "borderline":
                 self.progress.acc_borderline_failed += 1
@@ -133,10 +134,9 @@ class ReferenceMiner:
             if redraw_epoch(self.spec, job.parent.timestamp_ms, ts) != epoch:
                 epoch, reqs = redraw_epoch(self.spec, job.parent.timestamp_ms, ts), self.requirements(job, ts)
             nonce = self.random_nonce()
-            with canonical_threads(self.spec):
-                before = r.index.gather(reqs)
-                r.step(self.batch(job, nonce))
-                after = r.index.gather(reqs)
+            before = r.values(reqs)
+            r.step(self.batch(job, nonce))
+            after = r.values(reqs)
             attempts += 1
             self.progress.attempts += 1
             if len(path) >= self.min_advance and miner_requirements_ok(before, after, reqs, self.spec):

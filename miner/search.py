@@ -5,7 +5,7 @@ import torch
 
 from consensus.data import Dataset
 from consensus.spec import ChainSpec
-from consensus.training import Replayer, set_deterministic
+from consensus.training import canonical_step
 
 from .fast import FastMiner
 from .reference import ReferenceMiner
@@ -40,8 +40,7 @@ def make_miner(kind: str, spec: ChainSpec, dataset: Dataset, *, device: str = "c
     """``advance_first``: every block takes the spec's J advance steps before a hit may be published
     (the most learning a block can hold; docs/mining.md). False publishes the first hit."""
     device = pick_device(device)
-    set_deterministic()
-    replayer = Replayer(spec, dataset, device)
+    replayer = canonical_step(spec, dataset, device)
     min_advance = spec.proof.max_advance_steps if advance_first else 0
     if kind == "reference":
         m = ReferenceMiner(spec, replayer, seed, min_advance)

@@ -29,7 +29,7 @@ from consensus.data import Dataset
 from consensus.difficulty import work
 from consensus.errors import Verdict
 from consensus.spec import NODE_PRESETS, ChainSpec
-from consensus.training import Replayer, genesis_state
+from consensus.training import canonical_step, genesis_state
 from consensus.validation import ProofMemo, StageTimer, Validated, no_timer, validate_block, validate_header
 from consensus.weights import State, decode_state, encode_state, weights_hash
 
@@ -128,7 +128,7 @@ class Chain:
         self.dataset = dataset
         self.store = _open_store(Path(datadir))
         self.view = StoreView(self.store)
-        self.replayer = Replayer(spec, dataset)
+        self.replayer = canonical_step(spec, dataset)
         self.template = genesis_state(spec)
         self.keep_weights = keep_weights
         self.archival = archival

@@ -54,7 +54,7 @@ from consensus.hashing import sha256_hex  # noqa: E402
 from consensus.proof import derive_batch, r_seed  # noqa: E402
 from consensus.requirements import derive_requirements, requirements_hold, ulp  # noqa: E402
 from consensus.spec import ChainSpec, preset  # noqa: E402
-from consensus.training import Replayer, canonical_threads, genesis_state, set_deterministic  # noqa: E402
+from consensus.training import Replayer, genesis_state  # noqa: E402
 from consensus.validation import miner_accuracy_ok, miner_requirements_ok  # noqa: E402
 
 DEFAULTS = {  # steps, accuracy steps, warm-up steps before W is fixed
@@ -95,7 +95,6 @@ def cleared_mask(before: torch.Tensor, after: torch.Tensor, ulps: int, abs_: str
 
 def measure(name: str, *, steps: int, acc_steps: int, warmup: int, parents: int, kmax: int, seed: int,
             log=print) -> dict:
-    set_deterministic()
     spec, data, data_label = setup(name, seed)
     q = spec.requirements
     r = Replayer(spec, data)
@@ -104,9 +103,8 @@ def measure(name: str, *, steps: int, acc_steps: int, warmup: int, parents: int,
     parent_hash = sha256_hex(f"measure-rates {name} parent".encode())
     miner = sha256_hex(f"measure-rates {name} miner".encode())
     r.load(genesis_state(spec))
-    with canonical_threads(spec):
-        for _ in range(warmup):
-            r.step(derive_batch(spec, parent_hash, miner, rng.getrandbits(64)))
+    for _ in range(warmup):
+        r.step(derive_batch(spec, parent_hash, miner, rng.getrandbits(64)))
     w = r.state()
     n = r.r_space.size
     eligible = torch.cat([torch.arange(start, start + length) for start, length in r.r_space.segments])
@@ -135,8 +133,7 @@ def measure(name: str, *, steps: int, acc_steps: int, warmup: int, parents: int,
         batch = derive_batch(spec, parent_hash, miner, rng.getrandbits(64))
         r.load(w)
         before = flat(r)
-        with canonical_threads(spec):
-            r.step(batch)
+        r.step(batch)
         after = flat(r)
         sign = torch.sign(after - before).to(torch.int8)
         banded = cleared_mask(before, after, q.band_ulps, q.band_abs)

@@ -75,11 +75,11 @@ def test_wrong_height(chain, nxt, attack):
 
 
 def test_other_chain_and_version(chain, nxt, attack):
-    """Another chain's id (the research preset's among them), a v1 or a future version number."""
+    """Another chain's id (the research preset's among them), a v1 or v2 or a future version number."""
     from consensus.spec import preset
     for chain_id in ("ab" * 32, preset("dgg-paper").chain_id):
         attack(signed(nxt.header, HONEST_KEY, chain_id=chain_id), nxt.records, "bad-chain-id", errors.InvalidBlock)
-    for version in (1, 3):
+    for version in (1, 2, 4):
         attack(signed(nxt.header, HONEST_KEY, version=version), nxt.records, "bad-version", errors.InvalidBlock)
 
 

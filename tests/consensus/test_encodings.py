@@ -112,22 +112,22 @@ def test_header_signature_round_trip(tiny_spec, miner_key, other_key):
 
 
 def test_genesis_header_is_pinned(tiny_spec):
-    """v2 genesis: no miner, nonces or signature; its post-state is the genesis weights; claim 0."""
+    """v3 genesis: no miner, nonces or signature; its post-state is the genesis weights; claim 0."""
     g = genesis_header(tiny_spec)
-    assert type(g) is BlockHeader and g.version == 2
+    assert type(g) is BlockHeader and g.version == 3
     assert g.height == 0 and g.parent == ZERO_HASH and g.miner == "" and g.signature == "" and g.nonces == ()
     assert g.state_hash == tiny_spec.model.genesis_weights_sha256 and g.acc_after == 0
-    assert g.hash == "90be59b5af40e7e124954e09aff7e6d802abb5f5e6e0ec4210f82e2dc01f1b24"
+    assert g.hash == "f3ca64cd663438c0b87e15e8cb492d44d33ccfe6cbfd812875b115ff4157cf30"
     p = genesis_header(preset("dgg-paper"))
-    assert type(p) is PaperHeader and p.version == 1 and p.batch == () and p.weights_hash == g.state_hash
-    assert p.hash == "ce9326de42c328b8ed7f645661ff2513a8f9951601af9a6f00922a4da083ec0f"
+    assert type(p) is PaperHeader and p.version == 1 and p.batch == () and p.weights_hash == preset("dgg-paper").model.genesis_weights_sha256
+    assert p.hash == "2b259c3246dcbe1ed27a4586bff0a401f87c5af5f9eb397efcc3992f60e1f99d"
 
 
 # -- chain specs ------------------------------------------------------------------------------
-PINNED_CHAIN_IDS = {    # protocol v2 chain ids (the v1 ones were 3665c6a8... and 2baedda5...)
-    "tiny": "59962227c226b3b6cfc00dae3e6a5e1f97cbd10b2a837c586693a2202ed5fabe",
-    "cifar10-resnet18": "0ad272f4420958aab47d91e2a884fbbe19aef91ede476e1f401335af103c5b68",
-    "dgg-paper": "9dbfa8c1dfcf51cc281c8299d17ca451fcb2dcf97d1501fadac51d96480002eb",
+PINNED_CHAIN_IDS = {    # protocol v3 chain ids (v2: 59962227..., 0ad272f4...; v1: 3665c6a8..., 2baedda5...)
+    "tiny": "ea4aeb91d5db68aa2a64510f97dd62fdd1faf1da2d2e9a9cf511538ef94c6d67",
+    "cifar10-resnet18": "d2aef8fc3e0cca7d4c7ece47938ba7d60f585cb5372d90c6cd549970c17ce7a8",
+    "dgg-paper": "3b1314337819c26c5d07027eef6a2926ec680d68d99b6cb5aae1ed66b365df6a",
 }
 
 

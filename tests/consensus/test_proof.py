@@ -168,11 +168,11 @@ def test_r_is_independent_of_what_the_parents_miner_can_re_sign(parent, miner_ke
 
 
 def test_requirements_for_never_draws_the_head(parent, replayer):
-    """Under v2 R's index space excludes the label-predictable ``linear.`` head, in every epoch."""
+    """R's index space excludes the label-predictable ``linear.`` head and ``bn3.``, in every epoch."""
     r = replayer()
-    head = {i for (name, p), start in zip(r.model.named_parameters(), r.index.starts) if name.startswith("linear.")
-            for i in range(start, start + p.numel())}
-    assert len(head) == 32 * 10 + 10 and r.r_space.size == r.index.total - len(head)
+    head = {i for (name, p), start in zip(r.model.named_parameters(), r.index.starts)
+            if name.startswith(("linear.", "bn3.")) for i in range(start, start + p.numel())}
+    assert len(head) == 32 * 10 + 10 + 2 * 32 and r.r_space.size == r.index.total - len(head)
     drawn = set()
     for epoch in range(300):
         ts = parent.timestamp_ms + epoch * SPEC.proof.redraw_interval_ms

@@ -127,20 +127,23 @@ def test_derivation_over_an_index_space(seed, k, gaps):
         space.flat(len(eligible))
 
 
-@pytest.mark.parametrize("arch,head", [("tiny-cnn", 330), ("resnet18-cifar", 5130)])
-def test_r_index_space_excludes_the_head(arch, head):
-    """The v2 presets exclude ``linear.``: R's space is every other parameter, in flat order."""
+@pytest.mark.parametrize("name,arch,excluded,head", [
+    ("tiny", "tiny-cnn", ("linear.", "bn3."), 330 + 64),
+    ("cifar10-resnet18", "resnet18-cifar", ("linear.", "layer4.1.bn2."), 5130 + 1024)])
+def test_r_index_space_excludes_the_label_predictable_layers(name, arch, excluded, head):
+    """The v3 presets exclude the head and the last BatchNorm layer (whose update sign the batch's
+    labels predict): R's space is every other parameter, in flat order."""
     named = list(build_model(arch).named_parameters())
     total = sum(p.numel() for _, p in named)
-    space = r_index_space(named, preset("tiny").proof.r_excluded)
-    assert preset("tiny").proof.r_excluded == preset("cifar10-resnet18").proof.r_excluded == ("linear.",)
+    space = r_index_space(named, preset(name).proof.r_excluded)
+    assert preset(name).proof.r_excluded == excluded
     assert space.size == total - head
     starts = {}
     flat = 0
-    for name, p in named:
-        starts[name] = (flat, p.numel())
+    for n, p in named:
+        starts[n] = (flat, p.numel())
         flat += p.numel()
-    assert set(space.segments) == {v for n, v in starts.items() if not n.startswith("linear.")}
+    assert set(space.segments) == {v for n, v in starts.items() if not n.startswith(excluded)}
     assert r_index_space(named, ()).size == total                          # dgg-paper: everything
 
 

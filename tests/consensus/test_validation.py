@@ -22,7 +22,7 @@ from consensus.block import MAX_U64, BlockHeader, genesis_header, parse_records,
 from consensus.certificates import make_certificate
 from consensus.hashing import ZERO_HASH, canonical_json, merkle_root, sha256_hex
 from consensus.training import Accuracy, Replayer, genesis_state
-from consensus.validation import (check_accuracy_claim, check_accuracy_floor, check_state_commitment, miner_accuracy_ok,
+from consensus.validation import (accuracy_floor, check_accuracy_claim, check_accuracy_floor, check_state_commitment, miner_accuracy_ok,
                                   validate_header, validate_proof, validate_records)
 from consensus.weights import weights_hash
 
@@ -64,7 +64,7 @@ def certificate(key, n: int = 0, **meta):
 # == the valid block ==============================================================
 def test_valid_block_is_accepted(ctx):
     h, spec = ctx.header, ctx.spec
-    assert h.version == 2 and h.height == 1 and h.parent == ctx.genesis.hash
+    assert h.version == 3 and h.height == 1 and h.parent == ctx.genesis.hash
     assert h.difficulty == spec.difficulty.initial == 8 and h.signature_valid()
     assert 1 <= len(h.nonces) <= spec.proof.max_advance_steps + 1
     result = ctx.validate()
@@ -439,7 +439,10 @@ class LowK:
 
 @pytest.fixture(scope="module")
 def lowk(k1_spec, tiny_dataset, replayer, miner_key, block_miner) -> LowK:
-    return LowK(k1_spec, tiny_dataset, replayer, miner_key, block_miner)
+    """min_improvement +1 here: the floor sits above the parent's claim, so that steps on both sides
+    of it are common (with the tiny preset's slack of 3 a single exact step rarely falls below it)."""
+    spec = dataclasses.replace(k1_spec, proof=dataclasses.replace(k1_spec.proof, min_improvement=1))
+    return LowK(spec, tiny_dataset, replayer, miner_key, block_miner)
 
 
 def test_accuracy_not_improved(lowk):
@@ -447,7 +450,7 @@ def test_accuracy_not_improved(lowk):
     floor = lowk.a.header.acc_after + lowk.spec.proof.min_improvement
     header, acc = lowk.child(lambda c: c < floor)
     exc = expect(errors.AccuracyNotImproved, INVALID, lowk.validate, header)
-    assert f"below the parent's {lowk.a.header.acc_after}" in str(exc)
+    assert f"below the floor {floor} (parent's claim {lowk.a.header.acc_after}" in str(exc)
     assert not miner_accuracy_ok(acc, lowk.a.header, lowk.spec)      # an honest miner would not publish it
 
 
@@ -463,8 +466,25 @@ def test_accuracy_floor_is_inclusive_and_follows_the_spec(tiny_spec, tiny_genesi
     for m in (tiny_spec.proof.min_improvement, 0, 5):
         spec = dataclasses.replace(tiny_spec, proof=dataclasses.replace(tiny_spec.proof, min_improvement=m))
         parent = replace(tiny_genesis, acc_after=60)
-        check_accuracy_floor(Accuracy(60 + m, 0), parent, spec)
-        expect(errors.AccuracyNotImproved, INVALID, check_accuracy_floor, Accuracy(59 + m, 0), parent, spec)
+        ts = parent.timestamp_ms + 1000
+        check_accuracy_floor(Accuracy(60 + m, 0), parent, spec, ts)
+        expect(errors.AccuracyNotImproved, INVALID, check_accuracy_floor, Accuracy(59 + m, 0), parent, spec, ts)
+
+
+def test_accuracy_floor_relaxes_per_redraw_epoch(tiny_spec, tiny_genesis):
+    """v3: each redraw epoch since the parent lowers the floor by floor_relax, down to 0, so no claim
+    can hold the chain still for ever (docs/protocol.md §6)."""
+    relax, interval = tiny_spec.proof.floor_relax, tiny_spec.proof.redraw_interval_ms
+    assert relax > 0 and interval > 0
+    parent = replace(tiny_genesis, acc_after=60)
+    base = 60 + tiny_spec.proof.min_improvement
+    for epoch in range(4):
+        ts = parent.timestamp_ms + epoch * interval + 1
+        assert accuracy_floor(tiny_spec, parent, ts) == base - relax * epoch
+        check_accuracy_floor(Accuracy(base - relax * epoch, 0), parent, tiny_spec, ts)
+        expect(errors.AccuracyNotImproved, INVALID, check_accuracy_floor, Accuracy(base - relax * epoch - 1, 0),
+               parent, tiny_spec, ts)
+    assert accuracy_floor(tiny_spec, parent, parent.timestamp_ms + 10 ** 9) == 0
 
 
 # == the miner's accuracy policy (stricter than the validator's) ==========================
@@ -487,11 +507,11 @@ def test_miner_accuracy_policy(tiny_spec, tiny_genesis, above, borderline, ok):
         hdr = replace(tiny_genesis, acc_after=a.correct)
         for da in range(-a.borderline, a.borderline + 1):
             check_accuracy_claim(hdr, Accuracy(a.correct + da, 0), tiny_spec)
-            check_accuracy_floor(Accuracy(a.correct + da, 0), parent, tiny_spec)
+            check_accuracy_floor(Accuracy(a.correct + da, 0), parent, tiny_spec, parent.timestamp_ms)
     else:    # some outcome within the borderline predictions' reach is one a validator rejects
         hdr = replace(tiny_genesis, acc_after=a.correct)
         assert a.borderline > tiny_spec.evaluation.claim_tolerance or any(
-            _rejects(check_accuracy_floor, Accuracy(a.correct + da, 0), parent, tiny_spec)
+            _rejects(check_accuracy_floor, Accuracy(a.correct + da, 0), parent, tiny_spec, parent.timestamp_ms)
             or _rejects(check_accuracy_claim, hdr, Accuracy(a.correct + da, 0), tiny_spec)
             for da in range(-a.borderline, a.borderline + 1))
 

@@ -15,7 +15,7 @@ from consensus.hashing import ZERO_HASH
 from consensus.proof import derive_batch, requirements_for
 from consensus.requirements import requirements_hold
 from consensus.spec import ChainSpec
-from consensus.training import Accuracy, Replayer, canonical_threads
+from consensus.training import Accuracy, Replayer
 from consensus import validation
 from consensus.weights import State, weights_hash
 
@@ -52,9 +52,8 @@ def replay(spec: ChainSpec, r: Replayer, parent_state: State, parent_hash: str, 
            nonces: Sequence[int]) -> State:
     """The post-state of these nonces, written out from the protocol (not through validation)."""
     r.load(parent_state)
-    with canonical_threads(spec):
-        for n in nonces:
-            r.step(derive_batch(spec, parent_hash, miner, n))
+    for n in nonces:
+        r.step(derive_batch(spec, parent_hash, miner, n))
     return r.state()
 
 
@@ -89,10 +88,9 @@ def trials(spec: ChainSpec, r: Replayer, parent: BlockHeader, parent_state: Stat
     for _ in range(count):
         nonce = rng.getrandbits(64)
         r.load(parent_state)
-        with canonical_threads(spec):
-            before = r.index.gather(reqs)
-            r.step(derive_batch(spec, parent.hash, miner, nonce))
-            after = r.index.gather(reqs)
+        before = r.index.gather(reqs)
+        r.step(derive_batch(spec, parent.hash, miner, nonce))
+        after = r.index.gather(reqs)
         yield Trial(nonce, requirements_hold(before, after, reqs, *band))
 
 

@@ -10,7 +10,7 @@ import torch
 
 from consensus.data import Dataset, make_synthetic
 from consensus.spec import ChainSpec, preset
-from consensus.training import Replayer, genesis_state, set_deterministic
+from consensus.training import Replayer, genesis_state
 
 
 MINER = hashlib.sha256(b"tests/miner/key").hexdigest()     # a stand-in miner public key (batches only)
@@ -43,11 +43,6 @@ def random_cifar_shaped(train: int, test: int, seed: int = 0) -> Dataset:
                    torch.randint(0, 10, (train,), dtype=torch.uint8, generator=g),
                    torch.randint(0, 256, (test, 3, 32, 32), dtype=torch.uint8, generator=g),
                    torch.randint(0, 10, (test,), dtype=torch.uint8, generator=g))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _deterministic():
-    set_deterministic()
 
 
 @contextlib.contextmanager

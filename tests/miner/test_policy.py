@@ -8,6 +8,7 @@ chain can be explained from the outside.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -41,6 +42,12 @@ def test_first_hit_policy_publishes_early(tiny_spec, tiny_data, tiny_states, cls
     assert min(lengths) < spec.proof.max_advance_steps + 1, lengths
 
 
+def claims_everything(parent, spec):
+    """The parent claiming every image of E right, stamped now: its floor is not relaxed yet (v3 lowers
+    it per redraw epoch since the parent)."""
+    return dataclasses.replace(parent, acc_after=spec.evaluation.size, timestamp_ms=int(time.time() * 1000))
+
+
 @pytest.mark.parametrize("cls", [FastMiner, ReferenceMiner])
 def test_floor_failures_are_counted(tiny_spec, tiny_data, tiny_states, cls):
     """A parent claiming every image of E right: every R hit fails the floor, none is published,
@@ -48,7 +55,7 @@ def test_floor_failures_are_counted(tiny_spec, tiny_data, tiny_states, cls):
     spec = low_difficulty(tiny_spec, 1)
     miner = cls(spec, Replayer(spec, tiny_data), seed=2)
     job = job_on_genesis(spec, 1)
-    job.parent = dataclasses.replace(job.parent, acc_after=spec.evaluation.size)
+    job.parent = claims_everything(job.parent, spec)
     assert miner.mine(job, tiny_states["trained"], max_attempts=200) is None
     p = miner.progress
     assert p.r_hits > 0 and p.acc_floor_failed + p.acc_borderline_failed == p.r_hits   # every hit has a reason
@@ -62,7 +69,7 @@ def test_advance_first_search_stops_at_max_attempts(tiny_spec, tiny_data, tiny_s
     spec = low_difficulty(tiny_spec, 1)
     miner = make_miner("fast", spec, tiny_data, seed=2)
     job = job_on_genesis(spec, 1)
-    job.parent = dataclasses.replace(job.parent, acc_after=spec.evaluation.size)
+    job.parent = claims_everything(job.parent, spec)
     assert miner.mine(job, tiny_states["trained"], max_attempts=40) is None
     assert miner.progress.restarts == 40 // spec.proof.max_advance_steps
 

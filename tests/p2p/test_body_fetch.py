@@ -28,7 +28,7 @@ def block():
     from consensus.weights import encode_state, weights_hash
     spec = preset("tiny")
     state = genesis_state(spec)
-    header = BlockHeader(version=2, chain_id=spec.chain_id, height=1, parent=ZERO_HASH, timestamp_ms=1,
+    header = BlockHeader(version=spec.header_version, chain_id=spec.chain_id, height=1, parent=ZERO_HASH, timestamp_ms=1,
                          difficulty=8, miner="", nonces=(1,), state_hash=weights_hash(state), acc_after=0,
                          records_root=ZERO_HASH)
     return header, encode_state(state)
