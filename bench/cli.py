@@ -16,6 +16,7 @@ BENCHMARKS = (
     "bench.memory",
     "bench.threads",
     "bench.evalspeed",
+    "bench.step",
 )
 
 

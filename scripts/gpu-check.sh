@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One prepared GPU check for the cifar10-resnet18 rules (scripts/gpu_check.py says what it measures):
-# attempts/s of both miners on CUDA, share of the GPU's fp32 peak, validation time on the GPU,
-# and GPU -> CPU agreement on >= 1,000 steps that cleared the miner margin.
+# One prepared GPU check. First (protocol v3, consensus): the exact step on the GPU against the committed
+# known answers (tests/known-answers-v3.json, tiny and ResNet-18: bit-identical or exit 1), and a tiny
+# chain mined on the GPU verified by `polchain verify` on the CPU. Then the measurements of
+# scripts/gpu_check.py: attempts/s of both miners on CUDA, share of the GPU's fp32 peak, validation
+# time on the GPU, and GPU -> CPU agreement.
 #
 #   scripts/gpu-check.sh [gpu_check.py options]      e.g. --agreement-budget 300 --sample-dir DIR
 #
@@ -31,6 +33,17 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,c
     --format=csv | tee "$OUT_DIR/gpu-check-nvidia-smi.csv" >&2 || true
 export PYTHONUNBUFFERED=1
 rc=0
+echo "gpu-check: known answers of the exact step on cuda" >&2
+timeout 600 "$PY" -m tests.vectors --device cuda 2>&1 | tee "$OUT_DIR/gpu-check-known-answers.txt" >&2 || rc=1
+echo "gpu-check: a tiny chain mined on cuda, verified on the cpu" >&2
+CHAIN=$(mktemp -d)/chain
+{ timeout 600 "$PY" -m node.cli mine --preset tiny --blocks 3 --device cuda --datadir "$CHAIN" --seed 1 \
+  && CUDA_VISIBLE_DEVICES= timeout 600 "$PY" -m node.cli verify --datadir "$CHAIN"; } \
+  2>&1 | tee "$OUT_DIR/gpu-check-verify.txt" >&2 || rc=1
+if [ "$rc" -ne 0 ]; then
+    echo "gpu-check: the GPU's exact step disagrees with the CPU's (a consensus bug): stopping here" >&2
+    exit 1
+fi
 "$PY" scripts/gpu_check.py --out "$OUT_DIR/gpu-check.json" "$@" 2> >(tee "$OUT_DIR/gpu-check.log" >&2) >/dev/null || rc=$?
 echo "gpu-check: exit $rc; results in $OUT_DIR/gpu-check.json, log $OUT_DIR/gpu-check.log" >&2
 exit $rc

@@ -139,9 +139,9 @@ def reference_rate(spec, data, dev, seconds: float, k: int) -> dict:
     n_train, s = spec.dataset.train_size, spec.training.batch_size
 
     def attempt():
-        before = r.index.gather(reqs)
+        before = r.values(reqs)
         r.step(rng.sample(range(n_train), s))
-        return miner_requirements_ok(before, r.index.gather(reqs), reqs, spec)
+        return miner_requirements_ok(before, r.values(reqs), reqs, spec)
     for _ in range(20):
         attempt()
     flops = count_flops(lambda: r.step(rng.sample(range(n_train), s)))
@@ -165,14 +165,14 @@ def fast_rate(spec, data, dev, seconds: float, k: int, groups: int) -> dict:
     search = FastSearch(r, groups)
     rng = random.Random(2)
     reqs = derive_requirements(random_seed(rng), k, space(r))
-    targets = locate_targets(r.model, reqs, r.index)
+    targets = locate_targets(search.model, reqs, r)
     n_train, s, lr = spec.dataset.train_size, spec.training.batch_size, float(spec.lr)
     dirs = torch.tensor([q.direction for q in reqs], dtype=torch.float32)
 
     def one_pass() -> int:
         batches = [tuple(rng.sample(range(n_train), s)) for _ in range(groups)]
         grads = search.group_gradients(batches, targets)
-        need = torch.clamp(ulp(r.index.gather(reqs)) * spec.requirements.margin_ulps,
+        need = torch.clamp(ulp(r.values(reqs)) * spec.requirements.margin_ulps,
                            min=float(spec.requirements.margin_abs)) * 0.5
         hits = int(((-lr * grads * dirs) >= need).all(dim=1).sum())
         r.step(batches[0])
@@ -217,9 +217,9 @@ def validation_time(spec, data, dev, runs: int, k: int) -> dict:
         sync(dev)
         t0 = time.perf_counter()
         r.load(w)
-        before = r.index.gather(reqs)
+        before = r.values(reqs)
         r.step(rng.sample(range(spec.dataset.train_size), spec.training.batch_size))
-        requirements_hold(before, r.index.gather(reqs), reqs, *band)
+        requirements_hold(before, r.values(reqs), reqs, *band)
         te = time.perf_counter()
         r.accuracy()
         r.accuracy(w)

@@ -1,0 +1,136 @@
+"""`polchain bench step`: the v3 exact step against v2's fp32 step, in one run, as ratios.
+
+For each preset in ``--presets`` (default tiny and cifar10-resnet18) and each thread count in
+``--thread-counts`` (default 1 and 2), it times ``--steps`` exact steps (``CanonicalStep.step``),
+as many fp32 steps of the v2 rule (PyTorch's kernels and autograd: ``w' = w - lr * g``, the same
+batches), and ``--evals`` evaluations of E, all interleaved in one process so that the ratios see
+the same load. From the medians it derives one block's validation, J+1 steps plus one evaluation:
+
+* v2, as v2 ran it: J+1 fp32 steps on ONE thread (its replay rule) plus the evaluation on the
+  thread count of the row;
+* v3: J+1 exact steps plus the evaluation, both on the thread count of the row.
+
+The issue's goals: v3 / v2 at most 1.5 on one thread, below 1 on two. ResNet-18 uses generated
+CIFAR-shaped data (the cost of a step does not depend on pixel values; the run says so).
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+from . import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser("step", help="the exact step against the fp32 step, and one validation, as ratios",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="tiny,cifar10-resnet18", help="comma-separated presets")
+    p.add_argument("--thread-counts", default="1,2", help="comma-separated (default 1,2)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps of each kind (default 40 tiny, 4 others)")
+    p.add_argument("--evals", type=int, default=None, help="timed evaluations of E (default 5 tiny, 2 others)")
+    p.add_argument("--device", default="cpu")
+    common.add_output_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _fp32_stepper(spec, data, device):
+    import torch
+    import torch.nn.functional as F
+
+    from consensus.data import normalize
+    from consensus.model import genesis_model
+    model = genesis_model(spec.model.arch, spec.model.init_seed, spec.model.num_classes).to(device).train()
+    params = list(model.parameters())
+    lr = torch.tensor(spec.lr, dtype=torch.float32, device=device)
+
+    def step(batch):
+        idx = torch.tensor(batch)
+        x = normalize(data.train_x[idx], spec.mean, spec.std).to(device)
+        loss = F.cross_entropy(model(x), data.train_y[idx].long().to(device))
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.sub_(g * lr)
+    return step
+
+
+def measure(spec, data, device: str, steps: int, evals: int, threads: int) -> dict:
+    import torch
+
+    from consensus.training import canonical_step, genesis_state
+    torch.set_num_threads(threads)
+    rng = random.Random(0)
+    batches = [rng.sample(range(spec.dataset.train_size), spec.training.batch_size) for _ in range(steps + 1)]
+    exact = canonical_step(spec, data, device)
+    exact.load(genesis_state(spec))
+    fp32 = _fp32_stepper(spec, data, device)
+    exact.step(batches[0])
+    fp32(batches[0])                                   # warm-up
+    t_exact, t_fp32 = [], []
+    for b in batches[1:]:                              # interleaved: both see the same load
+        t = time.perf_counter()
+        exact.step(b)
+        common.sync_device(device)
+        t_exact.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fp32(b)
+        common.sync_device(device)
+        t_fp32.append(time.perf_counter() - t)
+    exact.accuracy()
+    t_eval = []
+    for _ in range(evals):
+        t = time.perf_counter()
+        exact.accuracy()
+        t_eval.append(time.perf_counter() - t)
+    return {"threads": threads, "exact_step_s": common.summary(t_exact, 4), "fp32_step_s": common.summary(t_fp32, 4),
+            "eval_s": common.summary(t_eval, 3), "load_average": common.load_average()}
+
+
+def run(args) -> int:
+    import torch
+
+    from consensus.spec import preset
+    before = torch.get_num_threads()
+    result = common.result_header("step", machine=common.machine_info(args.device), device=args.device, rows=[])
+    try:
+        for name in args.presets.split(","):
+            spec = preset(name)
+            data, note = common.bench_dataset(spec)
+            tiny = spec.model.arch == "tiny-cnn"
+            steps, evals = args.steps or (40 if tiny else 4), args.evals or (5 if tiny else 2)
+            rows = {}
+            for n in [int(x) for x in args.thread_counts.split(",")]:
+                rows[n] = measure(spec, data, args.device, steps, evals, n)
+                common.progress(f"{name}, {n} thread(s): exact {rows[n]['exact_step_s']['median']:.4f} s, fp32 "
+                                f"{rows[n]['fp32_step_s']['median']:.4f} s, eval {rows[n]['eval_s']['median']:.3f} s")
+            one = rows.get(1)
+            for n, row in rows.items():
+                j1 = spec.proof.max_advance_steps + 1
+                fp32_1t = (one or row)["fp32_step_s"]["median"]
+                v2 = j1 * fp32_1t + row["eval_s"]["median"]
+                v3 = j1 * row["exact_step_s"]["median"] + row["eval_s"]["median"]
+                row.update(preset=name, data=note, steps_per_block=j1,
+                           step_ratio=common.ratio(row["exact_step_s"]["median"], row["fp32_step_s"]["median"]),
+                           validation_v2_s=round(v2, 3), validation_v3_s=round(v3, 3),
+                           validation_ratio=common.ratio(v3, v2))
+                result["rows"].append(row)
+    finally:
+        torch.set_num_threads(before)
+    return common.emit(result, args, table, name="step")
+
+
+def table(res: dict) -> str:
+    rows = [(r["preset"], r["threads"], r["exact_step_s"]["median"] * 1000, r["fp32_step_s"]["median"] * 1000,
+             f"{r['step_ratio']}x", r["eval_s"]["median"], r["validation_v2_s"], r["validation_v3_s"],
+             f"{r['validation_ratio']}x", (r["load_average"] or ["-"])[0]) for r in res["rows"]]
+    notes = sorted({f"{r['preset']}: {r['data']}" for r in res["rows"]})
+    return "\n".join([
+        f"polchain bench step on {res['device']}: the exact step (v3) against the fp32 step (v2), one process, "
+        "interleaved",
+        f"machine: {common.machine_line(res['machine'])}", *("data " + n for n in notes), "",
+        common.format_table(["preset", "threads", "exact ms", "fp32 ms", "exact/fp32", "eval s",
+                             "v2 validation s", "v3 validation s", "v3/v2", "load"], rows), "",
+        "validation = J+1 steps + one evaluation of E; v2 replayed on one thread whatever the row's count "
+        "(its rule), v3 on the row's count.",
+    ])
