@@ -28,6 +28,7 @@ from consensus.block import Block, BlockHeader, genesis_header
 from consensus.data import Dataset
 from consensus.difficulty import work
 from consensus.errors import Verdict
+from consensus.proof import derive_batch
 from consensus.spec import NODE_PRESETS, ChainSpec
 from consensus.training import canonical_step, genesis_state
 from consensus.validation import ProofMemo, StageTimer, Validated, no_timer, validate_block, validate_header
@@ -43,6 +44,7 @@ ORPHAN_BYTES = 8 << 20   # ... and at most this many bytes of them (header + rec
 HEADER_WINDOW = 1000     # header-only rows this far below the tip are pruned (with the rows above them)
 HEADER_CAP = 50_000      # header-only rows kept at most (above MAX_ASSUME_HEADERS of a snapshot sync)
 INVALID_CAP = 10_000     # invalid rows kept at most: past it the oldest go (see _invalid_added)
+REBUILD_LIMIT = 10_000   # blocks replayed at most to rebuild a post-state that is not kept
 PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
 
@@ -172,8 +174,9 @@ class Chain:
             other = self.store.raw_chain_id(stored_genesis) or "unknown"
             raise StartupError(
                 f"the datadir holds chain {other[:16]}..., not this node's chain {self.spec.chain_id[:16]}... "
-                f"({self.spec.name}, protocol v{self.spec.header_version}); a protocol v1 datadir cannot be "
-                "upgraded in place (v2 blocks carry no weights): keep it for a v1 node, or use another --datadir")
+                f"({self.spec.name}, protocol v{self.spec.header_version}); an older protocol's datadir cannot be "
+                "upgraded in place (v1 stored weights in blocks; v3 replays with the exact step): keep it for "
+                "its node, or use another --datadir")
 
     def _check_tip_weights(self) -> None:
         """The tip's weights are the node's working state (mining, serving peers): a stored file
@@ -434,7 +437,12 @@ class Chain:
             raise errors.ParentNotValidated(f"parent {parent.hash[:16]} is not validated")
         data = self.store.weights.get(parent.state_hash)
         if data is None:
-            raise errors.StateUnavailable(f"the post-state of parent {parent.hash[:16]} is not kept here")
+            state = self._rebuild_state(parent)
+            if state is None:
+                raise errors.StateUnavailable(f"the post-state of parent {parent.hash[:16]} is not kept here and "
+                                              "could not be rebuilt")
+            self.replays += 1
+            return state
         try:
             state = decode_state(data)
             damaged = weights_hash(state) != parent.state_hash
@@ -446,6 +454,46 @@ class Chain:
                       self.store.weights.path(parent.state_hash))
             raise errors.StateUnavailable(f"the stored post-state of parent {parent.hash[:16]} is damaged")
         self.replays += 1      # the replay follows
+        return state
+
+    def _rebuild_state(self, parent: BlockHeader) -> State | None:
+        """The post-state of a valid block whose state is not kept (pruned, or on a fork deeper than the
+        window), rebuilt by replaying the stored headers' nonces from the nearest kept ancestor (genesis at
+        worst), each step checked against its block's state_hash; kept afterwards like any post-state
+        (pruning drops it again). A heavier fork is thus always judged (protocol v3: no permanent split).
+        Costs at most REBUILD_LIMIT blocks of J+1 steps; every block on the path carried its own 2^k work."""
+        path, cur = [], parent
+        while True:
+            if cur.height == 0:
+                state = {k: v.clone() for k, v in self.template.items()}
+                break
+            data = self.store.weights.get(cur.state_hash)
+            if data is not None:
+                try:
+                    state = decode_state(data)
+                except errors.BlockError:
+                    return None
+                if weights_hash(state) != cur.state_hash:
+                    return None
+                break
+            path.append(cur)
+            row = self.store.get(cur.parent)
+            if row is None or row.status != VALID or len(path) > REBUILD_LIMIT:
+                return None
+            cur = row.header
+        log.info("rebuilding the post-state of block %s (height %d): replaying %d block(s) from height %d",
+                 parent.hash[:16], parent.height, len(path), cur.height)
+        r = self.replayer
+        for h in reversed(path):
+            r.load(state)
+            for n in h.nonces:
+                r.step(derive_batch(self.spec, h.parent, h.miner, n))
+            state = r.state()
+            if weights_hash(state) != h.state_hash:
+                log.error("rebuilding: block %s (height %d) replays to another state than it commits to",
+                          h.hash[:16], h.height)
+                return None
+        self.store.weights.put(parent.state_hash, encode_state(state))
         return state
 
     def _work_of(self, header: BlockHeader) -> int:

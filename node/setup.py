@@ -57,8 +57,15 @@ def _stored_spec(stored: Path) -> ChainSpec:
         raise StartupError(
             f"the datadir holds chain {chain_id[:16]}... ({obj.get('name', '?')}, spec format "
             f"{obj.get('format')!r}, protocol v{obj.get('header_version', '?')}), which this node (protocol "
-            f"v{HEADER_VERSION}) cannot run; a protocol v1 datadir cannot be upgraded in place (v2 blocks carry "
-            "no weights): keep it for a v1 node, or use another --datadir") from None
+            f"v{HEADER_VERSION}) cannot run; {upgrade_hint(obj.get('header_version'))}") from None
+
+
+def upgrade_hint(version) -> str:
+    """Why an older datadir cannot be upgraded in place, and what to do."""
+    why = ("v2 and later blocks carry no weights" if version == 1 else
+           "v3 replays every block with the exact step, so v2 post-states differ")
+    return (f"a protocol v{version} datadir cannot be upgraded in place ({why}): keep it for a v{version} node, "
+            "or use another --datadir")
 
 
 def data_dir_for(datadir: Path, data_dir: Path | None) -> Path:

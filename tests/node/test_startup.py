@@ -25,6 +25,10 @@ from tests.nodeproc import REPO, NodeProc, free_port, node_env
 
 V1_ARCHIVE = Path(__file__).parent / "data" / "v1-tiny-datadir.tar.gz"
 V1_TINY_CHAIN_ID = "3665c6a87688975cfa933ba3ec78857efa7e491b7926ebe2d8bb943ed90aa73b"   # docs/protocol.md (v1)
+# A real protocol v2 datadir: written by the v2 code (commit 00054a8, the last before protocol v3) with
+# `polchain mine --preset tiny --blocks 1 --seed 1` (node.key left out).
+V2_ARCHIVE = Path(__file__).parent / "data" / "v2-tiny-datadir.tar.gz"
+V2_TINY_CHAIN_ID = "59962227c226b3b6cfc00dae3e6a5e1f97cbd10b2a837c586693a2202ed5fabe"
 
 
 @pytest.fixture
@@ -36,6 +40,17 @@ def v1_datadir(tmp_path) -> Path:
     spec = json.loads((d / "spec.json").read_text())
     assert spec["format"] == "polchain-spec/1" and sha256_hex(canonical_json(spec)) == V1_TINY_CHAIN_ID
     assert V1_TINY_CHAIN_ID != preset("tiny").chain_id
+    return d
+
+
+@pytest.fixture
+def v2_datadir(tmp_path) -> Path:
+    with tarfile.open(V2_ARCHIVE) as tf:
+        tf.extractall(tmp_path, filter="data")
+    d = tmp_path / "v2-tiny"
+    spec = json.loads((d / "spec.json").read_text())
+    assert spec["format"] == "polchain-spec/2" and sha256_hex(canonical_json(spec)) == V2_TINY_CHAIN_ID
+    assert V2_TINY_CHAIN_ID != preset("tiny").chain_id
     return d
 
 
@@ -80,6 +95,19 @@ def test_v1_datadir_is_refused_and_left_untouched(command, v1_datadir):
     line = assert_refused(proc, V1_TINY_CHAIN_ID[:16], "v1")
     assert "cannot be upgraded" in line
     assert tree(v1_datadir) == before
+
+
+@pytest.mark.parametrize("command", sorted(V1_COMMANDS))
+def test_v2_datadir_is_refused_and_left_untouched(command, v2_datadir):
+    """The same for a protocol v2 datadir: v3 replays blocks with the exact step, so a v2 chain's
+    post-states are not v3's; refused naming its chain id, nothing touched."""
+    before = tree(v2_datadir)
+    args = V1_COMMANDS[command]
+    port = ("--port", str(free_port())) if args[0] == "node" else ()
+    proc = polchain(args[0], "--datadir", str(v2_datadir), *args[1:], *port)
+    line = assert_refused(proc, V2_TINY_CHAIN_ID[:16], "protocol v2")
+    assert "cannot be upgraded" in line and "exact step" in line
+    assert tree(v2_datadir) == before
 
 
 def test_v1_store_without_its_spec_is_refused_and_left_untouched(v1_datadir):

@@ -1,0 +1,79 @@
+"""deep_fork: a node keeping few post-states follows a heavier fork that branches deeper than its window.
+
+Under v2 the fork's first block was `state-unavailable` (ignored, never judged) and the node stayed on
+the lighter chain for good, also when the fork came again. Under v3 the node rebuilds the missing
+post-state by replaying the stored headers' nonces from the nearest kept ancestor (genesis at worst),
+each step checked against its block's state_hash, then judges the block.
+"""
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from consensus.block import Block
+from tests.conftest import mine_block
+from tests.node.conftest import TEMPLATE_BLOCKS, smith  # noqa: F401 (the template chain fixture)
+from tests.node.test_proof_cache import open_copy
+
+FORK_AT = 1          # the fork branches on block 1
+FORK_LEN = TEMPLATE_BLOCKS   # heights 2 .. TEMPLATE_BLOCKS + 1: one block more than the main chain
+
+
+@pytest.fixture
+def fork_blocks(smith, tmp_path):  # noqa: F811
+    """A heavier side branch on block 1, mined on an archival copy of the template chain."""
+    key = Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32)
+    c = open_copy(smith, tmp_path / "builder", archival=True)
+    try:
+        parent = c.store.get(c.store.hash_at(FORK_AT)).header
+        blocks = []
+        for i in range(FORK_LEN):
+            b = mine_block(smith.spec, c.dataset, parent, c.load_weights(parent.state_hash), c.view, key, seed=40 + i)
+            assert c.submit(Block(b.header, b.records)).status == "accepted"
+            blocks.append(Block(b.header, b.records))
+            parent = b.header
+        return blocks
+    finally:
+        c.store.close()
+
+
+def pruned_copy(smith, dest, keep: int = 2):  # noqa: F811
+    """A copy of the template chain that keeps ``keep`` post-states (pruned as after a tip change)."""
+    node = open_copy(smith, dest, keep_weights=keep)
+    node._prune(node.store.tip().height)
+    return node
+
+
+def test_a_pruned_node_follows_a_heavier_fork_deeper_than_its_window(smith, fork_blocks, tmp_path):  # noqa: F811
+    node = pruned_copy(smith, tmp_path / "pruned")
+    try:
+        tip_before = node.store.tip()
+        assert tip_before.height == TEMPLATE_BLOCKS
+        fork_parent = node.store.get(fork_blocks[0].header.parent).header
+        assert not node.store.weights.has(fork_parent.state_hash), "the fork's base must lie outside the window"
+        outcomes = [node.submit(b, "http://peer.invalid:1") for b in fork_blocks]
+        assert [o.status for o in outcomes] == ["accepted"] * FORK_LEN, [(o.code, o.detail) for o in outcomes]
+        tip = node.store.tip()
+        assert tip.hash == fork_blocks[-1].header.hash and tip.height == TEMPLATE_BLOCKS + 1
+        assert tip.cumulative_work > tip_before.cumulative_work
+        assert any(o.reorg_depth == TEMPLATE_BLOCKS - FORK_AT for o in outcomes)
+    finally:
+        node.store.close()
+
+
+def test_a_block_whose_ancestor_replays_to_another_state_is_not_rebuilt(smith, tmp_path):  # noqa: F811
+    """The rebuild checks every replayed state against its block's commitment: a stored header whose
+    nonces do not give its state_hash (a damaged store) stops the rebuild; the block is ignored, not
+    judged invalid."""
+    import dataclasses
+
+    node = pruned_copy(smith, tmp_path / "pruned")
+    try:
+        h1 = node.store.get(node.store.hash_at(1)).header
+        assert not node.store.weights.has(h1.state_hash)
+        fake = dataclasses.replace(h1, nonces=h1.nonces[:-1] + (h1.nonces[-1] ^ 1,))
+        assert node._rebuild_state(fake) is None
+        assert node._rebuild_state(h1) is not None          # the real header rebuilds
+        assert node.store.weights.has(h1.state_hash)        # and is kept
+    finally:
+        node.store.close()
