@@ -174,7 +174,7 @@ class Chain:
             other = self.store.raw_chain_id(stored_genesis) or "unknown"
             raise StartupError(
                 f"the datadir holds chain {other[:16]}..., not this node's chain {self.spec.chain_id[:16]}... "
-                f"({self.spec.name}, protocol v{self.spec.header_version}); an older protocol's datadir cannot be "
+                f"({self.spec.name}, protocol v{self.spec.header_version}); a protocol v1 or v2 datadir cannot be "
                 "upgraded in place (v1 stored weights in blocks; v3 replays with the exact step): keep it for "
                 "its node, or use another --datadir")
 
