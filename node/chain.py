@@ -45,6 +45,7 @@ HEADER_WINDOW = 1000     # header-only rows this far below the tip are pruned (w
 HEADER_CAP = 50_000      # header-only rows kept at most (above MAX_ASSUME_HEADERS of a snapshot sync)
 INVALID_CAP = 10_000     # invalid rows kept at most: past it the oldest go (see _invalid_added)
 REBUILD_LIMIT = 10_000   # blocks replayed at most to rebuild a post-state that is not kept
+REBUILT_IN_MEMORY = 4    # rebuilt post-states below the pruning line kept in memory (a deep fork's tip and parent)
 PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
 
@@ -145,6 +146,7 @@ class Chain:
         self._orphan_sizes: dict[str, int] = {}     # held orphan -> bytes (see _hold_orphan)
         self.proofs = ProofMemo(PROOF_CACHE)
         self.replays = 0   # proofs replayed (a cached sibling does not count)
+        self.rebuilt: OrderedDict[str, State] = OrderedDict()   # post-states below the pruning line (memory only)
         self.stage_timer: StageTimer = no_timer   # the timing hook (bench/verify.py)
         self.relaying: dict[str, Block] = {}      # work checked, accuracy not yet: served to peers (fast relay)
         self.tip_listeners: list[Callable[[StoredBlock, int], None]] = []
@@ -238,6 +240,8 @@ class Chain:
                            parent.cumulative_work + work(block.header.difficulty), None, None, time.time(), None, 0)
 
     def load_weights(self, weights_hash_hex: str) -> State | None:
+        if weights_hash_hex in self.rebuilt:
+            return self.rebuilt[weights_hash_hex]
         data = self.store.weights.get(weights_hash_hex)
         return decode_state(data) if data is not None else None
 
@@ -423,7 +427,9 @@ class Chain:
         """W' into the state store first (a crash leaves at most an unreferenced file), the proof
         remembered, then the block row."""
         header = block.header
-        if checked.replayed and not self.store.weights.has(header.state_hash):
+        if checked.replayed and not self._kept_on_disk(header.height):
+            self._remember_rebuilt(header.state_hash, checked.state)
+        elif checked.replayed and not self.store.weights.has(header.state_hash):
             self.store.weights.put(header.state_hash, encode_state(checked.state))
         if checked.proof_key is not None:
             self.proofs.put(checked.proof_key, header.state_hash, checked.after)
@@ -431,50 +437,65 @@ class Chain:
                              acc=(None, checked.after.correct) if checked.after else None)
 
     def _parent_state(self, parent: BlockHeader) -> State:
-        """The parent's stored post-state, checked against its state_hash: a file damaged on this disk
-        says nothing about the block (replaying from it would condemn a valid block for good)."""
+        """The parent's post-state: the stored file checked against its state_hash, else rebuilt by replay
+        (``_rebuild_state``). A file damaged on this disk says nothing about the block (replaying from it
+        would condemn a valid block for good): it is logged and the state rebuilt from an ancestor."""
         if self.store.status(parent.hash) != VALID:
             raise errors.ParentNotValidated(f"parent {parent.hash[:16]} is not validated")
-        data = self.store.weights.get(parent.state_hash)
-        if data is None:
+        state = self._stored_state(parent)
+        if state is None:
             state = self._rebuild_state(parent)
             if state is None:
                 raise errors.StateUnavailable(f"the post-state of parent {parent.hash[:16]} is not kept here and "
                                               "could not be rebuilt")
-            self.replays += 1
-            return state
-        try:
-            state = decode_state(data)
-            damaged = weights_hash(state) != parent.state_hash
-        except errors.BlockError:
-            damaged = True
-        if damaged:
-            log.error("the stored post-state of block %s (height %d), %s, is damaged (disk or filesystem): its "
-                      "children cannot be validated here", parent.hash[:16], parent.height,
-                      self.store.weights.path(parent.state_hash))
-            raise errors.StateUnavailable(f"the stored post-state of parent {parent.hash[:16]} is damaged")
         self.replays += 1      # the replay follows
         return state
 
+    def _stored_state(self, header: BlockHeader) -> State | None:
+        """The post-state of ``header`` from memory or disk, or None where it is absent or damaged."""
+        if header.state_hash in self.rebuilt:
+            self.rebuilt.move_to_end(header.state_hash)
+            return self.rebuilt[header.state_hash]
+        data = self.store.weights.get(header.state_hash)
+        if data is None:
+            return None
+        try:
+            state = decode_state(data)
+            if weights_hash(state) == header.state_hash:
+                return state
+        except errors.BlockError:
+            pass
+        log.error("the stored post-state of block %s (height %d), %s, is damaged (disk or filesystem): "
+                  "rebuilding it from an ancestor", header.hash[:16], header.height,
+                  self.store.weights.path(header.state_hash))
+        return None
+
+    def _kept_on_disk(self, height: int) -> bool:
+        """Whether a post-state at ``height`` belongs on disk: pruning has not passed it (a state below the
+        line would never be visited again and leak)."""
+        return self.archival or height >= int(self.store.get_meta("states_pruned_below") or 1)
+
+    def _remember_rebuilt(self, state_hash: str, state: State) -> None:
+        self.rebuilt[state_hash] = state
+        self.rebuilt.move_to_end(state_hash)
+        while len(self.rebuilt) > REBUILT_IN_MEMORY:
+            self.rebuilt.popitem(last=False)
+
     def _rebuild_state(self, parent: BlockHeader) -> State | None:
-        """The post-state of a valid block whose state is not kept (pruned, or on a fork deeper than the
-        window), rebuilt by replaying the stored headers' nonces from the nearest kept ancestor (genesis at
-        worst), each step checked against its block's state_hash; kept afterwards like any post-state
-        (pruning drops it again). A heavier fork is thus always judged (protocol v3: no permanent split).
-        Costs at most REBUILD_LIMIT blocks of J+1 steps; every block on the path carried its own 2^k work."""
+        """The post-state of a valid block whose state is not kept (pruned, on a fork deeper than the
+        window, or damaged on disk), rebuilt by replaying the stored headers' nonces from the nearest
+        ancestor whose state is kept (genesis at worst), each block checked against its state_hash. The
+        result goes to disk where pruning will visit it again, else to a small memory cache, so a deep
+        fork's next block does not replay the path again. A heavier fork is thus always judged
+        (protocol v3: no permanent split). Costs at most REBUILD_LIMIT blocks of J+1 steps; every block
+        on the path carried its own 2^k work."""
         path, cur = [], parent
         while True:
             if cur.height == 0:
                 state = {k: v.clone() for k, v in self.template.items()}
                 break
-            data = self.store.weights.get(cur.state_hash)
-            if data is not None:
-                try:
-                    state = decode_state(data)
-                except errors.BlockError:
-                    return None
-                if weights_hash(state) != cur.state_hash:
-                    return None
+            state = self._stored_state(cur) if cur is not parent else None
+            if state is not None:
                 break
             path.append(cur)
             row = self.store.get(cur.parent)
@@ -493,7 +514,11 @@ class Chain:
                 log.error("rebuilding: block %s (height %d) replays to another state than it commits to",
                           h.hash[:16], h.height)
                 return None
-        self.store.weights.put(parent.state_hash, encode_state(state))
+        if self._kept_on_disk(parent.height):
+            self.store.weights.delete(parent.state_hash)      # a damaged file, if that is why
+            self.store.weights.put(parent.state_hash, encode_state(state))
+        else:
+            self._remember_rebuilt(parent.state_hash, state)
         return state
 
     def _work_of(self, header: BlockHeader) -> int:

@@ -57,6 +57,12 @@ def test_a_pruned_node_follows_a_heavier_fork_deeper_than_its_window(smith, fork
         assert tip.hash == fork_blocks[-1].header.hash and tip.height == TEMPLATE_BLOCKS + 1
         assert tip.cumulative_work > tip_before.cumulative_work
         assert any(o.reorg_depth == TEMPLATE_BLOCKS - FORK_AT for o in outcomes)
+        # the new best chain's window is on disk (snapshot sync serves it); nothing below the line leaked
+        window = {b.header.state_hash for b in node.store.best_range(tip.height - node.keep_weights, node.keep_weights + 1)}
+        on_disk = set(node.store.weights.all_hashes())
+        assert window <= on_disk
+        cutoff = tip.height - node.keep_weights
+        assert not {b.header.state_hash for b in fork_blocks if b.header.height < cutoff} & on_disk
     finally:
         node.store.close()
 
@@ -74,6 +80,7 @@ def test_a_block_whose_ancestor_replays_to_another_state_is_not_rebuilt(smith, t
         fake = dataclasses.replace(h1, nonces=h1.nonces[:-1] + (h1.nonces[-1] ^ 1,))
         assert node._rebuild_state(fake) is None
         assert node._rebuild_state(h1) is not None          # the real header rebuilds
-        assert node.store.weights.has(h1.state_hash)        # and is kept
+        assert h1.state_hash in node.rebuilt                 # and is kept: in memory, it lies below
+        assert not node.store.weights.has(h1.state_hash)    # the pruning line (on disk it would leak)
     finally:
         node.store.close()

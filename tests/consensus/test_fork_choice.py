@@ -108,13 +108,30 @@ def test_invalid_block_never_becomes_tip_and_poisons_descendants(k1_spec, tiny_d
     chain.store.close()
 
 
-def test_child_of_a_pruned_post_state_is_ignored_not_invalid(k1_spec, tiny_dataset, blocks, tmp_path):
-    """A node that no longer keeps the parent's post-state cannot replay the child: state-unavailable,
-    no verdict (the block stays acceptable where the state is kept, and here once it is back)."""
+def test_child_of_a_pruned_post_state_is_rebuilt_and_judged(k1_spec, tiny_dataset, blocks, tmp_path):
+    """A node that no longer keeps the parent's post-state rebuilds it by replaying the parent from the
+    nearest kept ancestor (here: a), checked against its state_hash, and judges the child."""
     g, a, b, c = blocks
     chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
     assert chain.submit(Block(b.header, b.records)).status == "accepted"
     chain.store.weights.delete(b.header.state_hash)               # what pruning does to an old state
+    out = chain.submit(Block(c.header, c.records))
+    assert (out.status, out.code) == ("accepted", ""), out
+    assert chain.tip().hash == c.header.hash
+    assert chain.store.weights.has(b.header.state_hash)            # within the window: back on disk
+    chain.store.close()
+
+
+def test_child_past_the_rebuild_limit_is_ignored_not_invalid(k1_spec, tiny_dataset, blocks, tmp_path, monkeypatch):
+    """Where the rebuild would replay more than REBUILD_LIMIT blocks, the node cannot judge the child:
+    state-unavailable, no verdict (the block stays acceptable where the state is kept)."""
+    import node.chain
+
+    g, a, b, c = blocks
+    chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
+    assert chain.submit(Block(b.header, b.records)).status == "accepted"
+    chain.store.weights.delete(b.header.state_hash)
+    monkeypatch.setattr(node.chain, "REBUILD_LIMIT", 0)
     out = chain.submit(Block(c.header, c.records))
     assert (out.status, out.code) == ("ignored", "state-unavailable")
     assert chain.store.status(c.header.hash) is None and chain.tip().hash == b.header.hash

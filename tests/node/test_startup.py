@@ -31,27 +31,26 @@ V2_ARCHIVE = Path(__file__).parent / "data" / "v2-tiny-datadir.tar.gz"
 V2_TINY_CHAIN_ID = "59962227c226b3b6cfc00dae3e6a5e1f97cbd10b2a837c586693a2202ed5fabe"
 
 
+def old_datadir(archive: Path, tmp_path: Path, name: str, fmt: str, chain_id: str) -> Path:
+    """An archived datadir of an older protocol, checked to be what it claims to be."""
+    with tarfile.open(archive) as tf:
+        tf.extractall(tmp_path, filter="data")
+    d = tmp_path / name
+    spec = json.loads((d / "spec.json").read_text())
+    assert spec["format"] == fmt and sha256_hex(canonical_json(spec)) == chain_id
+    assert chain_id != preset("tiny").chain_id
+    return d
+
+
 @pytest.fixture
 def v1_datadir(tmp_path) -> Path:
-    with tarfile.open(V1_ARCHIVE) as tf:
-        tf.extractall(tmp_path, filter="data")
-    d = tmp_path / "v1-tiny"
-    # the fixture is what it claims to be: the v1 tiny chain, one block on a v1 genesis
-    spec = json.loads((d / "spec.json").read_text())
-    assert spec["format"] == "polchain-spec/1" and sha256_hex(canonical_json(spec)) == V1_TINY_CHAIN_ID
-    assert V1_TINY_CHAIN_ID != preset("tiny").chain_id
-    return d
+    """The v1 tiny chain, one block on a v1 genesis."""
+    return old_datadir(V1_ARCHIVE, tmp_path, "v1-tiny", "polchain-spec/1", V1_TINY_CHAIN_ID)
 
 
 @pytest.fixture
 def v2_datadir(tmp_path) -> Path:
-    with tarfile.open(V2_ARCHIVE) as tf:
-        tf.extractall(tmp_path, filter="data")
-    d = tmp_path / "v2-tiny"
-    spec = json.loads((d / "spec.json").read_text())
-    assert spec["format"] == "polchain-spec/2" and sha256_hex(canonical_json(spec)) == V2_TINY_CHAIN_ID
-    assert V2_TINY_CHAIN_ID != preset("tiny").chain_id
-    return d
+    return old_datadir(V2_ARCHIVE, tmp_path, "v2-tiny", "polchain-spec/2", V2_TINY_CHAIN_ID)
 
 
 def tree(d: Path) -> dict[str, tuple[str, int]]:
