@@ -33,7 +33,19 @@ def valid_host(host: str) -> bool:
     if len(host) > 253 or not host.isascii():
         return False
     labels = host.split(".")
-    return all(_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
+    return (all(_LABEL.match(label) and _a_label_ok(label) for label in labels)
+            and not labels[-1].isdigit())
+
+
+def _a_label_ok(label: str) -> bool:
+    """An ``xn--`` label must be Punycode that decodes (``http://xn--`` is no host: httpx refuses it)."""
+    if not label.startswith("xn--"):
+        return True
+    try:
+        label.encode("ascii").decode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def peer_url(url) -> tuple[str, str] | None:

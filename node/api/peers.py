@@ -25,11 +25,11 @@ def usable_peer_url(url: str) -> bool:
     a port in range, no credentials, query, fragment or whitespace."""
     try:
         u = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError, TypeError):
+        return (u.scheme in ("http", "https") and bool(u.host) and not u.userinfo and not u.query
+                and not u.fragment and (u.port is None or 0 < u.port < 65536)
+                and not any(c.isspace() or not c.isprintable() for c in url))
+    except (httpx.InvalidURL, ValueError, TypeError):   # u.host decodes IDNA lazily (IDNAError: ValueError)
         return False
-    return (u.scheme in ("http", "https") and bool(u.host) and not u.userinfo and not u.query
-            and not u.fragment and (u.port is None or 0 < u.port < 65536)
-            and not any(c.isspace() or not c.isprintable() for c in url))
 
 
 @router.post("/peers", status_code=202, responses=REFUSALS, dependencies=[write_guard("peers")])

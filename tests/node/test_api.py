@@ -177,8 +177,8 @@ def test_peers(static_node):
     assert r.status_code == 200
     assert r.json() == []
     for url in ("ftp://x", "http://", "http://\u00f1\u00a8x", "http://a b", "http://h:99999", "http://u:p@h",
-                "http://h/?q=1", "x" * 300):
-        assert_error(static_node.post("/peers", json={"url": url}), 422, "malformed")
+                "http://h/?q=1", "x" * 300, "http://xn--", "http://xn--a", "http://xn--zz.example"):
+        assert_error(static_node.post("/peers", json={"url": url}), 422, "malformed")      # xn--: was a 500
     assert_error(static_node.post("/peers", json={"nope": 1}), 422, "malformed")
 
 

@@ -99,7 +99,8 @@ def test_one_peer_per_scheme_host_port():
 def test_junk_hosts_are_refused():
     for junk in ("http://Å", "http://-Infinity", "http://999", "http://1.2.3.999", "http://a..b", "http://a_b:1",
                  "http://u:p@host:1", "http://host:0", "http://host:1/a b", "http://host:1/%2e%2e", "http://ho st",
-                 "http://" + "a" * 64 + ".com", "javascript://x", "http://host:1/\u00e9"):
+                 "http://" + "a" * 64 + ".com", "javascript://x", "http://host:1/\u00e9",
+                 "http://xn--", "http://xn--a", "http://xn--zz.example"):           # A-labels that do not decode
         assert normalize_url(junk) is None, junk
     for ok in ("http://10.0.0.1:8000", "http://node-1.example.org:8000/polchain", "https://xn--bcher-kva.example"):
         assert normalize_url(ok) is not None, ok
