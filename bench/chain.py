@@ -58,7 +58,8 @@ def register(sub) -> None:
     p.add_argument("--sgd-seed", type=int, default=1, help="seed of the first plain-SGD run's batches")
     p.add_argument("--sgd-runs", type=int, default=3,
                    help="plain-SGD runs (seeds sgd-seed, +1, ...): mean, and the min..max band in the figure")
-    p.add_argument("--data-dir", type=Path, default=None, help="where CIFAR-10 lives, if it does")
+    p.add_argument("--dataset-dir", "--data-dir", dest="data_dir", type=Path, default=None,
+                   help="where CIFAR-10 lives, if it does (--data-dir: the old name)")
     p.add_argument("--k", type=int, default=None, metavar="K",
                    help="lower (or raise) the difficulty for this run: sets difficulty.initial and .minimum to K "
                         "(e.g. ResNet-18 on a CPU); the output says so")

@@ -57,8 +57,8 @@ def add_common_arguments(p: argparse.ArgumentParser, *, preset_default: str = "t
     from node.threads import threads_arg
     p.add_argument("--threads", type=threads_arg, default=None,
                    help="torch CPU threads (default: measured per model, see node/threads.py)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="where CIFAR-10 lives, if it does (never downloaded by a benchmark)")
+    p.add_argument("--dataset-dir", "--data-dir", dest="data_dir", type=Path, default=None,
+                   help="where CIFAR-10 lives, if it does (never downloaded by a benchmark; --data-dir: the old name)")
     add_output_arguments(p)
 
 

@@ -39,7 +39,8 @@ def register(sub) -> None:
                                     "time and agreement with the canonical evaluation",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_spec_arguments(p, "cifar10-resnet18")
-    p.add_argument("--data-dir", type=common.Path, default=None, help="where the spec's archive lives")
+    p.add_argument("--dataset-dir", "--data-dir", dest="data_dir", type=common.Path, default=None,
+                   help="where the spec's archive lives (--data-dir: the old name)")
     p.add_argument("--variants", default=None,
                    help="comma-separated mode/layout/batch/threads (default: the canonical one, then one change "
                         "at a time, then combinations)")

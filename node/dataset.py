@@ -47,7 +47,7 @@ def ensure_archive(dataset_spec, data_dir: Path, *, download: bool = True, progr
     if md5 not in sources:
         raise DatasetError(f"no archive with MD5 {md5} in {data_dir}: this spec ({dataset_spec.train_size} + "
                            f"{dataset_spec.test_size} images) names an archive that is not the official "
-                           f"CIFAR-10 one, so it is never downloaded; put it in that directory (--data-dir)")
+                           f"CIFAR-10 one, so it is never downloaded; put it in that directory (--dataset-dir; --datadir is the chain's)")
     if not download:
         raise DatasetError(f"{data_dir} holds no CIFAR-10 archive with MD5 {md5} and downloading is off; "
                            f"fetch {sources[md5]} into it")

@@ -175,8 +175,9 @@ def test_ensure_archive_never_downloads_when_present(tmp_path, served):
 
 def test_ensure_archive_refuses_unknown_archives(tmp_path, served):
     server, md5 = served
-    with pytest.raises(DatasetError, match="not the official CIFAR-10 one, so it is never downloaded"):
+    with pytest.raises(DatasetError, match="not the official CIFAR-10 one, so it is never downloaded") as e:
         ensure_archive(small_spec(md5).dataset, tmp_path, sources={})
+    assert "(--dataset-dir;" in str(e.value)          # the dataset's option, not --data-dir (the chain's)
     with pytest.raises(DatasetError, match="downloading is off"):
         ensure_archive(small_spec(md5).dataset, tmp_path, download=False, sources={md5: server.url()})
     assert server.hits == 0
