@@ -39,6 +39,8 @@ from pathlib import Path
 
 from consensus.errors import Verdict
 
+from node.devices import device_arg
+
 from . import common
 
 
@@ -47,7 +49,7 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_spec_arguments(p, "tiny")
     p.add_argument("--blocks", type=int, default=50)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--miner", choices=("fast", "reference"), default="fast")
     p.add_argument("--groups", type=int, default=None, help="fast miner: candidates per pass")
     p.add_argument("--first-hit", action="store_true",

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from node.devices import device_arg
+
 GENERATED_CIFAR = "generated (CIFAR-10 unavailable)"
 
 
@@ -39,8 +41,14 @@ def load_spec(args: argparse.Namespace):
 
     ``args.preset`` becomes the chain's name, which the results and their files carry.
     """
-    from consensus.spec import ChainSpec, preset
-    spec = ChainSpec.from_json(Path(args.spec).read_text()) if getattr(args, "spec", None) else preset(args.preset)
+    from consensus.spec import preset
+    from node.chain import StartupError
+    from node.setup import read_spec_file
+    try:
+        spec = read_spec_file(args.spec) if getattr(args, "spec", None) else preset(args.preset)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     args.preset = spec.name
     if hasattr(args, "threads"):
         from node.threads import apply_threads
@@ -51,7 +59,7 @@ def load_spec(args: argparse.Namespace):
 def add_common_arguments(p: argparse.ArgumentParser, *, preset_default: str = "tiny",
                          seconds_default: float = 10.0, runs_default: int = 3) -> None:
     add_spec_arguments(p, preset_default)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    p.add_argument("--device", default="auto", type=device_arg, help="cpu, cuda, cuda:N, mps or auto (default)")
     p.add_argument("--seconds", type=float, default=seconds_default, help="length of one timed run")
     p.add_argument("--runs", type=int, default=runs_default, help="timed runs (the median is reported)")
     from node.threads import threads_arg

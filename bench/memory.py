@@ -45,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from node.devices import device_arg
+
 from . import common
 
 
@@ -61,7 +63,7 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=float, default=900.0, help="stop after this many seconds of mining regardless")
     p.add_argument("--k", type=int, default=2, help="initial difficulty of the cifar10-resnet18 spec (CPU mining)")
     p.add_argument("--threads", type=int, default=1, help="the node's torch threads (default 1)")
-    p.add_argument("--device", default="cpu", help="the node's mining device (default cpu)")
+    p.add_argument("--device", default="cpu", type=device_arg, help="the node's mining device (default cpu)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep the datadir and log here (default: temp dir)")
     common.add_output_arguments(p, figure="memory-<preset>")
     p.set_defaults(func=run)

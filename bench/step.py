@@ -19,6 +19,8 @@ import argparse
 import random
 import time
 
+from node.devices import device_arg
+
 from . import common
 
 
@@ -29,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--thread-counts", default="1,2", help="comma-separated (default 1,2)")
     p.add_argument("--steps", type=int, default=None, help="timed steps of each kind (default 40 tiny, 4 others)")
     p.add_argument("--evals", type=int, default=None, help="timed evaluations of E (default 5 tiny, 2 others)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_arg)
     common.add_output_arguments(p)
     p.set_defaults(func=run)
 

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from node.devices import device_arg
+
 from . import common
 
 
@@ -23,7 +25,7 @@ def register(sub) -> None:
     p = sub.add_parser("threads", help="step and evaluation time by thread count, idle and with busy processes",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_spec_arguments(p, "tiny")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device_arg)
     p.add_argument("--thread-counts", default=None, help="comma-separated (default 1..cores)")
     p.add_argument("--busy", default="0,1", help="other busy processes to run alongside, comma-separated (default 0,1)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per setting (default 200 tiny, 10 others)")

@@ -201,6 +201,9 @@ class ChainSpec:
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed chain spec: {exc}") from None
+        problem = wrong_field(spec)
+        if problem:
+            raise ValueError(f"malformed chain spec: {problem}")
         problem = unsupported_training(spec)
         if problem:
             raise ValueError(f"unsupported chain spec: {problem}")
@@ -233,6 +236,49 @@ class ChainSpec:
     @property
     def std(self) -> tuple[float, ...]:
         return tuple(float(v) for v in self.training.std)
+
+
+# fields written as decimal strings (canonical JSON carries no floats): they must parse as finite numbers
+DECIMAL_FIELDS = {"training.lr", "training.mean", "training.std", "training.momentum", "training.weight_decay",
+                  "evaluation.miner_logit_margin", "requirements.margin_abs", "requirements.band_abs"}
+
+
+def wrong_field(obj, path: str = "") -> str | None:
+    """The first field of a parsed spec whose value has the wrong JSON type (a string where an integer
+    belongs, ``true`` for a number, a decimal string that is no number), as ``section.field: why``;
+    None when every field fits its annotation. Caught here, a bad spec file is one line, not a
+    traceback from wherever the field is first used."""
+    for f in dataclasses.fields(obj):
+        name = f"{path}{f.name}"
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            problem = wrong_field(value, name + ".")
+            if problem:
+                return problem
+            continue
+        kind = str(f.type)
+        if kind.startswith("tuple"):
+            ok = (isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+                  and (kind.endswith("...]") or len(value) == kind.count("str")))
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "str":
+            ok = isinstance(value, str)
+        elif kind == "str | None":
+            ok = value is None or isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            return f"{name} = {value!r} is not of type {kind}"
+        if name in DECIMAL_FIELDS:
+            for v in (value if isinstance(value, tuple) else (value,)):
+                try:
+                    number = float(v)
+                except ValueError:
+                    number = float("nan")
+                if number != number or number in (float("inf"), float("-inf")):
+                    return f"{name} = {value!r} is not a decimal number"
+    return None
 
 
 def _tuplify(cls, d):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from consensus.spec import PRESETS, preset
+from node.devices import device_arg
 from node.threads import threads_arg
 
 
@@ -43,6 +44,14 @@ def _lock(datadir: Path):
     except DatadirBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+
+
+def _remove_fresh_datadir(datadir: Path, lock) -> None:
+    """A datadir this command created and then could not open holds only what the attempt wrote
+    (its LOCK, an empty store): removed, so a failed start leaves nothing behind."""
+    import shutil
+    lock.release()
+    shutil.rmtree(datadir, ignore_errors=True)
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -96,14 +105,23 @@ def cmd_mine(args) -> int:
     from node.setup import open_chain, resolve_spec
     from node.threads import apply_threads
 
-    if _lock(Path(args.datadir)) is None:
-        return 2
+    datadir = Path(args.datadir)
+    fresh = not datadir.exists()
     try:
-        spec = resolve_spec(Path(args.datadir), args.preset, args.spec)
-        print(apply_threads(args.threads, spec.model.arch, args.device), file=sys.stderr)
-        chain = open_chain(Path(args.datadir), spec, data_dir=args.dataset_dir, archival=True)
+        spec = resolve_spec(datadir, args.preset, args.spec)     # reads only: a bad spec leaves no datadir
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lock = _lock(datadir)
+    if lock is None:
+        return 2
+    try:
+        print(apply_threads(args.threads, spec.model.arch, args.device), file=sys.stderr)
+        chain = open_chain(datadir, spec, data_dir=args.dataset_dir, archival=True)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if fresh:
+            _remove_fresh_datadir(datadir, lock)
         return 2
     key = load_or_create_key(Path(args.key) if args.key else Path(args.datadir) / "node.key")
     miner = make_miner(args.miner, spec, chain.dataset, device=args.device, seed=args.seed)
@@ -188,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blocks", type=int, default=1)
     add_datadir_args(s, required=True)
     s.add_argument("--key")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="cpu", type=device_arg)
     s.add_argument("--miner", choices=("fast", "reference"), default="fast")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--threads", type=threads_arg, default=None, help=THREADS_HELP)

@@ -28,6 +28,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from node.devices import device_arg
+
 # Per-node settings the testnet sets itself: never let the caller's environment override them.
 _PER_NODE_ENV = ("DATADIR", "HOST", "PORT", "PEERS", "PUBLIC_URL", "MINE", "KEY", "SPEC", "THREADS",
                  "PRESET", "DEVICE")
@@ -57,7 +59,7 @@ def add_commands(sub) -> None:
                    help="shared dataset cache for all nodes (default DATADIR/data)")
     s.add_argument("--threads", type=int, default=1,
                    help="torch threads per node (default 1: the nodes share this machine's cores)")
-    s.add_argument("--device", default="cpu", help="device for the miners: cpu (default), cuda, auto")
+    s.add_argument("--device", default="cpu", type=device_arg, help="device for the miners: cpu (default), cuda, auto")
     s.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     s.add_argument("--until-height", type=int, default=None, metavar="H",
                    help="exit 0 once all nodes share a tip at height >= H (non-zero if --duration ends first)")
@@ -238,15 +240,16 @@ def cmd_testnet(args) -> int:
     if not 0 <= args.miners <= args.nodes:
         print("error: --miners must be between 0 and --nodes", file=sys.stderr)
         return 2
-    from consensus.spec import ChainSpec
     from consensus.spec import preset as load_preset
+    from node.chain import StartupError
+    from node.setup import read_spec_file
     try:
         if args.spec is not None:
             args.spec = args.spec.resolve()  # the nodes run in their own directories
-            chain = f"spec {ChainSpec.from_json(args.spec.read_text()).name} ({args.spec})"
+            chain = f"spec {read_spec_file(args.spec).name} ({args.spec})"
         else:
             chain = f"preset {load_preset(args.preset).name}"
-    except (ValueError, OSError) as exc:
+    except (StartupError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -46,7 +46,7 @@ def _devices(v: str) -> str | None:
     try:
         expand_devices(v)
     except ValueError as exc:
-        return str(exc)
+        return str(exc).removeprefix(f"--device {v!r}: ")
     return None
 
 

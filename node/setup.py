@@ -27,7 +27,7 @@ def resolve_spec(datadir: Path, preset_name: str | None = None, spec_file: Path 
     stored = datadir / SPEC_FILE
     have = _stored_spec(stored) if stored.exists() else None
     if spec_file is not None:
-        spec = ChainSpec.from_json(Path(spec_file).read_text())
+        spec = read_spec_file(spec_file)
     elif preset_name is not None:
         spec = preset(preset_name)
     elif have is not None:
@@ -38,6 +38,27 @@ def resolve_spec(datadir: Path, preset_name: str | None = None, spec_file: Path 
         raise StartupError(f"{datadir} holds chain {have.chain_id[:16]} ({have.name}), "
                            f"not {spec.chain_id[:16]} ({spec.name})")
     return spec
+
+
+def read_spec_file(path: Path) -> ChainSpec:
+    """A ``--spec`` file, or a StartupError in one line naming the file: missing or unreadable, not
+    JSON (truncated), not a spec this node runs, a field of the wrong type."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise StartupError(f"--spec {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise StartupError(f"--spec {path}: not a text file") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise StartupError(f"--spec {path}: not JSON ({exc}); write one with `polchain spec`") from None
+    if not isinstance(obj, dict):
+        raise StartupError(f"--spec {path}: not a chain spec (a JSON object is expected)")
+    try:
+        return ChainSpec.from_dict(obj)
+    except ValueError as exc:
+        raise StartupError(f"--spec {path}: {exc}") from None
 
 
 def _stored_spec(stored: Path) -> ChainSpec:

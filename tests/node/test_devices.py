@@ -9,7 +9,6 @@ from node.devices import expand_devices
 @pytest.mark.parametrize("text, count, want", [
     ("cpu", 0, ["cpu"]),
     ("auto", 0, ["auto"]),
-    ("mps", 0, ["mps"]),
     ("cuda", 1, ["cuda"]),
     (" CUDA:1 ", 2, ["cuda:1"]),
     ("cuda:0,cuda:1", 2, ["cuda:0", "cuda:1"]),
@@ -36,6 +35,8 @@ def test_expand(text, count, want):
     ("gpu0", 1, "unknown device 'gpu0'"),
     ("cuda:0,tpu", 1, "unknown device 'tpu'"),
     ("cuda:-1,cuda:0", 1, "unknown device 'cuda:-1'"),
+    ("cuda", 0, "CPU build|no CUDA device is visible"),          # was a traceback from deep in torch
+    ("cuda:0,cuda:1", 0, "CPU build|no CUDA device is visible"),
 ])
 def test_refused(text, count, message):
     with pytest.raises(ValueError, match=message):
@@ -51,3 +52,12 @@ def test_count_asked_only_when_needed(monkeypatch):
     with pytest.raises(ValueError, match="no CUDA device"):
         expand_devices("cuda:all")
     assert calls == [1]
+
+
+def test_mps_is_refused_where_torch_has_none(monkeypatch):
+    import node.devices as devices
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
+    with pytest.raises(ValueError, match="has no MPS"):
+        expand_devices("mps")
+    monkeypatch.setattr(devices, "mps_available", lambda: True)
+    assert expand_devices("mps") == ["mps"]
