@@ -145,3 +145,18 @@ def test_research_preset_refused_and_leaves_nothing_behind(tmp_path):
         assert node.stop() == 0
     assert json.loads((d / "spec.json").read_text())["name"] == "tiny"
 
+
+
+def test_genesis_row_holds_the_measured_accuracy_not_the_claimed_floor(tiny_spec, tiny_dataset, tmp_path):
+    """The genesis header claims 0 correct (block 1's floor); the row's measured accuracy is the genesis
+    model's real count on E, so a learning curve starts at a true point (issue 21.8: it showed 0/500)."""
+    from consensus.training import Replayer, genesis_state
+    from node.chain import Chain
+
+    chain = Chain(tiny_spec, tmp_path / "d", tiny_dataset)
+    try:
+        g = chain.store.get(chain.store.hash_at(0))
+        want = Replayer(tiny_spec, tiny_dataset).accuracy(genesis_state(tiny_spec)).correct
+        assert g.header.acc_after == 0 and g.acc_after == want and want > 0
+    finally:
+        chain.store.close()
