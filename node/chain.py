@@ -563,8 +563,9 @@ class Chain:
         path = self._path_from_best(new_tip)
         fork, depth = self.store.set_tip(new_tip.header, path)
         if depth > 1 or (depth == 1 and fork < new_tip.height):
-            log.warning("reorg: depth %d, fork at height %d, new tip %s height %d", depth, fork,
-                        new_tip.hash[:16], new_tip.height)
+            # a depth-1 reorg (two blocks at one height, the heavier wins) is routine proof-of-work
+            log.log(logging.WARNING if depth > 1 else logging.INFO, "reorg: depth %d, fork at height %d, new tip %s "
+                    "height %d", depth, fork, new_tip.hash[:16], new_tip.height)
         log.info("new tip %s height %d k=%d work=%d acc=%s/%d", new_tip.hash[:16], new_tip.height,
                  new_tip.header.difficulty, new_tip.cumulative_work, new_tip.header.acc_after,
                  self.spec.evaluation.size)

@@ -22,6 +22,7 @@ from .schemas import BlockList, BlockOut, SubmitHeader, SubmitResult, TipOut
 router = APIRouter(tags=["blocks"])
 MAX_LIMIT = 500
 MAX_TIPS = 100
+TIPS_DEPTH = 20       # /tips: stale forks more than this many blocks below the active tip are left out
 BlockId = Annotated[str, Path(pattern=r"^([0-9]{1,18}|[0-9a-f]{64})$",
                               description="a height on the best chain, or a block hash (64 lowercase hex)")]
 
@@ -76,12 +77,17 @@ def list_blocks(service: Service,
 
 
 @router.get("/tips", response_model=list[TipOut])
-def tips(service: Service):
-    """Known chain tips, the active one first: active, valid-fork, headers-only, invalid (at most 100)."""
+def tips(service: Service, depth: Annotated[int, Query(ge=0, le=10**9, description=(
+        "list only branches whose tip lies at most this many blocks below the active tip (0: every "
+        "known tip, at most 100); tips above it are always listed"))] = TIPS_DEPTH):
+    """Known chain tips, the active one first: active, valid-fork, headers-only, invalid (at most 100).
+    Stale forks deeper than ``depth`` below the active tip are left out (getchaintips lists them all;
+    a long-running node knows hundreds)."""
     tip = service.chain.tip()
     out = [{"hash": tip.hash, "height": tip.height, "status": "active", "cumulative_work": tip.cumulative_work}]
+    low = tip.height - depth if depth else None
     for b in service.chain.store.leaves(limit=MAX_TIPS):
-        if b.hash == tip.hash:
+        if b.hash == tip.hash or (low is not None and b.height < low):
             continue
         state = ("valid-fork" if b.status == "valid" else "headers-only" if b.status == "header-only"
                  else "invalid")

@@ -239,7 +239,8 @@ def tips_page(tips: list[dict]) -> str:
                    f'{t["height"]}</td><td>{block_link(t["hash"], escape(t["hash"]))}</td><td class="num">'
                    f'{t["cumulative_work"]:,}</td></tr>' for t in tips)
     return ('<h1>Chain tips</h1><p>The active tip first, then valid forks, branches known by headers only, and '
-            'invalid branches (from <a href="/tips">/tips</a>).</p><table id="tips"><thead><tr><th>status</th>'
+            'invalid branches, within 20 blocks of the tip (from <a href="/tips">/tips</a>; every tip: '
+            '<a href="/tips?depth=0">/tips?depth=0</a>).</p><table id="tips"><thead><tr><th>status</th>'
             f'<th class="num">height</th><th>hash</th><th class="num">work</th></tr></thead><tbody>{rows}</tbody></table>')
 
 

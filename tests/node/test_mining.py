@@ -144,6 +144,13 @@ def test_child_of_a_pruned_parent_is_judged(miner_node, tiny_dataset):
     assert (after["height"], after["tip"]) == (before["height"], before["tip"])
     assert sorted((miner_node.datadir / "weights").glob("*/*.safetensors")) == files
     assert replay_accepts(spec, tiny_dataset, [b1, fork.header])
+    # /tips lists the side branch while it is recent, and leaves stale forks out past ?depth (0: all)
+    def listed(query: str = "") -> bool:
+        return any(t["hash"] == fork.header.hash and t["status"] == "valid-fork"
+                   for t in miner_node.get(f"/tips{query}").json())
+    assert listed() and listed("?depth=0")
+    assert after["height"] - 3 > fork.header.height and not listed("?depth=3")
+    assert_error(miner_node.get("/tips?depth=-1"), 422, "malformed")
 
 
 def miner_node_spec(node):
