@@ -68,6 +68,12 @@ class StateUnavailable(Ignored):
     code = "state-unavailable"
 
 
+class StoreUnavailable(Ignored):
+    """This node cannot write its store (disk full, read-only, I/O error): the block was not judged
+    and nothing of it was stored; send it again later."""
+    code = "store-unavailable"
+
+
 # -- bad body (header unjudged) ---------------------------------------------
 class BadBody(BlockError):
     code = "bad-body"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from consensus import errors
 from consensus.block import Block, BlockHeader, genesis_header
@@ -45,6 +45,8 @@ HEADER_WINDOW = 1000     # header-only rows this far below the tip are pruned (w
 HEADER_CAP = 50_000      # header-only rows kept at most (above MAX_ASSUME_HEADERS of a snapshot sync)
 INVALID_CAP = 10_000     # invalid rows kept at most: past it the oldest go (see _invalid_added)
 REBUILD_LIMIT = 10_000   # blocks replayed at most to rebuild a post-state that is not kept
+STORE_FAILURES = (OSError, OperationalError)   # disk full, read-only, I/O errors (SQLite or the state files)
+STORE_LOG_EVERY_S = 60.0  # a failing store is logged once, then once a minute with the count, never per block
 REBUILT_IN_MEMORY = 4    # rebuilt post-states below the pruning line kept in memory (a deep fork's tip and parent)
 PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
@@ -146,6 +148,9 @@ class Chain:
         self._orphan_sizes: dict[str, int] = {}     # held orphan -> bytes (see _hold_orphan)
         self.proofs = ProofMemo(PROOF_CACHE)
         self.replays = 0   # proofs replayed (a cached sibling does not count)
+        self.store_error: str | None = None        # why the last write failed; None while the store writes
+        self.store_error_since: float | None = None
+        self._store_failures, self._store_logged = 0, 0.0
         self.rebuilt: OrderedDict[str, State] = OrderedDict()   # post-states below the pruning line (memory only)
         self.stage_timer: StageTimer = no_timer   # the timing hook (bench/verify.py)
         self.relaying: dict[str, Block] = {}      # work checked, accuracy not yet: served to peers (fast relay)
@@ -268,10 +273,50 @@ class Chain:
         post-state). ``on_work_checked(block)``: called once the replayed steps met R and the post-state
         matched, before the accuracy evaluation (fast relay); meanwhile ``relaying`` holds the block."""
         with self.lock:
-            out = self._submit_one(block, peer, assumed, on_work_checked)
-            if out.status == Verdict.ACCEPTED:
-                out.connected = self._connect_orphans(block.hash)
+            try:
+                out = self._submit_one(block, peer, assumed, on_work_checked)
+                if out.status == Verdict.ACCEPTED:
+                    out.connected = self._connect_orphans(block.hash)
+            except STORE_FAILURES as exc:
+                return self._store_failed(block.hash, exc)
+            if out.status in (Verdict.ACCEPTED, Verdict.INVALID):
+                self._store_ok()
             return out
+
+    # -- the store's health: a write that fails (ENOSPC, read-only) is reported, never a traceback ----------
+    def _store_failed(self, block_hash: str, exc: BaseException) -> Outcome:
+        """Nothing of the block was stored (the weights file goes first, the row in one transaction)."""
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        now = time.monotonic()
+        if self.store_error is None:
+            self.store_error_since = time.time()
+        self.store_error = why
+        self._store_failures += 1
+        if now - self._store_logged >= STORE_LOG_EVERY_S:
+            log.error("cannot write the store (%s): blocks are not stored until it writes again "
+                      "(%d failed writes so far); /health answers 503", why, self._store_failures)
+            self._store_logged = now
+        return Outcome(Verdict.IGNORED, errors.StoreUnavailable.code,
+                       f"this node cannot write its store ({why}); send the block again later", block_hash)
+
+    def _store_ok(self) -> None:
+        if self.store_error is not None:
+            log.info("the store writes again (after %.0f s, %d failed writes)",
+                     time.time() - (self.store_error_since or time.time()), self._store_failures)
+        self.store_error, self.store_error_since, self._store_failures, self._store_logged = None, None, 0, 0.0
+
+    def probe_store(self) -> bool:
+        """Whether the store takes writes now: a meta row and a small file in the state directory,
+        each written and removed. Clears the store error when both go through."""
+        with self.lock:
+            try:
+                self.store.set_meta("write_probe", str(time.time()))
+                self.store.weights.probe()
+            except STORE_FAILURES as exc:
+                self._store_failed("", exc)
+                return False
+            self._store_ok()
+            return True
 
     def submit_header(self, header: BlockHeader, peer: str | None = None) -> Outcome:
         """A header alone (headers-first): the header rules; stored header-only, the block fetched later."""
@@ -285,8 +330,12 @@ class Chain:
             except errors.BlockError as exc:
                 return self._not_accepted(exc, Block(header), peer, hold=False)
             if known is None:
-                self.store.put_block(header, [], HEADER_ONLY, self._work_of(header), peer=peer)
-                self._header_added()      # an announcement flood is capped here, not at the next block
+                try:
+                    self.store.put_block(header, [], HEADER_ONLY, self._work_of(header), peer=peer)
+                    self._header_added()      # an announcement flood is capped here, not at the next block
+                except STORE_FAILURES as exc:
+                    return self._store_failed(h, exc)
+                self._store_ok()
             return Outcome(Verdict.HEADER_OK, "", "", h)
 
     def submit_headers(self, headers: list[BlockHeader], peer: str | None = None) -> list[Outcome]:
@@ -297,10 +346,13 @@ class Chain:
         the headers after it are not looked at."""
         with self.lock:
             added = []
-            outs = self._check_batch(headers, peer,
-                                     lambda rows: added.append(self.store.put_headers(rows, peer)))
-            if any(added):
-                self._prune_headers(self.tip().height)      # the global cap holds after every batch
+            try:
+                outs = self._check_batch(headers, peer,
+                                         lambda rows: added.append(self.store.put_headers(rows, peer)))
+                if any(added):
+                    self._prune_headers(self.tip().height)      # the global cap holds after every batch
+            except STORE_FAILURES as exc:
+                return [self._store_failed(headers[0].hash if headers else "", exc)]
             return outs
 
     def accept_assumed(self, blocks: list[Block], peer: str | None = None) -> list[Outcome]:
@@ -309,7 +361,10 @@ class Chain:
         replay), stored valid in one transaction, then one tip change. Stops at the first block that
         fails, like ``submit_headers``."""
         with self.lock:
-            outs = self._check_batch(blocks, peer, lambda rows: self.store.put_assumed(rows, peer))
+            try:
+                outs = self._check_batch(blocks, peer, lambda rows: self.store.put_assumed(rows, peer))
+            except STORE_FAILURES as exc:
+                return [self._store_failed(blocks[0].hash if blocks else "", exc)]
             accepted = [o for o in outs if o.status == Verdict.ACCEPTED]
             if accepted:
                 last = self.store.get(accepted[-1].block_hash)

@@ -20,7 +20,8 @@ from miner.search import make_miner
 from miner.template import build_block
 
 log = logging.getLogger("polchain.miner")
-STORE_RETRY_S = 2.0   # pause after a block could not be stored (disk full...) before mining again
+STORE_RETRY_S = 2.0   # first pause after a block could not be stored (disk full...); doubles up to STORE_RETRY_MAX_S
+STORE_RETRY_MAX_S = 60.0
 REPORT_EVERY_S = 30.0  # a search that runs longer says so in the log this often
 
 
@@ -89,9 +90,42 @@ class MinerWorker:
                      cur["restarts"])
         return self._stop.is_set() or self._tip_changed.is_set()
 
+    def _wait_for_store(self) -> None:
+        """Mining pauses while the store cannot be written (a block found now could not be kept): probe
+        it with backoff, 2 s doubling to 60 s, and go on once it writes again."""
+        chain = self.service.chain
+        log.warning("mining paused: the store cannot be written (%s)", chain.store_error)
+        pause = STORE_RETRY_S
+        while not self._stop.is_set():
+            if self._stop.wait(pause):
+                return
+            if chain.probe_store():
+                log.info("mining resumes: the store writes again")
+                return
+            pause = min(2 * pause, STORE_RETRY_MAX_S)
+
+    def _submit_held(self, block: Block) -> bool:
+        """A block mined while the store refused writes, submitted again if the tip is still its parent.
+        Whether it went in."""
+        if self.service.chain.tip().hash != block.header.parent:
+            return False
+        out = self.service.submit_local(block)
+        if out.status == Verdict.ACCEPTED:
+            self.blocks_found += 1
+            return True
+        return False
+
     def _run(self) -> None:
         chain = self.service.chain
+        held: Block | None = None
         while not self._stop.is_set():
+            if chain.store_error is not None:
+                self._wait_for_store()
+                continue
+            if held is not None:
+                self._submit_held(held)
+                held = None
+                continue
             self._tip_changed.clear()
             try:
                 tip = chain.tip()
@@ -120,6 +154,8 @@ class MinerWorker:
                 continue
             if out.status == Verdict.ACCEPTED:
                 self.blocks_found += 1
+            elif out.code == "store-unavailable":
+                held = block          # kept in memory; submitted again once the store writes
             else:
                 log.error("own block rejected: %s %s", out.code, out.detail)
 

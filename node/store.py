@@ -155,6 +155,18 @@ class WeightsStore:
         except FileNotFoundError:
             return None
 
+    def probe(self) -> None:
+        """Write, sync and remove a small file where post-states go (OSError when the disk refuses)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-probe-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def delete(self, weights_hash: str) -> None:
         self.path(weights_hash).unlink(missing_ok=True)
 
@@ -164,7 +176,7 @@ class WeightsStore:
 
     def clean_temp(self) -> int:
         n = 0
-        for p in self.root.glob("*/.tmp-*.part"):
+        for p in [*self.root.glob("*/.tmp-*.part"), *self.root.glob(".tmp-probe-*.part")]:
             p.unlink(missing_ok=True)
             n += 1
         return n

@@ -138,7 +138,8 @@ _SUBMIT_BODY = {
                         400: {"description": "invalid block or bad body; `error` is the reason code"},
                         409: {"description": "already known"}, 413: {"description": "body over the size cap"},
                         422: {"description": "malformed request"}, **REFUSALS,
-                        503: {"description": "`busy`: the validation queue is full; see Retry-After"}},
+                        503: {"description": "`busy`: the validation queue is full; `store-unavailable`: this "
+                                              "node cannot write its store (disk full, read-only); see Retry-After"}},
              openapi_extra={"requestBody": _SUBMIT_BODY}, dependencies=[write_guard("blocks")])
 async def post_block(request: Request, service: Service):
     """Submit a block: multipart (`header` JSON, optional `records` JSON list), or the header alone as
@@ -186,6 +187,8 @@ async def post_block(request: Request, service: Service):
     if fut is None:
         raise busy(f"{service.validation.limit} blocks are waiting for validation; retry later")
     out = await asyncio.wrap_future(fut)
+    if out.code == errors.StoreUnavailable.code:
+        return error_response(503, out.code, out.detail, hash=header.hash, headers={"Retry-After": "30"})
     code = SUBMIT_STATUS.get(out.status, 400)
     if code >= 400:
         return error_response(code, out.code or out.status, out.detail, hash=header.hash)

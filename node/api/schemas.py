@@ -37,6 +37,12 @@ class TipAccuracy(BaseModel):
     of: int
 
 
+class StoreStatus(BaseModel):
+    ok: bool = Field(description="false while the last write to the store failed (disk full, read-only)")
+    error: str | None = Field(None, description="why the last write failed")
+    since: float | None = Field(None, description="when writes began to fail (Unix time)")
+
+
 class Status(BaseModel):
     chain_id: str
     preset: str
@@ -52,6 +58,7 @@ class Status(BaseModel):
     last_block_age_s: float | None = Field(None, description="seconds since the tip's timestamp (none at genesis)")
     miner_key: str = Field(description="this node's Ed25519 public key (hex): the miner field of its blocks")
     sync: SyncStatus
+    store: StoreStatus
 
 
 HASH = r"^[0-9a-f]{64}$"

@@ -19,7 +19,12 @@ def status(service: Service):
 
 @router.get("/health", responses={503: {"description": "syncing"}})
 def health(service: Service):
-    """200 when the node serves its chain; 503 while it syncs from a peer."""
+    """200 when the node serves its chain; 503 while it syncs from a peer, or while it cannot write its
+    store (disk full, read-only: it serves what it has but stores nothing new)."""
+    chain = service.chain
+    if chain.store_error is not None:
+        return JSONResponse({"status": "store-error", "detail": chain.store_error,
+                             "since": chain.store_error_since, "height": chain.tip().height}, status_code=503)
     if service.network.syncing():
         return JSONResponse({"status": "syncing"}, status_code=503)
     return {"status": "ok", "height": service.chain.tip().height}
