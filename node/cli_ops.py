@@ -60,6 +60,15 @@ def _age(seconds: float | None) -> str:
     return f"{s} s ago" if s < 120 else f"{s // 60} min ago" if s < 7200 else f"{s // 3600} h ago"
 
 
+def sync_text(st: dict) -> str:
+    """Where the node stands against its peers: "in sync" only when some peer answers and none is ahead."""
+    best = (st.get("sync") or {}).get("best_peer_height")
+    if st.get("peers", 0) == 0:
+        known = st.get("peers_known", 0)
+        return f"no peer reachable ({known} known, none answering)" if known else "alone: no peers"
+    return "in sync" if best is None or best <= st["height"] else f"behind: best peer at {best}"
+
+
 def format_status(url: str, st: dict) -> str:
     acc = st.get("tip_accuracy") or {}
     of = acc.get("of") or 1
@@ -70,8 +79,7 @@ def format_status(url: str, st: dict) -> str:
         if sync.get("peer"):
             sync_line += f" from {sync['peer']}"
     else:
-        best = sync.get("best_peer_height")
-        sync_line = "in sync" if best is None or best <= st["height"] else f"behind: best peer at {best}"
+        sync_line = sync_text(st)
     rows = [
         ("node", f"{url}  (polchain {st.get('version', '?')})"),
         ("chain", f"{st.get('preset', '?')}  {st.get('chain_id', '')[:16]}"),

@@ -172,7 +172,9 @@ class NodeService:
             "chain_id": self.spec.chain_id, "preset": self.spec.name, "height": tip.height, "tip": tip.hash,
             "cumulative_work": tip.cumulative_work,
             "difficulty": next_difficulty(self.spec, tip.header, self.chain.view),
-            "peers": self.network.peer_count(), "syncing": self.network.syncing(),
+            "peers": self.network.peer_count(),
+            "peers_known": sum(1 for p in self.network.peer_list() if p.get("state") != "banned"),
+            "syncing": self.network.syncing(),
             "tip_accuracy": {"correct": tip.header.acc_after, "of": self.spec.evaluation.size},
             "mining": {
                 "enabled": self.miner is not None,

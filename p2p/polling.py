@@ -72,9 +72,14 @@ class Poller:
                 return
             height, work, tip = int(st.get("height", 0)), int(st.get("cumulative_work", 0)), st.get("tip")
         except (PeerError, ValueError, TypeError) as exc:
-            log.debug("status of %s failed: %s", url, exc)
+            if peer.failures == 0:       # the first failure after it answered (or since start): once
+                log.warning("peer %s unreachable (%s); retrying with backoff", url, exc)
+            else:
+                log.debug("status of %s failed: %s", url, exc)
             ctx.book.failed(url)
             return
+        if peer.failures:
+            log.info("peer %s answers again (height %d)", url, height)
         ctx.book.ok(url, height, work, tip if isinstance(tip, str) else None)
         if first or rounds % EXCHANGE_EVERY == 0:
             self.exchange.exchange(url)

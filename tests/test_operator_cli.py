@@ -195,3 +195,28 @@ def test_progress_lines_above_the_bar():
     bar.print("block 1")
     bar.close()
     assert plain.getvalue() == "block 1\n"
+
+
+def test_an_unreachable_peer_is_said_not_in_sync(tmp_path):
+    """Issue 21.7: the only peer (--peer) does not answer: `polchain status` says so (it said "in sync,
+    peers 0"), and the log says it once (it said nothing)."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    node = NodeProc(tmp_path / "d", "--peer", dead).start()
+    try:
+        node.wait_for(lambda: "unreachable" in node.log_text(), timeout=120, what="the unreachable-peer line")
+        r = polchain("status", "--node", node.url)
+        assert r.returncode == 0, r.stderr
+        fields = dict(line.split(None, 1) for line in r.stdout.splitlines() if line.strip())
+        assert fields["sync"] == "no peer reachable (1 known, none answering)", r.stdout
+        st = node.status()
+        assert (st["peers"], st["peers_known"]) == (0, 1)
+        assert node.log_text().count(f"peer {dead}:80 unreachable") + node.log_text().count(f"peer {dead} unreachable") == 1
+    finally:
+        node.stop()
+
+
+def test_sync_text_cases():
+    from node.cli_ops import sync_text
+    assert sync_text({"height": 5, "peers": 0, "peers_known": 0}) == "alone: no peers"
+    assert sync_text({"height": 5, "peers": 2, "sync": {"best_peer_height": 5}}) == "in sync"
+    assert sync_text({"height": 5, "peers": 1, "sync": {"best_peer_height": 9}}) == "behind: best peer at 9"

@@ -50,7 +50,8 @@ class Status(BaseModel):
     tip: str
     cumulative_work: int
     difficulty: int
-    peers: int
+    peers: int = Field(description="peers that answer (connected)")
+    peers_known: int = Field(0, description="peers in the book, answering or not (banned ones excluded)")
     syncing: bool
     tip_accuracy: TipAccuracy
     mining: MiningStatus

@@ -114,8 +114,13 @@ def overview_live(st: dict, recent: list[dict], chart_blocks: list[dict], miners
     mining = st.get("mining") or {}
     rate = mining_rate(recent)
     sync = st.get("sync") or {}
-    sync_text = ("syncing" if st.get("syncing") else "in sync" if (sync.get("best_peer_height") or 0) <= st["height"]
-                 else f'behind (peer at {sync["best_peer_height"]})')
+    if st.get("syncing"):
+        sync_text = "syncing"
+    elif st.get("peers", 0) == 0:
+        sync_text = "no peer reachable" if st.get("peers_known") else "alone: no peers"
+    else:
+        sync_text = ("in sync" if (sync.get("best_peer_height") or 0) <= st["height"]
+                     else f'behind (peer at {sync["best_peer_height"]})')
     mine_sub = (f'this node: {mining.get("attempts_per_second", 0):.1f} attempts/s' if mining.get("enabled")
                 else "this node does not mine")
     cur = mining.get("current") or {}
