@@ -97,11 +97,13 @@ class MinerWorker:
         if s is not None and time.monotonic() >= s["report_at"]:
             s["report_at"] += REPORT_EVERY_S
             cur = self.current_search()
-            log.info("still mining height %d at k=%d: %d attempts in %.0f s (about 2^k = %d expected for the "
-                     "requirements); %d R hits not published: %d below the accuracy floor, %d borderline; "
-                     "%d restarts", cur["height"], cur["difficulty"], cur["attempts"], cur["seconds"],
-                     cur["expected_attempts"], cur["r_hits"], cur["acc_floor_failed"], cur["acc_borderline_failed"],
-                     cur["restarts"])
+            rate = cur["attempts"] / cur["seconds"] if cur["seconds"] > 0 else 0.0
+            eta = f"about {cur['expected_attempts'] / rate:.0f} s per block at this rate" if rate > 0 else "no rate yet"
+            log.info("still mining height %d at k=%d: %d attempts in %.0f s (2^k = %d expected; %s); %d R hits "
+                     "not published: %d below the accuracy floor, %d borderline (more predictions near a tie than "
+                     "the claim tolerance: other machines' fp32 evaluation could count them otherwise); %d restarts",
+                     cur["height"], cur["difficulty"], cur["attempts"], cur["seconds"], cur["expected_attempts"], eta,
+                     cur["r_hits"], cur["acc_floor_failed"], cur["acc_borderline_failed"], cur["restarts"])
         return self._stop.is_set() or self._tip_changed.is_set()
 
     def _wait_for_store(self) -> None:
