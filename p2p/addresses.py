@@ -86,6 +86,39 @@ def normalize_url(url) -> str | None:
     return p[1] if p else None
 
 
+PREFIX_V4, PREFIX_V6 = 24, 48     # one site: what an attacker gets as cheaply as one address
+_LOCAL_NETS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                      "fc00::/7"))
+
+
+def network_prefix(who) -> str | None:
+    """The network ``who`` (a client address or a peer URL) belongs to for bans and quotas: ``net:`` and
+    its IPv4 /24 or IPv6 /48 (an IPv4-mapped IPv6 address counts as IPv4); None for a DNS name or junk."""
+    host = who
+    p = peer_url(who) if isinstance(who, str) and "://" in who else None
+    if p is not None:
+        host = urlsplit(p[0]).hostname
+    if not isinstance(host, str):
+        return None
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits = PREFIX_V4 if ip.version == 4 else PREFIX_V6
+    return f"net:{ipaddress.ip_network(f'{ip}/{bits}', strict=False)}"
+
+
+def is_local_network(prefix: str) -> bool:
+    """Loopback, link-local and RFC 1918 / ULA networks: an operator's own machines (a testnet on one
+    host, a compose network), never banned as a whole."""
+    net = ipaddress.ip_network(prefix.removeprefix("net:"))
+    addr = net.network_address
+    return addr.is_loopback or addr.is_link_local or any(net.subnet_of(n) for n in _LOCAL_NETS
+                                                          if n.version == net.version)
+
+
 def ban_key(who: str) -> str | None:
     """A peer URL's key, or an API client's host (an IP address as the server saw it)."""
     key = peer_key(who)
