@@ -1,7 +1,7 @@
 """Admission control for the write endpoints: bans, per-client token buckets, a bounded validation queue.
 
-* Every API client (by host, as the server saw the connection) has one token
-  bucket per kind of write: ``blocks`` (POST /blocks: full blocks, headers and
+* Every API client (by host as the server saw the connection; by network, IPv4
+  /24 or IPv6 /48, outside local networks) has one token bucket per kind of write: ``blocks`` (POST /blocks: full blocks, headers and
   announcements), ``certificates`` and ``peers``. A request without a token is
   answered 429 ``rate-limited`` with ``Retry-After`` before its body is read.
   At most ``MAX_CLIENTS`` buckets are kept (least recently used out first).
@@ -12,6 +12,9 @@
   address: list nothing as trusted there.
 * ``BoundedQueue``: at most ``limit`` blocks wait for the validator thread; the
   next one is answered 503 ``busy`` at once instead of queueing without bound.
+* ``LaneQueue`` (what the node uses): the same bound, and senders without a record
+  here in a small lane of their own, one block per network at a time, behind the
+  known ones.
 """
 from __future__ import annotations
 
@@ -55,6 +58,8 @@ class Admission:
         self.banned_until = banned_until
         self.buckets = {kind: TokenBuckets(rate * share, max(1.0, burst * share))
                         for kind, share in KIND_SHARE.items()}
+        self.vouched: OrderedDict[str, float] = OrderedDict()   # hosts that delivered a valid block
+        self._vouched_lock = threading.Lock()
 
     def refuse(self, client: str, kind: str) -> tuple[int, str, str, float] | None:
         """None to let ``client`` in, else (HTTP status, error code, detail, retry after seconds)."""
@@ -63,13 +68,52 @@ class Admission:
         until = self.banned_until(client)
         if until is not None:
             return 403, "banned", f"{client} is banned for sending an invalid block", max(1.0, until - time.time())
-        wait = self.buckets[kind].take(client)
+        wait = self.buckets[kind].take(_quota_key(client))
         if wait > 0:
             return 429, "rate-limited", f"too many {kind} requests from {client}; retry in {wait:.1f}s", wait
         return None
 
     def may_ban(self, client: str | None) -> bool:
         return bool(client) and client not in self.trusted
+
+    def vouch(self, client: str | None) -> None:
+        """``client`` (an API client's host or a peer URL) delivered a valid block: a known sender."""
+        host = _host(client)
+        if host:
+            with self._vouched_lock:
+                self.vouched[host] = time.time()
+                self.vouched.move_to_end(host)
+                while len(self.vouched) > MAX_CLIENTS:
+                    self.vouched.popitem(last=False)
+
+    def lane(self, client: str | None, peer_hosts: Callable[[], set[str]] = set) -> str:
+        """``known`` for trusted clients, hosts with a valid block here and connected peers' hosts;
+        else ``stranger``."""
+        if not client or client in self.trusted:
+            return "known"
+        host = _host(client)
+        return "known" if host in self.vouched or host in peer_hosts() else "stranger"
+
+
+def _quota_key(client: str) -> str:
+    """Rate limits count per network (IPv4 /24, IPv6 /48) outside local networks: 2^64 addresses of
+    one /64 are one quota, not 2^64."""
+    from p2p.addresses import is_local_network, network_prefix
+    prefix = network_prefix(client)
+    return prefix if prefix is not None and not is_local_network(prefix) else client
+
+
+def _host(who: str | None) -> str | None:
+    """The host of a client address or of a peer URL."""
+    if not who:
+        return None
+    if "://" in who:
+        from urllib.parse import urlsplit
+        try:
+            return urlsplit(who).hostname
+        except ValueError:
+            return None
+    return who
 
 
 class BoundedQueue:
@@ -100,3 +144,111 @@ class BoundedQueue:
     def _done(self, _fut) -> None:
         with self._lock:
             self._n -= 1
+
+
+class LaneQueue:
+    """The validator for blocks posted to the API: one thread, two lanes, a bounded queue.
+
+    A junk block (valid signature, random nonces) costs its sender one signature and this node a
+    replay, so senders are not served alike (issue 19). ``known`` senders -- trusted clients, hosts
+    that delivered a valid block, the hosts of connected peers -- are validated first; ``stranger``
+    ones share a small lane of ``stranger_limit`` blocks queued or running, at most ``per_prefix``
+    of them from one network (IPv4 /24, IPv6 /48). A flood from many addresses of one network thus
+    costs the node one replay at a time, the honest block of a known peer jumps the queue, and
+    everything past a bound is answered 503 ``busy`` at once (``try_submit`` returns None).
+    """
+
+    def __init__(self, limit: int, stranger_limit: int | None = None, per_prefix: int = 1):
+        import heapq
+        import itertools
+        self._heapq = heapq
+        self.limit = limit
+        self.stranger_limit = stranger_limit if stranger_limit is not None else max(1, limit // 4)
+        self.per_prefix = per_prefix
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._n = self._strangers = 0
+        self._by_prefix: dict[str, int] = {}
+        self._stopped = False
+        self.served = {"known": 0, "stranger": 0}
+        self._thread = threading.Thread(target=self._run, name="validator-lanes", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return self._n
+
+    def refusal(self, lane: str, prefix: str | None) -> str | None:
+        """Why a block in ``lane`` from ``prefix`` would be refused now (None: it would be queued)."""
+        with self._cv:
+            return self._refusal(lane, prefix)
+
+    def _refusal(self, lane: str, prefix: str | None) -> str | None:
+        if self._stopped:
+            return "the node is stopping"
+        if self._n >= self.limit:
+            return f"{self.limit} blocks are waiting for validation"
+        if lane == "stranger":
+            if self._strangers >= self.stranger_limit:
+                return (f"the lane for senders without a record here is full ({self.stranger_limit} blocks); "
+                        "known peers go first")
+            if prefix is not None and self._by_prefix.get(prefix, 0) >= self.per_prefix:
+                return f"one block at a time per network from senders without a record ({prefix})"
+        return None
+
+    def try_submit(self, fn: Callable, *args, lane: str = "known", prefix: str | None = None) -> Future | None:
+        fut: Future = Future()
+        with self._cv:
+            if self._refusal(lane, prefix) is not None:
+                return None
+            self._n += 1
+            if lane == "stranger":
+                self._strangers += 1
+                if prefix is not None:
+                    self._by_prefix[prefix] = self._by_prefix.get(prefix, 0) + 1
+            self._heapq.heappush(self._heap, (0 if lane == "known" else 1, next(self._seq), fut, fn, args,
+                                              lane, prefix))
+            self._cv.notify()
+        return fut
+
+    def _release(self, lane: str, prefix: str | None) -> None:
+        self._n -= 1
+        if lane == "stranger":
+            self._strangers -= 1
+            if prefix is not None:
+                left = self._by_prefix.get(prefix, 1) - 1
+                if left > 0:
+                    self._by_prefix[prefix] = left
+                else:
+                    self._by_prefix.pop(prefix, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap and not self._stopped:
+                    self._cv.wait()
+                if not self._heap:
+                    return
+                _, _, fut, fn, args, lane, prefix = self._heapq.heappop(self._heap)
+            try:
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn(*args))
+                    except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                        fut.set_exception(exc)
+            finally:
+                with self._cv:
+                    self._release(lane, prefix)
+                    self.served[lane] += 1
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Cancel what waits, finish what runs."""
+        with self._cv:
+            self._stopped = True
+            for _, _, fut, _, _, lane, prefix in self._heap:
+                fut.cancel()
+                self._release(lane, prefix)
+            self._heap.clear()
+            self._cv.notify_all()
+        self._thread.join(timeout=timeout)

@@ -13,7 +13,7 @@ from consensus.errors import Verdict
 from consensus.records import Record
 
 from . import __version__
-from .admission import Admission, BoundedQueue
+from .admission import Admission, LaneQueue
 from .chain import Chain, Outcome
 from .keys import load_or_create_key
 from .metrics import Metrics
@@ -35,7 +35,7 @@ class NodeService:
         self.key = load_or_create_key(settings.key_file or datadir / "node.key")
         self.metrics = Metrics()
         self.validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validator")
-        self.validation = BoundedQueue(self.validator, settings.validation_queue)   # blocks posted to the API
+        self.validation = LaneQueue(settings.validation_queue)   # blocks posted to the API: known senders first
         self.mempool: list[Record] = []
         self.mempool_lock = threading.Lock()
         self.miner = None
@@ -66,11 +66,17 @@ class NodeService:
         if self.miner:
             self.miner.stop()
         self.network.stop()
+        self.validation.shutdown()
         self.validator.shutdown(wait=True, cancel_futures=True)
         self.chain.store.close()
         log.info("node stopped cleanly")
 
     # -- blocks ---------------------------------------------------------------------
+    def peer_hosts(self) -> set[str]:
+        """The hosts of the peers that answer (their blocks go in the known lane)."""
+        from urllib.parse import urlsplit
+        return {urlsplit(p["url"]).hostname for p in self.network.peer_list() if p.get("state") == "connected"}
+
     def submit_local(self, block: Block) -> Outcome:
         return self._submit(block, None)
 
@@ -112,6 +118,7 @@ class NodeService:
         if out.status in (Verdict.ACCEPTED, Verdict.INVALID, Verdict.BAD_BODY):
             self._note_validation(block.hash, time.perf_counter() - t0)
         if out.status == Verdict.ACCEPTED:
+            self.admission.vouch(peer)          # a sender with a record: the known lane from now on
             self.metrics.block_accepted(time.perf_counter() - t0)
             self._drop_included_records(block)
             if not relayed:

@@ -13,6 +13,7 @@ from consensus.block import Block, BlockHeader
 from consensus.errors import Verdict
 from consensus.hashing import is_hex_hash
 from node.store import StoredBlock
+from p2p.addresses import network_prefix
 
 from .deps import Service
 from .errors import ApiError, error_response
@@ -183,9 +184,12 @@ async def post_block(request: Request, service: Service):
     # address, so nobody can get an honest peer banned by naming it (announcements are attributed
     # to the origin only after the origin itself served the block)
     peer = request.client.host if request.client else None
-    fut = service.validation.try_submit(service.submit_remote, block, peer)
+    lane = service.admission.lane(peer, service.peer_hosts)
+    prefix = network_prefix(peer) if peer else None
+    fut = service.validation.try_submit(service.submit_remote, block, peer, lane=lane, prefix=prefix)
     if fut is None:
-        raise busy(f"{service.validation.limit} blocks are waiting for validation; retry later")
+        why = service.validation.refusal(lane, prefix) or "the validation queue is full"
+        raise busy(f"{why}; retry later")
     out = await asyncio.wrap_future(fut)
     if out.code == errors.StoreUnavailable.code:
         return error_response(503, out.code, out.detail, hash=header.hash, headers={"Retry-After": "30"})
