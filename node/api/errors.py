@@ -51,4 +51,4 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
             return error_response(422, "malformed", "the request body is not valid JSON (UTF-8)")
         code = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(exc.status_code, "http-error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))

@@ -215,7 +215,10 @@ def test_openapi(static_node):
 
 def test_unknown_route_and_method(static_node):
     assert_error(static_node.get("/nope"), 404, "not-found")
-    assert_error(static_node.client.delete("/blocks"), 405, "method-not-allowed")
+    r = static_node.client.delete("/blocks")
+    assert_error(r, 405, "method-not-allowed")
+    assert "GET" in r.headers.get("allow", "")            # RFC 9110: a 405 names the methods (was missing)
+    assert "GET" in static_node.client.request("TRACE", "/status").headers.get("allow", "")
 
 
 # -- malformed and oversized requests ------------------------------------------------------------
