@@ -10,18 +10,19 @@
   operator's own tools and miners) are neither rate-limited nor banned. A node
   behind a reverse proxy on the same host sees every client as the proxy's
   address: list nothing as trusted there.
-* ``BoundedQueue``: at most ``limit`` blocks wait for the validator thread; the
-  next one is answered 503 ``busy`` at once instead of queueing without bound.
-* ``LaneQueue`` (what the node uses): the same bound, and senders without a record
-  here in a small lane of their own, one block per network at a time, behind the
-  known ones.
+* ``LaneQueue``: at most ``limit`` blocks wait for the validator thread (the next
+  one is answered 503 ``busy`` at once instead of queueing without bound), and
+  senders without a record here wait in a small lane of their own, one block per
+  network at a time, behind the known ones.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from typing import Callable
 
 MAX_CLIENTS = 4096
@@ -116,36 +117,6 @@ def _host(who: str | None) -> str | None:
     return who
 
 
-class BoundedQueue:
-    """An executor front that refuses work (returns None) once ``limit`` tasks are queued or running."""
-
-    def __init__(self, executor: Executor, limit: int):
-        self.executor, self.limit = executor, limit
-        self._n = 0
-        self._lock = threading.Lock()
-
-    @property
-    def depth(self) -> int:
-        return self._n
-
-    def try_submit(self, fn: Callable, *args, **kw) -> Future | None:
-        with self._lock:
-            if self._n >= self.limit:
-                return None
-            self._n += 1
-        try:
-            fut = self.executor.submit(fn, *args, **kw)
-        except RuntimeError:
-            self._done(None)
-            return None
-        fut.add_done_callback(self._done)
-        return fut
-
-    def _done(self, _fut) -> None:
-        with self._lock:
-            self._n -= 1
-
-
 class LaneQueue:
     """The validator for blocks posted to the API: one thread, two lanes, a bounded queue.
 
@@ -159,9 +130,6 @@ class LaneQueue:
     """
 
     def __init__(self, limit: int, stranger_limit: int | None = None, per_prefix: int = 1):
-        import heapq
-        import itertools
-        self._heapq = heapq
         self.limit = limit
         self.stranger_limit = stranger_limit if stranger_limit is not None else max(1, limit // 4)
         self.per_prefix = per_prefix
@@ -171,7 +139,6 @@ class LaneQueue:
         self._n = self._strangers = 0
         self._by_prefix: dict[str, int] = {}
         self._stopped = False
-        self.served = {"known": 0, "stranger": 0}
         self._thread = threading.Thread(target=self._run, name="validator-lanes", daemon=True)
         self._thread.start()
 
@@ -207,7 +174,7 @@ class LaneQueue:
                 self._strangers += 1
                 if prefix is not None:
                     self._by_prefix[prefix] = self._by_prefix.get(prefix, 0) + 1
-            self._heapq.heappush(self._heap, (0 if lane == "known" else 1, next(self._seq), fut, fn, args,
+            heapq.heappush(self._heap, (0 if lane == "known" else 1, next(self._seq), fut, fn, args,
                                               lane, prefix))
             self._cv.notify()
         return fut
@@ -230,7 +197,7 @@ class LaneQueue:
                     self._cv.wait()
                 if not self._heap:
                     return
-                _, _, fut, fn, args, lane, prefix = self._heapq.heappop(self._heap)
+                _, _, fut, fn, args, lane, prefix = heapq.heappop(self._heap)
             try:
                 if fut.set_running_or_notify_cancel():
                     try:
@@ -240,7 +207,6 @@ class LaneQueue:
             finally:
                 with self._cv:
                     self._release(lane, prefix)
-                    self.served[lane] += 1
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Cancel what waits, finish what runs."""

@@ -147,11 +147,10 @@ def test_peer_book_is_saved_and_loaded(tmp_path):
         assert peerstore.load(PeerBook("http://me:1"), tmp_path) == 0
 
 
-def test_token_buckets_and_bounded_queue():
+def test_token_buckets_and_the_validation_lanes():
     import threading
-    from concurrent.futures import ThreadPoolExecutor
 
-    from node.admission import Admission, BoundedQueue, TokenBuckets
+    from node.admission import Admission, LaneQueue, TokenBuckets
     b = TokenBuckets(rate=10, burst=5)
     assert [b.take("c") == 0 for _ in range(6)] == [True] * 5 + [False]
     assert 0 < b.take("c") <= 0.1 and b.take("other") == 0
@@ -160,11 +159,27 @@ def test_token_buckets_and_bounded_queue():
     refusals = [adm.refuse("10.0.0.8", "peers") for _ in range(5)]
     assert refusals[:4] == [None] * 4 and refusals[4][:2] == (429, "rate-limited")
     assert all(adm.refuse("127.0.0.1", "peers") is None for _ in range(100))
-    gate = threading.Event()
-    with ThreadPoolExecutor(1) as pool:
-        q = BoundedQueue(pool, 2)
-        futs = [q.try_submit(gate.wait, 5) for _ in range(3)]
-        assert futs[2] is None and q.depth == 2
+    # one network's quota: two addresses of a /24 share one bucket (outside local networks)
+    assert [adm.refuse(f"203.0.113.{i}", "peers") is None for i in range(5)] == [True] * 4 + [False]
+    assert adm.lane("127.0.0.1") == "known" and adm.lane("203.0.113.7") == "stranger"
+    adm.vouch("http://203.0.113.7:8000")
+    assert adm.lane("203.0.113.7") == "known" and adm.lane("203.0.113.8", lambda: {"203.0.113.8"}) == "known"
+
+    gate, order = threading.Event(), []
+    q = LaneQueue(4, stranger_limit=2)
+    try:
+        running = q.try_submit(gate.wait, 5)                                   # holds the thread
+        s1 = q.try_submit(order.append, "stranger-a", lane="stranger", prefix="net:203.0.113.0/24")
+        assert q.try_submit(order.append, "x", lane="stranger", prefix="net:203.0.113.0/24") is None  # one per network
+        assert "one block at a time per network" in q.refusal("stranger", "net:203.0.113.0/24")
+        s2 = q.try_submit(order.append, "stranger-b", lane="stranger", prefix="net:198.51.100.0/24")
+        assert q.try_submit(order.append, "x", lane="stranger", prefix="net:192.0.2.0/24") is None    # lane full
+        k = q.try_submit(order.append, "known")
+        assert q.depth == 4 and q.try_submit(order.append, "y") is None                              # the bound
         gate.set()
-        assert all(f.result() for f in futs[:2])
-        assert q.try_submit(lambda: 1).result() == 1
+        for f in (running, s1, s2, k):
+            f.result(timeout=10)
+        assert order == ["known", "stranger-a", "stranger-b"]            # queued last, validated first
+        assert q.depth == 0 and q.try_submit(lambda: 1).result(timeout=10) == 1
+    finally:
+        q.shutdown()
