@@ -25,6 +25,8 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Callable
 
+from p2p.addresses import host_of, is_local_network, network_prefix
+
 MAX_CLIENTS = 4096
 KIND_SHARE = {"blocks": 1.0, "certificates": 0.5, "peers": 0.1}   # of the configured rate and burst
 
@@ -79,7 +81,7 @@ class Admission:
 
     def vouch(self, client: str | None) -> None:
         """``client`` (an API client's host or a peer URL) delivered a valid block: a known sender."""
-        host = _host(client)
+        host = host_of(client)
         if host:
             with self._vouched_lock:
                 self.vouched[host] = time.time()
@@ -92,29 +94,15 @@ class Admission:
         else ``stranger``."""
         if not client or client in self.trusted:
             return "known"
-        host = _host(client)
+        host = host_of(client)
         return "known" if host in self.vouched or host in peer_hosts() else "stranger"
 
 
 def _quota_key(client: str) -> str:
     """Rate limits count per network (IPv4 /24, IPv6 /48) outside local networks: 2^64 addresses of
     one /64 are one quota, not 2^64."""
-    from p2p.addresses import is_local_network, network_prefix
     prefix = network_prefix(client)
     return prefix if prefix is not None and not is_local_network(prefix) else client
-
-
-def _host(who: str | None) -> str | None:
-    """The host of a client address or of a peer URL."""
-    if not who:
-        return None
-    if "://" in who:
-        from urllib.parse import urlsplit
-        try:
-            return urlsplit(who).hostname
-        except ValueError:
-            return None
-    return who
 
 
 class LaneQueue:

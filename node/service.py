@@ -74,8 +74,8 @@ class NodeService:
     # -- blocks ---------------------------------------------------------------------
     def peer_hosts(self) -> set[str]:
         """The hosts of the peers that answer (their blocks go in the known lane)."""
-        from urllib.parse import urlsplit
-        return {urlsplit(p["url"]).hostname for p in self.network.peer_list() if p.get("state") == "connected"}
+        from p2p.addresses import host_of
+        return {host_of(p["url"]) for p in self.network.peer_list() if p.get("state") == "connected"}
 
     def submit_local(self, block: Block) -> Outcome:
         return self._submit(block, None)

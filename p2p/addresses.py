@@ -91,14 +91,22 @@ _LOCAL_NETS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/
                                                       "fc00::/7"))
 
 
+def host_of(who) -> str | None:
+    """The host of a client address (as given) or of a usable peer URL (lower case, IPv6 without
+    brackets); None for anything else."""
+    if not isinstance(who, str) or not who:
+        return None
+    if "://" not in who:
+        return who
+    p = peer_url(who)
+    return urlsplit(p[0]).hostname if p is not None else None
+
+
 def network_prefix(who) -> str | None:
     """The network ``who`` (a client address or a peer URL) belongs to for bans and quotas: ``net:`` and
     its IPv4 /24 or IPv6 /48 (an IPv4-mapped IPv6 address counts as IPv4); None for a DNS name or junk."""
-    host = who
-    p = peer_url(who) if isinstance(who, str) and "://" in who else None
-    if p is not None:
-        host = urlsplit(p[0]).hostname
-    if not isinstance(host, str):
+    host = host_of(who)
+    if host is None:
         return None
     try:
         ip = ipaddress.ip_address(host.strip("[]"))

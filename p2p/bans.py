@@ -16,23 +16,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from urllib.parse import urlsplit
 
-from .addresses import ban_key, is_local_network, network_prefix
+from .addresses import ban_key, host_of, is_local_network, network_prefix
 
 BAN_SECONDS = 600.0
 MAX_BANS = 1024
 PREFIX_STRIKES = 3        # banned addresses of one network that ban the network
 MAX_PREFIX_BANS = 1024
-
-
-def _host_of(who: str) -> str | None:
-    """The bare address of a client host or of a peer URL's IP host (its ban key); None otherwise."""
-    if isinstance(who, str) and "://" in who:
-        key = ban_key(who)
-        host = urlsplit(key).hostname if key else None
-        return ban_key(host) if host else None
-    return ban_key(who)
 
 
 class Bans:
@@ -76,7 +66,7 @@ class Bans:
         prefix = network_prefix(who)
         if prefix is None or is_local_network(prefix):
             return
-        host = _host_of(who)
+        host = ban_key(host_of(who))
         if host != key:
             self._bans[host] = (end, reason)
         now = time.time()
@@ -97,7 +87,7 @@ class Bans:
         if key is None:
             return None
         prefix = network_prefix(who)
-        host = _host_of(who) if prefix is not None else None
+        host = ban_key(host_of(who)) if prefix is not None else None
         now = time.time()
         with self._lock:
             for table, k in ((self._bans, key), (self._bans, host), (self._prefix_bans, prefix)):
