@@ -49,12 +49,14 @@ class RateMeter:
     def __init__(self, now: float, count: int = 0, window: float = 60.0, min_span: float = 5.0):
         self.window, self.min_span = window, min_span
         self.samples: deque[tuple[float, int]] = deque([(now, count)])
+        self._lock = threading.Lock()      # /status, /metrics and the explorer read it from several threads
 
     def rate(self, now: float, count: int) -> float:
-        self.samples.append((now, count))
-        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
-            self.samples.popleft()          # keep one sample at least `window` old
-        t0, n0 = self.samples[0]
+        with self._lock:
+            self.samples.append((now, count))
+            while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
+                self.samples.popleft()          # keep one sample at least `window` old
+            t0, n0 = self.samples[0]
         span = now - t0
         return (count - n0) / span if span >= self.min_span or (span > 0 and count > n0) else 0.0
 

@@ -72,7 +72,7 @@ def miner_page(key: Annotated[str, Path(max_length=64)], service: Service):
 
 @router.get("/explorer/tips", response_class=HTMLResponse)
 def tips_page(service: Service):
-    return _html(render.page("tips", render.tips_page(blocks_api.tips(service, blocks_api.TIPS_DEPTH)), service.status(), refresh=0))
+    return _html(render.page("tips", render.tips_page(blocks_api.tips(service, blocks_api.TIPS_DEPTH), blocks_api.TIPS_DEPTH), service.status(), refresh=0))
 
 
 @router.get("/explorer/certificates", response_class=HTMLResponse)

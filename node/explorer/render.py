@@ -239,12 +239,12 @@ def miner_page(key: str, mined: list[dict], scanned: int) -> str:
             + card("share", share, "of those blocks") + "</div><h2>Blocks</h2>" + blocks_table(mined))
 
 
-def tips_page(tips: list[dict]) -> str:
+def tips_page(tips: list[dict], depth: int) -> str:
     rows = "".join(f'<tr><td class="status-{escape(t["status"])}">{escape(t["status"])}</td><td class="num">'
                    f'{t["height"]}</td><td>{block_link(t["hash"], escape(t["hash"]))}</td><td class="num">'
                    f'{t["cumulative_work"]:,}</td></tr>' for t in tips)
     return ('<h1>Chain tips</h1><p>The active tip first, then valid forks, branches known by headers only, and '
-            'invalid branches, within 20 blocks of the tip (from <a href="/tips">/tips</a>; every tip: '
+            f'invalid branches, within {depth} blocks of the tip (from <a href="/tips">/tips</a>; every tip: '
             '<a href="/tips?depth=0">/tips?depth=0</a>).</p><table id="tips"><thead><tr><th>status</th>'
             f'<th class="num">height</th><th>hash</th><th class="num">work</th></tr></thead><tbody>{rows}</tbody></table>')
 
