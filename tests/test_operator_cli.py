@@ -77,12 +77,13 @@ def test_one_process_per_datadir(miner):
 
 def test_status_command(miner):
     miner.wait_height(1, timeout=120)
+    before = miner.status()["height"]
     r = polchain("status", "--node", miner.url)
     assert r.returncode == 0, r.stderr
     st = miner.status()
     fields = dict(line.split(None, 1) for line in r.stdout.splitlines() if line.strip() and "key" not in line)
     height_shown = int(fields["height"].split()[0])
-    assert st["height"] - 2 <= height_shown <= st["height"]
+    assert before <= height_shown <= st["height"]       # the height at the moment of the call (the miner goes on)
     assert fields["mining"].startswith("on cpu") and "last block" in fields["height"]
     assert miner.key_public in r.stdout and "k=" in fields["difficulty"] and "on E" in fields["accuracy"]
     assert r.stderr == ""
