@@ -32,6 +32,8 @@ class Poller:
                  save: Callable[[], None]):
         self.ctx, self.exchange, self.fetch_async, self.save = ctx, exchange, fetch_async, save
         self.lanes = Lanes("poll", workers=min(64, ctx.cfg.max_peers + 4), max_pending=0)
+        self._down: set[str] = set()    # peers logged unreachable (their next answer is logged too)
+        self._down_lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="poller", daemon=True)
 
     def stop(self) -> None:
@@ -72,13 +74,19 @@ class Poller:
                 return
             height, work, tip = int(st.get("height", 0)), int(st.get("cumulative_work", 0)), st.get("tip")
         except (PeerError, ValueError, TypeError) as exc:
-            if peer.failures == 0:       # the first failure after it answered (or since start): once
+            with self._down_lock:
+                first_miss = url not in self._down
+                self._down.add(url)
+            if first_miss:               # once per outage, not once per retry
                 log.warning("peer %s unreachable (%s); retrying with backoff", url, exc)
             else:
                 log.debug("status of %s failed: %s", url, exc)
             ctx.book.failed(url)
             return
-        if peer.failures:
+        with self._down_lock:
+            was_down = url in self._down
+            self._down.discard(url)
+        if was_down:
             log.info("peer %s answers again (height %d)", url, height)
         ctx.book.ok(url, height, work, tip if isinstance(tip, str) else None)
         if first or rounds % EXCHANGE_EVERY == 0:

@@ -150,8 +150,10 @@ class Relay:
             for src in sources:
                 if self.ctx.stop.is_set() or self.ctx.node.status(block_hash) in (VALID, INVALID):
                     return
-                if self.ctx.book.is_banned(src) or self.ctx.book.waiting(src):
+                if self.ctx.book.is_banned(src):
                     continue
+                if self.ctx.book.waiting(src) and not (announced is not None and src == sources[0]):
+                    continue    # in backoff; but an origin that has just announced to us is up
                 try:
                     if self._fetch_from(src, block_hash) != "retry":
                         return

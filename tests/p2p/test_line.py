@@ -62,13 +62,15 @@ def test_late_node_catches_up_headers_first(line, nodes):
     assert behind >= 10
     d = nodes.start("d", peers=(b,))            # discovery on: it should learn A and C from B
     wait_for(lambda: same_tip(a, b, d), timeout=120, interval=0.2, what="D on the network's tip")
+    # the sync's last line comes just after its last block: wait for it, not for the tip alone
+    wait_for(lambda: re.search(r"sync: done at height \d+ target \d+, \d+ blocks in", d.log_text()),
+             timeout=30, what="D's sync done line")
     log = d.log_text()
     assert re.search(r"sync: from http://\S+, our height 0, peer's height \d+; headers first", log), log[-3000:]
     assert re.search(r"sync: \d+ headers checked from", log)
     progress = [(int(h), int(t)) for h, t in re.findall(r"sync: height (\d+) target (\d+) \(\d+\.\d+ blocks/s\)", log)]
     assert progress and max(h for h, _ in progress) >= behind - 1, log[-3000:]
-    assert re.search(r"sync: done at height \d+ target \d+, \d+ blocks in", log)
-    assert d.status()["syncing"] is False
+    wait_for(lambda: d.status()["syncing"] is False, timeout=30, what="D not syncing")   # a new block may start a short one
     wait_for(lambda: {a.url, line["c"].url} <= {p["url"] for p in d.peers()}, timeout=30,
              what="D learned A and C from B's peer list")
 
@@ -89,6 +91,7 @@ def test_node_that_only_dials_out_follows_by_polling(line, nodes):
 
 def test_invalid_block_is_rejected_everywhere_and_sender_banned(line):
     a, b, c = line["a"], line["b"], line["c"]
+    a.wait_height(4, timeout=120)                  # also when run alone
     height = a.status()["height"] - 2
     bad = tampered_block(a, height)
     with FakePeer() as fake:
@@ -96,6 +99,10 @@ def test_invalid_block_is_rejected_everywhere_and_sender_banned(line):
         fake.serve_json("/status", a.status())            # passes A's handshake: same chain id
         assert a.post("/peers", json={"url": fake.url}).status_code == 202
         wait_for(lambda: fake.url in {p["url"] for p in a.peers()}, timeout=10, what="the fake peer known to A")
+        # A announces each block it mines to the fake, which answers 404: the fake is in backoff at A
+        # when it announces; an origin that has just announced is fetched from all the same
+        wait_for(lambda: [p for p in a.peers() if p["url"] == fake.url and p["state"] == "backoff"],
+                 timeout=90, interval=0.05, what="the fake peer in backoff at A")
         r = a.post("/blocks", content=bad.encode(),
                    headers={"content-type": "application/json", "x-polchain-origin": fake.url})
         assert r.status_code == 202, r.text
