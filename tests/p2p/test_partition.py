@@ -23,8 +23,9 @@ def test_partition_heals_into_the_chain_with_most_work(nodes):
     hashes = {b["hash"] for b in p.best_chain()}
     assert (tp in hashes) != (tq in hashes)       # exactly one side's history survives
     winner, loser, pre = (p, q, tp) if tp in hashes else (q, p, tq)
-    reorgs = loser.log_lines(r"reorg: depth \d+, fork at height \d+")
-    assert reorgs, loser.log_text()[-3000:]
+    # the reorg line is written just after the tip moved: wait for it
+    reorgs = wait_for(lambda: loser.log_lines(r"reorg: depth \d+, fork at height \d+"), timeout=30,
+                      what="the loser's reorg line")
     assert "fork at height 1," in " ".join(reorgs)   # the two chains shared only genesis
 
     # the loser's miner now extends the winning chain

@@ -9,8 +9,6 @@ ended and progress fell to one orphan-parent fetch per poll (67 s for a 30-block
 """
 from __future__ import annotations
 
-import time
-
 from node.store import HEADER_ONLY
 from tests.node.conftest import BlockSmith
 from tests.nodeproc import wait_for
@@ -41,11 +39,10 @@ def test_stored_header_only_branch_is_synced_from_its_validated_parent(nodes, tm
     n = nodes.add("n", "--no-discover", peers=(s,))
     nodes.start_all([s, n])
     assert n.status()["height"] == 14 and s.status()["height"] == 18
-    t0 = time.monotonic()
     wait_for(lambda: same_tip(n, s), timeout=90, interval=0.2, what="N reorged to S's branch")
-    took = time.monotonic() - t0
     assert n.status()["height"] == 18
+    # one sync round took N there (its done line follows the last block; wait for it): anchored on
+    # a header-only parent, the first body came back parent-not-validated and the round ended
+    wait_for(lambda: n.log_lines(r"sync: done at height 18"), timeout=30, what="N's sync done line")
     assert not n.log_lines(r"parent-not-validated"), "a sync round anchored on a header-only parent"
-    assert n.log_lines(r"sync: done at height 18"), n.log_text()[-3000:]
-    assert took < 45, f"reorg to the stored branch took {took:.1f}s"
     assert n.block("3")["hash"] == branch[0].hash and n.block("3")["status"] == "valid"
