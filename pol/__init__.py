@@ -6,13 +6,28 @@ See docs/provenance.md for the format, what the Merkle root covers and the
 calibrated thresholds. pol.lightning (optional Lightning callback) and pol.cli
 (argparse subcommands) are imported on demand.
 """
-from .calibration import CalibrationResult, calibrate
-from .proof import ProofError, dataset_hash, model_hash, proof_summary, tensor_hash
-from .recorder import ProofRecorder
-from .verifier import DEFAULT_THRESHOLDS, Check, Thresholds, VerificationReport, verify_proof
+from __future__ import annotations
 
-__all__ = [
-    "ProofRecorder", "verify_proof", "Thresholds", "DEFAULT_THRESHOLDS", "VerificationReport",
-    "Check", "dataset_hash", "tensor_hash", "model_hash", "proof_summary", "ProofError",
-    "calibrate", "CalibrationResult",
-]
+import importlib
+
+# name -> submodule; imported on first use, so `import pol.cli` (polchain --help, status) does not
+# import torch
+_EXPORTS = {
+    "CalibrationResult": "calibration", "calibrate": "calibration",
+    "ProofError": "proof", "dataset_hash": "proof", "model_hash": "proof", "proof_summary": "proof",
+    "tensor_hash": "proof", "ProofRecorder": "recorder", "DEFAULT_THRESHOLDS": "verifier", "Check": "verifier",
+    "Thresholds": "verifier", "VerificationReport": "verifier", "verify_proof": "verifier",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

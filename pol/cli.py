@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 
-from . import proof as P
 
 # (model_id, dataset_id) -> (model factory, dataset builder), imported lazily
 KNOWN = {("demo-mlp", "demo-data"): ("pol.demo", "demo_model", "demo_dataset")}
@@ -42,6 +41,7 @@ def _verify(proof_dir, queries, command: str):
     """The verifier's report for a proof the CLI can rebuild, or None (after saying why)."""
     import importlib
 
+    from . import proof as P   # torch: only when a command runs, not for --help
     from .verifier import verify_proof
 
     key = ("demo-mlp", "demo-data")  # if the manifest is unreadable, verify_proof reports why
@@ -71,6 +71,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from . import proof as P   # torch: only when a command runs, not for --help
     from .demo import run_demo
 
     try:
@@ -88,6 +89,7 @@ def cmd_demo(args) -> int:
 def cmd_register(args) -> int:
     """Verify a proof (as `pol verify` does), sign a model certificate for it and submit it to a node,
     once: when the node already has this owner's certificate for this proof and model, say so."""
+    from . import proof as P   # torch: only when a command runs, not for --help
     import time
     from pathlib import Path
 
