@@ -276,8 +276,10 @@ class FastMiner(ReferenceMiner):
                 path, w_j = self.after_advance(job, path, parent_state, w_j)
                 continue
             nonces = [self.random_nonce() for _ in range(self.groups)]
+            c0 = time.process_time()
             batches = [self.batch(job, n) for n in nonces]
             hits = self.search_pass(batches, reqs, targets)
+            self.progress.search_cpu_s += time.process_time() - c0
             attempts += len(batches)
             self.progress.attempts += len(batches)
             for i in hits:

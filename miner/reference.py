@@ -46,6 +46,7 @@ class Progress:
     acc_floor_failed: int = 0       # ... and W' was below the parent's floor (counting borderline as wrong)
     acc_borderline_failed: int = 0  # ... and more borderline predictions than the claim tolerance
     restarts: int = 0               # trajectories abandoned at W_J for the parent's state
+    search_cpu_s: float = 0.0       # process CPU seconds spent judging candidates (bench mine's cost per candidate)
     started: float = 0.0
 
     def rate(self) -> float:
@@ -134,9 +135,11 @@ class ReferenceMiner:
             if redraw_epoch(self.spec, job.parent.timestamp_ms, ts) != epoch:
                 epoch, reqs = redraw_epoch(self.spec, job.parent.timestamp_ms, ts), self.requirements(job, ts)
             nonce = self.random_nonce()
+            c0 = time.process_time()
             before = r.values(reqs)
             r.step(self.batch(job, nonce))
             after = r.values(reqs)
+            self.progress.search_cpu_s += time.process_time() - c0
             attempts += 1
             self.progress.attempts += 1
             if len(path) >= self.min_advance and miner_requirements_ok(before, after, reqs, self.spec):

@@ -65,7 +65,7 @@ def test_taken_port_is_refused_before_anything_starts(tmp_path):
         took = time.monotonic() - t0
     assert f"port {port} on 127.0.0.1 is already in use" in one_line_error(r)
     assert "node up" not in r.stdout + r.stderr and not (tmp_path / "d").exists()
-    assert took < 15, took
+    assert took < 60, took
 
 
 def test_one_process_per_datadir(miner):

@@ -58,19 +58,21 @@ def test_header_only_chain_with_more_claimed_work_never_becomes_tip(chain):
     node stores it header-only and never switches its tip to it; the first body that arrives
     is replayed, fails, and the whole header chain is marked invalid with it."""
     before = snapshot(chain)
+    replays = chain.replays
     headers, times = _header_only_chain(chain, 60)
+    assert chain.replays == replays, "a header check replayed a proof"     # cheap: no tensor work
     leaf = chain.store.get(headers[-1].hash)
     assert leaf.status == HEADER_ONLY and headers[-1].difficulty > headers[0].difficulty
     assert leaf.cumulative_work > 10 * chain.tip().cumulative_work         # claims >> real work
     assert_unharmed(chain, before)
     assert chain.store.best_candidate().hash == before.tip
-    assert sorted(times)[int(0.99 * len(times))] < 1.0, "one header check must stay cheap"
+    print("FIGURES", json.dumps({"test": "header-spam", "headers": len(times),
+                                 "median_s": round(sorted(times)[len(times) // 2], 4), "max_s": round(max(times), 4)}))
     # every stored row is bounded by the spec's header cap
     assert all(len(h.encode()) <= chain.spec.limits.max_header_bytes for h in headers)
     # the first body (its records: none): the replay of its nonces does not produce what the
     # header claims -> invalid, and so is every descendant
     first = headers[0]
-    replays = chain.replays
     out = chain.submit(Block(first, []), "http://spammer.invalid:1")
     assert out.status == "invalid" and out.code in ("requirements-not-met", "state-mismatch"), out
     assert chain.replays == replays + 1
@@ -85,6 +87,7 @@ def test_junk_header_flood_is_cheap_and_bounded(chain, honest):
     work, in milliseconds each (the cost is the SQLite write of the verdict); the oversized
     ones leave nothing stored."""
     before = snapshot(chain)
+    replays = chain.replays
     nxt = honest.next.header
     t0 = time.perf_counter()
     for i in range(200):
@@ -95,7 +98,8 @@ def test_junk_header_flood_is_cheap_and_bounded(chain, honest):
     for h in big:
         assert chain.submit_header(h).code == "malformed"
     assert all(chain.store.get(h.hash) is None for h in big)
-    assert per_header < 0.1, f"{per_header * 1000:.1f} ms per junk header"
+    assert chain.replays == replays, "a junk header got as far as a replay"   # rejected before any tensor work
+    print("FIGURES", json.dumps({"test": "junk-headers", "ms_per_header": round(per_header * 1000, 2)}))
     assert_unharmed(chain, before)
 
 
@@ -166,12 +170,14 @@ def silent_peer():
 def test_announcements_from_a_peer_that_never_answers(node, honest, silent_peer):
     """Headers announced with X-Polchain-Origin pointing at a peer that accepts connections and
     never answers: every announcement is taken (202) without waiting for the body; the node
-    answers /status fast while the fetches hang, accepts an honest block meanwhile, and the
-    fetches end by timeout with the peer marked as failing."""
+    answers /status while a fetch hangs, accepts an honest block meanwhile, and the fetches end
+    when the peer drops them, with the peer marked as failing (read timeouts: tests/p2p/test_client.py).
+    The fetch hangs for as long as the test wants, so "meanwhile" does not depend on how fast the
+    machine is; the latencies are printed as figures."""
     from p2p.client import PeerClient
 
     svc = node.service
-    svc.network.client = PeerClient(timeout=1.0)     # short read timeout for the test
+    svc.network.client = PeerClient(timeout=600.0)   # the fetch hangs until the peer drops it
     assert svc.network.book.add(silent_peer.url, source="configured")   # origins are fetched only from known peers
     before = snapshot(svc.chain)
     tip = svc.chain.tip().header
@@ -181,26 +187,34 @@ def test_announcements_from_a_peer_that_never_answers(node, honest, silent_peer)
         r = node.client.post("/blocks", content=h.encode(),
                              headers={"content-type": "application/json", "x-polchain-origin": silent_peer.url})
         assert r.status_code == 202, r.text
-    lat = []
-    for _ in range(20):
-        t0 = time.perf_counter()
-        assert node.client.get("/status").status_code == 200
-        lat.append(time.perf_counter() - t0)
-    assert max(lat) < 1.0, f"/status took {max(lat):.2f}s while fetches hang"
-    assert_unharmed(svc.chain, before)
-    # an honest block submitted directly is validated meanwhile
-    r = node.client.post("/blocks", files={"header": (None, honest.next.header.encode()),
-                                           "records": (None, json.dumps(honest.next.records))})
-    assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
-    # the hanging fetches give up: the silent peer ends up failing or banned, no block stored
+
     def peer_failed():
         for p in node.client.get("/peers").json():
             if p["url"] == silent_peer.url and (p["failures"] or p["state"] in ("backoff", "banned")):
                 return True
         return False
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
+    while silent_peer.accepted < 1:                  # a fetch is connected to the peer, and hangs
+        assert time.monotonic() < deadline, "no fetch from the silent peer"
+        time.sleep(0.1)
+    lat = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        assert node.client.get("/status").status_code == 200
+        lat.append(time.perf_counter() - t0)
+    assert_unharmed(svc.chain, before)
+    # an honest block submitted directly is validated meanwhile
+    r = node.client.post("/blocks", files={"header": (None, honest.next.header.encode()),
+                                           "records": (None, json.dumps(honest.next.records))})
+    assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+    assert not peer_failed(), "the fetch ended before the node had answered"   # all of it while the fetch hung
+    print("FIGURES", json.dumps({"test": "silent-origin", "status_median_s": round(sorted(lat)[len(lat) // 2], 4),
+                                 "status_max_s": round(max(lat), 4)}))
+    # the peer drops the hanging fetches: they give up, the silent peer ends up failing or banned, no block stored
+    silent_peer.close()
+    deadline = time.monotonic() + 60
     while not peer_failed():
-        assert time.monotonic() < deadline, "fetches from the silent peer never timed out"
+        assert time.monotonic() < deadline, "fetches from the silent peer never gave up"
         time.sleep(0.2)
     assert silent_peer.accepted >= 1
     for h in headers:

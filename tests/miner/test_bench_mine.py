@@ -1,4 +1,5 @@
-"""`polchain bench mine`: one JSON object with the ratio; the data note when CIFAR-10 is absent."""
+"""`polchain bench mine`: whole blocks per round, the steady-state figures in one JSON object; the data note
+when CIFAR-10 is absent."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,27 +12,37 @@ from node.cli import build_parser
 
 def test_bench_mine_json(tiny_data, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(common, "bench_dataset", lambda spec, data_dir=None: (tiny_data, "synthetic (the spec's own)"))
-    args = build_parser().parse_args(["bench", "mine", "--preset", "tiny", "--device", "cpu", "--seconds", "0.3",
-                                      "--runs", "1", "--json", "--out", str(tmp_path)])
+    args = build_parser().parse_args(["bench", "mine", "--preset", "tiny", "--device", "cpu", "--k", "3",
+                                      "--runs", "2", "--seconds", "60", "--json", "--out", str(tmp_path)])
     assert args.func(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1                      # one JSON object on stdout
     res = json.loads(out[0])
-    assert res["benchmark"] == "mine" and res["preset"] == "tiny"
-    assert res["ratio"] > 0 and res["reference"]["attempts_per_s"]["median"] > 0
-    assert res["fast"]["attempts_per_s"]["median"] > 0
+    assert res["benchmark"] == "mine" and res["preset"] == "tiny" and res["k"] == 3 and res["rounds"] == 2
+    for name in ("reference", "fast"):
+        m = res[name]
+        assert len(m["rounds"]) == 2
+        # k = 3 is met within a few dozen candidates: no round reaches its 60 s cap
+        assert m["blocks"] == 2 and m["capped_rounds"] == 0, m
+        assert m["candidates_per_block"] == sum(r["candidates"] for r in m["rounds"]) / 2
+        assert 0 < m["search_cpu_s_per_candidate"] and 0 < m["search_share_of_cpu"] <= 1
+        # the search is part of a round's CPU time, beside advance steps, evaluations, confirmations
+        assert sum(r["search_cpu_s"] for r in m["rounds"]) <= m["cpu_s"] + 1e-3
+        assert abs(m["cpu_s_per_block"] * 2 - m["cpu_s"]) < 0.01
+    assert res["ratio_cpu_per_block"] > 0 and res["ratio_search_cost_per_candidate"] > 0
     assert res["machine"]["cpu"] and res["machine"]["torch"] and "gpu" in res["machine"]
-    assert json.loads((tmp_path / "mine-tiny.json").read_text())["ratio"] == res["ratio"]
+    saved = json.loads((tmp_path / "mine-tiny.json").read_text())
+    assert saved["ratio_cpu_per_block"] == res["ratio_cpu_per_block"]
 
 
-def test_bench_mine_table(tiny_data, capsys, monkeypatch):
+def test_bench_mine_table_says_when_no_block_was_found(tiny_data, capsys, monkeypatch):
     monkeypatch.setattr(common, "bench_dataset", lambda spec, data_dir=None: (tiny_data, "synthetic (the spec's own)"))
-    args = build_parser().parse_args(["bench", "mine", "--preset", "tiny", "--device", "cpu", "--seconds", "0.2",
-                                      "--runs", "1"])
+    args = build_parser().parse_args(["bench", "mine", "--preset", "tiny", "--device", "cpu", "--k", "40",
+                                      "--seconds", "0.3", "--runs", "1"])
     assert args.func(args) == 0
     text = capsys.readouterr().out
-    assert "reference (Algorithm 1)" in text and "fast (G=" in text and "ratio fast / reference" in text
-    assert "machine:" in text
+    assert "reference (Algorithm 1)" in text and "fast (G=" in text and "CPU s per valid block" in text
+    assert "machine:" in text and "a miner found no block: lower --k or raise --seconds" in text
 
 
 def test_generated_data_is_said(tmp_path):

@@ -130,7 +130,8 @@ def test_a_mining_node_prunes_a_side_branch_state(smith, tmp_path, node_factory)
                         "--no-discover", "--poll-interval", "0.5")
     side = f"/blocks/{fork.header.hash}/state"
     node.wait_for(lambda: node.status()["height"] >= TEMPLATE_BLOCKS + 1, timeout=120)
-    r = node.get(side)
+    # pruned just after the tip moves: wait for the 404, then check what it says
+    r = node.wait_for(lambda: (r := node.get(side)).status_code == 404 and r, timeout=60, what="the side state pruned")
     assert r.status_code == 404 and r.json()["error"] == "pruned"
     assert node.block(fork.header.hash)["status"] == "valid"
     tip = node.status()["tip"]

@@ -284,7 +284,7 @@ def test_api_answers_while_a_block_validates(smith, tmp_path, candidate, monkeyp
     t.start()
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
                 if httpx.get(url + "/health", timeout=1).status_code == 200:
@@ -296,12 +296,12 @@ def test_api_answers_while_a_block_validates(smith, tmp_path, candidate, monkeyp
         result = {}
 
         def post():
-            with httpx.Client(base_url=url, timeout=30) as c:
+            with httpx.Client(base_url=url, timeout=60) as c:
                 result["r"] = post_block(c, candidate.header, candidate.records)
 
         poster = threading.Thread(target=post)
         poster.start()
-        assert validating.wait(10)
+        assert validating.wait(60)
         latencies = []
         for _ in range(3):
             t0 = time.monotonic()
@@ -309,8 +309,8 @@ def test_api_answers_while_a_block_validates(smith, tmp_path, candidate, monkeyp
             latencies.append(time.monotonic() - t0)
             assert r.status_code == 200 and r.json()["height"] == TEMPLATE_BLOCKS
         assert poster.is_alive(), "the submission should still be validating"
-        assert max(latencies) < 1.5, latencies   # not blocked behind the 6 s validation
-        poster.join(30)
+        assert max(latencies) < 4, latencies     # not blocked behind the 6 s validation
+        poster.join(60)
         assert result["r"].status_code == 200, result["r"].text
         assert httpx.get(url + "/status").json()["height"] == TEMPLATE_BLOCKS + 1
     finally:

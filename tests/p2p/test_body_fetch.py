@@ -15,6 +15,8 @@ import pytest
 from consensus.block import Block, BlockHeader
 from consensus.hashing import ZERO_HASH
 from consensus.spec import preset
+from p2p import fetch as fetch_mod
+from p2p import peers as peers_mod
 from p2p.client import PeerClient
 from p2p.fetch import NoBody, fetch_from_any, fetch_state
 from p2p.peers import PeerBook
@@ -40,10 +42,13 @@ def serve(peer: FakePeer, header, records=None, status="valid") -> None:
                                      "header": header.to_dict(), "records": records or []})
 
 
+DEADLINE = 10.0        # an honest peer answers well within it on a busy machine; SlowPeer takes longer
+
+
 @pytest.fixture
 def net():
     book = PeerBook("http://127.0.0.1:1")
-    client = PeerClient(timeout=2.0, deadline=1.0, body_deadline=1.0, min_body_rate=1 << 40)   # 1 s in all
+    client = PeerClient(timeout=DEADLINE, deadline=DEADLINE, body_deadline=DEADLINE, min_body_rate=1 << 40)
     stop = threading.Event()
     yield SimpleNamespace(book=book, client=client, stop=stop,
                           fetch=lambda sources, header, i: fetch_from_any(client, book, sources, header, i, stop))
@@ -51,7 +56,7 @@ def net():
 
 
 class SlowPeer(FakePeer):
-    """Serves every answer a few bytes at a time."""
+    """Serves every answer a few bytes at a time: 16 a second, far past DEADLINE for a block's JSON."""
 
     def __init__(self):
         super().__init__()
@@ -68,14 +73,18 @@ class SlowPeer(FakePeer):
                 for i in range(0, len(body), 16):
                     handler.wfile.write(body[i:i + 16])
                     handler.wfile.flush()
-                    time.sleep(0.1)
+                    time.sleep(1.0)
             except OSError:
                 pass
         self.server.RequestHandlerClass.do_GET = slow
 
 
-def test_slow_peer_is_dropped_and_the_next_serves(net, block):
+def test_slow_peer_is_dropped_and_the_next_serves(net, block, monkeypatch):
     header, _ = block
+    now = time.time()
+    clock = SimpleNamespace(time=lambda: now)      # frozen: the slow peer's backoff cannot run out mid-test
+    monkeypatch.setattr(peers_mod, "time", clock)
+    monkeypatch.setattr(fetch_mod, "time", clock)
     with SlowPeer() as slow, FakePeer() as good:
         serve(slow, header)
         serve(good, header)
@@ -84,7 +93,7 @@ def test_slow_peer_is_dropped_and_the_next_serves(net, block):
         t = time.monotonic()
         src, got = net.fetch([slow.url, good.url], header, 0)
         assert src == good.url and got == Block(header, [])
-        assert time.monotonic() - t < 5
+        assert time.monotonic() - t < DEADLINE + 10    # dropped at its deadline, not served in full
         assert net.book.get(slow.url).failures == 1 and not net.book.is_banned(slow.url)
         # the slow peer now waits out its backoff: the next body goes to the good peer first
         good.requests.clear()
@@ -189,7 +198,7 @@ def test_assume_valid_falls_back_to_validation_without_the_checkpoint_state(tmp_
     header = tiny_block.header
     assert chain.submit_headers([header])[0].status == "header-ok"
     book = PeerBook("http://127.0.0.1:1")
-    client = PeerClient(timeout=2.0, deadline=2.0, body_deadline=2.0)
+    client = PeerClient(timeout=10.0, deadline=10.0, body_deadline=10.0)
     ctx = Ctx(ChainLink(chain), NetConfig(url="http://127.0.0.1:1", assume_valid=header.hash), book, client)
     announced = []
     bodies = Bodies(ctx, announced.append, SimpleNamespace(progress={}))

@@ -39,8 +39,8 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(0.1)
             except OSError:
                 pass
-        elif self.path == "/silent":
-            time.sleep(3)
+        elif self.path == "/silent":            # longer than any read timeout below + 10 s
+            time.sleep(30)
         elif self.path.startswith("/blocks/"):
             body = b'{"error":"pruned","detail":"gone"}'
             self.send_response(404)
@@ -84,7 +84,7 @@ def test_total_deadline_beats_a_trickling_peer(server):
     t = time.monotonic()
     with pytest.raises(PeerError, match="deadline"):
         c.request("GET", f"{server}/trickle", cap=1 << 20, deadline=1.0)
-    assert time.monotonic() - t < 3
+    assert time.monotonic() - t < 1.0 + 10
 
 
 def test_read_timeout(server):
@@ -92,7 +92,7 @@ def test_read_timeout(server):
     t = time.monotonic()
     with pytest.raises(PeerError):
         c.request("GET", f"{server}/silent", cap=1024)
-    assert time.monotonic() - t < 2.5
+    assert time.monotonic() - t < 0.5 + 10
 
 
 def test_pruned_is_a_not_found(server):

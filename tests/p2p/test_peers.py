@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 from p2p import peers as peers_mod
 from p2p.peers import PeerBook, normalize_url
@@ -43,15 +44,16 @@ def test_backoff_then_reconnect():
     assert book.peers["http://p:1"].failures == 0
 
 
-def test_backoff_grows_and_learned_peers_are_dropped():
+def test_backoff_grows_and_learned_peers_are_dropped(monkeypatch):
+    now = 1_700_000_000.0
+    monkeypatch.setattr(peers_mod, "time", SimpleNamespace(time=lambda: now))    # a fixed clock: exact delays
     book = PeerBook("http://me:1")
     book.add("http://conf:1", source="configured")
     book.add("http://learned:1")
     delays = []
     for _ in range(peers_mod.DROP_AFTER):
-        t = time.time()
         book.failed("http://conf:1")
-        delays.append(round(book.peers["http://conf:1"].next_try - t, 1))
+        delays.append(book.peers["http://conf:1"].next_try - now)
         book.failed("http://learned:1")
     assert delays == sorted(delays) and delays[-1] <= peers_mod.MAX_BACKOFF + 0.1
     assert "http://learned:1" not in book.peers       # forgotten
