@@ -57,6 +57,9 @@ def _remove_fresh_datadir(datadir: Path, lock) -> None:
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if logging.getLogger().level > logging.DEBUG:      # one INFO line per HTTP request otherwise (pol register)
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # -- spec -------------------------------------------------------------------------
@@ -126,6 +129,9 @@ def cmd_mine(args) -> int:
     key = load_or_create_key(Path(args.key) if args.key else Path(args.datadir) / "node.key")
     miner = make_miner(args.miner, spec, chain.dataset, device=args.device, seed=args.seed)
     start = chain.tip().height
+    # each block gets one line below (attempts, seconds, steps, accuracy); the chain's own 'new tip'
+    # INFO line would say it a second time. Its warnings (a reorg, a store error) still show.
+    logging.getLogger("polchain.chain").setLevel(max(logging.WARNING, logging.getLogger().level))
     print(f"mining {args.blocks} blocks on {spec.name} (chain {spec.chain_id[:16]}) from height {start}, "
           f"miner={args.miner} device={miner.device}", file=sys.stderr)
     from .progress import Progress
@@ -168,6 +174,7 @@ def cmd_verify(args) -> int:
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(f"replaying {chain.tip().height} blocks from genesis", file=sys.stderr)
     with Progress(None, "verify") as bar:
         def progress(h, n):
             bar.total = n

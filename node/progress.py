@@ -5,7 +5,9 @@
     bar.close()
 
 On a TTY it redraws one line (``label [#####.....] 45/100  12.3/s  eta 5s``) at most every
-``interval`` seconds; when the stream is not a terminal (a log file, a pipe, CI) it prints nothing.
+``interval`` seconds. When the stream is not a terminal (a log file, a pipe, CI) the same line is
+written as a log line at most every ``log_interval`` seconds, so long work is never silent and short
+work prints nothing extra.
 """
 from __future__ import annotations
 
@@ -16,20 +18,30 @@ from typing import TextIO
 
 class Progress:
     def __init__(self, total: int | None, label: str, *, stream: TextIO | None = None, width: int = 30,
-                 interval: float = 0.2, enabled: bool | None = None):
+                 interval: float = 0.2, enabled: bool | None = None, log_interval: float = 10.0,
+                 clock=time.monotonic):
         self.total, self.label, self.width, self.interval = total, label, width, interval
+        self.log_interval = log_interval
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = _is_tty(self.stream) if enabled is None else enabled
         self.done = 0
-        self._t0 = time.monotonic()
+        self._clock = clock
+        self._t0 = clock()
         self._drawn = 0.0
+        self._logged = self._t0
         self._shown = False
 
     def update(self, done: int, note: str = "") -> None:
         self.done = done
-        now = time.monotonic()
+        now = self._clock()
         finished = self.total is not None and done >= self.total
-        if self.enabled and (finished or now - self._drawn >= self.interval):
+        if not self.enabled:
+            if now - self._logged >= self.log_interval and not finished:
+                self._logged = now
+                self.stream.write(self.line(now, note) + "\n")
+                self.stream.flush()
+            return
+        if finished or now - self._drawn >= self.interval:
             self._drawn = now
             self.stream.write("\r" + self.line(now, note) + "\x1b[K")
             self.stream.flush()
@@ -46,7 +58,7 @@ class Progress:
             self.stream.flush()
 
     def line(self, now: float | None = None, note: str = "") -> str:
-        elapsed = max((now or time.monotonic()) - self._t0, 1e-9)
+        elapsed = max((now or self._clock()) - self._t0, 1e-9)
         rate = self.done / elapsed
         if self.total:
             filled = min(self.width, int(self.width * self.done / self.total))

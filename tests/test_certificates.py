@@ -102,6 +102,8 @@ def test_register_refuses_rejected_proofs_and_registers_once(tmp_path, group):
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout.strip().splitlines()[-1])
     assert second["node_status"] == "already-registered" and second["id"] == info["id"]
+    # issue 21.10: at the default INFO level httpx printed a line per request, "404 Not Found" among them
+    assert "HTTP Request" not in first.stderr + again.stderr, first.stderr
     listed = node.get(f"/certificates/{info['model_hash']}").json()
     assert len(listed["pending"]) + len(listed["certificates"]) == 1
 

@@ -70,6 +70,24 @@ def test_mine_then_verify_ok(mined):
     assert chain[-1]["hash"][:16] in res.stdout
 
 
+def test_mine_says_each_block_once_and_verify_says_what_it_replays(mined, tmp_path):
+    """Issue 21.10: `mine` printed each block twice (its own line and the chain's 'new tip' line), and
+    `verify` said nothing until its verdict."""
+    d = tmp_path / "more"
+    shutil.copytree(mined, d)
+    res = subprocess.run(polchain("mine", "--preset", "tiny", "--blocks", "2", "--datadir", str(d), "--seed", "2"),
+                         capture_output=True, text=True, timeout=TIMEOUT, env=dict(ENV, POLCHAIN_LOG_LEVEL="INFO"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    new = [b for b in best_chain(d) if b["height"] > 3]
+    assert [b["height"] for b in new] == [4, 5]
+    for b in new:
+        lines = [ln for ln in res.stderr.splitlines() if b["hash"][:16] in ln]
+        assert len(lines) == 1 and lines[0].startswith(f"block {b['height']} "), res.stderr
+    res = run("verify", "--datadir", str(d))
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert "replaying 5 blocks from genesis" in res.stderr, res.stderr
+
+
 def test_tampered_store_fails_verification(mined, tmp_path):
     chain = best_chain(mined)
 

@@ -181,6 +181,22 @@ def test_progress_bar_only_on_a_terminal():
     assert not bar.enabled and pipe.getvalue() == ""
 
 
+def test_progress_is_logged_off_a_terminal():
+    """Issue 21.10: `verify` into a pipe or a log file was silent for a minute; off a terminal the
+    bar's line is written as a log line every log_interval seconds (never for short work)."""
+    now = [100.0]
+    pipe = io.StringIO()
+    bar = Progress(10, "verify", stream=pipe, log_interval=10, clock=lambda: now[0])
+    for t, done in ((105, 1), (111, 3), (112, 4), (121.5, 6), (125, 10)):
+        now[0] = t
+        bar.update(done)
+    bar.close()
+    lines = pipe.getvalue().splitlines()
+    assert len(lines) == 2, lines                       # at 111 s and 121.5 s; not at the end (the verdict says it)
+    assert lines[0].startswith("verify [") and "3/10" in lines[0] and "eta" in lines[0]
+    assert "6/10" in lines[1] and "\r" not in pipe.getvalue()
+
+
 def test_progress_lines_above_the_bar():
     """`polchain mine --blocks N`: each block's line is printed above the bar, which is redrawn below it;
     off a terminal only the lines are written."""
