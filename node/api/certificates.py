@@ -30,7 +30,8 @@ def _same_claim(service, body: dict) -> dict | None:
 
 @router.post("/certificates", status_code=202, response_model=CertificateAccepted,
              responses={**REFUSALS, 400: {"description": "not a valid certificate (error: the reason code)"},
-                        409: {"description": "this owner already registered this proof for this model"}},
+                        409: {"description": "this owner already registered this proof for this model"},
+                        422: {"description": "`malformed`: the body is not a JSON object"}},
              openapi_extra={"requestBody": _BODY}, dependencies=[write_guard("certificates")])
 async def submit_certificate(request: Request, service: Service):
     """Submit a signed model certificate; miners include it in a coming block. The same owner, model

@@ -37,6 +37,25 @@ def describe_validation(errors: list[dict], limit: int = 3) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's 405 names only the first route whose
+    path matched (``GET /blocks``), not ``POST /blocks`` declared beside it. Included routers are
+    walked (FastAPI wraps them; our routers are included without a prefix)."""
+    path, methods = request.url.path, set()
+
+    def walk(routes) -> None:
+        for route in routes:
+            regex = getattr(route, "path_regex", None)
+            if getattr(route, "methods", None) and regex is not None and regex.match(path):
+                methods.update(route.methods)
+            inner = getattr(getattr(route, "original_router", None), "routes", None)
+            if inner is not None:
+                walk(inner)
+
+    walk(request.app.router.routes)
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError):
@@ -51,4 +70,7 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
             return error_response(422, "malformed", "the request body is not valid JSON (UTF-8)")
         code = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(exc.status_code, "http-error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(_req)}
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)

@@ -1,6 +1,8 @@
 """Wire schemas (kept apart from the database rows in node/store.py)."""
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -63,6 +65,8 @@ class Status(BaseModel):
 
 
 HASH = r"^[0-9a-f]{64}$"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+PEER_URL = rf"^https?://(\[[0-9A-Fa-f:.]+\]|{_LABEL}(\.{_LABEL})*\.?)(:[0-9]{{1,5}})?(/[A-Za-z0-9._~-]+)*/?$"
 U63 = dict(ge=0, lt=1 << 63)
 
 
@@ -148,12 +152,13 @@ class PeerOut(BaseModel):
 class CertificateIn(BaseModel):
     """A signed model certificate (``polchain pol register`` builds one); checked as a record."""
     model_config = {"extra": "forbid"}
-    type: str = Field("model-certificate", description="record type")
-    version: int = Field(description="certificate format version")
+    type: Literal["model-certificate"] = Field(description="record type")
+    version: Literal[1] = Field(description="certificate format version")
     owner: str = Field(pattern=HASH, description="the owner's Ed25519 public key, hex")
     model_hash: str = Field(pattern=HASH, description="hash of the certified model's tensors")
     proof_root: str = Field(pattern=HASH, description="Merkle root of the proof of learning")
-    metadata: dict[str, str] = Field(default_factory=dict, description="at most a few short string pairs")
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
+        max_length=16, description="at most 16 string pairs (keys up to 64 characters, values up to 256); {} for none")
     timestamp_ms: int = Field(**U63)
     signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="Ed25519 signature over the other fields")
 
@@ -183,4 +188,7 @@ class ModelInfo(BaseModel):
 
 
 class PeerAnnounce(BaseModel):
-    url: str = Field(max_length=256, pattern=r"^https?://", description="how to reach the peer, http(s)")
+    url: str = Field(max_length=256, pattern=PEER_URL,
+                     description="how to reach the peer: http(s)://host[:port][/path], no credentials, query or "
+                                 "fragment (a host that does not encode, e.g. `xn--`, or a port over 65535 is "
+                                 "422 too)")

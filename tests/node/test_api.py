@@ -219,6 +219,11 @@ def test_unknown_route_and_method(static_node):
     assert_error(r, 405, "method-not-allowed")
     assert "GET" in r.headers.get("allow", "")            # RFC 9110: a 405 names the methods (was missing)
     assert "GET" in static_node.client.request("TRACE", "/status").headers.get("allow", "")
+    # every method of the path, not only the first route's (schemathesis: OPTIONS /blocks said `Allow: GET`)
+    for path, methods in (("/blocks", {"GET", "POST"}), ("/peers", {"GET", "POST"}),
+                          ("/status", {"GET"})):
+        r = static_node.client.request("OPTIONS", path)
+        assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == methods, (path, r.headers)
 
 
 # -- malformed and oversized requests ------------------------------------------------------------
