@@ -68,6 +68,14 @@ class StateUnavailable(Ignored):
     code = "state-unavailable"
 
 
+class RebuildDeferred(ParentNotValidated):
+    """The parent is valid but its post-state is not kept here, and no known branch through this block
+    claims more work than the active tip: rebuilding the state (a replay from the nearest kept ancestor)
+    would be work done for a lighter fork. The block waits like an orphan (its header stored header-only)
+    and is judged as soon as headers or blocks on top of it claim more work than the tip."""
+    code = "rebuild-deferred"
+
+
 class StoreUnavailable(Ignored):
     """This node cannot write its store (disk full, read-only, I/O error): the block was not judged
     and nothing of it was stored; send it again later."""

@@ -47,6 +47,7 @@ INVALID_CAP = 10_000     # invalid rows kept at most: past it the oldest go (see
 REBUILD_LIMIT = 10_000   # blocks replayed at most to rebuild a post-state that is not kept
 STORE_FAILURES = (OSError, OperationalError)   # disk full, read-only, I/O errors (SQLite or the state files)
 STORE_LOG_EVERY_S = 60.0  # a failing store is logged once, then once a minute with the count, never per block
+HEAVIER_BRANCHES_CHECKED = 16   # header-only tips heavier than the active tip looked at for a deferred rebuild
 REBUILT_IN_MEMORY = 4    # rebuilt post-states below the pruning line kept in memory (a deep fork's tip and parent)
 PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
@@ -277,6 +278,8 @@ class Chain:
                 out = self._submit_one(block, peer, assumed, on_work_checked)
                 if out.status == Verdict.ACCEPTED:
                     out.connected = self._connect_orphans(block.hash)
+                elif out.code in (errors.ParentNotValidated.code, errors.RebuildDeferred.code):
+                    out.connected = self._judge_heavier_branch(block.header)
             except STORE_FAILURES as exc:
                 return self._store_failed(block.hash, exc)
             if out.status in (Verdict.ACCEPTED, Verdict.INVALID):
@@ -436,7 +439,7 @@ class Chain:
                 raise errors.Duplicate(f"already {known}")
             checked = validate_block(
                 block, self.spec, self.view, int(self.clock() * 1000), replayer=self.replayer,
-                parent_state=self._parent_state, memo=self.proofs, check_proof=not assumed,
+                parent_state=lambda parent: self._parent_state(parent, block.header), memo=self.proofs, check_proof=not assumed,
                 on_work_checked=self._relay_hook(on_work_checked), stage=self.stage_timer)
         except errors.BlockError as exc:
             if isinstance(exc, errors.ParentNotValidated) and known is None:
@@ -495,14 +498,22 @@ class Chain:
         self.store.put_block(header, block.wire_records, VALID, self._work_of(header), peer=peer,
                              acc=(None, checked.after.correct) if checked.after else None)
 
-    def _parent_state(self, parent: BlockHeader) -> State:
+    def _parent_state(self, parent: BlockHeader, child: BlockHeader | None = None) -> State:
         """The parent's post-state: the stored file checked against its state_hash, else rebuilt by replay
         (``_rebuild_state``). A file damaged on this disk says nothing about the block (replaying from it
-        would condemn a valid block for good): it is logged and the state rebuilt from an ancestor."""
+        would condemn a valid block for good): it is logged and the state rebuilt from an ancestor.
+        A parent inside the keep window (a damaged file) is rebuilt from the window's nearest kept
+        ancestor. Below the window a rebuild is done only for a ``child`` on a branch that claims more
+        work than the tip (``_rebuild_worth_it``); otherwise the child waits (``RebuildDeferred``), so a
+        block on an old parent costs its sender a signature and this node no replay."""
         if self.store.status(parent.hash) != VALID:
             raise errors.ParentNotValidated(f"parent {parent.hash[:16]} is not validated")
         state = self._stored_state(parent)
         if state is None:
+            if child is not None and not self._kept_on_disk(parent.height) and not self._rebuild_worth_it(child):
+                raise errors.RebuildDeferred(
+                    f"the post-state of parent {parent.hash[:16]} (height {parent.height}) is not kept here and no "
+                    "known branch through this block claims more work than the tip: held until one does")
             state = self._rebuild_state(parent)
             if state is None:
                 raise errors.StateUnavailable(f"the post-state of parent {parent.hash[:16]} is not kept here and "
@@ -579,6 +590,42 @@ class Chain:
         else:
             self._remember_rebuilt(parent.state_hash, state)
         return state
+
+    def _rebuild_worth_it(self, child: BlockHeader) -> bool:
+        """Whether a branch through ``child`` claims more work than the active tip: the child itself, or a
+        header-only descendant (headers-first sync stores a fork's headers before its bodies). Claimed
+        work is checked by the replay that follows; a false claim makes the first replayed block invalid,
+        its descendants with it, and bans its sender."""
+        tip_work = self.tip().cumulative_work
+        if self._work_of(child) > tip_work:
+            return True
+        for row in self.store.header_only_heavier_than(tip_work, limit=HEAVIER_BRANCHES_CHECKED):
+            cur = row
+            while cur is not None and cur.header.height > child.height:
+                cur = self.store.get(cur.header.parent)
+            if cur is not None and cur.hash == child.hash:
+                return True
+        return False
+
+    def _judge_heavier_branch(self, header: BlockHeader) -> list[str]:
+        """A block just held header-only on top of a deferred one: once its branch claims more work than
+        the tip, the branch's first held block (its parent valid, its state not kept) is judged, with a
+        rebuild, and the held blocks above it follow. Returns the hashes accepted."""
+        row = self.store.get(header.hash)
+        if row is None or row.status != HEADER_ONLY or row.cumulative_work <= self.tip().cumulative_work:
+            return []
+        cur = row
+        while True:
+            parent = self.store.get(cur.header.parent)
+            if parent is None or parent.status != HEADER_ONLY:
+                break
+            cur = parent
+        if parent is None or parent.status != VALID or cur.hash not in self.orphans:
+            return []      # the body is not held here: sync fetches it from a peer with the branch
+        held = self.orphans.pop(cur.hash)
+        if self._submit_one(held.block, held.peer).status != Verdict.ACCEPTED:
+            return []
+        return [cur.hash] + self._connect_orphans(cur.hash)
 
     def _work_of(self, header: BlockHeader) -> int:
         p = self.store.get(header.parent)

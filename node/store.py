@@ -449,6 +449,13 @@ class Store:
             return list(s.scalars(select(BlockRow.hash).where(BlockRow.status == HEADER_ONLY,
                                                               BlockRow.height < height).limit(limit)))
 
+    def header_only_heavier_than(self, work: int, limit: int) -> list[StoredBlock]:
+        """Header-only blocks whose claimed cumulative work exceeds ``work``, most work first."""
+        with self.session() as s:
+            q = (select(BlockRow).where(BlockRow.status == HEADER_ONLY, BlockRow.cumulative_work > work)
+                 .order_by(BlockRow.cumulative_work.desc(), BlockRow.seq).limit(limit))
+            return [_to_stored(r) for r in s.scalars(q)]
+
     def header_only_leaves(self, limit: int) -> list[str]:
         """Header-only rows without children, least cumulative work first (then the latest seen)."""
         child = aliased(BlockRow)

@@ -132,7 +132,7 @@ _SUBMIT_BODY = {
 
 
 @router.post("/blocks", response_model=SubmitResult,
-             responses={202: {"description": "not judged yet: held as an orphan (`code` unknown-parent or "
+             responses={202: {"description": "not judged yet: held as an orphan (`code` unknown-parent, rebuild-deferred or "
                                               "parent-not-validated), ignored for now (`code` e.g. time-too-new, "
                                               "state-unavailable), or an announcement (`code` fetching or "
                                               "not-fetched)"},

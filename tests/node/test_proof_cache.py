@@ -99,11 +99,12 @@ def test_cache_does_not_outlive_a_restart_but_the_verdicts_do(smith, side, tmp_p
         again.store.close()
 
 
-def test_child_of_a_pruned_parent_is_judged(smith, side, tmp_path):
-    """keep_weights=2: once the tip moves, the post-states of blocks 1..tip-3 are deleted. A valid
-    block on block 2 is still judged: block 2's state is rebuilt by replay from genesis (memory only,
-    it lies below the pruning line), the block accepted as a side block, the tip unchanged; the
-    archival template chain, which still has block 2's state, agrees."""
+def test_child_of_a_pruned_parent_waits_until_its_branch_is_heavier(smith, side, tmp_path):
+    """keep_weights=2: once the tip moves, the post-states of blocks 1..tip-3 are deleted. A valid block
+    on block 2 is a branch lighter than the tip: rebuilding block 2's state (a replay from genesis) would
+    be work for a fork that cannot win, so the block waits header-only, unjudged (rebuild-deferred), the
+    tip unchanged and nothing replayed; tests/adversarial/test_deep_fork.py judges such a branch once it
+    is heavier. The archival template chain, which still has block 2's state, judges it at once."""
     from tests.conftest import mine_block
 
     pruned = open_copy(smith, tmp_path / "pruned", keep_weights=2)
@@ -118,12 +119,11 @@ def test_child_of_a_pruned_parent_is_judged(smith, side, tmp_path):
                           smith.chain.view, side.key, seed=4)
         tip, best = pruned.tip().hash, pruned.store.best_hashes()
         out = pruned.submit(Block(fork.header, fork.records), "http://peer.invalid:1")
-        assert (out.status, out.code, out.new_tip) == ("accepted", "", False), out
-        assert pruned.store.status(fork.header.hash) == "valid"
+        assert (out.status, out.code, out.new_tip) == ("orphan", "rebuild-deferred", False), out
+        assert pruned.store.status(fork.header.hash) == "header-only"
         assert (pruned.tip().hash, pruned.store.best_hashes()) == (tip, best)
-        assert pruned.replays == 2                                      # `nxt`, then the fork block
-        assert not pruned.store.weights.has(b2.state_hash)              # below the line: not back on disk
-        assert not pruned.store.weights.has(fork.header.state_hash)
+        assert pruned.replays == 1                                      # `nxt` only
+        assert not pruned.store.weights.has(b2.state_hash)
     finally:
         pruned.store.close()
     archival = open_copy(smith, tmp_path / "archival", archival=True)
