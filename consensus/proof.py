@@ -1,8 +1,9 @@
 """Protocol v2: what binds a proof to the chain and to its miner (docs/protocol.md, "Proof").
 
 * Batches: nonce ``n`` of a block by miner ``M`` on parent ``p`` trains on the S distinct
-  train indices drawn from ``SHA-256("polchain-batch/2" | chain id | p | M | n (u64 BE) |
-  counter (u32 BE))``, four big-endian u64 per digest, rejection-sampled below the largest
+  train indices drawn from ``SHA-256("polchain-batch/3" | scrypt seed (``batch_seed``) | counter
+  (u32 BE))`` (v3 with ``proof.batch_work`` > 0; v2: ``SHA-256("polchain-batch/2" | chain id | p |
+  M | n (u64 BE) | counter (u32 BE))``), four big-endian u64 per digest, rejection-sampled below the largest
   multiple of the train-set size, duplicates skipped. A thief's key derives other batches, and
   labels cannot be picked without grinding nonces (whose effect R's index space removes: the
   label-predictable linear head is excluded).
@@ -24,13 +25,31 @@ from .requirements import IndexSpace, Requirement, derive_requirements
 from .spec import ChainSpec
 
 BATCH_DOMAIN = b"polchain-batch/2"
+BATCH_DOMAIN_V3 = b"polchain-batch/3"
 R_SEED_DOMAIN = b"polchain-R-seed/2"
+SCRYPT_R, SCRYPT_P = 8, 1
+
+
+def batch_seed(spec: ChainSpec, parent_hash: str, miner: str, nonce: int) -> bytes:
+    """The costly half of a batch derivation (v3, ``proof.batch_work`` = L > 0): ``scrypt(password =
+    chain id | parent | miner | nonce (u64 BE), salt = "polchain-batch/3", N = 2^L, r = 8, p = 1,
+    32 bytes)``. Memory-hard (128 · r · N bytes), so a miner pays for every batch it looks at: a
+    filter that picks batches before training (a surrogate of the gradient) still pays about one
+    derivation per candidate it skips (docs/protocol.md §4.4, "Batch choice")."""
+    w = spec.proof.batch_work
+    password = bytes.fromhex(spec.chain_id) + bytes.fromhex(parent_hash) + bytes.fromhex(miner) + struct.pack(">Q", nonce)
+    return hashlib.scrypt(password, salt=BATCH_DOMAIN_V3, n=1 << w, r=SCRYPT_R, p=SCRYPT_P,
+                          maxmem=128 * SCRYPT_R * (1 << w) + (1 << 20), dklen=32)
 
 
 def derive_batch(spec: ChainSpec, parent_hash: str, miner: str, nonce: int) -> tuple[int, ...]:
+    """The S distinct train indices of nonce ``nonce`` (docs/protocol.md §4.4)."""
     n, s = spec.dataset.train_size, spec.training.batch_size
-    prefix = (BATCH_DOMAIN + bytes.fromhex(spec.chain_id) + bytes.fromhex(parent_hash) + bytes.fromhex(miner)
-              + struct.pack(">Q", nonce))
+    if spec.proof.batch_work > 0:
+        prefix = BATCH_DOMAIN_V3 + batch_seed(spec, parent_hash, miner, nonce)
+    else:
+        prefix = (BATCH_DOMAIN + bytes.fromhex(spec.chain_id) + bytes.fromhex(parent_hash) + bytes.fromhex(miner)
+                  + struct.pack(">Q", nonce))
     out: list[int] = []
     for i in uniform_draws(prefix, n, ">I"):
         if i not in out:

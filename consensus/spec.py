@@ -78,6 +78,17 @@ def unsupported_training(spec: "ChainSpec") -> str | None:
     return None
 
 
+BATCH_WORK_RANGE = (0, 16)     # scrypt N up to 2^16: 64 MiB of memory per derivation (r = 8)
+
+
+def unsupported_proof(spec: "ChainSpec") -> str | None:
+    """Why this spec's proof rules cannot be run, or None."""
+    w = spec.proof.batch_work
+    if not BATCH_WORK_RANGE[0] <= w <= BATCH_WORK_RANGE[1]:
+        return f"proof.batch_work = {w} outside {BATCH_WORK_RANGE[0]}..{BATCH_WORK_RANGE[1]}"
+    return None
+
+
 @dataclass(frozen=True)
 class EvaluationSpec:
     size: int                   # E = the first `size` test images
@@ -110,6 +121,7 @@ class ProofSpec:
     r_excluded: tuple[str, ...] = ()    # parameter-name prefixes outside R's index space
     min_improvement: int = 0            # acc(W') >= parent's claimed acc(W') + this (negative: a slack) ...
     floor_relax: int = 0                # ... - this per redraw epoch since the parent (v3: no stall by claims)
+    batch_work: int = 0                 # log2 of scrypt's N in the batch derivation (0: one SHA-256, v2)
 
 
 @dataclass(frozen=True)
@@ -204,7 +216,7 @@ class ChainSpec:
         problem = wrong_field(spec)
         if problem:
             raise ValueError(f"malformed chain spec: {problem}")
-        problem = unsupported_training(spec)
+        problem = unsupported_training(spec) or unsupported_proof(spec)
         if problem:
             raise ValueError(f"unsupported chain spec: {problem}")
         return spec
@@ -328,7 +340,7 @@ def preset(name: str) -> ChainSpec:
             limits=LimitsSpec(max_header_bytes=8192, max_weights_bytes=1 << 20, max_records=64,
                               max_record_bytes=4096),
             proof=ProofSpec(RULES_V3, max_advance_steps=8, redraw_interval_ms=30_000, r_excluded=("linear.", "bn3."),
-                            min_improvement=-3, floor_relax=3),
+                            min_improvement=-3, floor_relax=3, batch_work=6),
         )
     if name == "cifar10-resnet18":
         return ChainSpec(
@@ -346,7 +358,8 @@ def preset(name: str) -> ChainSpec:
             limits=LimitsSpec(max_header_bytes=8192, max_weights_bytes=48 << 20, max_records=64,
                               max_record_bytes=4096),
             proof=ProofSpec(RULES_V3, max_advance_steps=4, redraw_interval_ms=600_000,
-                            r_excluded=("linear.", "layer4.1.bn2."), min_improvement=-3, floor_relax=5),
+                            r_excluded=("linear.", "layer4.1.bn2."), min_improvement=-3, floor_relax=5,
+                            batch_work=12),
         )
     if name == "dgg-paper":
         # RESEARCH ONLY: the DGG paper's rules on the tiny model and data (W free in the body, batch

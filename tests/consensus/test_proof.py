@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from consensus.block import genesis_header
 from consensus.hashing import ZERO_HASH, sha256_hex
 from consensus.proof import derive_batch, r_seed, redraw_epoch, requirements_for
-from consensus.spec import preset
+from consensus.spec import ChainSpec, preset
 
 from .util import resign
 
@@ -32,11 +33,16 @@ u64 = st.integers(0, (1 << 64) - 1)
 def reference_batch(spec, parent: str, miner: str, nonce: int) -> list[int]:
     """docs/protocol.md, "Proof": written out independently of consensus/proof.py."""
     n, s = spec.dataset.train_size, spec.training.batch_size
+    inputs = bytes.fromhex(spec.chain_id) + bytes.fromhex(parent) + bytes.fromhex(miner) + nonce.to_bytes(8, "big")
+    if spec.proof.batch_work:      # v3: a memory-hard seed first
+        prefix = b"polchain-batch/3" + hashlib.scrypt(inputs, salt=b"polchain-batch/3", n=2 ** spec.proof.batch_work,
+                                                      r=8, p=1, maxmem=1 << 27, dklen=32)
+    else:
+        prefix = b"polchain-batch/2" + inputs
     out: list[int] = []
     counter = 0
     while len(out) < s:
-        digest = hashlib.sha256(b"polchain-batch/2" + bytes.fromhex(spec.chain_id) + bytes.fromhex(parent)
-                                + bytes.fromhex(miner) + nonce.to_bytes(8, "big") + counter.to_bytes(4, "big")).digest()
+        digest = hashlib.sha256(prefix + counter.to_bytes(4, "big")).digest()
         counter += 1
         for j in range(4):
             d = int.from_bytes(digest[8 * j: 8 * j + 8], "big")
@@ -54,16 +60,36 @@ def reference_seed(spec, state_hash: str, height: int, epoch: int) -> str:
 
 
 # == batches ===================================================================================
+PINNED_V3 = ((5944, 6161, 631, 9412), (7332, 9268, 9584, 8954))   # scrypt is RFC 7914 (OpenSSL)
+
 def test_pinned_batches_and_seed():
     """The derivations must never drift. Pinned on a stand-in spec (derive_batch reads the chain id,
     the train-set size and S; r_seed the chain id), so a change of a preset (a new chain id) does not
     move the pins, only a change of the derivation does."""
     spec = SimpleNamespace(chain_id=sha256_hex(b"pinned chain"), dataset=SimpleNamespace(train_size=10_000),
-                           training=SimpleNamespace(batch_size=4))
+                           training=SimpleNamespace(batch_size=4), proof=SimpleNamespace(batch_work=0))
     p, m = sha256_hex(b"parent"), sha256_hex(b"miner")
-    assert derive_batch(spec, p, m, 0) == (8378, 4663, 3784, 9378)
+    assert derive_batch(spec, p, m, 0) == (8378, 4663, 3784, 9378)                 # v2: one SHA-256
     assert derive_batch(spec, p, m, (1 << 64) - 1) == (5155, 7130, 9272, 7318)
+    v3 = SimpleNamespace(**{**vars(spec), "proof": SimpleNamespace(batch_work=6)})
+    assert derive_batch(v3, p, m, 0) == PINNED_V3[0]                               # v3: scrypt N = 2^6 first
+    assert derive_batch(v3, p, m, (1 << 64) - 1) == PINNED_V3[1]
     assert r_seed(spec, p, 7, 3) == "082eeceb83ad3801bbc1ab579dfdf19ef20e2c3c5f9e17e707684fb475a50f88"
+
+
+def test_scrypt_is_rfc_7914():
+    """The batch derivation's memory-hard half is scrypt as RFC 7914 specifies it (its test vector 3),
+    so an independent implementation reproduces every batch."""
+    assert hashlib.scrypt(b"password", salt=b"NaCl", n=1024, r=8, p=16, dklen=64).hex() == (
+        "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640")
+
+
+def test_batch_work_is_part_of_the_spec_and_bounded():
+    assert (SPEC.proof.batch_work, RESNET.proof.batch_work) == (6, 12)
+    d = json.loads(SPEC.to_json())
+    d["proof"]["batch_work"] = 17
+    with pytest.raises(ValueError, match=r"proof.batch_work = 17 outside 0..16"):
+        ChainSpec.from_dict(d)
 
 
 @SETTINGS
