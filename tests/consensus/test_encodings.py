@@ -117,17 +117,17 @@ def test_genesis_header_is_pinned(tiny_spec):
     assert type(g) is BlockHeader and g.version == 3
     assert g.height == 0 and g.parent == ZERO_HASH and g.miner == "" and g.signature == "" and g.nonces == ()
     assert g.state_hash == tiny_spec.model.genesis_weights_sha256 and g.acc_after == 0
-    assert g.hash == "f3ca64cd663438c0b87e15e8cb492d44d33ccfe6cbfd812875b115ff4157cf30"
+    assert g.hash == "9ecdeabb4e6fffa59bc26adc03f2823f0b510932ab1cee2844fbb0e27e5a3509"
     p = genesis_header(preset("dgg-paper"))
     assert type(p) is PaperHeader and p.version == 1 and p.batch == () and p.weights_hash == preset("dgg-paper").model.genesis_weights_sha256
     assert p.hash == "2b259c3246dcbe1ed27a4586bff0a401f87c5af5f9eb397efcc3992f60e1f99d"
 
 
 # -- chain specs ------------------------------------------------------------------------------
-PINNED_CHAIN_IDS = {    # protocol v3 chain ids (v2: 59962227..., 0ad272f4...; v1: 3665c6a8..., 2baedda5...)
-    "tiny": "ea4aeb91d5db68aa2a64510f97dd62fdd1faf1da2d2e9a9cf511538ef94c6d67",
-    "cifar10-resnet18": "d2aef8fc3e0cca7d4c7ece47938ba7d60f585cb5372d90c6cd549970c17ce7a8",
-    "dgg-paper": "3b1314337819c26c5d07027eef6a2926ec680d68d99b6cb5aae1ed66b365df6a",
+PINNED_CHAIN_IDS = {    # protocol v3 chain ids (v3 before the scrypt batches: ea4aeb91..., d2aef8fc...; v2: 59962227..., 0ad272f4...; v1: 3665c6a8..., 2baedda5...)
+    "tiny": "a4950a3aaf7d46d2a670efe40c9886695b070c2861d9a4bbf25fc26c4f735e8a",
+    "cifar10-resnet18": "279371529fecabb25731d6cb4d5e2c1963c27e04aa9f3d1ba821986710493458",
+    "dgg-paper": "3c1f7bc53599704a7a3ae653f8141ba26d33da5471385f0a32226efd541afdc3",
 }
 
 
@@ -292,3 +292,26 @@ def test_spec_with_unknown_or_missing_keys_is_refused():
     del d["record_types"]
     with pytest.raises(ValueError, match="missing"):
         ChainSpec.from_dict(d)
+
+
+@pytest.mark.parametrize("section, field, value, why", [
+    ("training", "optimizer", "adam", r"training.optimizer = 'adam' is not implemented by the canonical step"),
+    ("training", "momentum", "0.9", r"training.momentum = '0.9' is not implemented"),
+    ("training", "weight_decay", "0.0005", r"training.weight_decay = '0.0005' is not implemented"),
+    ("training", "augmentation", "flip", r"training.augmentation = 'flip' is not implemented"),
+    ("training", "batchnorm", "eval", r"training.batchnorm = 'eval' is not implemented"),
+    ("training", "dtype", "bfloat16", r"training.dtype = 'bfloat16' is not implemented"),
+    ("training", "step", "fp32", r"training.step = 'fp32': protocol v3 chains use 'exact'"),
+    ("training", "exact_bits", 21, r"training.exact_bits = 21 outside 8..20"),
+])
+def test_a_training_field_the_step_does_not_implement_is_refused(section, field, value, why):
+    """Part 1 of protocol v3: a spec field the canonical step would ignore is refused when the spec is
+    parsed (and so when a node, `verify` or a miner opens it), never hashed into a chain id and ignored."""
+    from consensus.training import canonical_step
+    d = preset("tiny").to_dict()
+    d[section][field] = value
+    with pytest.raises(ValueError, match=r"unsupported chain spec: " + why):
+        ChainSpec.from_dict(d)
+    spec = dataclasses.replace(preset("tiny"), training=dataclasses.replace(preset("tiny").training, **{field: value}))
+    with pytest.raises(ValueError, match=why):
+        canonical_step(spec, None)
