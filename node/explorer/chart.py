@@ -60,14 +60,15 @@ def decimals_for(step: float) -> int:
 def fit_range(values: list[float], lo_bound: float = 0.0, hi_bound: float = 1.0, pad: float = 0.1,
               least_span: float = 0.02) -> tuple[float, float]:
     """An axis range around ``values``: their span plus ``pad`` of it on each side (at least
-    ``least_span`` in all), within the bounds, its ends on ``nice_step`` values."""
+    ``least_span`` in all), within the bounds, its ends on round values (the ticks are ``nice_ticks``
+    inside it)."""
     if not values:
         return lo_bound, hi_bound
     lo, hi = min(values), max(values)
     span = max(hi - lo, least_span)
     mid = (lo + hi) / 2
     lo, hi = max(lo_bound, min(lo, mid - span / 2) - pad * span), min(hi_bound, max(hi, mid + span / 2) + pad * span)
-    step = nice_step(hi - lo, 4)
+    step = nice_step(hi - lo, 20)     # ends on round values, a twentieth of the range at most beyond the padding
     return max(lo_bound, math.floor(lo / step + 1e-9) * step), min(hi_bound, math.ceil(hi / step - 1e-9) * step)
 
 
@@ -110,8 +111,8 @@ def learning_curve(points: list[Point]) -> str:
     i_step = i_ticks[1] - i_ticks[0] if len(i_ticks) > 1 else step
     known = [p for p in points if p.accuracy is not None]
     a_lo, a_hi = fit_range([p.accuracy for p in known])
-    a_ticks = [v for v in nice_ticks(a_lo, a_hi, 4) if a_lo - 1e-9 <= v <= a_hi + 1e-9]
-    a_dec = decimals_for(nice_step(a_hi - a_lo, 4) * 100)
+    a_ticks = [v for v in nice_ticks(a_lo, a_hi, 5) if a_lo - 1e-9 <= v <= a_hi + 1e-9]
+    a_dec = decimals_for(nice_step(a_hi - a_lo, 5) * 100)
     plot_w = W - LEFT - RIGHT
     bar_w = max(1.0, plot_w / (x_hi - x_lo) * 0.7)
     out = [f'<svg id="acc-chart" viewBox="0 0 {W} {H}" role="img" aria-label="accuracy on E by height" '
