@@ -123,15 +123,15 @@ def duration(seconds: float | None) -> str:
 
 
 def current_block(st: dict) -> str:
-    """The miner's search on the current tip: attempts against the ~2^k expected, time so far, R hits
-    held back (and why), and the expected time per block at this node's rate."""
+    """The miner's search on the current tip, as one strip: attempts against the ~2^k expected, time so
+    far, R hits held back (and why), and the expected time per block at this node's rate."""
     mining = st.get("mining") or {}
     if not mining.get("enabled"):
         return ""
     cur = mining.get("current")
     if not cur:
-        return ('<div class="current" id="current-block"><h2>Current block</h2><div class="empty">the miner is '
-                'starting</div></div>')
+        return ('<div class="current" id="current-block"><span class="label">Current block</span>'
+                '<span class="muted">the miner is starting</span></div>')
     rate = mining.get("attempts_per_second") or 0.0
     expected = cur.get("expected_attempts") or 0
     attempts = cur.get("attempts", 0)
@@ -139,24 +139,22 @@ def current_block(st: dict) -> str:
     held = cur.get("r_hits", 0)
     eta = (f"about {duration(expected / rate)} per block at {rate:.1f} attempts/s" if rate > 0
            else "no rate yet")
-    why = (f'{cur.get("acc_floor_failed", 0)} below the accuracy floor, {cur.get("acc_borderline_failed", 0)} '
-           'borderline (more predictions near a tie than the claim tolerance: other machines could count them '
-           'otherwise)')
-    bar = min(share, 1.0) * 100
-    rows = [
-        ("block", f'height {cur.get("height")} at k={cur.get("difficulty")}'),
-        ("attempts", f'<span id="current-attempts">{attempts:,}</span> of about 2^{cur.get("difficulty")} = '
-                     f'{expected:,} expected ({share * 100:.0f}%)'
-                     f'<div class="progress"><div style="width:{bar:.1f}%"></div></div>'),
-        ("time on this block", duration(cur.get("seconds"))),
-        ("R hits held back", f'<span id="current-held">{held}</span>' + (f": {why}" if held else "")),
-        ("expected", escape(eta) + ("; a search may run past 2^k: each attempt succeeds independently"
-                                    if share > 1 else "")),
+    why = (f' ({cur.get("acc_floor_failed", 0)} below the accuracy floor, {cur.get("acc_borderline_failed", 0)} '
+           'borderline)' if held else "")
+    borderline = ("borderline: more predictions near a tie than the claim tolerance, which other machines' "
+                  "fp32 evaluation could count otherwise")
+    items = [
+        f'<span class="label">Current block</span><b>height {cur.get("height")} at k={cur.get("difficulty")}</b>',
+        f'<span id="current-attempts">{attempts:,}</span> of about 2^{cur.get("difficulty")} = {expected:,} '
+        f'expected ({share * 100:.0f}%)<span class="progress"><span style="width:{min(share, 1.0) * 100:.1f}%">'
+        '</span></span>',
+        f'{duration(cur.get("seconds"))} on it',
+        f'<span title="{escape(borderline)}">R hits held back: <span id="current-held">{held}</span>{why}</span>',
+        escape(eta),
     ]
     if cur.get("restarts"):
-        rows.append(("restarts", f'{cur["restarts"]} trajectories abandoned for the parent\'s state'))
-    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<div class="current" id="current-block"><h2>Current block</h2><table>{body}</table></div>'
+        items.append(f'{cur["restarts"]} restart{"s" if cur["restarts"] != 1 else ""}')
+    return '<div class="current" id="current-block">' + "".join(f"<span>{i}</span>" for i in items) + "</div>"
 
 
 def overview_live(st: dict, recent: list[dict], chart_blocks: list[dict], miners: list[tuple[str, int]]) -> str:

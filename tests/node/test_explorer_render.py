@@ -71,7 +71,7 @@ def test_current_block_card():
     html = render.current_block(_status(7, {"enabled": True, "attempts_per_second": 2.0, "current": cur}))
     assert 'id="current-block"' in html and "height 8 at k=6" in html
     assert re.search(r'id="current-attempts">96<', html) and "64 expected (150%)" in html
-    assert "40 s" in html and re.search(r'id="current-held">2<', html)
+    assert "40 s on it" in html and re.search(r'id="current-held">2<', html)
     assert "1 below the accuracy floor, 1 borderline" in html
     assert "about 32 s per block at 2.0 attempts/s" in html
     assert render.current_block(_status(7)) == ""                    # not mining: no card
