@@ -70,6 +70,10 @@ class BlockProofs:
             return out
         try:
             self._replay(block, parent_row.header, out)
+        except Exception as exc:    # an invalid block's proof need not replay (e.g. a diverging step)
+            log.warning("proof of block %s could not be replayed: %s: %s", block.hash[:16], type(exc).__name__, exc)
+            out["replay"] = {"status": "failed", "seconds": None, "state_matches": None,
+                             "detail": f"the replay failed: {type(exc).__name__}: {str(exc)[:200]}"}
         finally:
             self._slot.release()
         if out["replay"]["status"] == "done":
@@ -105,7 +109,10 @@ class BlockProofs:
         out["accuracy"]["floor"] = accuracy_floor(spec, parent, hd.timestamp_ms)
         out["accuracy"]["parent_claim"] = parent.acc_after
         r = self._get_replayer()
-        reqs = requirements_for(spec, parent, hd.timestamp_ms, hd.difficulty, r.r_space)
+        try:
+            reqs = requirements_for(spec, parent, hd.timestamp_ms, hd.difficulty, r.r_space)
+        except ValueError:          # an invalid block's k outside the index space: no R to show
+            reqs = ()
         for i, req in enumerate(reqs):
             name, offset = r.locate(req.index)
             out["requirements"].append({

@@ -158,9 +158,10 @@ class ProofAccuracy(BaseModel):
 
 
 class ProofReplay(BaseModel):
-    status: Literal["done", "state-unavailable", "busy", "parent-unknown"] = Field(
+    status: Literal["done", "state-unavailable", "busy", "parent-unknown", "failed"] = Field(
         description="done: the changes were replayed; state-unavailable: the parent's post-state is not kept "
-                    "here (pruned); busy: another replay held the slot; parent-unknown: no parent header")
+                    "here (pruned); busy: another replay held the slot; parent-unknown: no parent header; "
+                    "failed: the replay raised (an invalid block), see detail")
     detail: str
     seconds: float | None = None
     state_matches: bool | None = Field(None, description="the replayed post-state hashes to the header's "

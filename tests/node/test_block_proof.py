@@ -169,3 +169,23 @@ def test_miner_page_shows_every_interval(static_node, smith):
         cells = re.findall(r'<td class="num">([^<]*)</td>', row)
         interval = cells[2]          # height, k, interval s, ...
         assert (interval != "") == (int(height) >= 2), (height, cells)
+
+
+def test_an_invalid_proof_shows_what_failed(static_node, smith):
+    """A block whose winning nonce does not meet R: posted, judged invalid, and its proof page says
+    which requirement fell short (the best chain is left as found)."""
+    from .conftest import post_block
+    from .test_submit import failing_nonces, resign
+
+    tip = smith.chain.tip().hash
+    good = smith.next_block().header
+    bad = resign(smith, good, nonces=failing_nonces(smith, good))
+    r = post_block(static_node, bad)
+    assert r.status_code == 400 and r.json()["error"] == "requirements-not-met"
+    p = static_node.get(f"/blocks/{bad.hash}/proof").json()
+    assert p["status"] == "invalid" and p["replay"]["status"] == "done"
+    assert p["replay"]["state_matches"] is False
+    assert any(q["met"] is False for q in p["requirements"])
+    html = static_node.get(f"/explorer/blocks/{bad.hash}").text
+    assert "✗ not met" in html and "does not match" in html
+    assert static_node.status()["tip"] == tip
