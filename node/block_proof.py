@@ -41,10 +41,11 @@ class BlockProofs:
         self.replays = 0                       # replays run (tests read it: a cached answer costs none)
 
     def _get_replayer(self):
-        if self._replayer is None:
-            from consensus.training import canonical_step
-            self._replayer = canonical_step(self.spec, self.chain.dataset)
-        return self._replayer
+        with self._cache_lock:          # built once (the first proof asked for), not by two requests at once
+            if self._replayer is None:
+                from consensus.training import canonical_step
+                self._replayer = canonical_step(self.spec, self.chain.dataset)
+            return self._replayer
 
     def labels(self, indices) -> list[int]:
         return [int(self.chain.dataset.train_y[i]) for i in indices]
