@@ -108,13 +108,27 @@ def _signed_delta(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requ
     return (after - before) * dirs  # > 0 where the change goes the required way
 
 
+def requirement_margins(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement],
+                        margin_ulps: int, margin_abs: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per requirement: the change in the required direction, ``(w' - w) * direction`` (> 0 where it
+    goes the required way), and the least it must be, ``max(margin_ulps * ulp(max(|w|, |w'|)), margin_abs)``."""
+    signed = _signed_delta(before, after, reqs)
+    need = torch.clamp(torch.maximum(ulp(before), ulp(after)) * margin_ulps, min=margin_abs)
+    return signed, need
+
+
 def _shortfall(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement],
                margin_ulps: int, margin_abs: float) -> torch.Tensor:
     """True where a required change is zero, goes the wrong way, or falls short of
     ``max(margin_ulps * ulp(max(|w|, |w'|)), margin_abs)``."""
-    signed = _signed_delta(before, after, reqs)
-    need = torch.clamp(torch.maximum(ulp(before), ulp(after)) * margin_ulps, min=margin_abs)
-    return ~((signed > 0) & (signed >= need))   # NaN compares false: a NaN change meets nothing
+    return ~requirements_met(before, after, reqs, margin_ulps, margin_abs)
+
+
+def requirements_met(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement],
+                     margin_ulps: int, margin_abs: float) -> torch.Tensor:
+    """True where a required change is non-zero, goes the required way and clears the margin."""
+    signed, need = requirement_margins(before, after, reqs, margin_ulps, margin_abs)
+    return (signed > 0) & (signed >= need)   # NaN compares false: a NaN change meets nothing
 
 
 def requirements_hold(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement],

@@ -170,10 +170,15 @@ def batches(header: BlockHeader, spec: ChainSpec) -> list[tuple[int, ...]]:
     return [derive_batch(spec, header.parent, header.miner, n) for n in header.nonces]
 
 
-def check_requirements(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
-                       spec: ChainSpec) -> None:
-    """Replay every step from the parent's post-state on the canonical thread count; R must hold
-    for the winning step with the validators' band. Leaves W' loaded in the replayer."""
+def validator_band(spec: ChainSpec) -> tuple[int, float]:
+    """The validators' band: a required change must be at least ``max(ulps * ulp(w), abs)``."""
+    return spec.requirements.band_ulps, float(spec.requirements.band_abs)
+
+
+def replay_steps(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
+                 spec: ChainSpec) -> tuple[tuple, torch.Tensor, torch.Tensor]:
+    """Replay every step from the parent's post-state: (R, W at R's coordinates before the winning
+    step, after it). Leaves W' loaded in the replayer."""
     reqs = requirements_for(spec, parent, header.timestamp_ms, header.difficulty, replayer.r_space)
     steps = batches(header, spec)
     replayer.load(parent_state)
@@ -181,8 +186,15 @@ def check_requirements(header: BlockHeader, parent: BlockHeader, parent_state: S
         replayer.step(batch)
     before = replayer.values(reqs)
     replayer.step(steps[-1])
-    after = replayer.values(reqs)
-    band = (spec.requirements.band_ulps, float(spec.requirements.band_abs))
+    return reqs, before, replayer.values(reqs)
+
+
+def check_requirements(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
+                       spec: ChainSpec) -> None:
+    """Replay every step from the parent's post-state on the canonical thread count; R must hold
+    for the winning step with the validators' band. Leaves W' loaded in the replayer."""
+    reqs, before, after = replay_steps(header, parent, parent_state, replayer, spec)
+    band = validator_band(spec)
     i = first_failed(before, after, reqs, *band)
     if i is not None:
         r = reqs[i]

@@ -290,7 +290,7 @@ class FastMiner(ReferenceMiner):
                     if found is not None:
                         return found
                 r.load(w_j)
-            if len(path) < J:   # no block at W_j: train one canonical step, which becomes an advance step
+            if len(path) < J and not should_stop():   # no block at W_j: one canonical step, an advance step
                 self.advance(job, nonces[0])
                 path.append(nonces[0])
                 path, w_j = self.after_advance(job, path, parent_state, w_j)

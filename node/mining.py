@@ -24,6 +24,8 @@ log = logging.getLogger("polchain.miner")
 STORE_RETRY_S = 2.0   # first pause after a block could not be stored (disk full...); doubles up to STORE_RETRY_MAX_S
 STORE_RETRY_MAX_S = 60.0
 REPORT_EVERY_S = 30.0  # a search that runs longer says so in the log this often
+STOP_WAIT_S = 300.0   # how long a shutdown waits for the miner's current step (ResNet-18 on a slow CPU)
+STOP_REPORT_S = 10.0  # ... saying so in the log this often
 
 
 def mine_on_tip(chain, miner, key, *, records: Callable[[], list] = list, should_stop=lambda: False,
@@ -78,10 +80,26 @@ class MinerWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_WAIT_S) -> bool:
+        """Stop the search and wait until the thread has ended (it checks ``should_stop`` between passes,
+        hit confirmations and advance steps: a ResNet-18 step on a CPU takes seconds). Whether it ended
+        within ``timeout``; a thread left running inside torch when the interpreter exits aborts it
+        ("terminate called without an active exception", issue 21.12)."""
         self._stop.set()
         self._tip_changed.set()
-        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            return True
+        t0 = time.monotonic()
+        while self._thread.is_alive() and time.monotonic() - t0 < timeout:
+            self._thread.join(timeout=min(STOP_REPORT_S, max(0.0, timeout - (time.monotonic() - t0))))
+            if self._thread.is_alive() and time.monotonic() - t0 < timeout:
+                log.info("waiting for the miner on %s to finish its current step (%.0f s so far)", self.device,
+                         time.monotonic() - t0)
+        if self._thread.is_alive():
+            log.error("the miner on %s did not stop within %.0f s", self.device, timeout)
+            return False
+        log.info("miner on %s stopped", self.device)
+        return True
 
     def attempts_per_second(self) -> float:
         return self._meter.rate(time.perf_counter(), self.miner.progress.attempts)
@@ -200,9 +218,11 @@ class MinerGroup:
         for w in self.workers:
             w.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_WAIT_S) -> bool:
         for w in self.workers:
-            w.stop()
+            w._stop.set()
+            w._tip_changed.set()
+        return all([w.stop(timeout) for w in self.workers])
 
     def attempts_per_second(self) -> float:
         return sum(w.attempts_per_second() for w in self.workers)

@@ -33,6 +33,8 @@ class NodeService:
         self.chain: Chain = open_chain(datadir, self.spec, data_dir=settings.dataset_dir,
                                        keep_weights=settings.keep_weights, archival=settings.archival)
         self.key = load_or_create_key(settings.key_file or datadir / "node.key")
+        from .block_proof import BlockProofs
+        self.proofs = BlockProofs(self.chain)         # GET /blocks/{hash}/proof and the block page
         self.metrics = Metrics()
         self.validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validator")
         self.validation = LaneQueue(settings.validation_queue)   # blocks posted to the API: known senders first
@@ -62,14 +64,18 @@ class NodeService:
             log.info("mining on %s with the %s miner", self.miner.device, self.settings.miner)
             self.miner.start()
 
-    def stop(self) -> None:
-        if self.miner:
-            self.miner.stop()
+    def stop(self) -> bool:
+        """Stop every part; whether all of them ended (the log says "stopped cleanly" only then)."""
+        miner_stopped = self.miner.stop() if self.miner else True
         self.network.stop()
         self.validation.shutdown()
         self.validator.shutdown(wait=True, cancel_futures=True)
         self.chain.store.close()
-        log.info("node stopped cleanly")
+        if miner_stopped:
+            log.info("node stopped cleanly")
+        else:
+            log.error("node stopped, but the miner thread is still running (see above)")
+        return miner_stopped
 
     # -- blocks ---------------------------------------------------------------------
     def peer_hosts(self) -> set[str]:

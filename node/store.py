@@ -245,6 +245,13 @@ class Store:
         with self.session() as s:
             return s.scalar(select(BestChainRow.hash).where(BestChainRow.height == height))
 
+    def hashes_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Stored block hashes that start with ``prefix`` (lowercase hex), at most ``limit``, in order
+        (a range scan of the primary key)."""
+        with self.session() as s:
+            return list(s.scalars(select(BlockRow.hash).where(BlockRow.hash >= prefix, BlockRow.hash < prefix + "g")
+                                  .order_by(BlockRow.hash).limit(limit)))
+
     def best_range(self, start: int, limit: int) -> list[StoredBlock]:
         with self.session() as s:
             rows = s.execute(select(BlockRow).join(BestChainRow, BestChainRow.hash == BlockRow.hash)

@@ -18,7 +18,7 @@ from p2p.addresses import network_prefix
 from .deps import Service
 from .errors import ApiError, error_response
 from .guard import REFUSALS, busy, write_guard
-from .schemas import BlockList, BlockOut, SubmitHeader, SubmitResult, TipOut
+from .schemas import BlockList, BlockOut, BlockProof, SubmitHeader, SubmitResult, TipOut
 
 router = APIRouter(tags=["blocks"])
 MAX_LIMIT = 500
@@ -100,6 +100,20 @@ def tips(service: Service, depth: Annotated[int, Query(ge=0, le=10**9, descripti
 def get_block(ident: BlockId, service: Service):
     """One block (any branch, valid or not) by hash, or the best chain's block at a height."""
     return block_out(service, find_block(service, ident))
+
+
+@router.get("/blocks/{ident}/proof", response_model=BlockProof,
+            responses={404: {"description": "no such block, or genesis (it has no proof)"}})
+def get_proof(ident: BlockId, service: Service):
+    """The block's proof laid out: R's k requirements (parameter, flat index, direction), the
+    achieved change of each in the winning step against the validators' band (a replay of the block's
+    steps from its parent's post-state: one at a time, cached per block; `replay.status` says when the
+    parent's state is not kept here), the j+1 steps with their nonces and batches, and acc(W') against
+    the floor."""
+    out = service.proofs.describe(find_block(service, ident))
+    if out is None:
+        raise ApiError(404, "not-found", "the genesis block has no proof")
+    return out
 
 
 @router.get("/blocks/{block_hash}/state", response_class=FileResponse,

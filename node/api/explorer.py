@@ -7,7 +7,7 @@ from pathlib import Path as FsPath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from node.explorer import render
 
@@ -21,6 +21,7 @@ STATIC_FILES = {"explorer.js": "text/javascript", "explorer.css": "text/css"}
 RECENT = 20            # rows in "latest blocks"
 CHART_BLOCKS = 500     # blocks in the charts (the latest)
 MINER_SCAN = 1000      # blocks a miner page looks through (the latest)
+SEARCH_MATCHES = 20    # blocks listed when a hash prefix is not unique
 
 
 def _html(text: str, status: int = 200) -> HTMLResponse:
@@ -49,30 +50,105 @@ def overview(service: Service, part: str | None = Query(None, pattern="^live$"))
     return _html(render.page("overview", body, service.status()))
 
 
-@router.get("/explorer/blocks/{ident}", response_class=HTMLResponse)
-def block_page(ident: Annotated[str, Path(max_length=64)], service: Service):
-    st = service.status()
-    try:
-        b = blocks_api.block_out(service, blocks_api.find_block(service, ident))
-    except ApiError as exc:
-        return _html(render.page("block", f'<h1>Block</h1><div class="banner warn">{render.escape(exc.detail)}</div>',
-                                 st), exc.status)
+def _block_and_child(service, ident: str, st: dict) -> tuple[dict, dict | None]:
+    b = blocks_api.block_out(service, blocks_api.find_block(service, ident))
     child = None
     if b["in_best_chain"] and b["height"] < st["height"]:
         child = blocks_api.get_block(str(b["height"] + 1), service)
-    return _html(render.page(f"block {b['height']}", render.block_page(b, child), st, refresh=0))
+    return b, child
+
+
+def _class_names(service) -> tuple[str, ...]:
+    if service.spec.dataset.id == "cifar10":
+        from consensus.cifar10 import CLASS_NAMES
+        return CLASS_NAMES
+    return ()
+
+
+@router.get("/explorer/blocks/{ident}", response_class=HTMLResponse)
+def block_page(ident: Annotated[str, Path(max_length=64)], service: Service,
+               part: str | None = Query(None, pattern="^live$")):
+    """A block, its proof (replayed once, cached) and its header; ``?part=live`` is its status part."""
+    st = service.status()
+    try:
+        b, child = _block_and_child(service, ident, st)
+    except ApiError as exc:
+        if part == "live":
+            return _html(f'<div class="banner warn">{render.escape(exc.detail)}</div>', exc.status)
+        return _html(render.page("block", f'<h1>Block</h1><div class="banner warn">{render.escape(exc.detail)}</div>',
+                                 st), exc.status)
+    if part == "live":
+        return _html(render.block_facts(b, child))
+    proof = service.proofs.describe(blocks_api.find_block(service, b["hash"]))
+    return _html(render.page(f"block {b['height']}", render.block_page(b, child, render.proof_section(
+        proof, _class_names(service))), st))
+
+
+@router.get("/explorer/blocks/{ident}/batch/{step}.png", response_class=Response)
+def batch_image(ident: Annotated[str, Path(max_length=64)], step: Annotated[int, Path(ge=0, le=1000)],
+                service: Service):
+    """The train images of one step of a block's proof, side by side (PNG, from the node's dataset)."""
+    from consensus.validation import batches
+
+    from node.explorer.png import image_strip
+    b = blocks_api.find_block(service, ident)
+    steps = batches(b.header, service.spec) if b.height > 0 else []
+    if step >= len(steps):
+        raise ApiError(404, "not-found", f"block {b.hash[:16]} has {len(steps)} steps")
+    import torch
+    images = service.chain.dataset.train_x[torch.as_tensor(steps[step], dtype=torch.int64)]
+    return Response(image_strip(images), media_type="image/png",
+                    headers={"Cache-Control": "max-age=86400, immutable"})
+
+
+@router.get("/explorer/search", response_class=HTMLResponse)
+def search(service: Service, q: str = Query("", max_length=200)):
+    """A height, a full block hash or a unique prefix of one: its block page; otherwise a page that says
+    what was not found."""
+    text = q.strip().lower()
+    st = service.status()
+
+    def not_found(why: str, matches=()) -> HTMLResponse:
+        return _html(render.page("search", render.search_not_found(text, why, matches), st), 404)
+    if not text:
+        return not_found("type a block height, a block hash or the first characters of one")
+    if text.isascii() and text.isdigit():
+        if len(text) > 18 or int(text) > st["height"]:
+            return not_found(f"no block at height {text}: the best chain's tip is at height {st['height']}")
+        return RedirectResponse(f"/explorer/blocks/{service.chain.store.hash_at(int(text))}", status_code=303)
+    if not all(c in "0123456789abcdef" for c in text) or len(text) > 64:
+        return not_found(f"not found: {q.strip()[:80]!r} is neither a height nor a block hash (hex)")
+    if len(text) < 4:
+        return not_found("give at least 4 hex characters of a block hash")
+    if len(text) == 64 and service.chain.in_flight(text) is not None:
+        return RedirectResponse(f"/explorer/blocks/{text}", status_code=303)     # validating (fast relay)
+    hashes = service.chain.store.hashes_with_prefix(text, limit=SEARCH_MATCHES + 1)
+    if len(hashes) == 1:
+        return RedirectResponse(f"/explorer/blocks/{hashes[0]}", status_code=303)
+    if not hashes:
+        return not_found(f"not found: no block hash starts with {text}")
+    matches = [blocks_api.block_out(service, blk) for h in hashes[:SEARCH_MATCHES]
+               if (blk := service.chain.store.get(h)) is not None]
+    more = "more than " if len(hashes) > SEARCH_MATCHES else ""
+    return not_found(f"{more}{len(matches)} blocks start with {text}: give more characters", matches)
 
 
 @router.get("/explorer/miners/{key}", response_class=HTMLResponse)
-def miner_page(key: Annotated[str, Path(max_length=64)], service: Service):
-    scanned = [b for b in _newest(service, MINER_SCAN) if b["height"] > 0]
-    mined = [b for b in scanned if b["header"].get("miner") == key]
-    return _html(render.page("miner", render.miner_page(key, mined, len(scanned)), service.status(), refresh=0))
+def miner_page(key: Annotated[str, Path(max_length=64)], service: Service,
+               part: str | None = Query(None, pattern="^live$")):
+    scanned = _newest(service, MINER_SCAN)
+    mined = [b for b in scanned if b["height"] > 0 and b["header"].get("miner") == key]
+    if part == "live":
+        return _html(render.miner_live(mined, scanned))
+    return _html(render.page("miner", render.miner_page(key, mined, scanned), service.status()))
 
 
 @router.get("/explorer/tips", response_class=HTMLResponse)
-def tips_page(service: Service):
-    return _html(render.page("tips", render.tips_page(blocks_api.tips(service, blocks_api.TIPS_DEPTH), blocks_api.TIPS_DEPTH), service.status(), refresh=0))
+def tips_page(service: Service, part: str | None = Query(None, pattern="^live$")):
+    tips = blocks_api.tips(service, blocks_api.TIPS_DEPTH)
+    if part == "live":
+        return _html(render.tips_table(tips))
+    return _html(render.page("tips", render.tips_page(tips, blocks_api.TIPS_DEPTH), service.status()))
 
 
 @router.get("/explorer/certificates", response_class=HTMLResponse)

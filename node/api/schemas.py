@@ -118,6 +118,73 @@ class BlockOut(BaseModel):
                                              "its body (recent blocks since the node started; null otherwise)")
 
 
+class ProofRequirement(BaseModel):
+    i: int = Field(description="position in R")
+    index: int = Field(description="flat index into the learnable parameters (definition order)")
+    parameter: str = Field(description="the parameter tensor holding it")
+    offset: int = Field(description="the index inside that tensor (flattened)")
+    direction: Literal["increase", "decrease"]
+    before: float | None = Field(None, description="w before the winning step (fp32); null without a replay")
+    after: float | None = Field(None, description="w' after it")
+    change: float | None = Field(None, description="w' - w")
+    least: float | None = Field(None, description="the validators' band at this weight: the least |w' - w| "
+                                "in the required direction, max(band ulps * ulp(max(|w|, |w'|)), band abs)")
+    met: bool | None = Field(None, description="the change goes the required way and clears the band")
+
+
+class ProofStep(BaseModel):
+    step: int = Field(description="0..j: the advance steps, then the winning one")
+    nonce: int
+    winning: bool
+    batch: list[int] = Field(description="the train-set indices the nonce derives (bound to parent and miner)")
+    labels: list[int] = Field(description="their class labels")
+
+
+class ProofBand(BaseModel):
+    ulps: int
+    abs: float
+
+
+class ProofAccuracy(BaseModel):
+    of: int = Field(description="the size of the evaluation set E")
+    claimed: int = Field(description="acc(W') the header claims (correct predictions on E)")
+    measured: int | None = Field(None, description="acc(W') as this node measured it (null: not measured here)")
+    claim_tolerance: int
+    floor: int | None = Field(None, description="the least acc(W') allowed: the parent's claim + min_improvement "
+                              "- floor_relax per redraw epoch (null: parent unknown)")
+    parent_claim: int | None = None
+    min_improvement: int
+    floor_relax: int
+
+
+class ProofReplay(BaseModel):
+    status: Literal["done", "state-unavailable", "busy", "parent-unknown", "failed"] = Field(
+        description="done: the changes were replayed; state-unavailable: the parent's post-state is not kept "
+                    "here (pruned); busy: another replay held the slot; parent-unknown: no parent header; "
+                    "failed: the replay raised (an invalid block), see detail")
+    detail: str
+    seconds: float | None = None
+    state_matches: bool | None = Field(None, description="the replayed post-state hashes to the header's "
+                                       "state_hash")
+    cached: bool = Field(False, description="answered from this node's cache of replayed proofs")
+
+
+class BlockProof(BaseModel):
+    hash: str
+    height: int
+    status: str
+    parent: str
+    miner: str
+    difficulty: int = Field(description="k: the number of requirements in R")
+    redraw_epoch: int | None = Field(None, description="R's redraw epoch (null: parent unknown)")
+    r_seed: str | None = Field(None, description="the seed R is drawn from")
+    band: ProofBand
+    requirements: list[ProofRequirement]
+    steps: list[ProofStep]
+    accuracy: ProofAccuracy
+    replay: ProofReplay
+
+
 class BlockList(BaseModel):
     blocks: list[BlockOut]
     next_start: int | None

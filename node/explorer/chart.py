@@ -1,6 +1,7 @@
 """Inline SVG charts (no script, no library): the learning curve and the difficulty over height."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from html import escape
 
@@ -17,13 +18,14 @@ class Point:
     difficulty: int
 
 
-def _x(height: int, lo: int, hi: int, width: int = W) -> float:
+def _x(height: float, lo: float, hi: float, width: int = W) -> float:
     span = max(hi - lo, 1)
     return LEFT + (height - lo) / span * (width - LEFT - RIGHT)
 
 
-def _y(value: float, top_value: float, height: int = H) -> float:
-    return height - BOTTOM - (value / top_value if top_value else 0) * (height - TOP - BOTTOM)
+def _y(value: float, top_value: float, height: int = H, bottom_value: float = 0.0) -> float:
+    span = top_value - bottom_value
+    return height - BOTTOM - ((value - bottom_value) / span if span else 0) * (height - TOP - BOTTOM)
 
 
 def _ticks(lo: int, hi: int, n: int = 6) -> list[int]:
@@ -31,47 +33,106 @@ def _ticks(lo: int, hi: int, n: int = 6) -> list[int]:
     return list(range(lo, hi + 1, step))
 
 
-def _frame(lo: int, hi: int, height: int, left_labels: list[tuple[float, str]], right_labels: list[tuple[float, str]],
-           width: int = W):
-    out = [f'<line class="axis" x1="{LEFT}" y1="{height - BOTTOM}" x2="{width - RIGHT}" y2="{height - BOTTOM}"/>']
-    for y, label in left_labels:
-        out.append(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{width - RIGHT}" y2="{y:.1f}"/>'
-                   f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
-    for y, label in right_labels:
-        out.append(f'<text x="{width - RIGHT + 6}" y="{y + 4:.1f}">{label}</text>')
-    for t in _ticks(lo, hi, 6 if width >= W else 4):
-        out.append(f'<text x="{_x(t, lo, hi, width):.1f}" y="{height - 8}" text-anchor="middle">{t}</text>')
+def nice_step(span: float, n: int) -> float:
+    """A 1, 2 or 5 times a power of ten step that cuts ``span`` into about ``n`` parts."""
+    if span <= 0:
+        return 1.0
+    raw = span / n
+    mag = 10 ** math.floor(math.log10(raw))
+    return next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw * 0.999)
+
+
+def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
+    """Round values from ``lo`` up to ``hi`` (inclusive, within rounding), ``nice_step`` apart."""
+    step = nice_step(hi - lo, n)
+    first = math.ceil(lo / step - 1e-9) * step
+    out, v = [], first
+    while v <= hi + step * 1e-9:
+        out.append(round(v, 12))
+        v += step
     return out
 
 
-def _seconds(v: float) -> str:
-    return f"{v:.0f}s" if v < 120 else f"{v / 60:.0f}m" if v < 7200 else f"{v / 3600:.0f}h"
+def decimals_for(step: float) -> int:
+    return max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
+
+
+def fit_range(values: list[float], lo_bound: float = 0.0, hi_bound: float = 1.0, pad: float = 0.1,
+              least_span: float = 0.02) -> tuple[float, float]:
+    """An axis range around ``values``: their span plus ``pad`` of it on each side (at least
+    ``least_span`` in all), within the bounds, its ends on round values (the ticks are ``nice_ticks``
+    inside it)."""
+    if not values:
+        return lo_bound, hi_bound
+    lo, hi = min(values), max(values)
+    span = max(hi - lo, least_span)
+    mid = (lo + hi) / 2
+    lo, hi = max(lo_bound, min(lo, mid - span / 2) - pad * span), min(hi_bound, max(hi, mid + span / 2) + pad * span)
+    step = nice_step(hi - lo, 20)     # ends on round values, a twentieth of the range at most beyond the padding
+    return max(lo_bound, math.floor(lo / step + 1e-9) * step), min(hi_bound, math.ceil(hi / step - 1e-9) * step)
+
+
+def _frame(lo: int, hi: int, height: int, left_labels: list[tuple[float, str]], right_labels: list[tuple[float, str]],
+           width: int = W, x_lo: float | None = None, x_hi: float | None = None):
+    x_lo, x_hi = lo if x_lo is None else x_lo, hi if x_hi is None else x_hi
+    out = [f'<line class="axis" x1="{LEFT}" y1="{height - BOTTOM}" x2="{width - RIGHT}" y2="{height - BOTTOM}"/>']
+    for y, label in left_labels:
+        out.append(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{width - RIGHT}" y2="{y:.1f}"/>'
+                   f'<text class="y-left" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
+    for y, label in right_labels:
+        out.append(f'<text class="y-right" x="{width - RIGHT + 6}" y="{y + 4:.1f}">{label}</text>')
+    for t in _ticks(lo, hi, 6 if width >= W else 4):
+        out.append(f'<text class="x-tick" x="{_x(t, x_lo, x_hi, width):.1f}" y="{height - 8}" '
+                   f'text-anchor="middle">{t}</text>')
+    return out
+
+
+def seconds_label(v: float, step: float) -> str:
+    """A duration on an axis whose ticks are ``step`` seconds apart: as many decimals as the step needs."""
+    if step < 60 and v < 120:
+        return f"{v:.{decimals_for(step)}f}s"
+    if step < 3600 and v < 7200:
+        return f"{v / 60:.{decimals_for(step / 60)}f}m"
+    return f"{v / 3600:.{decimals_for(step / 3600)}f}h"
 
 
 def learning_curve(points: list[Point]) -> str:
-    """Accuracy on E by height (line and one point per block) over the block intervals (bars)."""
+    """Accuracy on E by height (line and one point per block) over the block intervals (bars). The
+    accuracy axis is fitted to the data (a ResNet's 10-20 % would be a flat line on 0-100 %); the
+    x-axis runs half a block beyond the first and last heights, so every bar lies inside the plot."""
     if not points:
         return '<svg id="acc-chart" data-points="0"></svg>'
     lo, hi = points[0].height, points[-1].height
-    top_interval = max((p.interval for p in points if p.interval), default=1.0) * 1.1
-    bar_w = max(1.0, (W - LEFT - RIGHT) / max(len(points), 1) * 0.7)
+    x_lo, x_hi = lo - 0.5, hi + 0.5
+    intervals = [p.interval for p in points if p.interval]
+    step = nice_step(max(intervals, default=1.0), 3)
+    top_interval = (math.floor(max(intervals, default=1.0) / step) + 1) * step
+    i_ticks = nice_ticks(0, top_interval, 3)
+    i_step = i_ticks[1] - i_ticks[0] if len(i_ticks) > 1 else step
+    known = [p for p in points if p.accuracy is not None]
+    a_lo, a_hi = fit_range([p.accuracy for p in known])
+    a_ticks = [v for v in nice_ticks(a_lo, a_hi, 5) if a_lo - 1e-9 <= v <= a_hi + 1e-9]
+    a_dec = decimals_for(nice_step(a_hi - a_lo, 5) * 100)
+    plot_w = W - LEFT - RIGHT
+    bar_w = max(1.0, plot_w / (x_hi - x_lo) * 0.7)
     out = [f'<svg id="acc-chart" viewBox="0 0 {W} {H}" role="img" aria-label="accuracy on E by height" '
-           f'data-points="{len(points)}" data-first="{lo}" data-last="{hi}">']
-    out += _frame(lo, hi, H, [(_y(v, 1.0), f"{int(v * 100)}%") for v in (0, .25, .5, .75, 1)],
-                  [(_y(v, top_interval), _seconds(v)) for v in (0, top_interval / 2, top_interval / 1.1)])
+           f'data-points="{len(points)}" data-first="{lo}" data-last="{hi}" data-acc-lo="{a_lo:.4f}" '
+           f'data-acc-hi="{a_hi:.4f}">']
+    out += _frame(lo, hi, H, [(_y(v, a_hi, H, a_lo), f"{v * 100:.{a_dec}f}%") for v in a_ticks],
+                  [(_y(v, top_interval), seconds_label(v, i_step)) for v in i_ticks],
+                  x_lo=x_lo, x_hi=x_hi)
     for p in points:
         if p.interval is not None:
-            x, y = _x(p.height, lo, hi), _y(max(p.interval, 0.0), top_interval)
+            x, y = _x(p.height, x_lo, x_hi), _y(max(p.interval, 0.0), top_interval)
             out.append(f'<rect class="interval" x="{x - bar_w / 2:.1f}" y="{y:.1f}" width="{bar_w:.1f}" '
                        f'height="{H - BOTTOM - y:.1f}"><title>block {p.height}: {p.interval:.1f} s after its '
                        f'parent</title></rect>')
-    known = [p for p in points if p.accuracy is not None]
-    path = " ".join(f"{_x(p.height, lo, hi):.1f},{_y(p.accuracy, 1.0):.1f}" for p in known)
+    path = " ".join(f"{_x(p.height, x_lo, x_hi):.1f},{_y(p.accuracy, a_hi, H, a_lo):.1f}" for p in known)
     out.append(f'<polyline class="acc-line" points="{path}"/>')
     for p in known:
-        out.append(f'<circle class="point" r="2.6" cx="{_x(p.height, lo, hi):.1f}" cy="{_y(p.accuracy, 1.0):.1f}" '
-                   f'data-height="{p.height}" data-hash="{escape(p.hash)}"><title>block {p.height}: '
-                   f'{p.accuracy * 100:.1f}% on E</title></circle>')
+        out.append(f'<circle class="point" r="2.6" cx="{_x(p.height, x_lo, x_hi):.1f}" '
+                   f'cy="{_y(p.accuracy, a_hi, H, a_lo):.1f}" data-height="{p.height}" data-hash="{escape(p.hash)}">'
+                   f'<title>block {p.height}: {p.accuracy * 100:.1f}% on E</title></circle>')
     out.append("</svg>")
     return "".join(out)
 

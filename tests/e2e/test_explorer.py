@@ -113,3 +113,76 @@ def test_screenshot(page, mining_node, tmp_path):
     time.sleep(0.5)
     page.screenshot(path=str(out), full_page=True)
     assert out.stat().st_size > 20_000
+
+
+def test_block_page_shows_the_proof(page, mining_node):
+    block = mining_node.block("2")
+    proof = mining_node.get(f"/blocks/{block['hash']}/proof").json()
+    page.goto(f"{mining_node.url}/explorer/blocks/{block['hash']}")
+    rows = page.locator("#proof-requirements tbody tr")
+    assert rows.count() == block["header"]["difficulty"] == len(proof["requirements"])
+    assert page.locator("#proof-requirements .ok").count() == rows.count()          # every change met
+    first = proof["requirements"][0]
+    assert f'{first["parameter"]}[{first["offset"]}]' in rows.first.inner_text()
+    steps = page.locator("#proof-steps tbody tr")
+    assert steps.count() == len(block["header"]["nonces"])
+    assert "winning" in steps.last.inner_text()
+    # every batch thumbnail loads: the strip of the batch's images, 32 px high
+    page.wait_for_function("[...document.querySelectorAll('#proof-steps img.batch')].every(i => i.complete)")
+    sizes = page.evaluate("[...document.querySelectorAll('#proof-steps img.batch')]"
+                          ".map(i => [i.naturalWidth, i.naturalHeight])")
+    n = len(proof["steps"][0]["batch"])
+    assert sizes == [[n * 32 + (n - 1) * 2, 32]] * steps.count()
+    assert page.inner_text("#proof-floor").strip() == str(proof["accuracy"]["floor"])
+    assert page.inner_text("#proof-measured").strip() == str(proof["accuracy"]["measured"])
+    # the status part refreshes in place
+    page.wait_for_function("window.polchainExplorer.refreshes >= 1", timeout=30_000)
+    assert "valid" in page.inner_text("#block-status")
+
+
+def test_search_box_finds_heights_and_hashes(page, mining_node):
+    page.goto(mining_node.url + "/")
+    one = mining_node.block("1")
+    page.fill("#search", "1")
+    page.press("#search", "Enter")
+    page.wait_for_url(f"**/explorer/blocks/{one['hash']}")
+    assert page.inner_text("h1") == "Block 1"
+    two = mining_node.block("2")
+    page.fill("#search", two["hash"][:12])
+    page.press("#search", "Enter")
+    page.wait_for_url(f"**/explorer/blocks/{two['hash']}")
+    assert page.inner_text("h1") == "Block 2"
+    page.fill("#search", "not-a-block")
+    page.press("#search", "Enter")
+    page.wait_for_url("**/explorer/search?q=not-a-block")
+    assert "not found" in page.inner_text("#search-result")
+
+
+def test_learning_curve_axis_is_fitted(page, mining_node):
+    mining_node.wait_height(4, timeout=180)
+    page.goto(mining_node.url + "/")
+    page.wait_for_selector("#acc-chart circle.point")
+    snap = page.evaluate("""() => {
+        const svg = document.querySelector('#acc-chart');
+        const axis = svg.querySelector('line.axis');
+        const pts = [...svg.querySelectorAll('circle.point')].map(c => +c.getAttribute('cy'));
+        const heights = [...svg.querySelectorAll('circle.point')].map(c => +c.dataset.height);
+        const bars = [...svg.querySelectorAll('rect.interval')].map(r => r.getBBox()).map(b => [b.x, b.x + b.width]);
+        const left = [...svg.querySelectorAll('text.y-left')].map(t => parseFloat(t.textContent));
+        const right = [...svg.querySelectorAll('text.y-right')].map(t => t.textContent);
+        return {x1: +axis.getAttribute('x1'), x2: +axis.getAttribute('x2'), base: +axis.getAttribute('y1'),
+                pts, heights, bars, left, right, lo: +svg.dataset.accLo, hi: +svg.dataset.accHi};
+    }""")
+    by_height = {b["height"]: b for b in mining_node.best_chain()}
+    accs = [by_height[h]["accuracy"]["measured_after"] / by_height[h]["accuracy"]["of"] for h in snap["heights"]]
+    # the axis spans the data (at least 2 points of percentage, plus padding), not 0-100 %
+    span = max(accs) - min(accs)
+    assert snap["lo"] <= min(accs) + 1e-9 and snap["hi"] >= max(accs) - 1e-9
+    assert snap["hi"] - snap["lo"] <= 1.4 * max(span, 0.02), (snap["lo"], snap["hi"], accs)
+    plot = snap["base"] - 12
+    assert abs((max(snap["pts"]) - min(snap["pts"])) - span / (snap["hi"] - snap["lo"]) * plot) < 1.0
+    assert snap["left"] == sorted(snap["left"]) and len(set(snap["left"])) == len(snap["left"]) >= 2
+    assert len(set(snap["right"])) == len(snap["right"])                         # distinct interval ticks
+    for a, b in snap["bars"]:
+        assert snap["x1"] <= a and b <= snap["x2"] + 0.01                        # every bar inside the plot
+    assert "Current block" in page.inner_text("#current-block")                  # the node mines
