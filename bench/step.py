@@ -79,6 +79,12 @@ def measure(spec, data, device: str, steps: int, evals: int, threads: int) -> di
         fp32(b)
         common.sync_device(device)
         t_fp32.append(time.perf_counter() - t)
+    from consensus.proof import derive_batch
+    t_derive = []
+    for i in range(steps):                             # v3: each replayed step's batch costs a scrypt seed
+        t = time.process_time()
+        derive_batch(spec, "00" * 32, "11" * 32, i)
+        t_derive.append(time.process_time() - t)
     exact.accuracy()
     t_eval = []
     for _ in range(evals):
@@ -86,7 +92,8 @@ def measure(spec, data, device: str, steps: int, evals: int, threads: int) -> di
         exact.accuracy()
         t_eval.append(time.perf_counter() - t)
     return {"threads": threads, "exact_step_s": common.summary(t_exact, 4), "fp32_step_s": common.summary(t_fp32, 4),
-            "eval_s": common.summary(t_eval, 3), "load_average": common.load_average()}
+            "derive_s": common.summary(t_derive, 5), "eval_s": common.summary(t_eval, 3),
+            "load_average": common.load_average()}
 
 
 def run(args) -> int:
@@ -111,7 +118,7 @@ def run(args) -> int:
                 j1 = spec.proof.max_advance_steps + 1
                 fp32_1t = (one or row)["fp32_step_s"]["median"]
                 v2 = j1 * fp32_1t + row["eval_s"]["median"]
-                v3 = j1 * row["exact_step_s"]["median"] + row["eval_s"]["median"]
+                v3 = j1 * (row["exact_step_s"]["median"] + row["derive_s"]["median"]) + row["eval_s"]["median"]
                 row.update(preset=name, data=note, steps_per_block=j1,
                            step_ratio=common.ratio(row["exact_step_s"]["median"], row["fp32_step_s"]["median"]),
                            validation_v2_s=round(v2, 3), validation_v3_s=round(v3, 3),

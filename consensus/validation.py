@@ -191,7 +191,7 @@ def replay_steps(header: BlockHeader, parent: BlockHeader, parent_state: State, 
 
 def check_requirements(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
                        spec: ChainSpec) -> None:
-    """Replay every step from the parent's post-state on the canonical thread count; R must hold
+    """Replay every step from the parent's post-state (the exact step: any thread count); R must hold
     for the winning step with the validators' band. Leaves W' loaded in the replayer."""
     reqs, before, after = replay_steps(header, parent, parent_state, replayer, spec)
     band = validator_band(spec)
