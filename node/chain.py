@@ -48,6 +48,8 @@ REBUILD_LIMIT = 10_000   # blocks replayed at most to rebuild a post-state that 
 STORE_FAILURES = (OSError, OperationalError)   # disk full, read-only, I/O errors (SQLite or the state files)
 STORE_LOG_EVERY_S = 60.0  # a failing store is logged once, then once a minute with the count, never per block
 HEAVIER_BRANCHES_CHECKED = 16   # header-only tips heavier than the active tip looked at for a deferred rebuild
+STORE_PROBE_FIRST_S = 2.0  # a failing store is probed again after 2 s, the pause doubling up to STORE_PROBE_MAX_S
+STORE_PROBE_MAX_S = 60.0
 REBUILT_IN_MEMORY = 4    # rebuilt post-states below the pruning line kept in memory (a deep fork's tip and parent)
 PROOF_CACHE = 1024   # replayed proofs remembered, so a re-signed sibling costs no replay
 
@@ -152,6 +154,8 @@ class Chain:
         self.store_error: str | None = None        # why the last write failed; None while the store writes
         self.store_error_since: float | None = None
         self._store_failures, self._store_logged = 0, 0.0
+        self._probe_pause, self._next_probe = STORE_PROBE_FIRST_S, 0.0   # backoff of the store probe (monotonic)
+        self._fault_dir: Path | None = None       # the state directory the failed write went to, if a block's
         self.rebuilt: OrderedDict[str, State] = OrderedDict()   # post-states below the pruning line (memory only)
         self.stage_timer: StageTimer = no_timer   # the timing hook (bench/verify.py)
         self.relaying: dict[str, Block] = {}      # work checked, accuracy not yet: served to peers (fast relay)
@@ -274,6 +278,11 @@ class Chain:
         post-state). ``on_work_checked(block)``: called once the replayed steps met R and the post-state
         matched, before the accuracy evaluation (fast relay); meanwhile ``relaying`` holds the block."""
         with self.lock:
+            if self.store_error is not None and not self.probe_store():
+                # fail fast: a replay whose result could not be kept is wasted (issue 20)
+                return Outcome(Verdict.IGNORED, errors.StoreUnavailable.code,
+                               f"this node cannot write its store ({self.store_error}); the block was not "
+                               "judged: send it again later", block.hash)
             try:
                 out = self._submit_one(block, peer, assumed, on_work_checked)
                 if out.status == Verdict.ACCEPTED:
@@ -281,18 +290,22 @@ class Chain:
                 elif out.code in (errors.ParentNotValidated.code, errors.RebuildDeferred.code):
                     out.connected = self._judge_heavier_branch(block.header)
             except STORE_FAILURES as exc:
-                return self._store_failed(block.hash, exc)
+                return self._store_failed(block.hash, exc, block.header.state_hash)
             if out.status in (Verdict.ACCEPTED, Verdict.INVALID):
                 self._store_ok()
             return out
 
     # -- the store's health: a write that fails (ENOSPC, read-only) is reported, never a traceback ----------
-    def _store_failed(self, block_hash: str, exc: BaseException) -> Outcome:
-        """Nothing of the block was stored (the weights file goes first, the row in one transaction)."""
+    def _store_failed(self, block_hash: str, exc: BaseException, state_hash: str | None = None) -> Outcome:
+        """Nothing of the block was stored (the weights file goes first, the row in one transaction).
+        ``state_hash``: the block's post-state, whose directory the probe then writes to."""
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         now = time.monotonic()
         if self.store_error is None:
             self.store_error_since = time.time()
+            self._probe_pause, self._next_probe = STORE_PROBE_FIRST_S, now + STORE_PROBE_FIRST_S
+        if state_hash is not None:
+            self._fault_dir = self.store.weights.path(state_hash).parent
         self.store_error = why
         self._store_failures += 1
         if now - self._store_logged >= STORE_LOG_EVERY_S:
@@ -307,19 +320,49 @@ class Chain:
             log.info("the store writes again (after %.0f s, %d failed writes)",
                      time.time() - (self.store_error_since or time.time()), self._store_failures)
         self.store_error, self.store_error_since, self._store_failures, self._store_logged = None, None, 0, 0.0
+        self._probe_pause, self._next_probe, self._fault_dir = STORE_PROBE_FIRST_S, 0.0, None
 
-    def probe_store(self) -> bool:
-        """Whether the store takes writes now: a meta row and a small file in the state directory,
-        each written and removed. Clears the store error when both go through."""
+    def store_health(self) -> dict:
+        """What /status shows of the store: ok, why not, since when, failed writes, seconds to the next probe."""
         with self.lock:
+            retry = max(0.0, self._next_probe - time.monotonic()) if self.store_error is not None else None
+            return {"ok": self.store_error is None, "error": self.store_error, "since": self.store_error_since,
+                    "failed_writes": self._store_failures, "retry_in_s": None if retry is None else round(retry, 1),
+                    "retry_pause_s": self._probe_pause if self.store_error is not None else None}
+
+    def store_retry_in(self) -> float:
+        """Seconds until the store may be probed again (0 when it writes)."""
+        return max(0.0, self._next_probe - time.monotonic()) if self.store_error is not None else 0.0
+
+    def probe_store(self, force: bool = False) -> bool:
+        """Whether the store takes writes now. While a write failure is recorded, the probe runs at most when
+        its backoff allows (2 s doubling to 60 s; ``force``: now): what a block writes, of a block's size, in
+        the place the failed block's went (its post-state directory, else the state root), synced and removed,
+        and a meta row in the database. Clears the store error when both go through; False otherwise,
+        without touching the disk when the backoff says not yet."""
+        with self.lock:
+            now = time.monotonic()
+            if self.store_error is not None and not force and now < self._next_probe:
+                return False
             try:
-                self.store.set_meta("write_probe", str(time.time()))
-                self.store.weights.probe()
+                size = self._state_size()
+                self.store.weights.probe(self._fault_dir, size)
+                self.store.set_meta("write_probe", "0" * min(size, 16384))
+                self.store.set_meta("write_probe", "")
             except STORE_FAILURES as exc:
                 self._store_failed("", exc)
+                self._probe_pause = min(2 * self._probe_pause, STORE_PROBE_MAX_S)
+                self._next_probe = time.monotonic() + self._probe_pause
                 return False
             self._store_ok()
             return True
+
+    def _state_size(self) -> int:
+        """Bytes of a post-state file here (the tip's), so the probe needs the room a block needs."""
+        try:
+            return max(4096, self.store.weights.path(self.tip().header.state_hash).stat().st_size)
+        except OSError:
+            return 4096
 
     def submit_header(self, header: BlockHeader, peer: str | None = None) -> Outcome:
         """A header alone (headers-first): the header rules; stored header-only, the block fetched later."""

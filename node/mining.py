@@ -21,8 +21,8 @@ from miner.search import make_miner
 from miner.template import build_block
 
 log = logging.getLogger("polchain.miner")
-STORE_RETRY_S = 2.0   # first pause after a block could not be stored (disk full...); doubles up to STORE_RETRY_MAX_S
-STORE_RETRY_MAX_S = 60.0
+STORE_RETRY_S = 2.0   # pause after an unexpected error while storing a mined block (a refusing store pauses
+                      # mining until the chain's probe says it writes: _wait_for_store)
 REPORT_EVERY_S = 30.0  # a search that runs longer says so in the log this often
 STOP_WAIT_S = 300.0   # how long a shutdown waits for the miner's current step (ResNet-18 on a slow CPU)
 STOP_REPORT_S = 10.0  # ... saying so in the log this often
@@ -124,21 +124,21 @@ class MinerWorker:
                      "the claim tolerance: other machines' fp32 evaluation could count them otherwise); %d restarts",
                      cur["height"], cur["difficulty"], cur["attempts"], cur["seconds"], cur["expected_attempts"], eta,
                      cur["r_hits"], cur["acc_floor_failed"], cur["acc_borderline_failed"], cur["restarts"])
-        return self._stop.is_set() or self._tip_changed.is_set()
+        return (self._stop.is_set() or self._tip_changed.is_set()
+                or self.service.chain.store_error is not None)   # a block found now could not be kept
 
     def _wait_for_store(self) -> None:
-        """Mining pauses while the store cannot be written (a block found now could not be kept): probe
-        it with backoff, 2 s doubling to 60 s, and go on once it writes again."""
+        """Mining pauses while the store cannot be written (a block found now could not be kept): the
+        chain probes it with backoff (2 s doubling to 60 s, node/chain.py); go on once it writes again.
+        One log line when mining pauses and one when it resumes, whatever the number of probes."""
         chain = self.service.chain
-        log.warning("mining paused: the store cannot be written (%s)", chain.store_error)
-        pause = STORE_RETRY_S
+        log.warning("mining paused: the store cannot be written (%s); probing it with backoff", chain.store_error)
+        t0 = time.monotonic()
         while not self._stop.is_set():
-            if self._stop.wait(pause):
+            if chain.store_error is None or chain.probe_store():
+                log.info("mining resumes: the store writes again (paused %.0f s)", time.monotonic() - t0)
                 return
-            if chain.probe_store():
-                log.info("mining resumes: the store writes again")
-                return
-            pause = min(2 * pause, STORE_RETRY_MAX_S)
+            self._stop.wait(max(0.1, chain.store_retry_in()))
 
     def _submit_held(self, block: Block) -> bool:
         """A block mined while the store refused writes, submitted again if the tip is still its parent.

@@ -202,6 +202,5 @@ class NodeService:
             "miner_key": public_key_hex(self.key),
             "sync": {"height": progress.get("height"), "target": progress.get("target"),
                      "peer": progress.get("peer"), "best_peer_height": max(heights, default=None)},
-            "store": {"ok": self.chain.store_error is None, "error": self.chain.store_error,
-                      "since": self.chain.store_error_since},
+            "store": self.chain.store_health(),
         }

@@ -155,13 +155,18 @@ class WeightsStore:
         except FileNotFoundError:
             return None
 
-    def probe(self) -> None:
-        """Write, sync and remove a small file where post-states go (OSError when the disk refuses)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-probe-", suffix=".part")
+    def probe(self, where: Path | None = None, size: int = 4096) -> None:
+        """Write ``size`` bytes to a temp file in ``where`` (a shard directory of post-states; the root
+        when None), sync and remove it: OSError when the disk refuses what a post-state would need."""
+        where = Path(where) if where is not None else self.root
+        where.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=where, prefix=".tmp-probe-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(b"\0" * 4096)
+                block = b"\0" * 65536
+                left = size
+                while left > 0:
+                    left -= f.write(block[:left])
                 f.flush()
                 os.fsync(f.fileno())
         finally:

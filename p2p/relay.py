@@ -37,6 +37,7 @@ log = logging.getLogger("polchain.p2p")
 MAX_INFLIGHT = 256      # blocks being fetched at once
 FETCH_WORKERS = 8
 FETCH_PENDING = 4       # fetches waiting per origin
+GAP_FILL = 32           # missing ancestors of an announced block fetched by hash from its origin, at most
 
 
 class Relay:
@@ -165,8 +166,9 @@ class Relay:
         finally:
             self._release(block_hash)
 
-    def _fetch_from(self, src: str, block_hash: str) -> str:
-        """Header, then body, from one peer: done | invalid | sync | retry (try another peer)."""
+    def _fetch_from(self, src: str, block_hash: str, fill: bool = True) -> str:
+        """Header, then body, from one peer: done | invalid | sync | retry (try another peer). ``fill``:
+        a parent missing here is first fetched by hash from ``src`` (``_fill_gap``)."""
         ctx = self.ctx
         info = ctx.client.block(src, block_hash)
         try:
@@ -182,6 +184,8 @@ class Relay:
         try:
             validate_header(header, ctx.spec, ctx.node.headers(), now_ms())
         except (errors.UnknownParent, LookupError):
+            if fill and self._fill_gap(src, header):
+                return self._fetch_from(src, block_hash, fill=False)
             ctx.request_sync(src, header.height)     # the peer is ahead by more than this block
             return "sync"
         except errors.Ignored as exc:
@@ -204,6 +208,56 @@ class Relay:
             ctx.book.bad_body(src)
             return "retry"
         elif out.status == Verdict.ORPHAN:      # its parent's body is not validated yet
+            if fill and self._fill_gap(src, header):
+                return self._fetch_from(src, block_hash, fill=False)
             ctx.request_sync(src, header.height)
             return "sync"
         return "done"
+
+    def _fill_gap(self, src: str, header: BlockHeader) -> bool:
+        """The parent of an announced block is missing here (or only its header is): fetch the missing
+        ancestors by hash from the origin, up to GAP_FILL, and validate them oldest first. Whether the
+        block's parent is valid here now.
+
+        Sync reads a peer's *best* chain, so it cannot get a branch the peer is still replaying (after a
+        partition heals, a node relays each block of the heavier branch once its work is checked, long
+        before that branch carries more work than its tip); an announcement skipped on the way (the
+        announcer sends only the queued block with the most work) left every later one parentless
+        until the upstream node's tip moved, and each hop then replayed the whole branch in turn
+        (issue 20.2). Each ancestor passes the header rules against our chain and is validated in full
+        before the next; anything else ends the walk and leaves it to sync."""
+        ctx, node = self.ctx, self.ctx.node
+        missing: list[tuple[BlockHeader, dict]] = []
+        parent = header.parent
+        try:
+            for _ in range(GAP_FILL):
+                st = node.status(parent)
+                if st == VALID:
+                    break
+                if st == INVALID or ctx.stop.is_set():
+                    return False
+                info = ctx.client.block(src, parent)
+                try:
+                    h = BlockHeader.from_dict(info.get("header"))
+                except errors.Malformed:
+                    return False
+                if h.hash != parent or h.height != header.height - len(missing) - 1:
+                    return False
+                missing.append((h, info))
+                parent = h.parent
+            else:
+                return False                  # a longer gap: sync's job
+            if not missing:
+                return True
+            log.info("fetching %d missing ancestor(s) of %s (heights %d..%d) from %s", len(missing),
+                     header.hash[:16], missing[-1][0].height, missing[0][0].height, src)
+            for h, info in reversed(missing):
+                validate_header(h, ctx.spec, node.headers(), now_ms())
+                out = node.submit(fetch_body(ctx.client, src, h, info), src)
+                if out.status not in (Verdict.ACCEPTED, Verdict.DUPLICATE):
+                    return False
+                ctx.book.served_block(src)
+        except (errors.BlockError, LookupError, PeerError) as exc:
+            log.info("filling the gap below %s from %s stopped: %s", header.hash[:16], src, exc)
+            return False
+        return True

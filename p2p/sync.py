@@ -39,7 +39,8 @@ class Syncer:
         self.syncing = False
         self.progress: dict = {}
         self._lock = threading.Lock()
-        self._retry: dict[str, tuple[float, float]] = {}   # peer -> (not before, last delay)
+        # peer -> (not before, last delay, the work it claimed when it last brought nothing)
+        self._retry: dict[str, tuple[float, float, int]] = {}
         self._batch = HEADER_BATCH
         self.thread = threading.Thread(target=self._run, name="syncer", daemon=True)
 
@@ -61,22 +62,35 @@ class Syncer:
                     return
                 log.exception("sync round failed")
 
+    def _due(self, url: str, now: float) -> bool:
+        """Whether to sync from ``url`` now: not in backoff, or it claims more work (our own poll of its
+        /status) than when it last brought nothing. After a partition heals, the next hop asks a node
+        that is still replaying the heavier branch (its best chain has not moved yet: nothing to get) and
+        backs off; when that node's tip moves, the next poll sees the new work and the sync starts then,
+        not when the backoff (up to a minute) runs out (issue 20.2)."""
+        not_before, _, claimed = self._retry.get(url, (0.0, 0.0, 0))
+        if not_before <= now:
+            return True
+        peer = self.ctx.book.get(url)
+        return peer is not None and peer.work is not None and peer.work > claimed
+
     def _round(self) -> None:
         ctx, now, tried = self.ctx, time.monotonic(), set()
         for url, target in sorted(ctx.take_sync_hints().items(), key=lambda kv: -kv[1]):
-            if not ctx.book.is_banned(url) and self._retry.get(url, (0, 0))[0] <= now:
+            if not ctx.book.is_banned(url) and self._due(url, now):
                 tried.add(url)
                 self._sync_with_retry(url, target)
         mine = ctx.node.tip().work
         for p in sorted((p for p in ctx.book.usable() if p.work and p.work > mine and p.url not in tried
-                         and self._retry.get(p.url, (0, 0))[0] <= now), key=lambda p: -p.work)[:3]:
+                         and self._due(p.url, now)), key=lambda p: -p.work)[:3]:
             self._sync_with_retry(p.url, p.height or 0)
             if ctx.node.tip().work >= p.work:
                 break
 
     def _sync_with_retry(self, url: str, target: int) -> None:
         """A sync that brings nothing (no bodies, a stale claim) is not retried with that peer at once:
-        2 s, 4 s, ... up to a minute, so an unhelpful peer cannot keep us busy."""
+        2 s, 4 s, ... up to a minute, so an unhelpful peer cannot keep us busy; unless our poll finds it
+        claiming more work than it did (``_due``: at most once per poll of it, so still bounded)."""
         before = self.ctx.node.tip().work
         self.sync_from(url, target)
         after = self.ctx.node.tip().work
@@ -84,8 +98,9 @@ class Syncer:
         if after > before or (peer is not None and peer.work is not None and after >= peer.work):
             self._retry.pop(url, None)     # progress, or nothing left to get from it
         else:
-            delay = min(SYNC_RETRY_MAX, 2 * self._retry.get(url, (0, 1.0))[1])
-            self._retry[url] = (time.monotonic() + delay, delay)
+            delay = min(SYNC_RETRY_MAX, 2 * self._retry.get(url, (0, 1.0, 0))[1])
+            claimed = peer.work if peer is not None and peer.work is not None else 0
+            self._retry[url] = (time.monotonic() + delay, delay, claimed)
             if len(self._retry) > 1024:
                 self._retry.clear()
 

@@ -12,6 +12,13 @@
   datadir. Only the process this object started is ever signalled.
 * ``NodeGroup`` keeps track of several nodes and stops them all (a fixture
   calls ``close`` at teardown).
+* Every bound a test gives a wait (``wait_for``, ``wait_height``, ``start``,
+  ``stop``, a subprocess through ``patient``) is stretched by ``PATIENCE``
+  (default 5, ``POLCHAIN_TEST_PATIENCE``): a bound only says when a run is
+  broken, never how fast it must be, and a shared 2-core machine at load 14-21
+  was measured 5-10x slower than a quiet one (a node start 15 s, ``polchain
+  verify`` of 5 blocks 58-125 s, against 3 s of CPU). A test that passes waits
+  no longer for it; one that fails takes longer to say so.
 """
 from __future__ import annotations
 
@@ -28,6 +35,12 @@ from typing import Callable
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+PATIENCE = float(os.environ.get("POLCHAIN_TEST_PATIENCE", "5"))
+
+
+def patient(seconds: float) -> float:
+    """A test's bound on a wait, stretched for a loaded machine (see PATIENCE)."""
+    return seconds * PATIENCE
 _used_ports: set[int] = set()
 
 
@@ -62,7 +75,7 @@ class NodeProc:
         self.log_path = Path(log) if log else self.datadir.parent / f"{self.datadir.name}-{self.port}.log"
         self.proc: subprocess.Popen | None = None
         self._log = None
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.client = httpx.Client(base_url=self.url, timeout=patient(30))
 
     def __repr__(self) -> str:
         return f"<NodeProc {self.name} {self.url} {'up' if self.alive() else 'down'}>"
@@ -96,6 +109,7 @@ class NodeProc:
         return self.start(timeout)
 
     def wait_ready(self, timeout: float = 120) -> None:
+        timeout = patient(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -110,13 +124,13 @@ class NodeProc:
         raise TimeoutError(f"{self.name} on {self.url} not ready after {timeout}s:\n{self.log_text()[-3000:]}")
 
     def send(self, sig: int, timeout: float = 20) -> int:
-        """Send ``sig`` and wait for the exit code."""
+        """Send ``sig`` and wait for the exit code (``timeout`` stretched by PATIENCE)."""
         if self.proc is None or self.proc.poll() is not None:
             self._close_log()
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(patient(timeout))
         finally:
             self._close_log()
 
@@ -188,6 +202,7 @@ class NodeProc:
         return r.json()
 
     def wait_height(self, height: int, timeout: float = 60) -> dict:
+        timeout = patient(timeout)
         deadline = time.monotonic() + timeout
         while True:
             st = self.status()
@@ -203,7 +218,9 @@ class NodeProc:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.3, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy (HTTP errors count as not yet)."""
+    """Poll ``predicate`` until it returns something truthy (HTTP errors count as not yet); ``timeout``
+    is stretched by PATIENCE."""
+    timeout = patient(timeout)
     deadline = time.monotonic() + timeout
     last_exc = None
     while True:

@@ -15,12 +15,12 @@ import time
 import pytest
 
 from node.progress import Progress
-from tests.nodeproc import REPO, NodeProc, free_port, node_env
+from tests.nodeproc import REPO, NodeProc, free_port, node_env, patient
 
 
 def polchain(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=REPO, env={**node_env(), **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=patient(timeout))
 
 
 def one_line_error(r: subprocess.CompletedProcess, rc: int = 2) -> str:
@@ -64,8 +64,10 @@ def test_taken_port_is_refused_before_anything_starts(tmp_path):
         r = polchain("node", "--datadir", str(tmp_path / "d"), "--port", str(port))
         took = time.monotonic() - t0
     assert f"port {port} on 127.0.0.1 is already in use" in one_line_error(r)
+    # refused before anything started: no datadir, no chain opened (a time bound would say nothing more
+    # and fails on a loaded machine)
     assert "node up" not in r.stdout + r.stderr and not (tmp_path / "d").exists()
-    assert took < 60, took
+    print(f"FIGURES taken port refused in {took:.1f} s")
 
 
 def test_one_process_per_datadir(miner):

@@ -43,6 +43,9 @@ class StoreStatus(BaseModel):
     ok: bool = Field(description="false while the last write to the store failed (disk full, read-only)")
     error: str | None = Field(None, description="why the last write failed")
     since: float | None = Field(None, description="when writes began to fail (Unix time)")
+    failed_writes: int = Field(0, description="writes (blocks and probes) that failed since then")
+    retry_in_s: float | None = Field(None, description="seconds until the store is probed again (backoff)")
+    retry_pause_s: float | None = Field(None, description="the probe's current backoff: 2 s doubling to 60 s")
 
 
 class Status(BaseModel):

@@ -17,7 +17,12 @@ def status(service: Service):
     return service.status()
 
 
-@router.get("/health", responses={503: {"description": "syncing"}})
+@router.get("/health", responses={
+    200: {"description": "`{\"status\": \"ok\", \"height\": ...}`: the node serves its chain and stores new blocks"},
+    503: {"description": "`status` says why: `syncing` (catching up with a peer), or `store-error` (the node "
+                         "cannot write its store: disk full, read-only, I/O error; `detail` names the error, "
+                         "`since` when it began, `height` the tip, which stands still until the store writes "
+                         "again; /status `store` shows the probe's backoff)"}})
 def health(service: Service):
     """200 when the node serves its chain; 503 while it syncs from a peer, or while it cannot write its
     store (disk full, read-only: it serves what it has but stores nothing new)."""

@@ -15,13 +15,17 @@ import subprocess
 import sys
 import time
 
+from tests.nodeproc import node_env, patient
+
 from .conftest import NodeProc
 
 ROUNDS = int(os.environ.get("POLCHAIN_TEST_CRASH_ROUNDS", "3"))
 
 
 def wait_new_block(node: NodeProc, above: int, timeout: float = 90) -> int:
-    """Poll /status until the height passes ``above``; the last height seen."""
+    """Poll /status until the height passes ``above``; the last height seen (``timeout`` stretched by
+    PATIENCE: only a broken node never mines)."""
+    timeout = patient(timeout)
     deadline = time.monotonic() + timeout
     while True:
         h = node.status()["height"]
@@ -71,7 +75,7 @@ def test_kill_9_and_recover(tmp_path):
     # no partial post-state file survives a restart; the store replays from genesis
     assert not list((datadir / "weights").glob("*/.tmp-*")), "partial weights files left behind"
     proc = subprocess.run([sys.executable, "-m", "node.cli", "verify", "--datadir", str(datadir)],
-                          capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=patient(180), env=node_env())
     assert proc.returncode == 0, (proc.stdout, proc.stderr[-3000:], history)
     assert proc.stdout.startswith("OK:"), proc.stdout
     # the node was still mining between the last status and the stop, so the store may hold

@@ -19,7 +19,7 @@ from safetensors.torch import load as st_load
 from consensus.block import Block
 from consensus.weights import weights_hash
 
-from tests.nodeproc import node_env
+from tests.nodeproc import node_env, patient
 
 from .conftest import NodeProc, post_block
 from .test_api import assert_error
@@ -193,7 +193,7 @@ def test_verify_replays_a_pruned_node_from_genesis(miner_node):
     height = miner_node_height(miner_node)
     assert height > KEEP + 1 and len(st_files) == KEEP + 2        # pruned: most states are not stored
     proc = subprocess.run([sys.executable, "-m", "node.cli", "verify", "--datadir", str(miner_node.datadir)],
-                          capture_output=True, text=True, timeout=300, env=node_env())
+                          capture_output=True, text=True, timeout=patient(300), env=node_env())
     assert proc.returncode == 0, (proc.stdout, proc.stderr[-3000:])
     assert proc.stdout.startswith(f"OK: {height} blocks replayed from genesis"), proc.stdout
     assert f"height {height};" in proc.stdout

@@ -20,6 +20,8 @@ import pytest
 
 pytest.importorskip("schemathesis")
 
+from tests.nodeproc import patient  # noqa: E402
+
 from .conftest import NodeProc  # noqa: E402
 
 EXAMPLES = int(os.environ.get("POLCHAIN_TEST_FUZZ_EXAMPLES", "25"))
@@ -62,7 +64,7 @@ def test_api_conforms_to_its_document(fuzz_node, smith, tmp_path):
     cmd = [sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()", "--no-color",
            "run", f"{fuzz_node.url}/openapi.json", "--checks", "all",
            "--max-examples", str(EXAMPLES), "--seed", str(SEED), "--workers", "2", "--request-timeout", "20"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path,
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=patient(240), cwd=tmp_path,
                           env={**os.environ, "NO_COLOR": "1"})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]

@@ -21,7 +21,7 @@ import pytest
 from consensus.hashing import canonical_json, sha256_hex
 from consensus.spec import preset
 from node.lock import LOCK_FILE
-from tests.nodeproc import REPO, NodeProc, free_port, node_env
+from tests.nodeproc import REPO, NodeProc, free_port, node_env, patient
 
 V1_ARCHIVE = Path(__file__).parent / "data" / "v1-tiny-datadir.tar.gz"
 V1_TINY_CHAIN_ID = "3665c6a87688975cfa933ba3ec78857efa7e491b7926ebe2d8bb943ed90aa73b"   # docs/protocol.md (v1)
@@ -61,7 +61,7 @@ def tree(d: Path) -> dict[str, tuple[str, int]]:
 
 def polchain(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=REPO, env=node_env(), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=patient(timeout))
 
 
 def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:

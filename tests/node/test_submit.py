@@ -18,6 +18,8 @@ import pytest
 from consensus.weights import weights_hash
 from safetensors.torch import load as st_load
 
+from tests.nodeproc import patient
+
 from .conftest import TEMPLATE_BLOCKS, certificate, post_block
 from .test_api import assert_error
 
@@ -256,8 +258,9 @@ def test_invalid_parent_propagates(submit_node, side):
 
 # -- validation runs off the event loop -------------------------------------------------------------
 def test_api_answers_while_a_block_validates(smith, tmp_path, candidate, monkeypatch):
-    """A real uvicorn server (in this process, so validation can be slowed down): /status answers
-    promptly while POST /blocks is busy validating for 6 s."""
+    """A real uvicorn server (in this process, so validation can be held): /status answers while
+    POST /blocks is busy validating. The validation is held until the test has its three answers, so the
+    claim does not depend on how fast a loaded machine answers (it once was a 6 s sleep and a 4 s bound)."""
     import uvicorn
 
     from node.app import create_app
@@ -271,11 +274,11 @@ def test_api_answers_while_a_block_validates(smith, tmp_path, candidate, monkeyp
     monkeypatch.setattr("node.setup.load_dataset", lambda *a, **kw: smith.chain.dataset)
     service = NodeService(Settings(datadir=datadir, port=port, threads=1))
     real_submit = service.chain.submit
-    validating = threading.Event()
+    validating, release = threading.Event(), threading.Event()
 
     def slow_submit(*a, **kw):
         validating.set()
-        time.sleep(6)
+        release.wait(patient(120))       # held until /status has answered three times (bounded)
         return real_submit(*a, **kw)
 
     service.chain.submit = slow_submit
@@ -284,7 +287,7 @@ def test_api_answers_while_a_block_validates(smith, tmp_path, candidate, monkeyp
     t.start()
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + patient(60)
         while True:
             try:
                 if httpx.get(url + "/health", timeout=1).status_code == 200:
@@ -296,23 +299,26 @@ def test_api_answers_while_a_block_validates(smith, tmp_path, candidate, monkeyp
         result = {}
 
         def post():
-            with httpx.Client(base_url=url, timeout=60) as c:
+            with httpx.Client(base_url=url, timeout=patient(60)) as c:
                 result["r"] = post_block(c, candidate.header, candidate.records)
 
         poster = threading.Thread(target=post)
         poster.start()
-        assert validating.wait(60)
+        assert validating.wait(patient(60))
         latencies = []
         for _ in range(3):
             t0 = time.monotonic()
-            r = httpx.get(url + "/status", timeout=5)
+            r = httpx.get(url + "/status", timeout=patient(30))
             latencies.append(time.monotonic() - t0)
             assert r.status_code == 200 and r.json()["height"] == TEMPLATE_BLOCKS
-        assert poster.is_alive(), "the submission should still be validating"
-        assert max(latencies) < 4, latencies     # not blocked behind the 6 s validation
-        poster.join(60)
+        # answered while the validation was held: the event loop is not blocked behind it
+        assert not release.is_set() and poster.is_alive(), "the submission should still be validating"
+        release.set()
+        print(f"FIGURES /status answered in {max(latencies):.3f} s at most while a block validated")
+        poster.join(patient(60))
         assert result["r"].status_code == 200, result["r"].text
         assert httpx.get(url + "/status").json()["height"] == TEMPLATE_BLOCKS + 1
     finally:
+        release.set()
         server.should_exit = True
         t.join(15)

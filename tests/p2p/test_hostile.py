@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from p2p.exchange import RETRY_FIRST
-from tests.nodeproc import NodeProc, wait_for
+from tests.nodeproc import NodeProc, patient, wait_for
 
 from .conftest import COMMON
 from .util import FakePeer, SilentPeer, same_tip, tampered_block
@@ -334,7 +334,7 @@ def test_concurrent_large_bodies_are_bounded(nodes):
         def is_busy(a: str) -> bool:
             return a.startswith("HTTP/1.1 503") and '"busy"' in a and "retry-after" in a.lower()
 
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + patient(30)
         while sum(is_busy(b.decode(errors="replace")) for b in got.values()) < 4 and time.monotonic() < deadline:
             read_ready(0.5)
         read_ready(0)                            # anything else already there
