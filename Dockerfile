@@ -19,9 +19,10 @@ ARG TORCH_INDEX_URL=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# `wheels*` matches ./wheels when it exists (its files land in /tmp/wheels); pyproject.toml is named
-# too so the COPY has a source when it does not.
-COPY pyproject.toml wheels* /tmp/wheels/
+# `wheels*` matches ./wheels when it exists (its files land in /tmp/wheels); LICENSE is named too so
+# the COPY has a source when it does not (a file that never changes: editing pyproject.toml must not
+# reinstall torch).
+COPY LICENSE wheels* /tmp/wheels/
 RUN set -eu; \
     local_whl=$(cd /tmp/wheels && ls torch-*.whl 2>/dev/null || true); \
     echo "torch: requirement $TORCH_SPEC; local wheels: ${local_whl:-none}; index: ${TORCH_INDEX_URL:-PyPI (pip's default)}"; \

@@ -118,6 +118,9 @@ def test_build_context_stays_small_and_carries_the_start_up_script():
     assert "*" in ignore, "everything is left out of the context unless named"
     assert "!docker/stack.py" in ignore and "!wheels/*.whl" in ignore
     assert "COPY docker/stack.py /usr/local/bin/polchain-stack" in DOCKERFILE
+    # the wheels COPY needs a source when ./wheels/ is missing: a file that never changes, so that
+    # editing pyproject.toml keeps the torch layer cached
+    assert "COPY LICENSE wheels* /tmp/wheels/" in DOCKERFILE and "!LICENSE" in ignore
 
 
 # -- docker/stack.py --------------------------------------------------------------------------------
