@@ -11,9 +11,8 @@
 #   E2E_BASE_PORT=18000    host ports BASE..BASE+2 (kept off 8000-8002 so a running testnet is not disturbed)
 #   COMPOSE_PROJECT_NAME=polchain-e2e   (its containers and volumes are the ones removed)
 #   POLCHAIN_PRESET=tiny   POLCHAIN_IMAGE=polchain:e2e
-#   TORCH_SPEC, TORCH_INDEX_URL   torch requirement for the image (see Dockerfile). If TORCH_SPEC is unset
-#                          and ./wheels/ (or pip's find-links folder) holds a torch wheel, that wheel
-#                          is used (TORCH_SPEC=torch==<its version>); otherwise "torch" from PyPI.
+#   TORCH_SPEC, TORCH_INDEX_URL   torch for the image: see scripts/docker-build-image.sh (a local torch
+#                          wheel in ./wheels/ or pip's find-links folder is used when TORCH_SPEC is unset)
 #   E2E_KEEP=1             leave the stack running (no `down -v`) for inspection
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,29 +41,6 @@ TIMEOUT=${E2E_TIMEOUT:-300}
 PY=$(command -v python3 || command -v python) || die "python3 is needed on the host for JSON checks"
 log "client: ${COMPOSE[*]}; project $COMPOSE_PROJECT_NAME; preset $POLCHAIN_PRESET; ports $BASE-$((BASE + 2))"
 
-# --- torch wheel (optional) ---------------------------------------------------------------------------
-mkdir -p wheels
-[ -e wheels/.gitignore ] || printf '*\n' > wheels/.gitignore   # the folder ignores itself in git
-if [ -z "${TORCH_SPEC:-}" ]; then
-  whl=$(ls wheels/torch-*.whl 2>/dev/null | head -n1 || true)
-  if [ -z "$whl" ]; then
-    for d in $(pip config get global.find-links 2>/dev/null || true) ${PIP_FIND_LINKS:-}; do
-      cand=$(ls "$d"/torch-*-cp311-*linux*x86_64.whl 2>/dev/null | sort -V | tail -n1 || true)
-      if [ -n "$cand" ]; then
-        ln -f "$cand" wheels/ 2>/dev/null || cp "$cand" wheels/
-        whl=wheels/$(basename "$cand"); break
-      fi
-    done
-  fi
-  if [ -n "$whl" ]; then
-    ver=$(basename "$whl" | cut -d- -f2 | cut -d+ -f1)
-    export TORCH_SPEC="torch==$ver"
-    log "using local wheel $whl (TORCH_SPEC=$TORCH_SPEC)"
-  fi
-fi
-export TORCH_SPEC=${TORCH_SPEC:-torch}
-export TORCH_INDEX_URL=${TORCH_INDEX_URL:-}
-
 # --- cleanup on exit ----------------------------------------------------------------------------------
 ok=0
 cleanup() {
@@ -88,10 +64,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- build and start ----------------------------------------------------------------------------------
-log "docker build -t $POLCHAIN_IMAGE (TORCH_SPEC=$TORCH_SPEC)"
 t0=$(date +%s)
-docker build -q -t "$POLCHAIN_IMAGE" --build-arg TORCH_SPEC="$TORCH_SPEC" \
-  --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" . >/dev/null
+scripts/docker-build-image.sh "$POLCHAIN_IMAGE" || die "image build"
 log "image built in $(( $(date +%s) - t0 ))s"
 "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true   # leftovers of an interrupted run
 t0=$(date +%s)
