@@ -168,6 +168,10 @@ def analyse(stores: list[dict], miner_keys: set[str], t_from: float, t_to: float
         else:
             partial += 1
     best_times = sorted(t for h, t in counted.items() if h in best)
+    height_of = {h: b["height"] for s in stores for h, b in s["blocks"].items()}
+    # every counted block: seconds since the start, height, on the final best chain (for windows after the fact)
+    per_block = sorted([round(t - t_from, 3), height_of[h], h in best] for h, t in counted.items())
+    half = [b for b in per_block if b[0] >= (t_to - t_from) / 2]
     gaps = [b - a for a, b in zip(best_times, best_times[1:])]
     tips = {s["best"][-1] for s in stores if s["best"]}
     return {
@@ -178,6 +182,11 @@ def analyse(stores: list[dict], miner_keys: set[str], t_from: float, t_to: float
                           "max": _r(max(prop) if prop else None), "blocks": len(prop),
                           "not_at_every_node": partial},
         "best_chain_interval_s": _r(statistics.mean(gaps) if gaps else None),
+        "mined_interval_s": _r((t_to - t_from) / len(counted) if counted else None),
+        "second_half": {"mined": len(half), "orphans": sum(1 for b in half if not b[2]),
+                        "orphan_share": _r(sum(1 for b in half if not b[2]) / len(half), 4) if half else None,
+                        "mined_interval_s": _r((t_to - t_from) / 2 / len(half)) if half else None},
+        "blocks": per_block,
         "one_tip_at_end": len(tips) == 1,
     }
 
@@ -283,6 +292,10 @@ def table(res: dict) -> str:
         common.format_table(["spec", "target s", "seen s", "mined", "orphans", "orphan share", "prop p50 s",
                              "prop p90 s", "one-tip share"], rows),
         "",
+        f"second half of the window (difficulty retargeted from the preset's k): "
+        f"{res['second_half']['orphans']} of {res['second_half']['mined']} orphaned "
+        f"({res['second_half']['orphan_share']}), a block mined every {res['second_half']['mined_interval_s']} s"
+        if res.get("second_half") else "",
         f"final height {res['final_height']}; one tip at the end: {res['one_tip_at_end']}; "
         f"{p['not_at_every_node']} best-chain block(s) not at every node; "
         f"load average start {(res.get('load_average_start') or ['?'])[0]}, "
