@@ -294,7 +294,8 @@ def real_run(path: Path) -> dict:
     load = [x for x in (res.get("load_average_start"), res.get("load_average_after")) if x]
     return {"name": f"{Path(path).name} ({res['nodes']} nodes, target {res['target_interval_s']} s)",
             "nodes": res["nodes"], "miners": res["miners"], "edges": res["edges"],
-            "mined_interval_s": window / max(1, res["mined"]), "propagation_s": res["propagation_s"],
+            "mined_interval_s": res.get("mined_interval_s") or window / max(1, res["mined"]),
+            "propagation_s": res["propagation_s"],
             "orphan_share": res["orphan_share"], "mined": res["mined"],
             "load": "-".join(str(x[0]) for x in load)}
 
