@@ -122,8 +122,9 @@ def graph(n: int, rng: random.Random, min_degree: int = 2, max_degree: int = 3, 
 # -- the model -------------------------------------------------------------------------------------
 def simulate(profile: Profile, net: Network, *, interval_s: float | None = None, blocks: int = 200,
              tail: int = 20, seed: int = 1, miner_ids: list[int] | None = None,
-             adjacency: list[list[int]] | None = None) -> dict:
-    """One run of the model; see the module doc. Deterministic for a seed."""
+             adjacency: list[list[int]] | None = None, cost_scale: float = 1.0) -> dict:
+    """One run of the model; see the module doc. Deterministic for a seed. ``cost_scale`` multiplies
+    the validation stages (a loopback run on a loaded machine: load average / cores)."""
     import simpy
 
     rng = random.Random(seed)
@@ -139,7 +140,8 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
             if a < b:
                 lat = rng.lognormvariate(mu, net.latency_sigma) if mu is not None else 0.0
                 link_delay[(a, b)] = link_delay[(b, a)] = net.hop_overhead_s + net.round_trips * lat + transfer
-    after_relay = profile.eval_s + profile.store_s
+    work_check = profile.work_check_s * cost_scale
+    after_relay = (profile.eval_s + profile.store_s) * cost_scale
 
     env = simpy.Environment()
     inf = math.inf
@@ -176,7 +178,7 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
     def enqueue(node: int, blk: int) -> None:
         now = env.now
         start = max(now, busy_until[node])
-        checked = start + profile.work_check_s
+        checked = start + work_check
         done = checked + after_relay
         busy_until[node] = done
         accepted[blk][node] = done
@@ -279,7 +281,8 @@ def _r(x, d: int = 3):
 # load 9-19: a block reached all 12 in median 2.64 s (p90 3.68 s); 116 of 223 mined blocks orphaned.
 ISSUE_RUN = {"name": "issue 20 (12 nodes, load 9-19)", "nodes": 12, "miners": 3, "edges": None,
              "mined_interval_s": 240 / 223, "propagation_s": {"p50": 2.64, "p90": 3.68},
-             "orphan_share": round(116 / 223, 4), "mined": 223, "load": "9-19"}
+             "orphan_share": round(116 / 223, 4), "mined": 223, "load": "9-19", "load_mean": 14.0}
+CORES = 2    # the machine the loopback runs were taken on
 
 
 def real_run(path: Path) -> dict:
@@ -297,13 +300,20 @@ def real_run(path: Path) -> dict:
             "mined_interval_s": res.get("mined_interval_s") or window / max(1, res["mined"]),
             "propagation_s": res["propagation_s"],
             "orphan_share": res["orphan_share"], "mined": res["mined"],
-            "load": "-".join(str(x[0]) for x in load)}
+            "load": "-".join(str(x[0]) for x in load),
+            "load_mean": statistics.mean(x[0] for x in load) if load else CORES}
 
 
-def loopback_model(run: dict, profile: Profile, hop: float, *, blocks: int, seed: int) -> dict:
-    """The model of a real loopback run: its graph and miners when known, latency 0, hop overhead ``hop``."""
+LOOPBACK_HOP_S = 0.015   # HTTP handling of one hop on a quiet machine (0.043 s tiny hop - 0.03 s validation)
+
+
+def loopback_model(run: dict, profile: Profile, contention: float, *, blocks: int, seed: int) -> dict:
+    """The model of a real loopback run: its graph and miners when known, latency 0, and every node's
+    work (HTTP handling and validation stages) slowed by ``contention`` x load average / cores (at
+    least 1): all nodes of the run shared the machine's cores with each other and with other jobs."""
+    scale = max(1.0, contention * run.get("load_mean", CORES) / CORES)
     net = Network(run["nodes"], len(run["miners"]) if isinstance(run["miners"], list) else run["miners"],
-                  latency_median_s=0.0, bandwidth_bps=1e10, hop_overhead_s=hop)
+                  latency_median_s=0.0, bandwidth_bps=1e10, hop_overhead_s=LOOPBACK_HOP_S * scale)
     adj = None
     if run.get("edges"):
         sets: list[set[int]] = [set() for _ in range(run["nodes"])]
@@ -311,22 +321,26 @@ def loopback_model(run: dict, profile: Profile, hop: float, *, blocks: int, seed
             sets[a].add(b)
             sets[b].add(a)
         adj = [sorted(s) for s in sets]
-    return simulate(profile, net, interval_s=run["mined_interval_s"], blocks=blocks, seed=seed,
-                    miner_ids=run["miners"] if isinstance(run["miners"], list) else None, adjacency=adj)
+    out = simulate(profile, net, interval_s=run["mined_interval_s"], blocks=blocks, seed=seed,
+                   miner_ids=run["miners"] if isinstance(run["miners"], list) else None, adjacency=adj,
+                   cost_scale=scale)
+    out["cost_scale"] = round(scale, 3)
+    return out
 
 
 def calibrate(runs: list[dict], profile: Profile, *, blocks: int, seed: int) -> float:
-    """The per-hop overhead (s) that best fits the runs' propagation p50 and p90 (least squares of
-    log ratios over a grid 0.01..3 s); orphan shares are not fitted."""
-    def err(hop: float) -> float:
+    """The contention factor (load average / cores -> slowdown of a node's work) that best fits the
+    runs' propagation p50 and p90 (least squares of log ratios, grid 0.02..5); orphan shares are not
+    fitted."""
+    def err(c: float) -> float:
         e = 0.0
         for r in runs:
-            m = loopback_model(r, profile, hop, blocks=blocks, seed=seed)["propagation_s"]
+            m = loopback_model(r, profile, c, blocks=blocks, seed=seed)["propagation_s"]
             for q in ("p50", "p90"):
                 if r["propagation_s"].get(q) and m[q]:
                     e += math.log(m[q] / r["propagation_s"][q]) ** 2
         return e
-    grid = [round(0.01 * 1.15 ** i, 4) for i in range(0, 42)]
+    grid = [round(0.02 * 1.15 ** i, 4) for i in range(0, 41)]
     best = min(grid, key=err)
     lo, hi = best / 1.15, best * 1.15             # refine once
     fine = [lo + (hi - lo) * i / 10 for i in range(11)]
@@ -417,12 +431,12 @@ def run(args, profiles: list[str], sizes: list[int]) -> dict:
     if args.calibrate is not None:
         fit_runs = [real_run(p) for p in args.calibrate] + [ISSUE_RUN]
         hop = calibrate(fit_runs, PROFILES["tiny"], blocks=200, seed=args.seed)
-        res["calibration"] = {"hop_overhead_s": hop, "fitted_on": [], "checked_on": []}
+        res["calibration"] = {"contention": hop, "loopback_hop_s": LOOPBACK_HOP_S, "fitted_on": [], "checked_on": []}
         for r in fit_runs:
             res["calibration"]["fitted_on"].append(_compare(r, hop, args.seed))
         for p in args.check or []:
             res["calibration"]["checked_on"].append(_compare(real_run(p), hop, args.seed))
-        common.progress(f"calibrated loopback hop overhead: {hop} s")
+        common.progress(f"calibrated contention factor: {hop}")
     net0 = Network(0, 0, args.min_degree, args.max_degree, args.latency_ms / 1000, args.latency_sigma,
                    bandwidth_bps=args.bandwidth_mbit * 1e6, hop_overhead_s=args.hop_overhead)
     res["network"] = {k: v for k, v in asdict(net0).items() if k not in ("nodes", "miners")}
@@ -447,6 +461,7 @@ def run(args, profiles: list[str], sizes: list[int]) -> dict:
 def _compare(run: dict, hop: float, seed: int) -> dict:
     m = loopback_model(run, PROFILES["tiny"], hop, blocks=300, seed=seed)
     return {"run": run["name"], "load": run.get("load"), "mined_interval_s": round(run["mined_interval_s"], 3),
+            "cost_scale": m["cost_scale"],
             "measured": {"p50": run["propagation_s"].get("p50"), "p90": run["propagation_s"].get("p90"),
                          "orphan_share": run["orphan_share"], "mined": run["mined"]},
             "model": {"p50": m["propagation_s"]["p50"], "p90": m["propagation_s"]["p90"],
@@ -463,14 +478,17 @@ def table(res: dict) -> str:
              "resnet18-gpu is an estimate, not a measurement", ""]
     cal = res.get("calibration")
     if cal:
-        lines.append(f"calibration on loopback runs: hop overhead {cal['hop_overhead_s']} s (latency 0)")
+        lines.append(f"calibration on loopback runs (latency 0): a node's work slowed by {cal['contention']} x load "
+                     f"average / {CORES} cores (fitted); HTTP per hop {cal['loopback_hop_s']} s and the tiny stages "
+                     "scaled by it")
         crow = []
         for kind in ("fitted_on", "checked_on"):
             for c in cal[kind]:
-                crow.append((kind.split("_")[0], c["run"], c["load"], c["mined_interval_s"], c["measured"]["p50"],
+                crow.append((kind.split("_")[0], c["run"], c["load"], c["cost_scale"], c["mined_interval_s"],
+                             c["measured"]["p50"],
                              c["model"]["p50"], c["measured"]["p90"], c["model"]["p90"],
                              c["measured"]["orphan_share"], c["model"]["orphan_share"]))
-        lines += [common.format_table(["", "run", "load", "mined every s", "p50 real", "p50 model", "p90 real",
+        lines += [common.format_table(["", "run", "load", "slowdown", "mined every s", "p50 real", "p50 model", "p90 real",
                                        "p90 model", "orphans real", "orphans model"], crow), ""]
     rows = [(r["profile"], r["nodes"], r["miners"], r["interval_s"], r["blocks"], r["degree"]["mean"],
              r["hops_diameter_from_node0"], r["propagation_s"]["p50"], r["propagation_s"]["p90"],

@@ -79,11 +79,30 @@ def test_random_graph_connected_and_degrees_bounded():
     assert len(seen) == 500
 
 
-def test_calibration_recovers_a_known_hop_overhead():
-    # a "real" run made by the model itself with hop overhead 0.4 s on a loopback net: the fit finds it
+def test_calibration_recovers_a_known_contention():
+    # a "real" run made by the model itself with contention 0.5 at load 8 on a loopback net: the fit finds it
     from bench.simulate import loopback_model
     run = {"name": "model", "nodes": 12, "miners": [0, 4, 8], "edges": None, "mined_interval_s": 5.0,
-           "propagation_s": {}, "orphan_share": None, "mined": 0}
-    made = loopback_model(run, PROFILES["tiny"], 0.4, blocks=100, seed=1)
+           "propagation_s": {}, "orphan_share": None, "mined": 0, "load_mean": 8.0}
+    made = loopback_model(run, PROFILES["tiny"], 0.5, blocks=100, seed=1)
+    assert made["cost_scale"] == 2.0
     run["propagation_s"] = made["propagation_s"]
-    assert calibrate([run], PROFILES["tiny"], blocks=100, seed=1) == pytest.approx(0.4, rel=0.05)
+    assert calibrate([run], PROFILES["tiny"], blocks=100, seed=1) == pytest.approx(0.5, rel=0.05)
+
+
+def test_cli_table_json_and_figure(bench_json, tmp_path):
+    res = bench_json("simulate", "--profiles", "tiny,resnet18-gpu", "--nodes", "20,60", "--blocks", "30",
+                     "--figures", str(tmp_path))
+    assert [(r["profile"], r["nodes"]) for r in res["results"]] == [
+        ("tiny", 20), ("tiny", 60), ("resnet18-gpu", 20), ("resnet18-gpu", 60)]
+    assert all(r["blocks"] == 30 and 0 <= r["orphan_share"] <= 1 for r in res["results"])
+    assert res["results"][0]["miners"] == 5                         # a quarter of 20
+    assert "ESTIMATE" in res["profiles"]["resnet18-gpu"]["source"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["simulate.png", "simulate.svg"]
+
+
+def test_cli_refuses_unknown_profile(capsys):
+    from node.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "simulate", "--profiles", "tiny,vax"])
+    assert "unknown profile 'vax'" in str(exc.value)
