@@ -87,6 +87,7 @@ class Network:
     bandwidth_bps: float = 10e6
     hop_overhead_s: float = 0.015     # HTTP handling per hop (loopback, quiet: 0.043 s hop - 0.03 s validation)
     topology: str = "random"          # random | line (node i linked to i+1)
+    adopt: str = "accepted"           # a node's tip (and mining) moves when a block is: accepted | work-checked
 
 
 # -- the graph ----------------------------------------------------------------------------------
@@ -142,6 +143,7 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
                 link_delay[(a, b)] = link_delay[(b, a)] = net.hop_overhead_s + net.round_trips * lat + transfer
     work_check = profile.work_check_s * cost_scale
     after_relay = (profile.eval_s + profile.store_s) * cost_scale
+    adopt_on_work = net.adopt == "work-checked"
 
     env = simpy.Environment()
     inf = math.inf
@@ -183,7 +185,7 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
         busy_until[node] = done
         accepted[blk][node] = done
         at(checked - now, relay, node, blk)
-        at(done - now, accept, node, blk)
+        at((checked if adopt_on_work else done) - now, accept, node, blk)
         for child in pending.pop((node, blk), ()):   # arrived before this parent: queued right behind it
             enqueue(node, child)
 
@@ -366,6 +368,9 @@ def register(sub) -> None:
     p.add_argument("--latency-sigma", type=float, default=0.5, help="log-normal sigma of link latencies")
     p.add_argument("--bandwidth-mbit", type=float, default=10.0, help="per-link bandwidth (default 10 Mbit/s)")
     p.add_argument("--hop-overhead", type=float, default=0.015, help="HTTP handling per hop, s (default 0.015)")
+    p.add_argument("--adopt", choices=("accepted", "work-checked"), default="accepted",
+                   help="when a node builds on a block: once accepted (today) or once its work is checked "
+                        "(the accuracy evaluation then runs while it mines on it)")
     p.add_argument("--blocks", type=int, default=None,
                    help="blocks counted per run (default: 200, fewer for large nets to bound the run time)")
     p.add_argument("--seed", type=int, default=1)
@@ -438,7 +443,7 @@ def run(args, profiles: list[str], sizes: list[int]) -> dict:
             res["calibration"]["checked_on"].append(_compare(real_run(p), hop, args.seed))
         common.progress(f"calibrated contention factor: {hop}")
     net0 = Network(0, 0, args.min_degree, args.max_degree, args.latency_ms / 1000, args.latency_sigma,
-                   bandwidth_bps=args.bandwidth_mbit * 1e6, hop_overhead_s=args.hop_overhead)
+                   bandwidth_bps=args.bandwidth_mbit * 1e6, hop_overhead_s=args.hop_overhead, adopt=args.adopt)
     res["network"] = {k: v for k, v in asdict(net0).items() if k not in ("nodes", "miners")}
     res["network"]["miner_share"] = args.miner_share
     rows = []
@@ -473,7 +478,8 @@ def table(res: dict) -> str:
     lines = [f"polchain bench simulate (SimPy): random graph, degree {net['min_degree']}-{net['max_degree']}, "
              f"{net['miner_share']:.0%} of nodes mine; link latency log-normal, median "
              f"{net['latency_median_s'] * 1000:.0f} ms (sigma {net['latency_sigma']}) x {net['round_trips']:g} per hop, "
-             f"{net['bandwidth_bps'] / 1e6:g} Mbit/s, hop overhead {net['hop_overhead_s']} s",
+             f"{net['bandwidth_bps'] / 1e6:g} Mbit/s, hop overhead {net['hop_overhead_s']} s; tips move on blocks "
+             f"{net.get('adopt', 'accepted')}",
              "validation per hop: work check -> relay -> accuracy on E -> store (fast relay); "
              "resnet18-gpu is an estimate, not a measurement", ""]
     cal = res.get("calibration")

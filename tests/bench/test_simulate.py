@@ -4,6 +4,7 @@ exact on a line, and the directions it must get right (shorter intervals -> more
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -106,3 +107,13 @@ def test_cli_refuses_unknown_profile(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "simulate", "--profiles", "tiny,vax"])
     assert "unknown profile 'vax'" in str(exc.value)
+
+
+def test_building_on_work_checked_blocks_orphans_less_when_evaluation_dominates():
+    slow_eval = Profile("slow-eval", work_check_s=0.5, eval_s=15.0, store_s=0.3, interval_s=30.0, block_bytes=750,
+                        source="test")
+    now = simulate(slow_eval, net(30), blocks=300, seed=8)
+    early = simulate(slow_eval, replace(net(30), adopt="work-checked"), blocks=300, seed=8)
+    assert early["orphan_share"] < now["orphan_share"]
+    # propagation (acceptance by every node) still includes the last node's evaluation
+    assert early["propagation_s"]["p50"] > slow_eval.eval_s
