@@ -17,6 +17,8 @@ BENCHMARKS = (
     "bench.threads",
     "bench.evalspeed",
     "bench.step",
+    "bench.orphans",
+    "bench.simulate",
 )
 
 
