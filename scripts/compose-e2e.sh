@@ -75,23 +75,7 @@ log "stack up in $(( $(date +%s) - t0 ))s; waiting for a shared tip at height >=
 # --- wait for a shared tip ----------------------------------------------------------------------------
 URLS="http://127.0.0.1:$NODE0_PORT http://127.0.0.1:$NODE1_PORT http://127.0.0.1:$NODE2_PORT"
 poll() {  # prints "OK <height> <tip>" when all nodes share a tip at height >= HEIGHT, else a progress line
-  "$PY" - "$HEIGHT" $URLS <<'PYEOF'
-import json, sys, urllib.request
-need, urls = int(sys.argv[1]), sys.argv[2:]
-st = []
-for u in urls:
-    try:
-        with urllib.request.urlopen(u + "/status", timeout=3) as r:
-            st.append(json.loads(r.read()))
-    except Exception:
-        st.append(None)
-hs = "/".join(str(s["height"]) if s else "-" for s in st)
-if all(st) and len({s["tip"] for s in st}) == 1 and st[0]["height"] >= need:
-    print(f"OK {st[0]['height']} {st[0]['tip']}")
-else:
-    aps = sum(s["mining"]["attempts_per_second"] for s in st if s)
-    print(f"heights {hs}, {aps:.0f} attempts/s")
-PYEOF
+  "$PY" scripts/shared_tip.py "$HEIGHT" $URLS
 }
 deadline=$(( $(date +%s) + TIMEOUT ))
 t0=$(date +%s)

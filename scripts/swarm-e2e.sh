@@ -97,22 +97,7 @@ log "stack $STACK deployed (preset $POLCHAIN_PRESET, ports $BASE-$((BASE + 2)));
 
 URLS="http://127.0.0.1:$NODE0_PORT http://127.0.0.1:$NODE1_PORT http://127.0.0.1:$NODE2_PORT"
 poll() {  # "OK <height> <tip>" once all nodes share a tip at height >= HEIGHT, else a progress line
-  "$PY" - "$HEIGHT" $URLS <<'PYEOF'
-import json, sys, urllib.request
-need, urls = int(sys.argv[1]), sys.argv[2:]
-st = []
-for u in urls:
-    try:
-        with urllib.request.urlopen(u + "/status", timeout=3) as r:
-            st.append(json.loads(r.read()))
-    except Exception:
-        st.append(None)
-hs = "/".join(str(s["height"]) if s else "-" for s in st)
-if all(st) and len({s["tip"] for s in st}) == 1 and st[0]["height"] >= need:
-    print(f"OK {st[0]['height']} {st[0]['tip']}")
-else:
-    print(f"heights {hs}")
-PYEOF
+  "$PY" scripts/shared_tip.py "$HEIGHT" $URLS
 }
 failed_tasks() {  # tasks of the node services that ended in failure (a crash loop shows here)
   docker stack ps "$STACK" --format '{{.Name}} {{.CurrentState}}' 2>/dev/null | grep -E '_node[0-9]' \
