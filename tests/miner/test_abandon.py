@@ -69,7 +69,9 @@ def test_fast_checks_should_stop_every_pass(tiny_spec, tiny_data, tiny_states):
         return len(calls) > 3               # stop at the 4th check
 
     assert miner.mine(job_on_genesis(tiny_spec, NO_HIT_K), tiny_states["trained"], should_stop=should_stop) is None
-    assert miner.progress.attempts == 3 * 8    # three passes of G=8 candidates, then stop
+    # checked before every pass and before every advance step: pass (1), advance (2), pass (3), advance
+    # (4: stop, no step trained), the loop's check (5) -- two passes of G=8 candidates, then nothing
+    assert miner.progress.attempts == 2 * 8 and len(calls) == 5
 
 
 def test_resnet18_fast_stops_within_a_pass(resnet_spec, resnet_data):
