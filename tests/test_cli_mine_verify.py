@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def best_chain(datadir: Path) -> list[dict]:
     """Headers of the stored best chain, by height (read with plain sqlite3, not the node's code)."""
-    with sqlite3.connect(datadir / "chain.sqlite") as db:
+    # closing(): a sqlite3 connection is in a reference cycle (its statement cache), so without an explicit
+    # close it lingers until the garbage collector runs -- and deletes chain.sqlite-shm under a copytree then.
+    with closing(sqlite3.connect(datadir / "chain.sqlite")) as db:
         rows = db.execute("SELECT b.height, b.hash, b.header_json FROM best_chain c JOIN blocks b ON b.hash = c.hash "
                           "ORDER BY c.height").fetchall()
     return [{"height": h, "hash": hh, "header": json.loads(hj)} for h, hh, hj in rows]
@@ -94,7 +97,7 @@ def test_tampered_store_fails_verification(mined, tmp_path):
     # (a) block 2's records edited in chain.sqlite (a record its header does not commit to)
     a = tmp_path / "a"
     shutil.copytree(mined, a)
-    with sqlite3.connect(a / "chain.sqlite") as db:
+    with closing(sqlite3.connect(a / "chain.sqlite")) as db, db:
         db.execute("UPDATE blocks SET records_json = ? WHERE hash = ?",
                    (json.dumps([{"type": "model-certificate"}]), chain[2]["hash"]))
 
@@ -102,7 +105,7 @@ def test_tampered_store_fails_verification(mined, tmp_path):
     b = tmp_path / "b"
     shutil.copytree(mined, b)
     hdr = dict(chain[1]["header"], acc_after=chain[1]["header"]["acc_after"] + 1)
-    with sqlite3.connect(b / "chain.sqlite") as db:
+    with closing(sqlite3.connect(b / "chain.sqlite")) as db, db:
         db.execute("UPDATE blocks SET header_json = ? WHERE hash = ?", (json.dumps(hdr, sort_keys=True),
                                                                         chain[1]["hash"]))
 
