@@ -13,7 +13,8 @@
 * ``LaneQueue``: at most ``limit`` blocks wait for the validator thread (the next
   one is answered 503 ``busy`` at once instead of queueing without bound), and
   senders without a record here wait in a small lane of their own, one block per
-  network at a time, behind the known ones.
+  network at a time, behind the known ones; a stranger's replay gives way, between
+  two steps, to a known block queued meanwhile (node/preemption.py).
 """
 from __future__ import annotations
 
@@ -114,7 +115,9 @@ class LaneQueue:
     ones share a small lane of ``stranger_limit`` blocks queued or running, at most ``per_prefix``
     of them from one network (IPv4 /24, IPv6 /48). A flood from many addresses of one network thus
     costs the node one replay at a time, the honest block of a known peer jumps the queue, and
-    everything past a bound is answered 503 ``busy`` at once (``try_submit`` returns None).
+    everything past a bound is answered 503 ``busy`` at once (``try_submit`` returns None). A
+    stranger's job may poll ``known_waiting`` and stop early (the API's replays do, between two steps:
+    node/preemption.py), so a known block waits one step, not a whole replay.
     """
 
     def __init__(self, limit: int, stranger_limit: int | None = None, per_prefix: int = 1):
@@ -125,6 +128,7 @@ class LaneQueue:
         self._seq = itertools.count()
         self._cv = threading.Condition()
         self._n = self._strangers = 0
+        self._known_waiting = 0         # known-lane blocks queued, not yet running
         self._by_prefix: dict[str, int] = {}
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="validator-lanes", daemon=True)
@@ -133,6 +137,11 @@ class LaneQueue:
     @property
     def depth(self) -> int:
         return self._n
+
+    def known_waiting(self) -> bool:
+        """Whether a block of a known sender waits in the queue (read without the lock: a stale answer
+        costs one step at most)."""
+        return self._known_waiting > 0
 
     def refusal(self, lane: str, prefix: str | None) -> str | None:
         """Why a block in ``lane`` from ``prefix`` would be refused now (None: it would be queued)."""
@@ -162,6 +171,8 @@ class LaneQueue:
                 self._strangers += 1
                 if prefix is not None:
                     self._by_prefix[prefix] = self._by_prefix.get(prefix, 0) + 1
+            if lane == "known":
+                self._known_waiting += 1
             heapq.heappush(self._heap, (0 if lane == "known" else 1, next(self._seq), fut, fn, args,
                                               lane, prefix))
             self._cv.notify()
@@ -186,6 +197,8 @@ class LaneQueue:
                 if not self._heap:
                     return
                 _, _, fut, fn, args, lane, prefix = heapq.heappop(self._heap)
+                if lane == "known":
+                    self._known_waiting -= 1
             try:
                 if fut.set_running_or_notify_cancel():
                     try:
@@ -204,5 +217,6 @@ class LaneQueue:
                 fut.cancel()
                 self._release(lane, prefix)
             self._heap.clear()
+            self._known_waiting = 0
             self._cv.notify_all()
         self._thread.join(timeout=timeout)

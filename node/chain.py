@@ -34,6 +34,7 @@ from consensus.training import canonical_step, genesis_state
 from consensus.validation import ProofMemo, StageTimer, Validated, no_timer, validate_block, validate_header
 from consensus.weights import State, decode_state, encode_state, weights_hash
 
+from .preemption import BUSY, GaveWay, YieldingStep
 from .store import HEADER_ONLY, INVALID, VALID, Store, StoredBlock
 
 log = logging.getLogger("polchain.chain")
@@ -136,7 +137,7 @@ class Chain:
         self.dataset = dataset
         self.store = _open_store(Path(datadir))
         self.view = StoreView(self.store)
-        self.replayer = canonical_step(spec, dataset)
+        self.replayer = YieldingStep(canonical_step(spec, dataset))   # a stranger's replay may give way
         self.template = genesis_state(spec)
         self.keep_weights = keep_weights
         self.archival = archival
@@ -147,6 +148,7 @@ class Chain:
         self._invalid_rows = self.store.count_status(INVALID)
         self.clock = clock
         self.lock = threading.RLock()
+        self.gave_way = 0             # replays stopped for a known sender's block (node/preemption.py)
         self.orphans: OrderedDict[str, Held] = OrderedDict()
         self._orphan_sizes: dict[str, int] = {}     # held orphan -> bytes (see _hold_orphan)
         self.proofs = ProofMemo(PROOF_CACHE)
@@ -272,11 +274,15 @@ class Chain:
 
     # -- the pipeline -----------------------------------------------------------
     def submit(self, block: Block, peer: str | None = None, *, assumed: bool = False,
-               on_work_checked: Callable[[Block], None] | None = None) -> Outcome:
+               on_work_checked: Callable[[Block], None] | None = None,
+               give_way: Callable[[], bool] | None = None) -> Outcome:
         """One block through the pipeline. ``assumed`` (snapshot sync, ``--assume-valid``): the header
         rules and the records are checked, the proof is not replayed (the caller installed the block's
         post-state). ``on_work_checked(block)``: called once the replayed steps met R and the post-state
-        matched, before the accuracy evaluation (fast relay); meanwhile ``relaying`` holds the block."""
+        matched, before the accuracy evaluation (fast relay); meanwhile ``relaying`` holds the block.
+        ``give_way()``: asked before each replayed step; true stops the replay, nothing of the block is
+        kept, and the outcome is ignored ``busy`` (node/preemption.py: a stranger's block gives way to a
+        known sender's)."""
         with self.lock:
             if self.store_error is not None and not self.probe_store():
                 # fail fast: a replay whose result could not be kept is wasted (issue 20)
@@ -284,7 +290,13 @@ class Chain:
                                f"this node cannot write its store ({self.store_error}); the block was not "
                                "judged: send it again later", block.hash)
             try:
-                out = self._submit_one(block, peer, assumed, on_work_checked)
+                try:
+                    with self.replayer.yielding_to(give_way):
+                        out = self._submit_one(block, peer, assumed, on_work_checked)
+                except GaveWay as exc:
+                    self.gave_way += 1
+                    log.debug("block %s gave way: %s", block.hash[:16], exc)
+                    return Outcome(Verdict.IGNORED, BUSY, str(exc), block.hash)
                 if out.status == Verdict.ACCEPTED:
                     out.connected = self._connect_orphans(block.hash)
                 elif out.code in (errors.ParentNotValidated.code, errors.RebuildDeferred.code):

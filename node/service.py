@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from consensus.block import Block, BlockHeader
 from consensus.errors import Verdict
@@ -86,10 +87,11 @@ class NodeService:
     def submit_local(self, block: Block) -> Outcome:
         return self._submit(block, None)
 
-    def submit_remote(self, block: Block, peer: str | None, *, assumed: bool = False) -> Outcome:
+    def submit_remote(self, block: Block, peer: str | None, *, assumed: bool = False,
+                      give_way: Callable[[], bool] | None = None) -> Outcome:
         """Blocks from peers and the API (``peer``: a peer URL or an API client's host). Runs on the
-        caller's thread (the API uses ``validation``)."""
-        return self._submit(block, peer, assumed)
+        caller's thread (the API uses ``validation``). ``give_way``: see ``Chain.submit``."""
+        return self._submit(block, peer, assumed, give_way)
 
     def submit_header(self, header: BlockHeader, peer: str | None) -> Outcome:
         """A header alone (an invalid announced header to record, with its sender's ban)."""
@@ -110,7 +112,7 @@ class NodeService:
             self._judged(outs[-1], peer)
         return outs
 
-    def _submit(self, block: Block, peer, assumed: bool = False) -> Outcome:
+    def _submit(self, block: Block, peer, assumed: bool = False, give_way: Callable[[], bool] | None = None) -> Outcome:
         t0 = time.perf_counter()
         relayed = []
 
@@ -120,7 +122,8 @@ class NodeService:
             relayed.append(b.hash)
             self.network.announce(b.header, exclude=peer)
 
-        out = self.chain.submit(block, peer, assumed=assumed, on_work_checked=None if assumed else relay_early)
+        out = self.chain.submit(block, peer, assumed=assumed, on_work_checked=None if assumed else relay_early,
+                                give_way=give_way)
         if out.status in (Verdict.ACCEPTED, Verdict.INVALID, Verdict.BAD_BODY):
             self._note_validation(block.hash, time.perf_counter() - t0)
         if out.status == Verdict.ACCEPTED:

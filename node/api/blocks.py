@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -12,6 +13,7 @@ from consensus import errors
 from consensus.block import Block, BlockHeader
 from consensus.errors import Verdict
 from consensus.hashing import is_hex_hash
+from node.preemption import BUSY
 from node.store import StoredBlock
 from p2p.addresses import network_prefix
 
@@ -153,7 +155,8 @@ _SUBMIT_BODY = {
                         400: {"description": "invalid block or bad body; `error` is the reason code"},
                         409: {"description": "already known"}, 413: {"description": "body over the size cap"},
                         422: {"description": "malformed request"}, **REFUSALS,
-                        503: {"description": "`busy`: the validation queue is full; `store-unavailable`: this "
+                        503: {"description": "`busy`: the validation queue is full, or a sender without a record here "
+                                              "gave way to a known sender's block mid-replay (send it again); `store-unavailable`: this "
                                               "node cannot write its store (disk full, read-only); see Retry-After"}},
              openapi_extra={"requestBody": _SUBMIT_BODY}, dependencies=[write_guard("blocks")])
 async def post_block(request: Request, service: Service):
@@ -200,11 +203,16 @@ async def post_block(request: Request, service: Service):
     peer = request.client.host if request.client else None
     lane = service.admission.lane(peer, service.peer_hosts)
     prefix = network_prefix(peer) if peer else None
-    fut = service.validation.try_submit(service.submit_remote, block, peer, lane=lane, prefix=prefix)
+    # a stranger's replay gives way, between two steps, to a known sender's block queued meanwhile
+    give_way = service.validation.known_waiting if lane == "stranger" else None
+    fut = service.validation.try_submit(partial(service.submit_remote, give_way=give_way), block, peer, lane=lane,
+                                        prefix=prefix)
     if fut is None:
         why = service.validation.refusal(lane, prefix) or "the validation queue is full"
         raise busy(f"{why}; retry later")
     out = await asyncio.wrap_future(fut)
+    if out.status == Verdict.IGNORED and out.code == BUSY:          # gave way to a known sender's block
+        raise busy(out.detail)
     if out.code == errors.StoreUnavailable.code:
         return error_response(503, out.code, out.detail, hash=header.hash, headers={"Retry-After": "30"})
     code = SUBMIT_STATUS.get(out.status, 400)

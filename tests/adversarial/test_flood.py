@@ -10,16 +10,22 @@ exempt, so here the lanes alone carry the load).
 
 A real node over HTTP on loopback; 32 senders post junk from addresses 127.0.N.M (a new address for
 every block, so the per-address ban never catches them). The honest sender, known after one valid
-block, posts the next valid block during the flood: it is accepted at its first try. Asserted:
-behaviour (the honest outcome, refusals per network, the node healthy); the latencies are printed
-as figures, not asserted (a loaded machine stretches them).
+block, posts its next blocks during the flood: each is accepted at its first try. A stranger's
+replay gives way between two steps to a known block queued meanwhile (node/preemption.py), so the
+honest block waits one step, not a whole junk replay. The senders run in a child process (their
+threads would otherwise share the honest client's GIL); they still share this machine's cores with
+the node, which a real attacker does not. Asserted: behaviour (the honest outcomes, refusals per
+network, the node healthy); the latencies are printed as figures, not asserted (a loaded machine
+stretches them).
 """
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import threading
+import statistics
 import time
 from collections import Counter
 
@@ -36,10 +42,11 @@ from tests.nodeproc import NodeProc
 HONEST = Ed25519PrivateKey.from_private_bytes(bytes([21]) * 32)
 SENDERS = 32
 FLOOD_S = 6.0
+HONEST_BLOCKS = 3          # posted quiet, then as many during the flood (medians compared)
 
 
-def _client(ip: str, node: NodeProc) -> httpx.Client:
-    return httpx.Client(base_url=node.url, timeout=60, transport=httpx.HTTPTransport(local_address=ip))
+def _client(ip: str, url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=60, transport=httpx.HTTPTransport(local_address=ip))
 
 
 def _post(c: httpx.Client, header: BlockHeader, records: list | None = None) -> httpx.Response:
@@ -56,6 +63,40 @@ def _junk(parent: BlockHeader, rng: random.Random) -> BlockHeader:
                        records_root=parent.records_root).signed(key)
 
 
+def flood(url: str, parent_json: str, started, stop, out) -> None:
+    """The child process: SENDERS threads post junk on ``parent`` from rotating addresses until ``stop``;
+    puts (status codes, 503 reasons) on ``out``."""
+    parent = BlockHeader.from_json(parent_json)
+    codes, reasons = Counter(), Counter()
+    lock = threading.Lock()
+
+    def sender(i: int) -> None:
+        rng = random.Random(i)
+        n = 0
+        while not stop.is_set():
+            ip = f"127.0.{1 + (i * 997 + n) % 8}.{2 + (i * 31 + n) % 250}"   # 8 networks, rotating hosts
+            n += 1
+            try:
+                with _client(ip, url) as c:
+                    r = _post(c, _junk(parent, rng))
+            except httpx.HTTPError:
+                continue
+            with lock:
+                codes[r.status_code] += 1
+                if r.status_code == 503:
+                    detail = r.json()["detail"]
+                    reasons["gave way" if detail.startswith("gave way") else
+                            detail.split(";")[0].split("(")[0].strip()] += 1
+
+    threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(SENDERS)]
+    for t in threads:
+        t.start()
+    started.set()
+    for t in threads:
+        t.join(timeout=120)
+    out.put((dict(codes), dict(reasons)))
+
+
 @pytest.fixture
 def node(tmp_path):
     n = NodeProc(tmp_path / "d", "--preset", "tiny", "--validation-queue", "16").start()
@@ -66,53 +107,50 @@ def node(tmp_path):
 def test_a_known_senders_block_goes_first_during_a_junk_flood(node, tiny_dataset):
     spec = preset("tiny")
     g = genesis_header(spec)
-    b1 = mine_block(spec, tiny_dataset, g, genesis_state(spec), MemoryView([g]), HONEST, seed=5)
-    b2 = mine_block(spec, tiny_dataset, b1.header, b1.state, MemoryView([g, b1.header]), HONEST, seed=6)
+    view, parent, state, blocks = MemoryView([g]), g, genesis_state(spec), []
+    for i in range(2 * HONEST_BLOCKS):
+        b = mine_block(spec, tiny_dataset, parent, state, view, HONEST, seed=5 + i)
+        view.add(b.header)
+        blocks.append(b)
+        parent, state = b.header, b.state
 
-    with _client("127.0.9.9", node) as honest:
+    def post_timed(c: httpx.Client, b) -> float:
         t0 = time.perf_counter()
-        r = _post(honest, b1.header, b1.records)
-        quiet_s = time.perf_counter() - t0
-        assert r.status_code == 200 and r.json()["status"] == "accepted", r.text    # now a known sender
+        r = _post(c, b.header, b.records)
+        took = time.perf_counter() - t0
+        assert r.status_code == 200 and r.json()["status"] == "accepted", r.text    # first try, no 503
+        return took
 
-        codes, reasons = Counter(), Counter()
-        lock, stop = threading.Lock(), threading.Event()
+    with _client("127.0.9.9", node.url) as honest:
+        quiet = [post_timed(honest, b) for b in blocks[:HONEST_BLOCKS]]   # a known sender after the first
+        junk_parent = blocks[HONEST_BLOCKS - 1].header
 
-        def sender(i: int) -> None:
-            rng = random.Random(i)
-            n = 0
-            while not stop.is_set():
-                ip = f"127.0.{1 + (i * 997 + n) % 8}.{2 + (i * 31 + n) % 250}"   # 8 networks, rotating hosts
-                n += 1
-                try:
-                    with _client(ip, node) as c:
-                        r = _post(c, _junk(b1.header, rng))
-                except httpx.HTTPError:
-                    continue
-                with lock:
-                    codes[r.status_code] += 1
-                    if r.status_code == 503:
-                        reasons[r.json()["detail"].split(";")[0].split("(")[0].strip()] += 1
+        ctx = multiprocessing.get_context("spawn")
+        started, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+        proc = ctx.Process(target=flood, args=(node.url, junk_parent.encode(), started, stop, out), daemon=True)
+        proc.start()
+        try:
+            assert started.wait(120), "the flood process did not start"
+            time.sleep(FLOOD_S / 2)
+            during = []
+            for b in blocks[HONEST_BLOCKS:]:
+                during.append(post_timed(honest, b))
+                time.sleep(0.5)
+            time.sleep(FLOOD_S / 2)
+        finally:
+            stop.set()
+            codes, reasons = out.get(timeout=180)
+            proc.join(timeout=60)
+        codes = Counter({int(k): v for k, v in codes.items()})
 
-        threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(SENDERS)]
-        for t in threads:
-            t.start()
-        time.sleep(FLOOD_S / 2)
-        t0 = time.perf_counter()
-        r = _post(honest, b2.header, b2.records)
-        flood_s = time.perf_counter() - t0
-        time.sleep(FLOOD_S / 2)
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-
-    assert r.status_code == 200 and r.json()["status"] == "accepted", r.text        # first try, no 503
-    assert node.status()["tip"] == b2.header.hash
+    assert node.status()["tip"] == blocks[-1].header.hash
     assert node.get("/health").status_code == 200
     assert codes[400] > 0, codes                              # junk was judged (and its senders banned) ...
     assert codes[503] > 0, codes                              # ... and the rest refused before any replay
-    assert reasons["one block at a time per network from senders without a record"] > 0, reasons
+    assert reasons.get("one block at a time per network from senders without a record", 0) > 0, reasons
     assert not any(c >= 500 and c != 503 for c in codes), codes
-    print("FIGURES", json.dumps({"test": "flood", "senders": SENDERS, "codes": dict(codes),
-                                 "honest_quiet_s": round(quiet_s, 3), "honest_during_flood_s": round(flood_s, 3),
-                                 "ratio": round(flood_s / quiet_s, 2), "load": os.getloadavg()[0]}))
+    q, d = statistics.median(quiet), statistics.median(during)
+    print("FIGURES", json.dumps({"test": "flood", "senders": SENDERS, "codes": dict(codes), "reasons": reasons,
+                                 "honest_quiet_s": [round(t, 3) for t in quiet],
+                                 "honest_during_flood_s": [round(t, 3) for t in during],
+                                 "ratio_of_medians": round(d / q, 2), "load": os.getloadavg()[0]}))

@@ -113,3 +113,26 @@ def test_a_block_on_a_header_only_parent_waits_for_it(chain, side):
     out = chain.submit(Block(a.header, a.records))
     assert out.status is Verdict.ACCEPTED and out.connected == [b.header.hash]
     assert chain.tip().hash == b.header.hash and chain.replays == replays + 2
+
+
+def test_a_replay_gives_way_between_steps_and_the_block_is_judged_when_it_comes_again(chain, side):
+    """node/preemption.py: ``give_way()`` is asked before each replayed step; once true the replay stops,
+    nothing of the block is kept (not even header-only), the outcome is ignored ``busy``, and the same block
+    sent again is judged in full. A block that never gives way is accepted as before."""
+    built = side.next_block()
+    block = Block(built.header, built.records)
+    tip, replays = chain.tip().hash, chain.replays
+    asked = []
+
+    def after_two_steps() -> bool:
+        asked.append(1)
+        return len(asked) > 2
+
+    out = chain.submit(block, "203.0.113.7", give_way=after_two_steps)
+    assert (out.status, out.code) == (Verdict.IGNORED, "busy"), out
+    assert "after 2 step(s)" in out.detail and len(asked) == 3
+    assert chain.gave_way == 1 and chain.replays == replays + 1
+    assert chain.store.status(block.hash) is None and chain.tip().hash == tip and not chain.orphans
+    assert chain.replayer.give_way is None                         # the next caller replays unhindered
+    assert chain.submit(block, "203.0.113.7", give_way=lambda: False).status == Verdict.ACCEPTED
+    assert chain.tip().hash == block.hash and chain.gave_way == 1

@@ -182,6 +182,26 @@ def test_token_buckets_and_the_validation_lanes():
         for f in (running, s1, s2, k):
             f.result(timeout=10)
         assert order == ["known", "stranger-a", "stranger-b"]            # queued last, validated first
+        assert not q.known_waiting()
+
+        # a stranger's job that polls known_waiting (the API's replays do, between steps) sees a known
+        # block queued while it runs, and may stop for it
+        started, seen = threading.Event(), []
+
+        def stranger_job() -> str:
+            started.set()
+            for _ in range(10_000):
+                if q.known_waiting():
+                    return "gave way"
+                time.sleep(0.01)
+            return "ran to the end"
+
+        s = q.try_submit(stranger_job, lane="stranger", prefix="net:203.0.113.0/24")
+        assert started.wait(30)
+        k = q.try_submit(seen.append, "known")
+        assert s.result(timeout=120) == "gave way"
+        k.result(timeout=30)
+        assert seen == ["known"] and not q.known_waiting()
         assert q.depth == 0 and q.try_submit(lambda: 1).result(timeout=10) == 1
     finally:
         q.shutdown()
