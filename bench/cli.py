@@ -19,6 +19,7 @@ BENCHMARKS = (
     "bench.step",
     "bench.orphans",
     "bench.simulate",
+    "bench.give_way",
 )
 
 
