@@ -20,6 +20,7 @@ BENCHMARKS = (
     "bench.orphans",
     "bench.simulate",
     "bench.give_way",
+    "bench.labels",
 )
 
 

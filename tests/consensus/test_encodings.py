@@ -124,9 +124,9 @@ def test_genesis_header_is_pinned(tiny_spec):
 
 
 # -- chain specs ------------------------------------------------------------------------------
-PINNED_CHAIN_IDS = {    # protocol v3 chain ids (v3 before the scrypt batches: ea4aeb91..., d2aef8fc...; v2: 59962227..., 0ad272f4...; v1: 3665c6a8..., 2baedda5...)
+PINNED_CHAIN_IDS = {    # protocol v3 chain ids (ResNet-18 before layer4.0.bn2 and shortcut BN left R: 3064fa4d...; v3 before the scrypt batches: ea4aeb91..., d2aef8fc...; v2: 59962227..., 0ad272f4...; v1: 3665c6a8..., 2baedda5...)
     "tiny": "0c1a6f6375553e46fb190d0a34f5cf449be554864fe44320880f868723b539f2",
-    "cifar10-resnet18": "3064fa4dcb98502fff8c413142d22d9ca1cbe17192d8ab8bc3d67594ab4c2683",
+    "cifar10-resnet18": "03fb834724ca6f64525b3c545a8834166b7099fbda39ad9c7b4209f9dfb53b2a",
     "dgg-paper": "2e441438db13bc5acb869d0763beb2b70efb8c76832c6becb66a1e8322fecece",
 }
 
