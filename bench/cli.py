@@ -21,6 +21,7 @@ BENCHMARKS = (
     "bench.simulate",
     "bench.give_way",
     "bench.labels",
+    "bench.floor",
 )
 
 
