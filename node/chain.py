@@ -137,7 +137,7 @@ class Chain:
         self.dataset = dataset
         self.store = _open_store(Path(datadir))
         self.view = StoreView(self.store)
-        self.replayer = YieldingStep(canonical_step(spec, dataset))   # a stranger's replay may give way
+        self.replayer = canonical_step(spec, dataset)     # wrapped: a stranger's replay may give way (below)
         self.template = genesis_state(spec)
         self.keep_weights = keep_weights
         self.archival = archival
@@ -271,6 +271,15 @@ class Chain:
                     raise LookupError(f"post-state of tip {tip.hash[:16]} is not stored")
                 self._tip_model = (tip.hash, state)
             return tip, self._tip_model[1]
+
+    @property
+    def replayer(self) -> YieldingStep:
+        """The chain's canonical step, always behind ``YieldingStep`` (a replay may give way)."""
+        return self._replayer
+
+    @replayer.setter
+    def replayer(self, step) -> None:
+        self._replayer = step if isinstance(step, YieldingStep) else YieldingStep(step)
 
     # -- the pipeline -----------------------------------------------------------
     def submit(self, block: Block, peer: str | None = None, *, assumed: bool = False,
