@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+from pathlib import Path
 
 from . import common
 
@@ -37,20 +38,18 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=3, help="redraw epochs reported (0 .. this)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dataset-dir", "--data-dir", dest="data_dir", default=None,
+    p.add_argument("--dataset-dir", "--data-dir", dest="data_dir", type=Path, default=None,
                    help="where CIFAR-10 lives, if it does (never downloaded)")
     common.add_output_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     import torch
 
     from consensus.training import canonical_step, genesis_state
     spec = common.load_spec(args)
-    data, note = common.bench_dataset(spec, Path(args.data_dir) if args.data_dir else None)
+    data, note = common.bench_dataset(spec, args.data_dir)
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
     r = canonical_step(spec, data)

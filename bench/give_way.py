@@ -105,7 +105,7 @@ def run(args) -> int:
                 continue
             waits.append(done - set_at[0])
             rest.append(max(0.0, full[-1] - (set_at[0] - start)))
-            steps_done.append(int(out.detail.split("after ")[1].split(" ")[0]))
+            steps_done.append(chain.replayer.steps_done)
             common.progress(f"run {i + 1}/{runs}: full replay {full[-1]:.3f} s; event at {at:.3f} s: waited "
                             f"{waits[-1]:.3f} s (the rest of the replay: {rest[-1]:.3f} s)")
         result = common.result_header(

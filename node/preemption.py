@@ -13,7 +13,8 @@ is judged in full when it comes again.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 from consensus.training import CanonicalStep
 
@@ -44,21 +45,16 @@ class YieldingStep:
             self.steps_done += 1
         self._inner.step(indices)
 
-    def yielding_to(self, give_way: Callable[[], bool] | None) -> "_Yielding":
-        """``with step.yielding_to(fn):`` -- a replay that gives way when ``fn()`` is true (None: never)."""
-        return _Yielding(self, give_way)
+    @contextmanager
+    def yielding_to(self, give_way: Callable[[], bool] | None) -> Iterator["YieldingStep"]:
+        """``with step.yielding_to(fn):`` -- a replay that gives way when ``fn()`` is true (None: never);
+        ``steps_done`` counts its steps and stays readable after the block."""
+        self.give_way, self.steps_done = give_way, 0
+        try:
+            yield self
+        finally:
+            self.give_way = None
 
     def __getattr__(self, name: str):
         return getattr(self._inner, name)
 
-
-class _Yielding:
-    def __init__(self, step: YieldingStep, give_way: Callable[[], bool] | None):
-        self.step, self.give_way = step, give_way
-
-    def __enter__(self) -> YieldingStep:
-        self.step.give_way, self.step.steps_done = self.give_way, 0
-        return self.step
-
-    def __exit__(self, *exc) -> None:
-        self.step.give_way = None

@@ -33,7 +33,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consensus.block import BlockHeader, genesis_header, public_key_hex
+from bench.give_way import junk_block
+from consensus.block import BlockHeader, genesis_header
 from consensus.spec import preset
 from consensus.training import genesis_state
 from tests.conftest import MemoryView, mine_block
@@ -54,19 +55,11 @@ def _post(c: httpx.Client, header: BlockHeader, records: list | None = None) -> 
                                     "records": (None, json.dumps(records or []))})
 
 
-def _junk(parent: BlockHeader, rng: random.Random) -> BlockHeader:
-    key = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
-    return BlockHeader(version=parent.version, chain_id=parent.chain_id, height=parent.height + 1,
-                       parent=parent.hash, timestamp_ms=parent.timestamp_ms + 2000, difficulty=parent.difficulty,
-                       miner=public_key_hex(key), nonces=tuple(rng.getrandbits(64) for _ in range(9)),
-                       state_hash=rng.randbytes(32).hex(), acc_after=parent.acc_after,
-                       records_root=parent.records_root).signed(key)
-
-
 def flood(url: str, parent_json: str, started, stop, out) -> None:
     """The child process: SENDERS threads post junk on ``parent`` from rotating addresses until ``stop``;
     puts (status codes, 503 reasons) on ``out``."""
     parent = BlockHeader.from_json(parent_json)
+    spec = preset("tiny")
     codes, reasons = Counter(), Counter()
     lock = threading.Lock()
 
@@ -78,7 +71,7 @@ def flood(url: str, parent_json: str, started, stop, out) -> None:
             n += 1
             try:
                 with _client(ip, url) as c:
-                    r = _post(c, _junk(parent, rng))
+                    r = _post(c, junk_block(spec, parent, rng).header)
             except httpx.HTTPError:
                 continue
             with lock:
