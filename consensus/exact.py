@@ -76,14 +76,16 @@ def exact_matmul(qa: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:
 
 
 def exact_matmul_nkl(qa: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:
-    """qa [O, K] @ qb [N, K, L] -> [N, O, L], exactly. Any grouping of the products gives the same
-    bits, so the shape is chosen for speed: one GEMM over N*L columns where L is small (a batched
-    GEMM of 16 columns ran at a third of the speed on one CPU core), else batched."""
+    """qa [O, K] @ qb [N, K, L] -> [N, O, L] (contiguous), exactly. Any grouping and
+    any order of the products gives the same bits, so the shape is chosen for speed (measured on
+    the ResNet-18 layer shapes, docs/benchmarks.md 8.1): where L is small, one GEMM
+    qb^T [N*L, K] @ qa^T [K, O] (the tall-and-narrow [K, N*L] result of qa @ qb ran at a third of
+    the rate), else one batched GEMM per sample."""
     n, k, ell = qb.shape
     if ell > 64:
         return torch.matmul(qa, qb)
-    flat = qa @ qb.transpose(0, 1).reshape(k, n * ell)
-    return flat.view(qa.shape[0], n, ell).transpose(0, 1)
+    flat = qb.transpose(1, 2).reshape(n * ell, k) @ qa.t()
+    return flat.view(n, ell, qa.shape[0]).transpose(1, 2).contiguous()
 
 
 def exact_matmul_nlk(qa: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:
