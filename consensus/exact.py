@@ -61,11 +61,12 @@ def round_even(x: torch.Tensor) -> torch.Tensor:
 
 def quantize(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, scale): q = round(x * 2^(bits - e)) integer-valued fp64 with |q| <= 2^bits, scale = 2^(e - bits)
-    (a 0-d fp64 tensor), e from max|x| over the whole tensor."""
+    (a 0-d fp64 tensor), e from max|x| over the whole tensor. x: fp64, or fp32 (a parameter: its
+    fp64 value is exact, and so is its maximum; only the bytes read differ)."""
     lo, hi = torch.aminmax(x)
-    e = exponent(torch.maximum(hi, -lo))          # max |x| (NaN propagates: a NaN state is refused)
+    e = exponent(torch.maximum(hi, -lo).to(F64))  # max |x| (NaN propagates: a NaN state is refused)
     shift = torch.clamp(bits - e, max=1000)       # m = 0: any scale gives q = 0
-    q = x * pow2(shift)
+    q = x * pow2(shift) if x.dtype == F64 else x.to(F64).mul_(pow2(shift))   # a fresh tensor
     q.add_(ROUND_MAGIC).sub_(ROUND_MAGIC)         # round_even, in place
     return q, pow2(-shift)
 
@@ -105,8 +106,10 @@ def exact_sum(x: torch.Tensor, dims, bits: int) -> torch.Tensor:
 def exact_dot_sum(x: torch.Tensor, y: torch.Tensor, dims, bits: int) -> torch.Tensor:
     """sum of x*y over ``dims`` of x and y each quantised per tensor (fp64 result)."""
     qx, sx = quantize(x, bits)
+    if y is x:                                    # a sum of squares: one quantisation, the same q
+        return qx.square_().sum(dim=dims) * (sx * sx)
     qy, sy = quantize(y, bits)
-    return (qx * qy).sum(dim=dims) * (sx * sy)
+    return qx.mul_(qy).sum(dim=dims) * (sx * sy)
 
 
 # -- exp: a fixed polynomial ----------------------------------------------------------------------

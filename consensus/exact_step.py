@@ -66,10 +66,10 @@ def conv_forward(x, w32, stride: int, pad: int, bits: int):
     o, _, kh, kw = w32.shape
     check_exact(bits, c * kh * kw)
     qx, sx = quantize(x, bits)
-    qw, sw = quantize(w32.to(F64), bits)
+    qw, sw = quantize(w32, bits)
     cols = F.unfold(qx, (kh, kw), padding=pad, stride=stride)              # [N, C*kh*kw, L] (a copy)
     ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-    y = exact_matmul_nkl(qw.view(o, -1), cols) * (sx * sw)                  # [N, O, L]
+    y = exact_matmul_nkl(qw.view(o, -1), cols).mul_(sx * sw)                 # [N, O, L]
     return y.view(n, o, ho, wo), (cols, sx, qw, sw, (h, wd), (kh, kw), stride, pad)
 
 
@@ -80,11 +80,11 @@ def conv_backward(cache, dy, bits: int, need_dx: bool = True):
     check_exact(bits, o, overlap=kh * kw)
     qdy, sdy = quantize(dy, bits)
     qdy = qdy.reshape(n, o, -1)
-    dw = exact_matmul_nlk(qdy, cols) * (sdy * sx)                           # [O, C*kh*kw]
+    dw = exact_matmul_nlk(qdy, cols).mul_(sdy * sx)                          # [O, C*kh*kw]
     dx = None
     if need_dx:
         dcols = exact_matmul_nkl(qw.view(o, -1).t(), qdy)                   # [N, C*kh*kw, L]
-        dx = F.fold(dcols, (h, wd), (kh, kw), padding=pad, stride=stride) * (sw * sdy)
+        dx = F.fold(dcols, (h, wd), (kh, kw), padding=pad, stride=stride).mul_(sw * sdy)
     return dx, dw.view(qw.shape)
 
 
@@ -142,7 +142,7 @@ def pool_backward(cache, dy):
 def linear_forward(x, w32, b32, bits: int):
     check_exact(bits, x.shape[1])
     qx, sx = quantize(x, bits)
-    qw, sw = quantize(w32.to(F64), bits)
+    qw, sw = quantize(w32, bits)
     y = exact_matmul(qx, qw.t()) * (sx * sw) + b32.to(F64).view(1, -1)
     return y, (qx, sx, qw, sw)
 
@@ -266,6 +266,6 @@ def exact_sgd_step(arch: str, state: Mapping[str, torch.Tensor], images_u8: torc
     out.update(net.buffers)
     lr = torch.tensor(rule.lr, dtype=torch.float32, device=images_u8.device)
     for name in param_names:
-        g32 = net.grads[name].to(torch.float32)
-        out[name] = state[name] - lr * g32
+        step32 = net.grads[name].to(torch.float32).mul_(lr)    # fp32(lr * fp32(g)), in a fresh tensor
+        out[name] = state[name] - step32
     return out

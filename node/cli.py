@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from consensus.spec import PRESETS, preset
+from node.allocator import tune_allocator
 from node.devices import device_arg
 from node.threads import threads_arg
 
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
+    tune_allocator()
     return int(args.func(args) or 0)
 
 
