@@ -12,6 +12,13 @@ the same load. From the medians it derives one block's validation, J+1 steps plu
 
 The issue's goals: v3 / v2 at most 1.5 on one thread, below 1 on two. ResNet-18 uses generated
 CIFAR-shaped data (the cost of a step does not depend on pixel values; the run says so).
+
+The floor: every exact sum runs as an fp64 GEMM of integers. The run counts the GEMM work of one
+step (2 x the multiply-adds of each conv and linear layer, times 3 for forward, input gradient and
+weight gradient; the first layer has no input gradient) and times an fp64 and an fp32 GEMM of the
+ResNet-18 layer-3 shape (256 x 2304 @ 2304 x 256, integer values) on the row's threads: the GEMM
+work at the fp64 rate is what no implementation of the exact step by fp64 GEMMs can go below on
+this machine, and the fp32 rate says what v2's step is made of.
 """
 from __future__ import annotations
 
@@ -57,6 +64,43 @@ def _fp32_stepper(spec, data, device):
     return step
 
 
+def step_gemm_flops(spec) -> int:
+    """FLOPs of the products of one training step: forward, input gradient (not the first layer's)
+    and weight gradient of each conv and linear layer, 2 per multiply-add, at the spec's batch."""
+    import torch
+    from torch import nn
+
+    from consensus.model import genesis_model
+    model = genesis_model(spec.model.arch, spec.model.init_seed, spec.model.num_classes)
+    macs = []
+
+    def hook(mod, inp, out):
+        k = mod.weight[0].numel() if isinstance(mod, nn.Conv2d) else mod.in_features
+        macs.append(out.numel() * k)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model.train()(torch.zeros(spec.training.batch_size, 3, 32, 32))
+    return 2 * (3 * sum(macs) - macs[0])
+
+
+def gemm_gflops(dtype, device: str, m: int = 256, k: int = 2304, n: int = 256, reps: int = 7) -> float:
+    """The rate of one GEMM of integer-valued operands (|q| <= 2^15), median of ``reps``, in GFLOP/s."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-2 ** 15, 2 ** 15, (m, k), generator=g).to(dtype).to(device)
+    b = torch.randint(-2 ** 15, 2 ** 15, (k, n), generator=g).to(dtype).to(device)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        common.sync_device(device)
+        times.append(time.perf_counter() - t)
+    return 2 * m * k * n / sorted(times)[reps // 2] / 1e9
+
+
 def measure(spec, data, device: str, steps: int, evals: int, threads: int) -> dict:
     import torch
 
@@ -91,8 +135,10 @@ def measure(spec, data, device: str, steps: int, evals: int, threads: int) -> di
         t = time.perf_counter()
         exact.accuracy()
         t_eval.append(time.perf_counter() - t)
+    rate64, rate32 = gemm_gflops(torch.float64, device), gemm_gflops(torch.float32, device)
     return {"threads": threads, "exact_step_s": common.summary(t_exact, 4), "fp32_step_s": common.summary(t_fp32, 4),
             "derive_s": common.summary(t_derive, 5), "eval_s": common.summary(t_eval, 3),
+            "gemm_gflops_fp64": round(rate64, 1), "gemm_gflops_fp32": round(rate32, 1),
             "load_average": common.load_average()}
 
 
@@ -108,7 +154,7 @@ def run(args) -> int:
             data, note = common.bench_dataset(spec)
             tiny = spec.model.arch == "tiny-cnn"
             steps, evals = args.steps or (40 if tiny else 4), args.evals or (5 if tiny else 2)
-            rows = {}
+            rows, gflop = {}, step_gemm_flops(spec) / 1e9
             for n in [int(x) for x in args.thread_counts.split(",")]:
                 rows[n] = measure(spec, data, args.device, steps, evals, n)
                 common.progress(f"{name}, {n} thread(s): exact {rows[n]['exact_step_s']['median']:.4f} s, fp32 "
@@ -119,7 +165,9 @@ def run(args) -> int:
                 fp32_1t = (one or row)["fp32_step_s"]["median"]
                 v2 = j1 * fp32_1t + row["eval_s"]["median"]
                 v3 = j1 * (row["exact_step_s"]["median"] + row["derive_s"]["median"]) + row["eval_s"]["median"]
-                row.update(preset=name, data=note, steps_per_block=j1,
+                row.update(preset=name, data=note, steps_per_block=j1, step_gemm_gflop=round(gflop, 3),
+                           exact_gemm_floor_s=round(gflop / row["gemm_gflops_fp64"], 4),
+                           fp32_gemm_floor_s=round(gflop / row["gemm_gflops_fp32"], 4),
                            step_ratio=common.ratio(row["exact_step_s"]["median"], row["fp32_step_s"]["median"]),
                            validation_v2_s=round(v2, 3), validation_v3_s=round(v3, 3),
                            validation_ratio=common.ratio(v3, v2))
@@ -132,14 +180,18 @@ def run(args) -> int:
 def table(res: dict) -> str:
     rows = [(r["preset"], r["threads"], r["exact_step_s"]["median"] * 1000, r["fp32_step_s"]["median"] * 1000,
              f"{r['step_ratio']}x", r["eval_s"]["median"], r["validation_v2_s"], r["validation_v3_s"],
-             f"{r['validation_ratio']}x", (r["load_average"] or ["-"])[0]) for r in res["rows"]]
+             f"{r['validation_ratio']}x", r["exact_gemm_floor_s"] * 1000,
+             f"{round(r['gemm_gflops_fp32'] / r['gemm_gflops_fp64'], 2)}x", (r["load_average"] or ["-"])[0])
+            for r in res["rows"]]
     notes = sorted({f"{r['preset']}: {r['data']}" for r in res["rows"]})
     return "\n".join([
         f"polchain bench step on {res['device']}: the exact step (v3) against the fp32 step (v2), one process, "
         "interleaved",
         f"machine: {common.machine_line(res['machine'])}", *("data " + n for n in notes), "",
         common.format_table(["preset", "threads", "exact ms", "fp32 ms", "exact/fp32", "eval s",
-                             "v2 validation s", "v3 validation s", "v3/v2", "load"], rows), "",
+                             "v2 validation s", "v3 validation s", "v3/v2", "exact floor ms", "fp32/fp64 GEMM rate",
+                             "load"], rows), "",
         "validation = J+1 steps + one evaluation of E; v2 replayed on one thread whatever the row's count "
         "(its rule), v3 on the row's count.",
+        "exact floor = the step's GEMM work at the row's fp64 GEMM rate: no exact step by fp64 GEMMs runs faster here.",
     ])

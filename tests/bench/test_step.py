@@ -14,3 +14,20 @@ def test_step_tiny_json(bench_json, shared_data, tmp_path):
         want = 9 * (r["exact_step_s"]["median"] + r["derive_s"]["median"]) + r["eval_s"]["median"]
         assert abs(r["validation_v3_s"] - want) < 2e-3
         assert r["step_ratio"] > 0 and r["validation_ratio"] > 0
+        assert 0 < r["exact_gemm_floor_s"] and r["gemm_gflops_fp64"] > 0 and r["gemm_gflops_fp32"] > 0
+        assert r["exact_gemm_floor_s"] == round(r["step_gemm_gflop"] / r["gemm_gflops_fp64"], 4)
+
+
+def test_step_gemm_flops_of_resnet18():
+    """The GEMM work the floor is computed from, against a count by hand: CIFAR ResNet-18's forward
+    multiply-adds per image (stem; layer 1; layers 2-4 each a stride-2 conv, three full convs and a
+    1x1 shortcut; the head: 555,422,720, the published 0.56 G), done three times in a step at batch
+    4 (forward, input gradient, weight gradient) less the stem's input gradient, 2 FLOPs each."""
+    from bench.step import step_gemm_flops
+    from consensus.spec import preset
+    stem = 32 * 32 * 64 * 27
+    layer1 = 4 * 32 * 32 * 64 * 576
+    stage = 18_874_368 + 3 * 37_748_736 + 2_097_152        # the same for layers 2, 3 and 4
+    per_image = stem + layer1 + 3 * stage + 512 * 10
+    assert per_image == 555_422_720
+    assert step_gemm_flops(preset("cifar10-resnet18")) == 2 * (3 * 4 * per_image - 4 * stem)
