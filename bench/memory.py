@@ -58,6 +58,9 @@ def register(sub) -> None:
     p.add_argument("--seconds", type=float, default=120.0, help="mine at least this long (default 120)")
     p.add_argument("--min-blocks", type=int, default=None,
                    help="and until the chain has this many blocks (default: 2 with --feed, else 1)")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="run the node with glibc's default malloc settings (POLCHAIN_MALLOC=system; "
+                        "node/allocator.py): what the tuned allocator costs in memory")
     p.add_argument("--feed", action=argparse.BooleanOptionalAction, default=None,
                    help="mine one block here and POST it to the node (default: on for cifar10-resnet18)")
     p.add_argument("--timeout", type=float, default=900.0, help="stop after this many seconds of mining regardless")
@@ -143,12 +146,12 @@ def feed_block(spec, data_dir: Path, work: Path, url: str, report: dict) -> None
     try:
         t0 = time.monotonic()
         dataset = load_dataset(spec.dataset, data_dir)
-        header, records, _, _ = mine_block(spec, dataset, "cpu", None, 0, work)
+        block, _, _ = mine_block(spec, dataset, "cpu", None, 0, work)
         report["mined_s"] = round(time.monotonic() - t0, 1)
-        common.progress(f"feeder: block {header.hash[:16]} mined here in {report['mined_s']} s; POST to the node")
-        report["post_status"] = post_block(SimpleNamespace(url=url), header, records)
+        common.progress(f"feeder: block {block.hash[:16]} mined here in {report['mined_s']} s; POST to the node")
+        report["post_status"] = post_block(SimpleNamespace(url=url), block)
         report["posted_s"] = round(time.monotonic() - t0, 1)
-        report["hash"] = header.hash
+        report["hash"] = block.hash
     except Exception as exc:  # noqa: BLE001 - reported in the result, the measurement goes on
         report["error"] = repr(exc)
 
@@ -231,6 +234,8 @@ def measure_memory(args) -> dict:
         url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("POLCHAIN_")}
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
+        if args.system_malloc:
+            env["POLCHAIN_MALLOC"] = "system"
         cmd = [sys.executable, "-m", "node.cli", "--log-level", "INFO", "node", "--datadir", str(datadir),
                "--port", str(port), "--spec", str(spec_path), "--mine", "--no-discover",
                "--threads", str(args.threads), "--device", args.device]
@@ -238,6 +243,7 @@ def measure_memory(args) -> dict:
         log = open(log_path, "ab")
         result = common.result_header("memory", preset=args.preset, arch=spec.model.arch, spec=spec.name, data=note,
                                       threads=args.threads, device=args.device, feed=feed, min_blocks=min_blocks,
+                                      allocator="system" if args.system_malloc else "tuned",
                                       machine=common.machine_info("cpu"))
         feeder: dict = {}
         t0 = time.monotonic()
@@ -260,9 +266,11 @@ def measure_memory(args) -> dict:
         startup_s = time.monotonic() - t0
         startup_peak = proc_kib(proc.pid, "VmHWM") or 0
         reset = reset_peak(proc.pid)
+        feeding = None
         if feed:
-            threading.Thread(target=feed_block, args=(spec, datadir / "data", root / "feeder", url, feeder),
-                             daemon=True).start()
+            feeding = threading.Thread(target=feed_block, args=(spec, datadir / "data", root / "feeder", url, feeder),
+                                       daemon=True)
+            feeding.start()
         common.progress(f"node up after {startup_s:.1f} s, start-up peak {startup_peak / 1024:.0f} MiB; mining "
                         f"(at least {args.seconds:g} s and {min_blocks} block(s))")
         t_mine = time.monotonic()
@@ -279,7 +287,8 @@ def measure_memory(args) -> dict:
                     height = h["height"]
                     common.progress(f"height {height} after {now - t_mine:.0f} s of mining; "
                                     f"RSS {samples[-1][1] / 1024:.0f} MiB")
-            if (now - t_mine >= args.seconds and height >= min_blocks) or now - t_mine >= args.timeout:
+            fed = feeding is None or not feeding.is_alive()       # the peer's block posted (or failed)
+            if (now - t_mine >= args.seconds and height >= min_blocks and fed) or now - t_mine >= args.timeout:
                 break
             time.sleep(0.25)
         mining_s = time.monotonic() - t_mine

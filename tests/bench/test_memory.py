@@ -15,6 +15,17 @@ def test_memory_tiny_node(bench_json):
     assert 50 < res["startup_peak_rss_mib"] <= res["peak_rss_mib"] < 3 * 1024
     assert res["mining_peak_rss_mib"] > 0 and res["under_3gb"] is True
     assert res["rss_samples"] and "VmHWM" in res["measured"]
+    assert res["allocator"] == "tuned"
+
+
+def test_memory_tiny_node_fed_a_peers_block(bench_json):
+    """--feed: this process mines a block on the node's spec and POSTs it; the node takes it (HTTP 2xx)."""
+    res = bench_json("memory", "--preset", "tiny", "--seconds", "1", "--min-blocks", "1", "--timeout", "240",
+                     "--feed", "--system-malloc", "--no-figure")
+    fed = res["fed_block"]
+    assert "error" not in fed, fed
+    assert 200 <= fed["post_status"] < 300 and len(fed["hash"]) == 64
+    assert res["allocator"] == "system"
 
 
 def test_generated_cifar_archive_loads(tmp_path):
