@@ -8,7 +8,7 @@ keeping up to 1 GiB of freed heap makes those blocks reusable: -15 % per ResNet-
 threads, -8 % on one (docs/benchmarks.md 8.1). The cost: up to 1 GiB of freed memory stays
 mapped to the process instead of going back to the system.
 
-A user's own ``MALLOC_*`` settings or a preloaded allocator (jemalloc, tcmalloc) win: nothing is
+A user's own ``MALLOC_*_`` or ``GLIBC_TUNABLES=glibc.malloc.*`` settings or a preloaded allocator (jemalloc, tcmalloc) win: nothing is
 changed then, and neither with ``POLCHAIN_MALLOC=system``. It changes no result, only where memory
 comes from.
 """
@@ -28,6 +28,7 @@ def _left_to_the_user() -> bool:
     env = os.environ
     preload = env.get("LD_PRELOAD", "")
     return (env.get("POLCHAIN_MALLOC", "") == "system" or "malloc" in preload
+            or "glibc.malloc." in env.get("GLIBC_TUNABLES", "")
             or any(k.startswith("MALLOC_") and k.endswith("_") for k in env))
 
 

@@ -30,7 +30,8 @@ print(tuned, grew >= (20 << 20))
 
 
 def probe(mode: str, **env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "POLCHAIN_MALLOC"}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("MALLOC_") and k not in ("POLCHAIN_MALLOC", "GLIBC_TUNABLES")}
     out = subprocess.run([sys.executable, "-c", PROBE, mode], env={**clean, **env}, capture_output=True,
                          text=True, timeout=120, check=True)
     return out.stdout.strip()
@@ -47,3 +48,4 @@ def test_an_untuned_process_maps_20_mib_afresh():
 def test_the_users_settings_win():
     assert probe("tune", POLCHAIN_MALLOC="system") == "False True"
     assert probe("tune", MALLOC_MMAP_THRESHOLD_="1048576") == "False True"
+    assert probe("tune", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1048576") == "False True"
