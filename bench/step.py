@@ -165,9 +165,9 @@ def run(args) -> int:
                 fp32_1t = (one or row)["fp32_step_s"]["median"]
                 v2 = j1 * fp32_1t + row["eval_s"]["median"]
                 v3 = j1 * (row["exact_step_s"]["median"] + row["derive_s"]["median"]) + row["eval_s"]["median"]
-                row.update(preset=name, data=note, steps_per_block=j1, step_gemm_gflop=round(gflop, 3),
-                           exact_gemm_floor_s=round(gflop / row["gemm_gflops_fp64"], 4),
-                           fp32_gemm_floor_s=round(gflop / row["gemm_gflops_fp32"], 4),
+                row.update(preset=name, data=note, steps_per_block=j1, step_gemm_gflop=round(gflop, 6),
+                           exact_gemm_floor_s=round(gflop / row["gemm_gflops_fp64"], 6),
+                           fp32_gemm_floor_s=round(gflop / row["gemm_gflops_fp32"], 6),
                            step_ratio=common.ratio(row["exact_step_s"]["median"], row["fp32_step_s"]["median"]),
                            validation_v2_s=round(v2, 3), validation_v3_s=round(v3, 3),
                            validation_ratio=common.ratio(v3, v2))
