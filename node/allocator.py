@@ -8,9 +8,9 @@ keeping up to 1 GiB of freed heap makes those blocks reusable: -15 % per ResNet-
 threads, -8 % on one (docs/benchmarks.md 8.1). The cost: up to 1 GiB of freed memory stays
 mapped to the process instead of going back to the system.
 
-A user's own ``MALLOC_*_`` or ``GLIBC_TUNABLES=glibc.malloc.*`` settings or a preloaded allocator (jemalloc, tcmalloc) win: nothing is
-changed then, and neither with ``POLCHAIN_MALLOC=system``. It changes no result, only where memory
-comes from.
+A user's own ``MALLOC_*_`` or ``GLIBC_TUNABLES=glibc.malloc.*`` settings or a preloaded allocator
+(jemalloc, tcmalloc) win: nothing is changed then, and neither with ``POLCHAIN_MALLOC=system``. It
+changes no result, only where memory comes from.
 """
 from __future__ import annotations
 
