@@ -36,10 +36,6 @@ def register_record_type(name: str, check: Callable[[dict[str, Any]], None]) -> 
     _PARSERS[name] = check
 
 
-def known_record_types() -> tuple[str, ...]:
-    return tuple(sorted(_PARSERS))
-
-
 def parse_record(obj: Any) -> Record:
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise errors.BadRecord("a record must be a JSON object with a string 'type'")

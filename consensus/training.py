@@ -206,12 +206,3 @@ def r_index_space(named_params, excluded: Sequence[str]) -> IndexSpace:
 def genesis_state(spec: ChainSpec) -> State:
     m = genesis_model(spec.model.arch, spec.model.init_seed, spec.model.num_classes, spec.model.init)
     return clone_state(m.state_dict())
-
-
-def state_template(spec: ChainSpec) -> State:
-    """Names, shapes and dtypes of the architecture's state (values unused)."""
-    return genesis_state(spec)
-
-
-def parameter_sizes(model: nn.Module) -> list[int]:
-    return [p.numel() for p in model.parameters()]

@@ -32,7 +32,6 @@ from consensus.block import BlockHeader
 VALID = "valid"
 INVALID = "invalid"
 HEADER_ONLY = "header-only"
-STATUSES = (VALID, INVALID, HEADER_ONLY)
 
 
 class Base(DeclarativeBase):
@@ -267,10 +266,6 @@ class Store:
     def best_hashes(self) -> list[str]:
         with self.session() as s:
             return list(s.scalars(select(BestChainRow.hash).order_by(BestChainRow.height)))
-
-    def children(self, block_hash: str) -> list[StoredBlock]:
-        with self.session() as s:
-            return [_to_stored(r) for r in s.scalars(select(BlockRow).where(BlockRow.parent == block_hash))]
 
     def leaves(self, limit: int | None = None) -> list[StoredBlock]:
         """The chain tips, most work first: valid blocks without a valid child, header-only
