@@ -144,7 +144,6 @@ def run(args) -> int:
 
 
 def measure_chain(args) -> dict:
-    common.apply_threads(args.threads)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from consensus.proof import redraw_epoch

@@ -80,12 +80,6 @@ def add_output_arguments(p: argparse.ArgumentParser, figure: str | None = None) 
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
 
 
-def apply_threads(threads: int | None) -> None:
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
-
-
 # -- the machine --------------------------------------------------------------------
 def cpu_model() -> str:
     try:

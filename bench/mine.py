@@ -93,7 +93,6 @@ def per_block(rounds: list[dict]) -> dict:
 
 
 def run(args) -> int:
-    common.apply_threads(args.threads)
     from consensus.training import genesis_state
     from miner.search import default_groups, make_miner, pick_device
 

@@ -210,7 +210,6 @@ def run(args) -> int:
 
 
 def measure_verify(args) -> dict:
-    common.apply_threads(args.threads)
     from consensus.training import Replayer
     from miner.search import default_groups, pick_device
 
