@@ -12,7 +12,7 @@ the canonical SGD steps the miner took.
 Canonical steps are counted by wrapping ``Replayer.step`` on the miner's
 replayer: every step the miner computed (attempts of the reference loop; for the
 fast miner one per pass of G candidates plus one per confirmation of a predicted
-hit), i.e. the gradient-step *compute* the chain spent. Under protocol v2 the
+hit), i.e. the gradient-step *compute* the chain spent. Under protocol v3 the
 steps that *stuck* are exactly those in the chain: a block's post-state is its
 parent's advanced by its j advance steps and its winning step, one per nonce in
 its header; their running total is ``effective_steps``.

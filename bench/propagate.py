@@ -3,7 +3,7 @@
 N real `polchain node` processes (``--threads 1`` each, peer discovery off) are
 started in a line, one after the other, node i knowing only node i-1. Blocks are mined beforehand in
 this process (a chain of its own, timestamps spaced by the target interval) and
-posted one at a time, in full (protocol v2: header and records; the block
+posted one at a time, in full (protocol v3: header and records; the block
 carries no weights), to node 1; each then travels by gossip only (announce the
 header, fetch header and records from the announcer, validate by replaying its
 steps from the parent's post-state every node keeps; a node relays the block once
@@ -211,7 +211,7 @@ def wait_until(pred, timeout: float, what: str, interval: float = 0.05):
 
 
 def post_block(node: Node, block) -> int:
-    """POST /blocks as a peer would: multipart header and records (a v2 block carries no weights)."""
+    """POST /blocks as a peer would: multipart header and records (a block carries no weights)."""
     import httpx
     from consensus.hashing import canonical_json
     files = {"header": (None, block.header.encode(), "application/json"),
@@ -300,7 +300,7 @@ def table(res: dict) -> str:
     e, h = res["end_to_end_s"], res["hop_s"]
     lines = [
         f"polchain bench propagate: {res['nodes']} nodes in a line on loopback, {res['blocks']} block(s), "
-        f"{res['body_bytes']} byte blocks (header and records; no weights under protocol v2)",
+        f"{res['body_bytes']} byte blocks (header and records; no weights since protocol v2)",
         f"spec: {res['spec']} ({res['arch']}); {res['data']}",
         f"machine: {common.machine_line(res['machine'])}",
         "gossip only (announce -> fetch -> replay, R -> relay -> accuracy); times from the POST to node 1",

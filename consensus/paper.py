@@ -3,10 +3,10 @@
 RESEARCH ONLY. W is free: the block carries the weights before the winning step, the miner
 names the batch, and R comes from the parent's block hash. docs/protocol.md ("v1 attacks and
 how v2 closes them") lists what this lets an attacker do; tests/adversarial demonstrates each
-attack against these rules and shows it rejected under v2. Nodes do not run this preset.
+attack against these rules and shows it rejected under v3. Nodes do not run this preset.
 
-The header rules are shared with v2 (consensus.validation.validate_header checks the batch
-indices instead of the nonces for this preset); the rules here replace the v2 proof.
+The header rules are shared with v3 (consensus.validation.validate_header checks the batch
+indices instead of the nonces for this preset); the rules here replace the v3 proof.
 """
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
-"""Protocol v2: what binds a proof to the chain and to its miner (docs/protocol.md, "Proof").
+"""What binds a proof to the chain and to its miner (protocol v3; docs/protocol.md §4.4).
 
 * Batches: nonce ``n`` of a block by miner ``M`` on parent ``p`` trains on the S distinct
   train indices drawn from ``SHA-256("polchain-batch/3" | scrypt seed (``batch_seed``) | counter
-  (u32 BE))`` (v3 with ``proof.batch_work`` > 0; v2: ``SHA-256("polchain-batch/2" | chain id | p |
-  M | n (u64 BE) | counter (u32 BE))``), four big-endian u64 per digest, rejection-sampled below the largest
-  multiple of the train-set size, duplicates skipped. A thief's key derives other batches, and
-  labels cannot be picked without grinding nonces (whose effect R's index space removes: the
-  label-predictable linear head is excluded).
+  (u32 BE))`` (``proof.batch_work`` > 0, every v3 preset; with 0, v2's derivation:
+  ``SHA-256("polchain-batch/2" | chain id | p | M | n (u64 BE) | counter (u32 BE))``), four
+  big-endian u64 per digest, rejection-sampled below the largest multiple of the train-set size,
+  duplicates skipped. A thief's key derives other batches, and labels cannot be picked without
+  grinding nonces (whose effect R's index space removes: the label-predictable linear head is
+  excluded).
 * W: the parent's post-state advanced by the canonical steps of ``nonces[:-1]``; the winning
   step is ``nonces[-1]``. Nothing but training can produce a published state.
 * R: drawn (consensus.requirements) from ``seed = SHA-256("polchain-R-seed/2" | chain id |
@@ -70,6 +71,6 @@ def r_seed(spec: ChainSpec, parent_state_hash: str, parent_height: int, epoch: i
 
 
 def requirements_for(spec: ChainSpec, parent, timestamp_ms: int, k: int, space: IndexSpace) -> tuple[Requirement, ...]:
-    """R for a child of ``parent`` stamped ``timestamp_ms`` (v2)."""
+    """R for a child of ``parent`` stamped ``timestamp_ms``."""
     epoch = redraw_epoch(spec, parent.timestamp_ms, timestamp_ms)
     return derive_requirements(r_seed(spec, parent.state_hash, parent.height, epoch), k, space)

@@ -1,19 +1,19 @@
 """Requirements R ("directed guiding gradients"), derived from a 32-byte seed.
 
-The seed is the parent hash under the dgg-paper rules, and under v2 a hash of the parent's
+The seed is the parent hash under the dgg-paper rules, and under v3 a hash of the parent's
 post-state and the redraw epoch (consensus.proof.r_seed), which its miner cannot vary cheaply.
 
 Derivation (docs/protocol.md, "Requirements"): a stream of 64-bit draws,
 ``SHA-256("polchain-R/1" | seed (32 bytes) | k (u32 BE) | counter (u64 BE))``
 cut into four big-endian u64 each. Over an index space of N eligible weights (all
-learnable parameters, or under v2 those outside the excluded prefixes, in flat
+learnable parameters, or under v3 those outside the excluded prefixes, in flat
 order), a draw ``d`` is rejected if ``d >= 2^64 - (2^64 mod 2N)`` (no modulo
 bias); otherwise ``r = d mod 2N``, eligible weight ``r // 2`` (mapped to its flat
 index), direction *decrease* if ``r`` is odd, *increase* if even (the paper's
 parity rule). A draw whose weight is already taken is skipped (collision avoidance).
 
 A requirement holds when ``w' - w`` (fp32, as stored) has the required sign, is not
-zero, and (v2 validators) clears the spec's band ``max(band_ulps * ulp, band_abs)``.
+zero, and (v3 validators) clears the spec's band ``max(band_ulps * ulp, band_abs)``.
 """
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def requirements_met(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[R
 def requirements_hold(before: torch.Tensor, after: torch.Tensor, reqs: Sequence[Requirement],
                       band_ulps: int = 0, band_abs: float = 0.0) -> bool:
     """Validator rule: every required change is non-zero, in the required direction, and
-    (v2) clears the validators' band."""
+    (v3) clears the validators' band."""
     return not bool(_shortfall(before, after, reqs, band_ulps, band_abs).any())
 
 

@@ -102,8 +102,8 @@ class EvaluationSpec:
 class RequirementsSpec:
     margin_ulps: int            # miner: |dw| >= margin_ulps * ulp(w)
     margin_abs: str             # miner: and |dw| >= margin_abs
-    band_ulps: int = 0          # v2 validators: |dw| >= band_ulps * ulp(w) (a band below the miner's margin)
-    band_abs: str = "0"         # v2 validators: and |dw| >= band_abs
+    band_ulps: int = 0          # validators: |dw| >= band_ulps * ulp(w) (a band below the miner's margin)
+    band_abs: str = "0"         # validators: and |dw| >= band_abs
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class ProofSpec:
     r_excluded: tuple[str, ...] = ()    # parameter-name prefixes outside R's index space
     min_improvement: int = 0            # acc(W') >= parent's claimed acc(W') + this (negative: a slack) ...
     floor_relax: int = 0                # ... - this per redraw epoch since the parent (v3: no stall by claims)
-    batch_work: int = 0                 # log2 of scrypt's N in the batch derivation (0: one SHA-256, v2)
+    batch_work: int = 0                 # log2 of scrypt's N in the batch derivation (0: one SHA-256, as in v2)
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class LimitsSpec:
 
     @property
     def max_block_bytes(self) -> int:
-        """The largest v2 block, header and records in their canonical encodings (a block carries no
+        """The largest v3 block, header and records in their canonical encodings (a block carries no
         weights: ``max_weights_bytes`` bounds post-states only)."""
         return self.max_header_bytes + self.max_records * self.max_record_bytes
 

@@ -1,4 +1,4 @@
-"""Algorithm 1 of the DGG paper under protocol v2, kept flat: the reference miner.
+"""Algorithm 1 of the DGG paper under protocol v3, kept flat: the reference miner.
 
 From the parent's post-state, each attempt is one canonical SGD step on the batch of a fresh
 random nonce (the batch is derived from parent, miner key and nonce: consensus.proof). The

@@ -7,7 +7,7 @@ Tables
               on every tip change (a reorg is atomic).
   meta        key/value (the tip).
 
-Post-states (W' of each validated block, protocol v2) live beside the database,
+Post-states (W' of each validated block) live beside the database,
 content-addressed by weights hash, written atomically (temp file, fsync, rename),
 so a crash never leaves a half file under a real name. A block row is committed
 only after its post-state is on disk.

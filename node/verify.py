@@ -1,6 +1,6 @@
 """`polchain verify`: replay every block of the stored best chain from genesis.
 
-Under protocol v2 each block is replayed from the post-state the previous replay produced, so
+Under protocol v3 each block is replayed from the post-state the previous replay produced, so
 a full check needs nothing but the headers and records: a pruned node verifies all of its
 chain. Stored states and verdicts are never trusted. The rules are the node's own pipeline
 (consensus.validation.validate_block), with no proof memo."""

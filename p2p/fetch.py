@@ -1,6 +1,6 @@
 """Block bodies and post-states from peers: the one place that downloads them and checks them.
 
-Under protocol v2 a block's body is its records (``records_root``); a block carries
+Under protocol v3 a block's body is its records (``records_root``); a block carries
 no weights. ``fetch_body`` downloads the records from one peer and checks only the
 commitment, on the raw JSON, before anything is parsed: a mismatch is the peer's
 fault (``consensus.errors.BadBody``: a failure, never a ban, never held against
@@ -29,7 +29,7 @@ log = logging.getLogger("polchain.p2p")
 
 
 class NoBody(Exception):
-    """No peer asked served the records (under v2 they are never pruned: the peers lacked the block,
+    """No peer asked served the records (they are never pruned: the peers lacked the block,
     or failed)."""
 
     def __init__(self, block_hash: str, failed: list[str]):

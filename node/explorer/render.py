@@ -60,7 +60,7 @@ def accuracy_of(block: dict) -> float | None:
 
 
 def steps_of(header: dict) -> int:
-    """Training steps the block's proof replays: its nonces under protocol v2, one step before."""
+    """Training steps the block's proof replays: its nonces (v3), one step for a dgg-paper (v1) header."""
     return len(header["nonces"]) if isinstance(header.get("nonces"), list) else 1
 
 
