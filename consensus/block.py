@@ -1,7 +1,7 @@
 """Block headers and blocks: frozen dataclasses, canonical encoding, Ed25519.
 
-``BlockHeader`` is the node's header (protocol v3; header format 2, unchanged since v2);
-``PaperHeader`` the DGG paper's (v1) header, kept for the ``dgg-paper`` research preset.
+``BlockHeader`` is the protocol v3 header; ``PaperHeader`` the DGG paper's (v1) header, kept
+for the ``dgg-paper`` research preset.
 
 Canonical header encoding = canonical JSON (consensus.hashing) of the header's
 fields. The signature covers ``"polchain-header/1\\x00" | encoding without the
@@ -109,9 +109,9 @@ class _Header:
 
 @dataclass(frozen=True)
 class BlockHeader(_Header):
-    """The node's header (protocol v3, header format 2). The block carries no weights: W is the
-    parent's post-state advanced by the canonical steps of ``nonces[:-1]``, the winning step is
-    ``nonces[-1]``, and the header commits to the post-state W' through ``state_hash``."""
+    """Protocol v3 header. The block carries no weights: W is the parent's post-state advanced
+    by the canonical steps of ``nonces[:-1]``, the winning step is ``nonces[-1]``, and the
+    header commits to the post-state W' through ``state_hash``."""
     version: int
     chain_id: str
     height: int
