@@ -28,9 +28,15 @@ def _y(value: float, top_value: float, height: int = H, bottom_value: float = 0.
     return height - BOTTOM - ((value - bottom_value) / span if span else 0) * (height - TOP - BOTTOM)
 
 
-def _ticks(lo: int, hi: int, n: int = 6) -> list[int]:
-    step = max(1, -(-(hi - lo) // n))
-    return list(range(lo, hi + 1, step))
+def int_ticks(lo: int, hi: int, n: int = 6) -> list[int]:
+    """Whole-number ticks from ``lo`` to ``hi`` on multiples of a 1, 2 or 5 times 10^m step that cuts
+    the range into about ``n`` parts (0, 10, 20, 30 for 0-33; not 0, 11, 22, 33)."""
+    step = max(1, int(round(nice_step(hi - lo, n))))
+    while True:
+        ticks = list(range(-(-lo // step) * step, hi + 1, step))
+        if len(ticks) >= 2 or step == 1:
+            return ticks or [lo]
+        step = step // 2 if str(step)[0] in "12" and step > 1 else step * 2 // 5   # 10 -> 5 -> 2 -> 1
 
 
 def nice_step(span: float, n: int) -> float:
@@ -81,19 +87,23 @@ def _frame(lo: int, hi: int, height: int, left_labels: list[tuple[float, str]], 
                    f'<text class="y-left" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     for y, label in right_labels:
         out.append(f'<text class="y-right" x="{width - RIGHT + 6}" y="{y + 4:.1f}">{label}</text>')
-    for t in _ticks(lo, hi, 6 if width >= W else 4):
+    for t in int_ticks(lo, hi, 6 if width >= W else 4):
         out.append(f'<text class="x-tick" x="{_x(t, x_lo, x_hi, width):.1f}" y="{height - 8}" '
                    f'text-anchor="middle">{t}</text>')
     return out
 
 
-def seconds_label(v: float, step: float) -> str:
-    """A duration on an axis whose ticks are ``step`` seconds apart: as many decimals as the step needs."""
-    if step < 60 and v < 120:
-        return f"{v:.{decimals_for(step)}f}s"
-    if step < 3600 and v < 7200:
-        return f"{v / 60:.{decimals_for(step / 60)}f}m"
-    return f"{v / 3600:.{decimals_for(step / 3600)}f}h"
+def interval_axis(longest: float, n: int = 3) -> tuple[float, list[float], list[str]]:
+    """An axis for durations up to ``longest`` seconds: its top and ticks (seconds) and their labels.
+    The unit (s under 2 minutes, m under 2 hours, else h) is chosen first, from ``longest``, and the
+    ticks are nice numbers in it (0, 1, 2, 3 m; not 0 s, 50 s, 100 s, 2.5 m)."""
+    longest = longest if longest > 0 else 1.0
+    unit, scale = ("s", 1.0) if longest < 120 else ("m", 60.0) if longest < 7200 else ("h", 3600.0)
+    step = nice_step(longest / scale, n)
+    top = (math.floor(longest / scale / step + 1e-9) + 1) * step
+    ticks = [i * step for i in range(round(top / step) + 1)]
+    dec = decimals_for(step)
+    return top * scale, [t * scale for t in ticks], [f"{t:.{dec}f}{unit}" for t in ticks]
 
 
 def learning_curve(points: list[Point]) -> str:
@@ -105,10 +115,7 @@ def learning_curve(points: list[Point]) -> str:
     lo, hi = points[0].height, points[-1].height
     x_lo, x_hi = lo - 0.5, hi + 0.5
     intervals = [p.interval for p in points if p.interval]
-    step = nice_step(max(intervals, default=1.0), 3)
-    top_interval = (math.floor(max(intervals, default=1.0) / step) + 1) * step
-    i_ticks = nice_ticks(0, top_interval, 3)
-    i_step = i_ticks[1] - i_ticks[0] if len(i_ticks) > 1 else step
+    top_interval, i_ticks, i_labels = interval_axis(max(intervals, default=1.0))
     known = [p for p in points if p.accuracy is not None]
     a_lo, a_hi = fit_range([p.accuracy for p in known])
     a_ticks = [v for v in nice_ticks(a_lo, a_hi, 5) if a_lo - 1e-9 <= v <= a_hi + 1e-9]
@@ -119,7 +126,7 @@ def learning_curve(points: list[Point]) -> str:
            f'data-points="{len(points)}" data-first="{lo}" data-last="{hi}" data-acc-lo="{a_lo:.4f}" '
            f'data-acc-hi="{a_hi:.4f}">']
     out += _frame(lo, hi, H, [(_y(v, a_hi, H, a_lo), f"{v * 100:.{a_dec}f}%") for v in a_ticks],
-                  [(_y(v, top_interval), seconds_label(v, i_step)) for v in i_ticks],
+                  [(_y(v, top_interval), label) for v, label in zip(i_ticks, i_labels)],
                   x_lo=x_lo, x_hi=x_hi)
     for p in points:
         if p.interval is not None:
@@ -143,10 +150,13 @@ def difficulty_chart(points: list[Point]) -> str:
     if not points:
         return '<svg id="k-chart" data-points="0"></svg>'
     lo, hi = points[0].height, points[-1].height
-    top = max(p.difficulty for p in points) + 1
+    k_max = max(p.difficulty for p in points)
+    step = max(1, int(round(nice_step(k_max + 1, 3))))
+    top = (k_max // step + 1) * step                  # a tick above the highest k: 0, 5, 10, 15 for k = 13
+    k_ticks = list(range(0, top + 1, step))
     out = [f'<svg id="k-chart" viewBox="0 0 {width} {height}" role="img" aria-label="difficulty by height" '
            f'data-points="{len(points)}">']
-    out += _frame(lo, hi, height, [(_y(v, top, height), str(v)) for v in sorted({0, top // 2, top - 1})], [], width)
+    out += _frame(lo, hi, height, [(_y(v, top, height), str(v)) for v in k_ticks], [], width)
     steps, prev_y = [], None
     for p in points:
         x, y = _x(p.height, lo, hi, width), _y(p.difficulty, top, height)

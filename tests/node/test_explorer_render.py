@@ -77,3 +77,55 @@ def test_current_block_card():
     assert render.current_block(_status(7)) == ""                    # not mining: no card
     idle = render.current_block(_status(7, {"enabled": True, "attempts_per_second": 0.0, "current": None}))
     assert "starting" in idle
+
+
+# -- issue 31.10: nice ticks, figures a user can check ---------------------------------------------
+def _is_nice(step: float) -> bool:
+    """1, 2 or 5 times a power of ten."""
+    import math
+    mag = 10 ** math.floor(math.log10(step) + 1e-9)
+    return any(abs(step - m * mag) < 1e-9 * mag for m in (1, 2, 5, 10))
+
+
+def _nice_sequence(values: list[float]) -> bool:
+    if len(values) < 2:
+        return False
+    steps = {round(b - a, 9) for a, b in zip(values, values[1:])}
+    if len(steps) != 1:
+        return False
+    step = steps.pop()
+    return _is_nice(step) and all(abs(v / step - round(v / step)) < 1e-6 for v in values)
+
+
+def test_int_ticks_are_nice_numbers():
+    from node.explorer.chart import int_ticks
+    assert int_ticks(0, 66, 6) == [0, 20, 40, 60]                      # was 0, 11, 22, ...
+    assert int_ticks(0, 33, 4) == [0, 10, 20, 30]
+    assert int_ticks(0, 2, 6) == [0, 1, 2]
+    assert int_ticks(5, 5, 6) == [5]
+    for lo in (0, 1, 3, 17, 466):
+        for span in (1, 2, 3, 7, 12, 13, 33, 66, 99, 250, 499, 1234):
+            for n in (3, 4, 6):
+                t = int_ticks(lo, lo + span, n)
+                assert t[0] >= lo and t[-1] <= lo + span and _nice_sequence(t), (lo, span, n, t)
+                assert 2 <= len(t) <= 2 * n + 1, (lo, span, n, t)
+
+
+def test_chart_axes_carry_nice_ticks():
+    from node.explorer.chart import difficulty_chart
+    pts = [Point(h, f"{h:064x}", 0.1, 1.0 if h > 1 else None, 13 if h > 20 else 7) for h in range(67)]
+    svg = learning_curve(pts)
+    assert _nice_sequence([float(t) for t in _labels(svg, "x-tick")]), _labels(svg, "x-tick")
+    k = difficulty_chart(pts)
+    assert _nice_sequence([float(t) for t in _labels(k, "x-tick")]), _labels(k, "x-tick")
+    ks = [float(t) for t in _labels(k, "y-left")]
+    assert _nice_sequence(ks) and ks[0] == 0 and ks[-1] >= 13, ks                    # was 0, 7, 13
+
+
+def test_interval_axis_keeps_one_unit_and_nice_steps():
+    for longest, unit in ((1.3, "s"), (87.0, "s"), (140.0, "m"), (700.0, "m"), (9000.0, "h")):
+        svg = _curve([0.1] * 4, [None, None, longest / 2, longest])
+        right = _labels(svg, "y-right")
+        assert all(s.endswith(unit) for s in right), (longest, right)         # 140 s: 0s 50s 100s 2.5m
+        values = [float(s[:-1]) for s in right]
+        assert _nice_sequence(values) and values[0] == 0 and values[-1] * {"s": 1, "m": 60, "h": 3600}[unit] >= longest
