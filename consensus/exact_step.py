@@ -256,16 +256,25 @@ def _resnet18_cifar(net: _Net, x, y) -> None:
 ARCHS = {"tiny-cnn": _tiny_cnn, "resnet18-cifar": _resnet18_cifar}
 
 
-def exact_sgd_step(arch: str, state: Mapping[str, torch.Tensor], images_u8: torch.Tensor,
-                   labels: torch.Tensor, rule: Rule, param_names: tuple[str, ...]) -> State:
-    """W' = update(W, batch): a fresh state dict (``state`` is not modified)."""
+def exact_gradients(arch: str, state: Mapping[str, torch.Tensor], images_u8: torch.Tensor,
+                    labels: torch.Tensor, rule: Rule) -> tuple[State, State]:
+    """The forward and backward pass of ``exact_sgd_step`` without the update: (the fp64 gradient of
+    the mean cross-entropy per learnable parameter, the new BatchNorm buffers). Pure; the step uses it,
+    and tests/consensus/test_exact_gradient.py compares the gradients with autograd's."""
     net = _Net(state, rule.bits)
     x = exact_inputs(images_u8, rule.table.to(images_u8.device))
     ARCHS[arch](net, x, labels)
+    return net.grads, net.buffers
+
+
+def exact_sgd_step(arch: str, state: Mapping[str, torch.Tensor], images_u8: torch.Tensor,
+                   labels: torch.Tensor, rule: Rule, param_names: tuple[str, ...]) -> State:
+    """W' = update(W, batch): a fresh state dict (``state`` is not modified)."""
+    grads, buffers = exact_gradients(arch, state, images_u8, labels, rule)
     out = dict(state)
-    out.update(net.buffers)
+    out.update(buffers)
     lr = torch.tensor(rule.lr, dtype=torch.float32, device=images_u8.device)
     for name in param_names:
-        step32 = net.grads[name].to(torch.float32).mul_(lr)    # fp32(lr * fp32(g)), in a fresh tensor
+        step32 = grads[name].to(torch.float32).mul_(lr)    # fp32(lr * fp32(g)), in a fresh tensor
         out[name] = state[name] - step32
     return out
