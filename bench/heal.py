@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .propagate import Node, stop_all, wait_until
+from .propagate import Node, stop_all
 
 
 def on_branch(node: Node, height: int, tip: str) -> bool:

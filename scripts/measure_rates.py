@@ -99,7 +99,6 @@ def measure(name: str, *, steps: int, acc_steps: int, warmup: int, parents: int,
     q = spec.requirements
     r = Replayer(spec, data)
     rng = random.Random(seed)
-    n_train, s = spec.dataset.train_size, spec.training.batch_size
     parent_hash = sha256_hex(f"measure-rates {name} parent".encode())
     miner = sha256_hex(f"measure-rates {name} miner".encode())
     r.load(genesis_state(spec))
@@ -256,7 +255,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     names = ["tiny", "cifar10-resnet18"] if args.preset == "all" else [args.preset]
     results = []
-    log = lambda m: print(m, file=sys.stderr, flush=True)
+
+    def log(m):
+        print(m, file=sys.stderr, flush=True)
+
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     for name in names:
         d = DEFAULTS[name]
