@@ -13,7 +13,6 @@ import random
 import shutil
 import struct
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,12 +21,11 @@ from consensus import errors
 from consensus.block import Block, BlockHeader, public_key_hex
 from consensus.proof import derive_batch, requirements_for
 from consensus.requirements import DECREASE, Requirement, derive_requirements, requirements_hold
-from consensus.spec import preset
 from consensus.training import Replayer
 from consensus.weights import State, clone_state, encode_state as _body, weights_hash
 from node.chain import Chain
+from tests.blocks import BLOCK_GAP_MS, BlockSmith, low_difficulty
 
-from ..conftest import MemoryView, low_difficulty, mine_block
 from .paper_chain import (HONEST_KEY, THIEF_KEY, PaperChain, flip_channel, flip_channel_of, flips_for, mine_paper,
                           paper_header, paper_requirements, permute_layer3, touched_channels)
 
@@ -56,16 +54,10 @@ class V2:
 @pytest.fixture(scope="module")
 def v2(tiny_spec, tiny_dataset, tmp_path_factory) -> V2:
     chain = Chain(tiny_spec, tmp_path_factory.mktemp("v2") / "node", tiny_dataset)
-    parent, state = chain.genesis, chain.tip_model()[1]
-    view = MemoryView([parent])
-    for seed in range(PAPER_BLOCKS + 1):
-        b = mine_block(tiny_spec, tiny_dataset, parent, state, view, HONEST_KEY, seed=seed)
-        if seed == PAPER_BLOCKS:
-            yield V2(chain, parent, state, b.header, b.state)
-            break
-        assert chain.submit(Block(b.header, b.records)).status == "accepted"
-        parent, state = b.header, b.state
-        view.add(parent)
+    *mined, nxt = BlockSmith(tiny_spec, tiny_dataset, HONEST_KEY).blocks(PAPER_BLOCKS + 1)   # seeds 0, 1, 2
+    for b in mined:
+        assert chain.submit(b.block).status == "accepted"
+    yield V2(chain, mined[-1].header, mined[-1].state, nxt.header, nxt.state)
     chain.store.close()
 
 
@@ -79,13 +71,11 @@ def submit_v2(v2: V2, header: BlockHeader, code: str):
     return out
 
 
-def v2_header(v2: V2, nonces, state: State, acc_after: int, key=THIEF_KEY, **changes) -> BlockHeader:
-    spec = v2.chain.spec
-    h = BlockHeader(version=spec.header_version, chain_id=spec.chain_id, height=v2.tip.height + 1, parent=v2.tip.hash,
-                    timestamp_ms=v2.tip.timestamp_ms + 2000, difficulty=v2.tip.difficulty, miner="",
-                    nonces=tuple(nonces), state_hash=weights_hash(state), acc_after=acc_after,
-                    records_root=v2.next.records_root)
-    return replace(h, **changes).signed(key)
+def v2_header(v2: V2, nonces, state: State, acc_after: int, key=THIEF_KEY) -> BlockHeader:
+    """A child of the tip claiming ``nonces`` led to ``state`` (tests.blocks.BlockSmith.header)."""
+    return BlockSmith(v2.chain.spec, None, key).header(v2.tip, timestamp_ms=v2.tip.timestamp_ms + BLOCK_GAP_MS,
+                                                        nonces=tuple(nonces), state_hash=weights_hash(state),
+                                                        acc_after=acc_after, records_root=v2.next.records_root)
 
 
 def step_deltas(r: Replayer, w: State, batch, reqs):
@@ -324,11 +314,12 @@ def test_thread_count_cannot_split_v2(v2):
     from zero."""
     spec, r = v2.chain.spec, v2.chain.replayer
     saved = torch.get_num_threads()
-    from consensus.validation import validate_proof
+    from consensus.validation import validate_block
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            result = validate_proof(v2.next, v2.tip, v2.tip_state, r, spec)
+            result = validate_block(Block(v2.next, []), spec, v2.chain.view, v2.next.timestamp_ms + 1000, replayer=r,
+                                    parent_state=v2.tip_state)
             assert weights_hash(result.state) == v2.next.state_hash
     finally:
         torch.set_num_threads(saved)

@@ -18,7 +18,7 @@ from node.chain import Chain, StartupError
 from node.store import VALID
 from node.verify import verify_chain
 
-from .conftest import HONEST_KEY, assert_unharmed, open_copy, snapshot
+from .conftest import HONEST_KEY, open_copy, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = 4096

@@ -4,48 +4,37 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus import errors
 from consensus.block import BlockHeader, genesis_header
 from consensus.difficulty import (ancestors, is_retarget_height, median_time_past, next_difficulty, work)
-from consensus.hashing import ZERO_HASH
 from consensus.spec import preset
 from consensus.validation import validate_header
-
-from ..conftest import MemoryView
+from tests.blocks import BlockSmith, MemoryView
 
 # tiny's rule at a 2,000 ms target (the thresholds below are written for it): window 10, max step 1,
 # k in [1, 40], k0 = 8
 SPEC = dataclasses.replace(preset("tiny"), difficulty=dataclasses.replace(preset("tiny").difficulty,
                                                                           target_interval_ms=2000))
 W, TARGET = SPEC.difficulty.retarget_window, SPEC.difficulty.target_interval_ms
+HEADER_KEY = Ed25519PrivateKey.from_private_bytes(bytes([4]) * 32)     # signs the synthetic headers
 
 
 def build_chain(timestamps: list[int], spec=SPEC, k0: int | None = None, key=None) -> tuple[list[BlockHeader], MemoryView]:
-    """Headers at heights 0..len(timestamps) - 1 with these timestamps; k follows the retarget rule."""
-    g = genesis_header(spec)
+    """Signed headers at heights 0..len(timestamps) - 1 with these timestamps; k follows the retarget rule
+    (genesis has k0 when given). The proof fields are never looked at here."""
+    g = dataclasses.replace(genesis_header(spec), timestamp_ms=timestamps[0])
     if k0 is not None:
         g = dataclasses.replace(g, difficulty=k0)
-    g = dataclasses.replace(g, timestamp_ms=timestamps[0])
-    view = MemoryView([g])
-    chain = [g]
-    for h, ts in enumerate(timestamps[1:], start=1):
-        parent = chain[-1]
-        hdr = header(spec, h, parent, ts, next_difficulty(spec, parent, view))
-        if key is not None:
-            hdr = hdr.signed(key)
-        view.add(hdr)
-        chain.append(hdr)
-    return chain, view
+    chain = [g, *smith(spec, key).headers(ancestors=[g], timestamps=timestamps[1:])]
+    return chain, MemoryView(chain)
 
 
-def header(spec, height: int, parent: BlockHeader, ts: int, k: int) -> BlockHeader:
-    """An unsigned v2 header (the proof fields are never looked at here)."""
-    return BlockHeader(version=spec.header_version, chain_id=spec.chain_id, height=height, parent=parent.hash,
-                       timestamp_ms=ts, difficulty=k, miner="", nonces=(0,), state_hash=ZERO_HASH, acc_after=0,
-                       records_root=ZERO_HASH)
+def smith(spec=SPEC, key=None) -> BlockSmith:
+    return BlockSmith(spec, None, key or HEADER_KEY)
 
 
 def regular(n: int, interval: int, start: int = SPEC.time.genesis_timestamp_ms) -> list[int]:
@@ -124,7 +113,10 @@ def test_retarget_needs_the_window():
 def test_block_with_unretargeted_k_is_invalid(miner_key):
     chain, view = build_chain(regular(21, TARGET // 4), key=miner_key)
     parent = chain[20]
-    mk = lambda k: header(SPEC, 21, parent, parent.timestamp_ms + 1, k).signed(miner_key)
+
+    def mk(k):
+        return smith(key=miner_key).header(parent, timestamp_ms=parent.timestamp_ms + 1, k=k)
+
     now = parent.timestamp_ms
     assert validate_header(mk(9), SPEC, view, now) == parent
     with pytest.raises(errors.BadDifficulty):
@@ -161,7 +153,10 @@ def test_time_too_old_against_mtp(miner_key):
     parent = chain[14]
     mtp = median_time_past(SPEC, parent, view)
     assert mtp == ts[9]       # heights 4..14 sorted: ts4..ts9 | ts10, ts11, ts12, ts12, ts13
-    mk = lambda t: header(SPEC, 15, parent, t, 8).signed(miner_key)
+
+    def mk(t):
+        return smith(key=miner_key).header(parent, timestamp_ms=t, k=8)
+
     now = ts[13] + 10_000
     validate_header(mk(mtp + 1), SPEC, view, now)
     for t in (mtp, mtp - 1, ts[0]):

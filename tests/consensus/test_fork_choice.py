@@ -32,7 +32,9 @@ def blocks(k1_spec, tiny_dataset, block_miner):
 
 
 def open_chain(spec, dataset, path) -> Chain:
-    clock = lambda: (spec.time.genesis_timestamp_ms + 3_600_000) / 1000   # an hour after genesis
+    def clock():
+        return (spec.time.genesis_timestamp_ms + 3_600_000) / 1000   # an hour after genesis
+
     return Chain(spec, path, dataset, archival=True, clock=clock)
 
 

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.nodeproc import REPO, node_env
@@ -52,8 +51,8 @@ SIZES = ["160k", "256k", "384k", "512k", "768k", "1m"]
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_disk_full_while_storing_blocks(size, spec, dataset, chaindir, dataset_file, genesis_datadir, tmp_path,
-                                        record):
+def test_disk_full_while_storing_blocks(size, spec, dataset, chaindir, tmp_path, record,
+                                        dataset_file, genesis_datadir):  # noqa: F811 (fixtures imported above)
     mnt = tmp_path / "mnt"
     with tmpfs(mnt, size):
         datadir = mnt / "node"

@@ -13,11 +13,11 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.headers import header_chain
 from consensus.block import Block
 from node.chain import Chain
+from node.fork_choice import path_to
 from node.store import HEADER_ONLY, VALID
-from tests.conftest import mine_block
+from tests.blocks import BlockSmith, mine_block
 
 from .conftest import TEMPLATE_BLOCKS
 from .test_proof_cache import open_copy
@@ -31,7 +31,7 @@ def side(smith, tmp_path):
 
 
 def ancestors(chain, block_hash: str):
-    return [chain.store.get(h).header for h in chain.path_to(block_hash)]
+    return [chain.store.get(h).header for h in path_to(chain.store, block_hash)]
 
 
 def archival_copy_with_a_side_block(smith, dest, key, seed: int):
@@ -95,19 +95,18 @@ def test_restart_with_a_smaller_window_prunes_old_side_states(smith, tmp_path):
 
 
 def test_header_only_rows_below_the_window_and_over_the_cap(smith, tmp_path):
-    T = TEMPLATE_BLOCKS
-    key = Ed25519PrivateKey.generate()
+    headers = BlockSmith(smith.spec, None, Ed25519PrivateKey.generate()).headers
     c = open_copy(smith, tmp_path / "node", keep_weights=2, header_window=3, header_cap=50,
                   clock=lambda: time.time() + 7200)
     try:
         tip = c.tip()
         # a fork from block 1, 12 headers long: it starts more than 3 below the tip, so it goes whole
-        deep = header_chain(smith.spec, 12, key, ancestors=ancestors(c, c.store.hash_at(1)), salt="deep")
+        deep = headers(12, ancestors=ancestors(c, c.store.hash_at(1)), salt="deep")
         assert all(o.status == "header-ok" for o in c.submit_headers(deep))
         assert not any(c.store.status(h.hash) for h in deep)
         # two forks near the tip: A (40 headers on the tip), B (30 headers on the tip's parent)
-        a = header_chain(smith.spec, 40, key, ancestors=ancestors(c, tip.hash), salt="a")
-        b = header_chain(smith.spec, 30, key, ancestors=ancestors(c, tip.header.parent), salt="b")
+        a = headers(40, ancestors=ancestors(c, tip.hash), salt="a")
+        b = headers(30, ancestors=ancestors(c, tip.header.parent), salt="b")
         assert all(o.status == "header-ok" for o in c.submit_headers(a))
         assert c.store.count_by_status()[HEADER_ONLY] == 40
         assert all(o.status == "header-ok" for o in c.submit_headers(b))

@@ -19,14 +19,18 @@ def test_tensor_hash_covers_name_dtype_shape_and_values():
     assert tensor_hash({"v": t}) != base                                  # name
     assert tensor_hash({"w": t.view(torch.float32)}) != base              # dtype (same bytes)
     assert tensor_hash({"w": t.reshape(2, 3)}) != base                    # shape (same bytes)
-    u = t.clone(); u[3] += 1
+    u = t.clone()
+    u[3] += 1
     assert tensor_hash({"w": u}) != base                                  # value
     assert tensor_hash({"w": t, "x": torch.zeros(0)}) != base             # extra (empty) tensor
 
 
 def test_tensor_hash_encoding_is_documented_one():
     t = torch.tensor([1.0, 2.0], dtype=torch.float32)
-    u64 = lambda n: n.to_bytes(8, "little")
+
+    def u64(n):
+        return n.to_bytes(8, "little")
+
     enc = (b"pol/tensors/v1\x00" + u64(1) + u64(1) + b"w" + u64(7) + b"float32" + u64(1) + u64(2)
            + u64(8) + t.numpy().tobytes())
     assert tensor_hash({"w": t}) == hashlib.sha256(enc).hexdigest()

@@ -74,7 +74,10 @@ def _regression_run(out, *, momentum, nesterov, weight_decay, augmentation="none
     g = torch.Generator().manual_seed(7)
     x = torch.randn(48, 5, generator=g)
     y = x @ torch.randn(5, 2, generator=g)
-    factory = lambda: torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
+    def factory():
+        return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
     torch.manual_seed(1)
     model = factory()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum, nesterov=nesterov,
@@ -116,6 +119,9 @@ def test_seeded_augmentation(tmp_path):
     assert not r.passed and r.reasons == ["unsupported-augmentation"]
     assert not r.replays
     assert verify_proof(tmp_path / "p", factory, data, augment=_augment).passed
-    wrong = lambda x, *, step, description: x
+
+    def wrong(x, *, step, description):
+        return x
+
     r = verify_proof(tmp_path / "p", factory, data, augment=wrong)
     assert r.reasons == ["replay-distance-exceeded"]
