@@ -220,7 +220,7 @@ def measure_chain(args) -> dict:
         genesis_acc = test_accuracy(ev, genesis_state(spec), start=start)
         for row in rows:
             b = chain.store.get(row["hash"])
-            row["test_accuracy"] = round(test_accuracy(ev, chain.load_weights(b.header.state_hash), start=start), 4)
+            row["test_accuracy"] = round(test_accuracy(ev, chain.states.load(b.header.state_hash), start=start), 4)
         chain.store.close()
 
         common.progress(f"plain SGD from genesis for {steps.n} steps (lr {spec.training.lr}, "

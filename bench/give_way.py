@@ -3,13 +3,13 @@
 A junk block (a fresh key, a valid signature, parent = the tip, random nonces) costs its sender one
 signature and a validator J+1 canonical steps before R fails. The validator thread serves one block at
 a time; a known sender's block that arrives while a stranger's replay runs waits for it. With the
-give-way rule (node/preemption.py) the replay stops before its next step once a known block waits.
+give-way rule (``Chain.submit(should_stop=...)``) the replay stops before its next step once a known block waits.
 
 On a fresh ``node.chain.Chain`` (temp datadir, the preset's spec; generated data for ResNet-18 unless
 CIFAR-10 is in ``--data-dir``), ``--runs`` times, each with a new junk block on genesis:
 
 * ``full``: the junk block judged in full (``Chain.submit``: invalid, requirements-not-met), timed;
-* ``gave way``: the same kind of block submitted with ``give_way`` tied to an event that another thread
+* ``gave way``: the same kind of block submitted with ``should_stop`` tied to an event that another thread
   sets at a uniformly random moment of the replay (within the previous ``full`` time). Measured: the
   time from the event to ``Chain.submit`` returning ``busy`` (what the known block waits now), and the
   rest of the full replay from that moment (what it waited before the rule).
@@ -27,6 +27,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from consensus import errors
 
 from . import common
 
@@ -95,17 +97,25 @@ def run(args) -> int:
                 set_at.append(time.perf_counter())
                 event.set()
 
+            ran = []            # steps the replay ran: should_stop said no before each
+
+            def should_stop() -> bool:
+                if event.is_set():
+                    return True
+                ran.append(1)
+                return False
+
             timer = threading.Thread(target=trip, daemon=True)
             start = time.perf_counter()
             timer.start()
-            out = chain.submit(junk_block(spec, parent, rng), give_way=event.is_set)
+            out = chain.submit(junk_block(spec, parent, rng), should_stop=should_stop)
             done = time.perf_counter()
             timer.join()
-            if out.code != "busy":            # the replay ended before the event: nothing waited on it
+            if out.code != errors.ReplayStopped.code:            # the replay ended before the event: nothing waited on it
                 continue
             waits.append(done - set_at[0])
             rest.append(max(0.0, full[-1] - (set_at[0] - start)))
-            steps_done.append(chain.replayer.steps_done)
+            steps_done.append(len(ran))
             common.progress(f"run {i + 1}/{runs}: full replay {full[-1]:.3f} s; event at {at:.3f} s: waited "
                             f"{waits[-1]:.3f} s (the rest of the replay: {rest[-1]:.3f} s)")
         result = common.result_header(

@@ -11,9 +11,10 @@ Three families, kept apart because the node treats them differently:
 * ``InvalidBlock`` -- provably bad. The block hash is marked invalid and the
                       invalidity passes to every descendant.
 
-Reason codes are part of the wire protocol (REST errors, metrics labels), and so is the
-``Verdict`` a node gives a submitted block. ``validate_block`` sets ``exc.stage`` (header,
-records, replay, accuracy) on the error it raises.
+Reason codes are part of the wire protocol (REST errors, metrics labels), and so are the
+``Verdict`` a node gives a submitted block and the ``BlockStatus`` it stores and serves. Each
+stage of validation (consensus.validation) sets ``exc.stage`` (a ``Stage``) on the error it
+raises; who is punished for it is decided in one place (p2p/punishment.py).
 """
 from __future__ import annotations
 
@@ -31,8 +32,25 @@ class Verdict(StrEnum):
     BAD_BODY = "bad-body"          # the records are not the committed ones: the header stays unjudged
 
 
+class BlockStatus(StrEnum):
+    """What a node knows of a block (stored, served by the API, asked by peers)."""
+    VALID = "valid"                # every rule checked here (or assumed valid up to a checkpoint)
+    INVALID = "invalid"            # a rule failed: the block and its descendants are marked
+    HEADER_ONLY = "header-only"    # the header rules passed; the body is not judged yet (headers-first)
+    VALIDATING = "validating"      # its work is checked, its accuracy not yet (served during fast relay)
+
+
+class Stage(StrEnum):
+    """The validation stage that judged a block (consensus.validation, cheapest first)."""
+    HEADER = "header"
+    RECORDS = "records"
+    REPLAY = "replay"              # loading the parent's post-state, the steps, R, the state commitment
+    ACCURACY = "accuracy"
+
+
 class BlockError(Exception):
     code = "block-error"
+    stage: Stage | None = None     # set by the validation stage that raised it
 
     def __init__(self, detail: str = ""):
         super().__init__(f"{self.code}: {detail}" if detail else self.code)
@@ -74,6 +92,16 @@ class RebuildDeferred(ParentNotValidated):
     would be work done for a lighter fork. The block waits like an orphan (its header stored header-only)
     and is judged as soon as headers or blocks on top of it claim more work than the tip."""
     code = "rebuild-deferred"
+
+
+class ReplayStopped(Ignored):
+    """The replay stopped between two steps because the caller's ``should_stop()`` said so (a
+    stranger's block gives way to a known sender's): the block was not judged; send it again."""
+    code = "busy"
+
+    def __init__(self, steps_done: int):
+        super().__init__(f"gave way to a block from a known sender after {steps_done} step(s); send it again")
+        self.steps_done = steps_done
 
 
 class StoreUnavailable(Ignored):

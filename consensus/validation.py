@@ -1,4 +1,4 @@
-"""Block validation (protocol v2): one pipeline, ``validate_block``, cheapest rule first.
+"""Block validation (protocol v3): four stages, cheapest rule first (``validate_block`` runs them).
 
     header     -- syntax and limits, nonce count, signature, time not too new,
                   parent known and valid, height, difficulty, median time past
@@ -12,25 +12,27 @@
                   per redraw epoch (accuracy_floor)
 
 Each rule is one small function raising a typed ``consensus.errors.InvalidBlock`` (or
-``Ignored`` / ``BadBody``); ``validate_block`` tags the error with the stage that raised it
-(``exc.stage``). No rule touches a tensor before every header rule has passed. The
-dgg-paper research rules are in consensus.paper.
+``Ignored`` / ``BadBody``); each stage function (``check_header_and_records``, ``recall_proof`` /
+``check_work``, ``check_accuracy``) tags the error with its ``errors.Stage`` (``exc.stage``). No rule
+touches a tensor before every header rule has passed. The dgg-paper research rules are in
+consensus.paper.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 
 from . import errors
-from .block import Block, BlockHeader, check_records_commitment, records_root  # noqa: F401 (re-exported)
+from .errors import Stage
+from .block import Block, BlockHeader, check_records_commitment, records_root
 from .difficulty import median_time_past, next_difficulty
 from .proof import derive_batch, r_seed, redraw_epoch, requirements_for
 from .records import Record
-from .requirements import first_failed, requirements_hold, requirements_hold_with_margin
+from .requirements import first_failed, requirements_hold_with_margin
 from .spec import ChainSpec
 from .training import Accuracy, CanonicalStep
 from .weights import State, all_finite, weights_hash
@@ -176,24 +178,29 @@ def validator_band(spec: ChainSpec) -> tuple[int, float]:
 
 
 def replay_steps(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
-                 spec: ChainSpec) -> tuple[tuple, torch.Tensor, torch.Tensor]:
+                 spec: ChainSpec, should_stop: Callable[[], bool] | None = None) -> tuple[tuple, torch.Tensor,
+                                                                                         torch.Tensor]:
     """Replay every step from the parent's post-state: (R, W at R's coordinates before the winning
-    step, after it). Leaves W' loaded in the replayer."""
+    step, after it). Leaves W' loaded in the replayer. ``should_stop()`` is asked before each step; true
+    stops the replay with ``errors.ReplayStopped`` (the block is then not judged)."""
     reqs = requirements_for(spec, parent, header.timestamp_ms, header.difficulty, replayer.r_space)
     steps = batches(header, spec)
     replayer.load(parent_state)
-    for batch in steps[:-1]:
+    before = None
+    for i, batch in enumerate(steps):
+        if should_stop is not None and should_stop():
+            raise errors.ReplayStopped(i)
+        if i == len(steps) - 1:
+            before = replayer.values(reqs)
         replayer.step(batch)
-    before = replayer.values(reqs)
-    replayer.step(steps[-1])
     return reqs, before, replayer.values(reqs)
 
 
 def check_requirements(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
-                       spec: ChainSpec) -> None:
+                       spec: ChainSpec, should_stop: Callable[[], bool] | None = None) -> None:
     """Replay every step from the parent's post-state (the exact step: any thread count); R must hold
     for the winning step with the validators' band. Leaves W' loaded in the replayer."""
-    reqs, before, after = replay_steps(header, parent, parent_state, replayer, spec)
+    reqs, before, after = replay_steps(header, parent, parent_state, replayer, spec, should_stop)
     band = validator_band(spec)
     i = first_failed(before, after, reqs, *band)
     if i is not None:
@@ -214,11 +221,11 @@ def check_state_commitment(header: BlockHeader, replayer: CanonicalStep) -> Stat
     return state
 
 
-def replay_proof(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
-                 spec: ChainSpec) -> State:
-    """The work part of a proof (R and the state commitment): returns W'. Leaves W' loaded."""
-    check_requirements(header, parent, parent_state, replayer, spec)
-    return check_state_commitment(header, replayer)
+def check_recalled_commitment(header: BlockHeader, state_hash: str) -> None:
+    """A memoised proof: its post-state is the one the header commits to."""
+    if state_hash != header.state_hash:
+        raise errors.StateMismatch(f"this proof's post-state is {state_hash[:16]}, header says "
+                                   f"{header.state_hash[:16]}")
 
 
 def check_accuracy_claim(header, measured: Accuracy, spec: ChainSpec) -> None:
@@ -243,34 +250,23 @@ def check_accuracy_floor(measured: Accuracy, parent: BlockHeader, spec: ChainSpe
             f"{spec.proof.min_improvement:+d}, relaxed {spec.proof.floor_relax} per redraw epoch)")
 
 
-def check_accuracy(header: BlockHeader, parent: BlockHeader, replayer: CanonicalStep, spec: ChainSpec) -> Accuracy:
-    """One evaluation of W' on E (cached by state hash); W' must be loaded."""
-    measured = replayer.cached_accuracy(header.state_hash)
-    check_accuracy_claim(header, measured, spec)
-    check_accuracy_floor(measured, parent, spec, header.timestamp_ms)
-    return measured
-
-
-@dataclass(frozen=True)
-class ProofResult:
-    state: State            # W'
-    after: Accuracy         # acc(W') on E
-
-
-def validate_proof(header: BlockHeader, parent: BlockHeader, parent_state: State, replayer: CanonicalStep,
-                   spec: ChainSpec) -> ProofResult:
-    """Replay and accuracy: the whole proof. Leaves W' loaded."""
-    state = replay_proof(header, parent, parent_state, replayer, spec)
-    return ProofResult(state, check_accuracy(header, parent, replayer, spec))
-
-
-# == the pipeline ========================================================================
-STAGES = ("header", "records", "load_state", "replay", "state_hash", "accuracy")
+# == the pipeline: four stages, cheapest first ===========================================
+STAGES = ("header", "records", "load_state", "replay", "state_hash", "accuracy")   # timed parts, in order
 StageTimer = Callable[[str], AbstractContextManager]
 
 
 def no_timer(_stage: str) -> AbstractContextManager:
     return nullcontext()
+
+
+@contextmanager
+def judged_at(stage: Stage) -> Iterator[None]:
+    """``with judged_at(Stage.X):`` -- a BlockError raised inside is stage X's verdict (``exc.stage``)."""
+    try:
+        yield
+    except errors.BlockError as exc:
+        exc.stage = stage
+        raise
 
 
 class ProofMemo:
@@ -305,7 +301,7 @@ class ProofMemo:
 class Validated:
     parent: BlockHeader
     state: State | None         # W' when replayed here; None when recalled from the memo or not checked
-    after: Accuracy | None      # acc(W') on E; None when the proof was not checked (``check_proof=False``)
+    after: Accuracy | None      # acc(W') on E; None when the proof was not checked (assume-valid)
     proof_key: tuple | None     # the ProofMemo key (None when not checked)
 
     @property
@@ -313,70 +309,67 @@ class Validated:
         return self.state is not None
 
 
-def check_recalled_commitment(header: BlockHeader, state_hash: str) -> None:
-    """A memoised proof: its post-state is the one the header commits to."""
-    if state_hash != header.state_hash:
-        raise errors.StateMismatch(f"this proof's post-state is {state_hash[:16]}, header says "
-                                   f"{header.state_hash[:16]}")
+def check_header_and_records(block: Block, spec: ChainSpec, view: ChainView, now_ms: int,
+                             timer: StageTimer = no_timer) -> BlockHeader:
+    """Stages ``header`` and ``records``: every rule that touches no tensor. Returns the parent header."""
+    with judged_at(Stage.HEADER), timer("header"):
+        parent = validate_header(block.header, spec, view, now_ms)
+    with judged_at(Stage.RECORDS), timer("records"):
+        check_records_commitment(block.header, block.records_json)
+        validate_records(block.header, block.records, spec)
+    return parent
+
+
+def recall_proof(block: Block, parent: BlockHeader, spec: ChainSpec, memo: ProofMemo | None,
+                 timer: StageTimer = no_timer) -> Accuracy | None:
+    """Stage ``replay`` answered from ``memo``: acc(W') of the same proof replayed before (its commitment
+    checked), or None when it was not."""
+    recalled = memo.get(ProofMemo.key(block.header, parent, spec)) if memo is not None else None
+    if recalled is None:
+        return None
+    with judged_at(Stage.REPLAY), timer("replay"):
+        check_recalled_commitment(block.header, recalled[0])
+    return recalled[1]
+
+
+def check_work(block: Block, parent: BlockHeader, parent_state: State, replayer: CanonicalStep, spec: ChainSpec,
+               *, should_stop: Callable[[], bool] | None = None, timer: StageTimer = no_timer) -> State:
+    """Stage ``replay``: the block's steps from the parent's post-state meet R, and W' hashes to the
+    header's state_hash (the part that carries the 2^k work). Returns W' (left loaded in the replayer).
+    Raises ``errors.ReplayStopped`` when ``should_stop()`` says so between two steps."""
+    with judged_at(Stage.REPLAY):
+        with timer("replay"):
+            check_requirements(block.header, parent, parent_state, replayer, spec, should_stop)
+        with timer("state_hash"):
+            return check_state_commitment(block.header, replayer)
+
+
+def check_accuracy(block: Block, parent: BlockHeader, measured: Accuracy, spec: ChainSpec) -> Accuracy:
+    """Stage ``accuracy``: acc(W') on E (``measured``) is the claim, within tolerance, and no worse than
+    the floor."""
+    with judged_at(Stage.ACCURACY):
+        check_accuracy_claim(block.header, measured, spec)
+        check_accuracy_floor(measured, parent, spec, block.header.timestamp_ms)
+    return measured
 
 
 def validate_block(block: Block, spec: ChainSpec, view: ChainView, now_ms: int, *, replayer: CanonicalStep,
-                   parent_state: Callable[[BlockHeader], State], memo: ProofMemo | None = None,
-                   check_proof: bool = True, on_work_checked: Callable[[Block], None] | None = None,
-                   stage: StageTimer = no_timer) -> Validated:
-    """Every rule for one block, cheapest first; raises a typed BlockError tagged with its stage.
-
-    ``parent_state(parent)`` gives the parent's post-state (it may raise ``errors.Ignored``: not kept,
-    parent not validated); ``memo`` recalls proofs replayed before (the caller remembers new ones once
-    it has kept W'); ``check_proof=False`` stops after the records (assume-valid);
-    ``on_work_checked(block)`` runs once R and the state commitment hold -- the 2^k work is checked --
-    and before the accuracy evaluation (fast relay); ``stage(name)`` is a context manager per stage
-    (benchmarks time the pipeline through it)."""
-    name = "header"
-    try:
-        with stage(name):
-            parent = validate_header(block.header, spec, view, now_ms)
-        name = "records"
-        with stage(name):
-            check_records_commitment(block.header, block.records_json)
-            validate_records(block.header, block.records, spec)
-        if not check_proof:
-            return Validated(parent, None, None, None)
-        state, after = _check_work(block, parent, spec, replayer, parent_state, memo, stage)
-        if on_work_checked is not None:
-            on_work_checked(block)
-        name = "accuracy"
-        with stage(name):
-            if after is None:
-                after = replayer.cached_accuracy(block.header.state_hash)
-            check_accuracy_claim(block.header, after, spec)
-            check_accuracy_floor(after, parent, spec, block.header.timestamp_ms)
-        return Validated(parent, state, after, ProofMemo.key(block.header, parent, spec))
-    except errors.BlockError as exc:
-        if not hasattr(exc, "stage"):
-            exc.stage = name
-        raise
-
-
-def _check_work(block: Block, parent: BlockHeader, spec: ChainSpec, replayer: CanonicalStep, parent_state,
-                memo: ProofMemo | None, stage: StageTimer) -> tuple[State | None, Accuracy | None]:
-    """(W' or None, acc(W') when recalled): the replay stages, or the memo's answer."""
-    header = block.header
-    recalled = memo.get(ProofMemo.key(header, parent, spec)) if memo is not None else None
-    try:
-        if recalled is not None:
-            with stage("replay"):
-                check_recalled_commitment(header, recalled[0])
-            return None, recalled[1]
-        with stage("load_state"):
-            w = parent_state(parent)
-        with stage("replay"):
-            check_requirements(header, parent, w, replayer, spec)
-        with stage("state_hash"):
-            return check_state_commitment(header, replayer), None
-    except errors.BlockError as exc:
-        exc.stage = "replay"
-        raise
+                   parent_state: State, memo: ProofMemo | None = None,
+                   should_stop: Callable[[], bool] | None = None, timer: StageTimer = no_timer) -> Validated:
+    """Every rule for one block whose parent's post-state is at hand, cheapest first; raises a typed
+    BlockError carrying its ``Stage``. The node's pipeline (node/chain.py, ``Chain._judge``) runs the
+    same four stage functions, and between them supplies the parent's post-state (it may be pruned or
+    on a lighter fork) and relays a block whose work is checked."""
+    parent = check_header_and_records(block, spec, view, now_ms, timer)
+    after = recall_proof(block, parent, spec, memo, timer)
+    state = None
+    if after is None:
+        state = check_work(block, parent, parent_state, replayer, spec, should_stop=should_stop, timer=timer)
+    with timer("accuracy"):
+        if after is None:
+            after = replayer.cached_accuracy(block.header.state_hash)
+        check_accuracy(block, parent, after, spec)
+    return Validated(parent, state, after, ProofMemo.key(block.header, parent, spec))
 
 
 # == the miner's publication policy (stricter than validation) =========================

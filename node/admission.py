@@ -14,7 +14,7 @@
   one is answered 503 ``busy`` at once instead of queueing without bound), and
   senders without a record here wait in a small lane of their own, one block per
   network at a time, behind the known ones; a stranger's replay gives way, between
-  two steps, to a known block queued meanwhile (node/preemption.py).
+  two steps, to a known block queued meanwhile (its ``should_stop`` is ``known_waiting``).
 """
 from __future__ import annotations
 
@@ -24,12 +24,20 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
+from enum import StrEnum
 from typing import Callable
 
 from p2p.addresses import host_of, is_local_network, network_prefix
+from p2p.punishment import Sender
 
 MAX_CLIENTS = 4096
 KIND_SHARE = {"blocks": 1.0, "certificates": 0.5, "peers": 0.1}   # of the configured rate and burst
+
+
+class Lane(StrEnum):
+    """Which validation lane a block waits in (``LaneQueue``)."""
+    KNOWN = "known"          # trusted clients, hosts that delivered a valid block, connected peers' hosts
+    STRANGER = "stranger"    # everyone else: a small lane, one block per network at a time
 
 
 class TokenBuckets:
@@ -77,8 +85,11 @@ class Admission:
             return 429, "rate-limited", f"too many {kind} requests from {client}; retry in {wait:.1f}s", wait
         return None
 
-    def may_ban(self, client: str | None) -> bool:
-        return bool(client) and client not in self.trusted
+    def sender(self, client: str | None) -> Sender:
+        """Who ``client`` is for punishment (p2p/punishment.py): this node (None), trusted, or remote."""
+        if not client:
+            return Sender.OWN
+        return Sender.TRUSTED if client in self.trusted else Sender.REMOTE
 
     def vouch(self, client: str | None) -> None:
         """``client`` (an API client's host or a peer URL) delivered a valid block: a known sender."""
@@ -90,13 +101,13 @@ class Admission:
                 while len(self.vouched) > MAX_CLIENTS:
                     self.vouched.popitem(last=False)
 
-    def lane(self, client: str | None, peer_hosts: Callable[[], set[str]] = set) -> str:
+    def lane(self, client: str | None, peer_hosts: Callable[[], set[str]] = set) -> Lane:
         """``known`` for trusted clients, hosts with a valid block here and connected peers' hosts;
         else ``stranger``."""
         if not client or client in self.trusted:
-            return "known"
+            return Lane.KNOWN
         host = host_of(client)
-        return "known" if host in self.vouched or host in peer_hosts() else "stranger"
+        return Lane.KNOWN if host in self.vouched or host in peer_hosts() else Lane.STRANGER
 
 
 def _quota_key(client: str) -> str:
@@ -117,7 +128,7 @@ class LaneQueue:
     costs the node one replay at a time, the honest block of a known peer jumps the queue, and
     everything past a bound is answered 503 ``busy`` at once (``try_submit`` returns None). A
     stranger's job may poll ``known_waiting`` and stop early (the API's replays do, between two steps:
-    node/preemption.py), so a known block waits one step, not a whole replay.
+    ``Chain.submit(should_stop=...)``), so a known block waits one step, not a whole replay.
     """
 
     def __init__(self, limit: int, stranger_limit: int | None = None, per_prefix: int = 1):
@@ -143,17 +154,17 @@ class LaneQueue:
         costs one step at most)."""
         return self._known_waiting > 0
 
-    def refusal(self, lane: str, prefix: str | None) -> str | None:
+    def refusal(self, lane: Lane, prefix: str | None) -> str | None:
         """Why a block in ``lane`` from ``prefix`` would be refused now (None: it would be queued)."""
         with self._cv:
             return self._refusal(lane, prefix)
 
-    def _refusal(self, lane: str, prefix: str | None) -> str | None:
+    def _refusal(self, lane: Lane, prefix: str | None) -> str | None:
         if self._stopped:
             return "the node is stopping"
         if self._n >= self.limit:
             return f"{self.limit} blocks are waiting for validation"
-        if lane == "stranger":
+        if lane == Lane.STRANGER:
             if self._strangers >= self.stranger_limit:
                 return (f"the lane for senders without a record here is full ({self.stranger_limit} blocks); "
                         "known peers go first")
@@ -161,26 +172,26 @@ class LaneQueue:
                 return f"one block at a time per network from senders without a record ({prefix})"
         return None
 
-    def try_submit(self, fn: Callable, *args, lane: str = "known", prefix: str | None = None) -> Future | None:
+    def try_submit(self, fn: Callable, *args, lane: Lane = Lane.KNOWN, prefix: str | None = None) -> Future | None:
         fut: Future = Future()
         with self._cv:
             if self._refusal(lane, prefix) is not None:
                 return None
             self._n += 1
-            if lane == "stranger":
+            if lane == Lane.STRANGER:
                 self._strangers += 1
                 if prefix is not None:
                     self._by_prefix[prefix] = self._by_prefix.get(prefix, 0) + 1
-            if lane == "known":
+            if lane == Lane.KNOWN:
                 self._known_waiting += 1
-            heapq.heappush(self._heap, (0 if lane == "known" else 1, next(self._seq), fut, fn, args,
+            heapq.heappush(self._heap, (0 if lane == Lane.KNOWN else 1, next(self._seq), fut, fn, args,
                                               lane, prefix))
             self._cv.notify()
         return fut
 
-    def _release(self, lane: str, prefix: str | None) -> None:
+    def _release(self, lane: Lane, prefix: str | None) -> None:
         self._n -= 1
-        if lane == "stranger":
+        if lane == Lane.STRANGER:
             self._strangers -= 1
             if prefix is not None:
                 left = self._by_prefix.get(prefix, 1) - 1
@@ -197,7 +208,7 @@ class LaneQueue:
                 if not self._heap:
                     return
                 _, _, fut, fn, args, lane, prefix = heapq.heappop(self._heap)
-                if lane == "known":
+                if lane == Lane.KNOWN:
                     self._known_waiting -= 1
             try:
                 if fut.set_running_or_notify_cancel():

@@ -123,7 +123,7 @@ class BlockProofs:
         return out
 
     def _replay(self, block, parent, out: dict) -> None:
-        state = self.chain.load_weights(parent.state_hash)
+        state = self.chain.states.load(parent.state_hash)
         if state is None:
             out["replay"] = {"status": "state-unavailable", "seconds": None, "state_matches": None,
                              "detail": f"this node does not keep the post-state of the parent (height "

@@ -13,6 +13,7 @@ from collections import deque
 
 from typing import Callable
 
+from consensus import errors
 from consensus.block import Block, public_key_hex
 from consensus.difficulty import next_difficulty
 from consensus.errors import Verdict
@@ -125,27 +126,27 @@ class MinerWorker:
                      cur["height"], cur["difficulty"], cur["attempts"], cur["seconds"], cur["expected_attempts"], eta,
                      cur["r_hits"], cur["acc_floor_failed"], cur["acc_borderline_failed"], cur["restarts"])
         return (self._stop.is_set() or self._tip_changed.is_set()
-                or self.service.chain.store_error is not None)   # a block found now could not be kept
+                or self.service.chain.health.error is not None)   # a block found now could not be kept
 
     def _wait_for_store(self) -> None:
         """Mining pauses while the store cannot be written (a block found now could not be kept): the
         chain probes it with backoff (2 s doubling to 60 s, node/chain.py); go on once it writes again.
         One log line when mining pauses and one when it resumes, whatever the number of probes."""
         chain = self.service.chain
-        log.warning("mining paused: the store cannot be written (%s); probing it with backoff", chain.store_error)
+        log.warning("mining paused: the store cannot be written (%s); probing it with backoff", chain.health.error)
         t0 = time.monotonic()
         while not self._stop.is_set():
-            if chain.store_error is None or chain.probe_store():
+            if chain.health.error is None or chain.probe_store():
                 log.info("mining resumes: the store writes again (paused %.0f s)", time.monotonic() - t0)
                 return
-            self._stop.wait(max(0.1, chain.store_retry_in()))
+            self._stop.wait(max(0.1, chain.health.retry_in()))
 
-    def _submit_held(self, block: Block) -> bool:
+    def _submit_held(self, block: Block, found: Found) -> bool:
         """A block mined while the store refused writes, submitted again if the tip is still its parent.
         Whether it went in."""
         if self.service.chain.tip().hash != block.header.parent:
             return False
-        out = self.service.submit_local(block)
+        out = self.service.submit_mined(block, found.state, found.acc_after)
         if out.status == Verdict.ACCEPTED:
             self.blocks_found += 1
             return True
@@ -153,13 +154,13 @@ class MinerWorker:
 
     def _run(self) -> None:
         chain = self.service.chain
-        held: Block | None = None
+        held: tuple[Block, Found] | None = None
         while not self._stop.is_set():
-            if chain.store_error is not None:
+            if chain.health.error is not None:
                 self._wait_for_store()
                 continue
             if held is not None:
-                self._submit_held(held)
+                self._submit_held(*held)
                 held = None
                 continue
             self._tip_changed.clear()
@@ -182,7 +183,7 @@ class MinerWorker:
             log.info("mined block %s height %d after %d attempts (%.1fs), %d steps", header.hash[:16],
                      header.height, found.attempts, found.seconds, len(found.nonces))
             try:
-                out = self.service.submit_local(block)
+                out = self.service.submit_mined(block, found.state, found.acc_after)
             except Exception as exc:  # disk full, I/O error: nothing was stored; the thread must live on
                 log.error("could not store mined block %s height %d (%s: %s); mining again in %.0f s",
                           header.hash[:16], header.height, type(exc).__name__, exc, STORE_RETRY_S)
@@ -190,8 +191,8 @@ class MinerWorker:
                 continue
             if out.status == Verdict.ACCEPTED:
                 self.blocks_found += 1
-            elif out.code == "store-unavailable":
-                held = block          # kept in memory; submitted again once the store writes
+            elif out.code == errors.StoreUnavailable.code:
+                held = block, found   # kept in memory; submitted again once the store writes
             else:
                 log.error("own block rejected: %s %s", out.code, out.detail)
 

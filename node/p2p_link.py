@@ -8,7 +8,7 @@ from consensus.validation import ChainView
 from p2p.node_link import NetConfig, Tip
 
 if TYPE_CHECKING:
-    from .chain import Outcome
+    from .outcome import Outcome
     from .service import NodeService
 
 

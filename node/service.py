@@ -1,21 +1,30 @@
 """Wiring: the chain, the node's key, the miner, the network and metrics."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from consensus.block import Block, BlockHeader
-from consensus.errors import Verdict
+from consensus import errors
+from consensus.errors import BlockStatus, Verdict
 from consensus.records import Record
+from consensus.training import Accuracy
+from consensus.weights import State
+from p2p.addresses import network_prefix
+from p2p.punishment import Punishment, punishment
+from p2p.relay import Announcement
 
 from . import __version__
-from .admission import Admission, LaneQueue
-from .chain import Chain, Outcome
+from .admission import Admission, Lane, LaneQueue
+from .chain import Chain
+from .outcome import Outcome
 from .keys import load_or_create_key
 from .metrics import Metrics
 from .settings import Settings
@@ -47,6 +56,7 @@ class NodeService:
 
         from .p2p_link import ServiceLink, net_config
         self.network = Network(ServiceLink(self), net_config(settings))
+        self.chain.work_checked_listeners.append(self._relay_early)
         self.admission = Admission(settings.rate_limit, settings.rate_burst, settings.trusted_clients,
                                    self.network.book.bans.until)
 
@@ -84,14 +94,39 @@ class NodeService:
         from p2p.addresses import host_of
         return {host_of(p["url"]) for p in self.network.peer_list() if p.get("state") == "connected"}
 
-    def submit_local(self, block: Block) -> Outcome:
-        return self._submit(block, None)
+    async def post_block(self, block: Block, client: str | None, announced_by: str | None = None) -> Outcome:
+        """A block POSTed by API client ``client`` (the connection's host), or a header announced by the peer
+        ``announced_by`` (fetched from it by the relay). A block waits for the validator in its sender's
+        lane (node/admission.py: known senders first, strangers one per network, a stranger's replay
+        giving way to a known block queued meanwhile); one the queue cannot take is ignored ``busy``."""
+        known = self.chain.store.status(block.hash)
+        if known in (BlockStatus.VALID, BlockStatus.INVALID):
+            return Outcome(Verdict.DUPLICATE, errors.Duplicate.code, f"already {known}", block.hash)
+        if announced_by:
+            if self.network.on_announcement(block.header, announced_by):
+                return Outcome(Verdict.IGNORED, Announcement.FETCHING, "", block.hash)
+            return Outcome(Verdict.IGNORED, Announcement.NOT_FETCHED, "not fetched: the origin is not a known peer, "
+                           "or it is busy", block.hash)
+        lane = self.admission.lane(client, self.peer_hosts)
+        prefix = network_prefix(client) if client else None
+        should_stop = self.validation.known_waiting if lane == Lane.STRANGER else None
+        fut = self.validation.try_submit(partial(self.submit_remote, should_stop=should_stop), block, client,
+                                         lane=lane, prefix=prefix)
+        if fut is None:
+            why = self.validation.refusal(lane, prefix) or "the validation queue is full"
+            return Outcome(Verdict.IGNORED, errors.ReplayStopped.code, f"{why}; retry later", block.hash)
+        return await asyncio.wrap_future(fut)
+
+    def submit_mined(self, block: Block, state: State, after: Accuracy) -> Outcome:
+        """The node's own block, with the W' and acc(W') its miner computed (``Chain.submit_mined``)."""
+        return self._applied(block, None, self.chain.submit_mined(block, state, after), time.perf_counter())
 
     def submit_remote(self, block: Block, peer: str | None, *, assumed: bool = False,
-                      give_way: Callable[[], bool] | None = None) -> Outcome:
+                      should_stop: Callable[[], bool] | None = None) -> Outcome:
         """Blocks from peers and the API (``peer``: a peer URL or an API client's host). Runs on the
-        caller's thread (the API uses ``validation``). ``give_way``: see ``Chain.submit``."""
-        return self._submit(block, peer, assumed, give_way)
+        caller's thread (the API uses ``validation``). ``should_stop``: see ``Chain.submit``."""
+        t0 = time.perf_counter()
+        return self._applied(block, peer, self.chain.submit(block, peer, assumed=assumed, should_stop=should_stop), t0)
 
     def submit_header(self, header: BlockHeader, peer: str | None) -> Outcome:
         """A header alone (an invalid announced header to record, with its sender's ban)."""
@@ -112,25 +147,21 @@ class NodeService:
             self._judged(outs[-1], peer)
         return outs
 
-    def _submit(self, block: Block, peer, assumed: bool = False, give_way: Callable[[], bool] | None = None) -> Outcome:
-        t0 = time.perf_counter()
-        relayed = []
+    def _relay_early(self, block: Block, peer: str | None) -> None:
+        """Fast relay (the chain's work-checked event): the replayed steps met R, the 2^k work is checked;
+        peers hear of the block while this node evaluates its accuracy (docs/p2p.md)."""
+        self.network.announce(block.header, exclude=peer)
 
-        def relay_early(b: Block) -> None:
-            """Fast relay: the replayed steps met R (the 2^k work is checked); peers hear of the block
-            while this node evaluates its accuracy (docs/p2p.md)."""
-            relayed.append(b.hash)
-            self.network.announce(b.header, exclude=peer)
-
-        out = self.chain.submit(block, peer, assumed=assumed, on_work_checked=None if assumed else relay_early,
-                                give_way=give_way)
+    def _applied(self, block: Block, peer: str | None, out: Outcome, t0: float) -> Outcome:
+        """The effects of a verdict outside the chain: metrics, the known lane, the mempool, the relay of
+        the block and of the orphans it connected, and the sender's punishment."""
         if out.status in (Verdict.ACCEPTED, Verdict.INVALID, Verdict.BAD_BODY):
             self._note_validation(block.hash, time.perf_counter() - t0)
         if out.status == Verdict.ACCEPTED:
             self.admission.vouch(peer)          # a sender with a record: the known lane from now on
             self.metrics.block_accepted(time.perf_counter() - t0)
             self._drop_included_records(block)
-            if not relayed:
+            if not out.relayed_early:
                 self.network.announce(block.header, exclude=peer)
             for h in out.connected:
                 b = self.chain.store.get(h)
@@ -140,14 +171,13 @@ class NodeService:
         return out
 
     def _judged(self, out: Outcome, peer) -> None:
-        """Rejections: metrics, the log, and a ban for a sender at fault (not for a block that failed
-        only its accuracy: it may have been relayed in good faith, see docs/p2p.md)."""
+        """Rejections: metrics, the log, and the sender's punishment (p2p/punishment.py)."""
         if out.status not in (Verdict.INVALID, Verdict.BAD_BODY):
             return
         self.metrics.block_rejected(out.code)
         log.warning("rejected block %s from %s: %s (%s)", out.block_hash[:16], peer or "local", out.code,
                     out.detail)
-        if out.sender_at_fault and peer and self.admission.may_ban(peer):
+        if punishment(out.status, out.stage, self.admission.sender(peer)) is Punishment.BAN:
             self.network.penalize(peer, out.code)
 
     def _note_validation(self, block_hash: str, seconds: float, keep: int = 1000) -> None:
@@ -205,5 +235,5 @@ class NodeService:
             "miner_key": public_key_hex(self.key),
             "sync": {"height": progress.get("height"), "target": progress.get("target"),
                      "peer": progress.get("peer"), "best_peer_height": max(heights, default=None)},
-            "store": self.chain.store_health(),
+            "store": self.chain.health.report(),
         }

@@ -28,10 +28,9 @@ from sqlalchemy import (BigInteger, Integer, String, Text, and_, create_engine, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
 from consensus.block import BlockHeader
+from consensus.errors import BlockStatus
 
-VALID = "valid"
-INVALID = "invalid"
-HEADER_ONLY = "header-only"
+VALID, INVALID, HEADER_ONLY = BlockStatus.VALID, BlockStatus.INVALID, BlockStatus.HEADER_ONLY
 
 
 class Base(DeclarativeBase):

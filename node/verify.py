@@ -63,7 +63,7 @@ def verify_chain(chain: Chain, *, progress=None) -> VerifyReport:
             if header.hash != h:
                 raise errors.Malformed("stored header does not hash to its key")
             checked = validate_block(Block(header, stored.records), spec, view, now_ms, replayer=chain.replayer,
-                                     parent_state=lambda _parent, w=state: w)
+                                     parent_state=state)
             state, last_acc = checked.state, checked.after.correct
         except errors.BlockError as exc:
             return VerifyReport(False, len(hashes) - 1, height - 1, time.perf_counter() - t0, hashes[-1],

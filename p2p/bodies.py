@@ -89,8 +89,8 @@ class Bodies:
                     return accepted, False
                 out = ctx.node.submit(block, src)
                 if out.status == Verdict.INVALID:
-                    if src != peer and out.sender_at_fault:
-                        ctx.penalize(peer, out.code)
+                    if src != peer:          # the peer whose headers led here answers for them too
+                        ctx.punish(peer, out.status, out.stage, out.code)
                     return accepted, False
                 if out.status not in (Verdict.ACCEPTED, Verdict.DUPLICATE):
                     log.info("sync: block %d (%s) from %s: %s %s", header.height, header.hash[:16], src,

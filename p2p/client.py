@@ -27,6 +27,10 @@ class PeerError(Exception):
         self.status, self.code = status, code
 
 
+class TooLarge(PeerError):
+    """The answer is larger than the cap for its kind (the caller may ask for less)."""
+
+
 class NotFound(PeerError):
     """HTTP 404: the peer lacks the block (``code == "pruned"`` on a post-state: it no longer keeps it)."""
 
@@ -58,12 +62,12 @@ class PeerClient:
                     except ValueError:
                         over = True
                     if over:
-                        raise PeerError(f"{method} {url}: {declared} bytes over the cap {cap}", r.status_code)
+                        raise TooLarge(f"{method} {url}: {declared} bytes over the cap {cap}", r.status_code)
                 chunks, n = [], 0
                 for chunk in r.iter_bytes():
                     n += len(chunk)
                     if n > cap:
-                        raise PeerError(f"{method} {url}: body over the cap {cap}", r.status_code)
+                        raise TooLarge(f"{method} {url}: body over the cap {cap}", r.status_code)
                     if time.monotonic() > t_end:
                         raise PeerError(f"{method} {url}: slower than the {deadline:.0f}s deadline", r.status_code)
                     chunks.append(chunk)

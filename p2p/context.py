@@ -6,10 +6,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from consensus.errors import Stage, Verdict
+
 from .addresses import peer_key
 from .client import PeerClient
 from .node_link import NetConfig, NodeLink
 from .peers import PeerBook
+from .punishment import Punishment, Sender, punishment
 
 log = logging.getLogger("polchain.p2p")
 
@@ -43,6 +46,11 @@ class Ctx:
         with self._hints_lock:
             hints, self.sync_hints = self.sync_hints, {}
         return hints
+
+    def punish(self, peer: str, verdict: Verdict, stage: Stage | None, code: str) -> None:
+        """What a peer served was judged ``verdict`` at ``stage``: ban it where ``punishment`` says so."""
+        if punishment(verdict, stage, Sender.REMOTE) is Punishment.BAN:
+            self.penalize(peer, code)
 
     def penalize(self, peer: str, code: str) -> None:
         """A provably invalid block or header came from ``peer`` (a peer URL, or an API client's host)."""

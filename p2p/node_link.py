@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from consensus.block import Block, BlockHeader
-from consensus.errors import Verdict
+from consensus.errors import BlockStatus, Stage, Verdict
 from consensus.spec import ChainSpec
 from consensus.validation import ChainView
 
-VALID, INVALID, HEADER_ONLY = "valid", "invalid", "header-only"
+VALID, INVALID, HEADER_ONLY = BlockStatus.VALID, BlockStatus.INVALID, BlockStatus.HEADER_ONLY
 
 
 class Tip(NamedTuple):
@@ -31,14 +31,11 @@ class Tip(NamedTuple):
 
 
 class Judged(Protocol):
-    """The node's answer to a submitted block (node.chain.Outcome)."""
+    """The node's answer to a submitted block (node.outcome.Outcome)."""
     status: Verdict
     code: str
     detail: str
-
-    @property
-    def sender_at_fault(self) -> bool:
-        """Invalid, and not only by its accuracy (a block relayed in good faith: no ban)."""
+    stage: Stage | None     # the validation stage that judged an invalid block (p2p/punishment.py)
 
 
 class NodeLink(Protocol):

@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from enum import StrEnum
 
 from consensus import errors
 from consensus.block import BlockHeader
 from consensus.difficulty import work
-from consensus.errors import Verdict
+from consensus.errors import Stage, Verdict
 from consensus.validation import validate_header, validate_header_standalone
 
 from .addresses import peer_key
@@ -33,6 +34,20 @@ from .lanes import Lanes
 from .node_link import INVALID, VALID
 
 log = logging.getLogger("polchain.p2p")
+
+
+class Announcement(StrEnum):
+    """What a node answers a peer that announced a header (POST /blocks with X-Polchain-Origin)."""
+    FETCHING = "fetching"          # the block is being fetched from the origin
+    NOT_FETCHED = "not-fetched"    # the origin is not a known peer, or it is busy
+
+
+class Fetched(StrEnum):
+    """How fetching one block from one peer ended (``Relay._fetch_from``)."""
+    DONE = "done"          # judged here (or known already, or not usable now)
+    INVALID = "invalid"    # the peer served something invalid (and was punished for it)
+    SYNC = "sync"          # the peer is ahead by more than this block: sync from it
+    RETRY = "retry"        # try another peer (a bad body)
 
 MAX_INFLIGHT = 256      # blocks being fetched at once
 FETCH_WORKERS = 8
@@ -156,7 +171,7 @@ class Relay:
                 if self.ctx.book.waiting(src) and not (announced is not None and src == sources[0]):
                     continue    # in backoff; but an origin that has just announced to us is up
                 try:
-                    if self._fetch_from(src, block_hash) != "retry":
+                    if self._fetch_from(src, block_hash) != Fetched.RETRY:
                         return
                 except NotFound:
                     continue
@@ -166,7 +181,7 @@ class Relay:
         finally:
             self._release(block_hash)
 
-    def _fetch_from(self, src: str, block_hash: str, fill: bool = True) -> str:
+    def _fetch_from(self, src: str, block_hash: str, fill: bool = True) -> Fetched:
         """Header, then body, from one peer: done | invalid | sync | retry (try another peer). ``fill``:
         a parent missing here is first fetched by hash from ``src`` (``_fill_gap``)."""
         ctx = self.ctx
@@ -174,45 +189,45 @@ class Relay:
         try:
             header = BlockHeader.from_dict(info.get("header"))
         except errors.Malformed as exc:
-            ctx.penalize(src, exc.code)
-            return "invalid"
+            ctx.punish(src, Verdict.INVALID, Stage.HEADER, exc.code)
+            return Fetched.INVALID
         if header.hash != block_hash:
-            ctx.penalize(src, "wrong-block")
-            return "invalid"
+            ctx.punish(src, Verdict.INVALID, Stage.HEADER, "wrong-block")
+            return Fetched.INVALID
         if ctx.node.status(block_hash) in (VALID, INVALID):
-            return "done"
+            return Fetched.DONE
         try:
             validate_header(header, ctx.spec, ctx.node.headers(), now_ms())
         except (errors.UnknownParent, LookupError):
             if fill and self._fill_gap(src, header):
                 return self._fetch_from(src, block_hash, fill=False)
             ctx.request_sync(src, header.height)     # the peer is ahead by more than this block
-            return "sync"
+            return Fetched.SYNC
         except errors.Ignored as exc:
             log.info("ignoring %s from %s for now: %s", block_hash[:16], src, exc.code)
-            return "done"
+            return Fetched.DONE
         except errors.InvalidBlock:
             ctx.node.submit_header(header, src)   # records the verdict, bans src
-            return "invalid"
+            return Fetched.INVALID
         try:
             block = fetch_body(ctx.client, src, header, info)
         except errors.BadBody as exc:
             log.info("bad body for %s from %s: %s", block_hash[:16], src, exc.code)
             ctx.book.bad_body(src)
-            return "retry"
+            return Fetched.RETRY
         ctx.book.ok(src)
         out = ctx.node.submit(block, src)
         if out.status == Verdict.ACCEPTED:
             ctx.book.served_block(src)
         elif out.status == Verdict.BAD_BODY:
             ctx.book.bad_body(src)
-            return "retry"
+            return Fetched.RETRY
         elif out.status == Verdict.ORPHAN:      # its parent's body is not validated yet
             if fill and self._fill_gap(src, header):
                 return self._fetch_from(src, block_hash, fill=False)
             ctx.request_sync(src, header.height)
-            return "sync"
-        return "done"
+            return Fetched.SYNC
+        return Fetched.DONE
 
     def _fill_gap(self, src: str, header: BlockHeader) -> bool:
         """The parent of an announced block is missing here (or only its header is): fetch the missing

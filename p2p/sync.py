@@ -16,10 +16,10 @@ import time
 
 from consensus import errors
 from consensus.block import Block, BlockHeader
-from consensus.errors import Verdict
+from consensus.errors import Stage, Verdict
 
 from .bodies import Bodies
-from .client import PeerError
+from .client import PeerError, TooLarge
 from .context import Ctx
 from .node_link import INVALID, VALID
 
@@ -156,8 +156,8 @@ class Syncer:
         while True:
             try:
                 return self.ctx.client.headers(peer, start, self._batch)
-            except PeerError as exc:
-                if "over the cap" in str(exc) and self._batch > 10:
+            except TooLarge:
+                if self._batch > 10:
                     self._batch //= 2
                     continue
                 raise
@@ -166,7 +166,7 @@ class Syncer:
         try:
             return BlockHeader.from_dict(item.get("header") if isinstance(item, dict) else None)
         except errors.Malformed as exc:
-            self.ctx.penalize(peer, exc.code)
+            self.ctx.punish(peer, Verdict.INVALID, Stage.HEADER, exc.code)
             return None
 
     def _find_fork(self, peer: str, tip_height: int, target: int) -> tuple[int, list[dict]]:
@@ -216,7 +216,7 @@ class Syncer:
             for block, out in zip(blocks, outs):
                 header = block.header
                 if out.status == Verdict.INVALID:
-                    ctx.penalize(peer, out.code)
+                    ctx.punish(peer, out.status, out.stage, out.code)
                     return None
                 if out.status == Verdict.HEADER_OK:          # stored header-only: its body is to fetch
                     pending.append(block)
@@ -225,7 +225,7 @@ class Syncer:
                              out.detail)
                     return pending, False
                 elif node.status(header.hash) == INVALID:
-                    ctx.penalize(peer, "invalid-chain")
+                    ctx.punish(peer, Verdict.INVALID, Stage.HEADER, "invalid-chain")
                     return None
             if len(blocks) < len(batch):
                 return pending, False

@@ -1,9 +1,7 @@
 """Blocks: read the chain, fetch post-states, submit blocks."""
 from __future__ import annotations
 
-import asyncio
 import json
-from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -13,9 +11,9 @@ from consensus import errors
 from consensus.block import Block, BlockHeader
 from consensus.errors import Verdict
 from consensus.hashing import is_hex_hash
-from node.preemption import BUSY
+from node.outcome import Outcome
 from node.store import StoredBlock
-from p2p.addresses import network_prefix
+from p2p.relay import Announcement
 
 from .deps import Service
 from .errors import ApiError, error_response
@@ -163,60 +161,44 @@ async def post_block(request: Request, service: Service):
     """Submit a block: multipart (`header` JSON, optional `records` JSON list), or the header alone as
     JSON: an announcement when `X-Polchain-Origin` names the peer to fetch the block from, else a block
     without records."""
-    ctype = request.headers.get("content-type", "")
-    origin = request.headers.get("x-polchain-origin")
-    records: list = []
     try:
-        if ctype.startswith("multipart/form-data"):
-            form = await request.form(max_files=2, max_fields=4, max_part_size=1 << 20)
-            header_raw = form.get("header")
-            if header_raw is None:
-                raise errors.Malformed("multipart needs a 'header' part")
-            header_raw = await header_raw.read() if hasattr(header_raw, "read") else header_raw
-            header = BlockHeader.from_json(header_raw)
-            rec = form.get("records")
-            if rec is not None:
-                rec = await rec.read() if hasattr(rec, "read") else rec
-                records = json.loads(rec)
-        else:
-            header = BlockHeader.from_json(await request.body())
+        block, announced_by = await _parse_submission(request)
     except errors.Malformed as exc:
         return error_response(422, exc.code, exc.detail)
     except (ValueError, RecursionError) as exc:  # RecursionError: records JSON nested too deeply
         return error_response(422, "malformed", str(exc)[:200])
-    known = service.chain.store.status(header.hash)
-    if known in ("valid", "invalid"):
-        return error_response(409, errors.Duplicate.code, f"already {known}", hash=header.hash)
-    if origin and not ctype.startswith("multipart/form-data"):
-        fetching = service.network.on_announcement(header, origin)
-        detail = "" if fetching else "not fetched: the origin is not a known peer, or it is busy"
-        return JSONResponse({"status": "fetching" if fetching else Verdict.IGNORED, "hash": header.hash,
-                             "code": "fetching" if fetching else "not-fetched", "detail": detail},
-                            status_code=202)
-    # the pipeline checks the header first, then the commitment on the raw JSON, then parses the
-    # records: records that are not the committed ones are a bad body (400 records-mismatch, the
-    # header unjudged); committed records that are junk make the block invalid
-    block = Block(header, records)
-    # X-Polchain-Origin is only a claim: a block posted here is attributed to the connection's
-    # address, so nobody can get an honest peer banned by naming it (announcements are attributed
-    # to the origin only after the origin itself served the block)
-    peer = request.client.host if request.client else None
-    lane = service.admission.lane(peer, service.peer_hosts)
-    prefix = network_prefix(peer) if peer else None
-    # a stranger's replay gives way, between two steps, to a known sender's block queued meanwhile
-    give_way = service.validation.known_waiting if lane == "stranger" else None
-    fut = service.validation.try_submit(partial(service.submit_remote, give_way=give_way), block, peer, lane=lane,
-                                        prefix=prefix)
-    if fut is None:
-        why = service.validation.refusal(lane, prefix) or "the validation queue is full"
-        raise busy(f"{why}; retry later")
-    out = await asyncio.wrap_future(fut)
-    if out.status == Verdict.IGNORED and out.code == BUSY:          # gave way to a known sender's block
+    # X-Polchain-Origin is only a claim: a block posted here is attributed to the connection's address,
+    # so nobody can get an honest peer banned by naming it
+    out = await service.post_block(block, request.client.host if request.client else None, announced_by)
+    return _submit_response(out)
+
+
+async def _parse_submission(request: Request) -> tuple[Block, str | None]:
+    """(the block, the origin of an announcement or None). The pipeline checks the header first, then
+    the commitment on the raw JSON, then parses the records: records that are not the committed ones
+    are a bad body (400 records-mismatch, the header unjudged)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return Block(BlockHeader.from_json(await request.body())), request.headers.get("x-polchain-origin")
+    form = await request.form(max_files=2, max_fields=4, max_part_size=1 << 20)
+    header_raw, records_raw = form.get("header"), form.get("records")
+    if header_raw is None:
+        raise errors.Malformed("multipart needs a 'header' part")
+    header_raw = await header_raw.read() if hasattr(header_raw, "read") else header_raw
+    records_raw = await records_raw.read() if hasattr(records_raw, "read") else records_raw
+    records = json.loads(records_raw) if records_raw is not None else []
+    return Block(BlockHeader.from_json(header_raw), records), None
+
+
+def _submit_response(out: Outcome) -> JSONResponse:
+    if out.code in (Announcement.FETCHING, Announcement.NOT_FETCHED):
+        return JSONResponse({"status": out.code if out.code == Announcement.FETCHING else Verdict.IGNORED,
+                             "hash": out.block_hash, "code": out.code, "detail": out.detail}, status_code=202)
+    if out.code == errors.ReplayStopped.code:        # the queue was full, or it gave way to a known block
         raise busy(out.detail)
     if out.code == errors.StoreUnavailable.code:
-        return error_response(503, out.code, out.detail, hash=header.hash, headers={"Retry-After": "30"})
+        return error_response(503, out.code, out.detail, hash=out.block_hash, headers={"Retry-After": "30"})
     code = SUBMIT_STATUS.get(out.status, 400)
     if code >= 400:
-        return error_response(code, out.code or out.status, out.detail, hash=header.hash)
-    return JSONResponse({"status": out.status, "hash": header.hash, "code": out.code, "detail": out.detail},
+        return error_response(code, out.code or out.status, out.detail, hash=out.block_hash)
+    return JSONResponse({"status": out.status, "hash": out.block_hash, "code": out.code, "detail": out.detail},
                         status_code=code)

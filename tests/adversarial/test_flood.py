@@ -11,7 +11,7 @@ exempt, so here the lanes alone carry the load).
 A real node over HTTP on loopback; 32 senders post junk from addresses 127.0.N.M (a new address for
 every block, so the per-address ban never catches them). The honest sender, known after one valid
 block, posts its next blocks during the flood: each is accepted at its first try. A stranger's
-replay gives way between two steps to a known block queued meanwhile (node/preemption.py), so the
+replay gives way between two steps to a known block queued meanwhile (``Chain.submit(should_stop=...)``), so the
 honest block waits one step, not a whole junk replay. The senders run in a child process (their
 threads would otherwise share the honest client's GIL); they still share this machine's cores with
 the node, which a real attacker does not. Asserted: behaviour (the honest outcomes, refusals per
@@ -34,10 +34,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.give_way import junk_block
-from consensus.block import BlockHeader, genesis_header
+from consensus.block import BlockHeader
 from consensus.spec import preset
-from consensus.training import genesis_state
-from tests.conftest import MemoryView, mine_block
+from tests.blocks import BlockSmith
 from tests.nodeproc import NodeProc
 
 HONEST = Ed25519PrivateKey.from_private_bytes(bytes([21]) * 32)
@@ -98,14 +97,7 @@ def node(tmp_path):
 
 
 def test_a_known_senders_block_goes_first_during_a_junk_flood(node, tiny_dataset):
-    spec = preset("tiny")
-    g = genesis_header(spec)
-    view, parent, state, blocks = MemoryView([g]), g, genesis_state(spec), []
-    for i in range(2 * HONEST_BLOCKS):
-        b = mine_block(spec, tiny_dataset, parent, state, view, HONEST, seed=5 + i)
-        view.add(b.header)
-        blocks.append(b)
-        parent, state = b.header, b.state
+    blocks = BlockSmith(preset("tiny"), tiny_dataset, HONEST).blocks(2 * HONEST_BLOCKS, seed=5)
 
     def post_timed(c: httpx.Client, b) -> float:
         t0 = time.perf_counter()

@@ -58,13 +58,13 @@ def test_a_store_that_refuses_writes_is_reported_and_nothing_is_lost(node, hones
     assert status["store"]["failed_writes"] == 1 and status["store"]["retry_pause_s"] == 2.0
 
     # the probe writes where the block's post-state goes: it says no while the fault is there, and backs off
-    failed = chain.store_health()["failed_writes"]
+    failed = chain.health.report()["failed_writes"]
     for pause in (4.0, 8.0, 16.0):
         assert chain.probe_store(force=True) is False
-        assert chain.store_health()["retry_pause_s"] == pause
-    assert chain.store_health()["failed_writes"] == failed + 3
+        assert chain.health.report()["retry_pause_s"] == pause
+    assert chain.health.report()["failed_writes"] == failed + 3
     assert chain.probe_store() is False                   # not due yet: the disk is not touched
-    assert chain.store_health()["failed_writes"] == failed + 3
+    assert chain.health.report()["failed_writes"] == failed + 3
     assert node.client.get("/health").status_code == 503
     assert not list(chain.store.weights.root.glob("**/.tmp-probe-*")), "a probe left its file"
 

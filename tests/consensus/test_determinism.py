@@ -22,7 +22,8 @@ from consensus import exact
 from consensus.data import normalize
 from consensus.model import genesis_model
 from consensus.proof import derive_batch
-from consensus.validation import validate_proof
+from consensus.block import Block
+from consensus.validation import validate_block
 from consensus.weights import weights_hash
 
 from ..conftest import MemoryView, mine_block
@@ -43,7 +44,8 @@ def test_validation_on_any_thread_count_gives_the_committed_state(tiny_spec, tin
     h = tiny_block.header
     for n in (1, 2):
         with threads(n):
-            result = validate_proof(h, tiny_genesis, tiny_block.parent_state, replayer(), tiny_spec)
+            result = validate_block(Block(h, tiny_block.records), tiny_spec, MemoryView([tiny_genesis]),
+                                    h.timestamp_ms + 1000, replayer=replayer(), parent_state=tiny_block.parent_state)
         assert weights_hash(result.state) == h.state_hash
 
 

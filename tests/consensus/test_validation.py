@@ -23,7 +23,7 @@ from consensus.certificates import make_certificate
 from consensus.hashing import ZERO_HASH, canonical_json, merkle_root, sha256_hex
 from consensus.training import Accuracy, Replayer, genesis_state
 from consensus.validation import (accuracy_floor, check_accuracy_claim, check_accuracy_floor, check_state_commitment, miner_accuracy_ok,
-                                  validate_header, validate_proof, validate_records)
+                                  validate_header, validate_records)
 from consensus.weights import weights_hash
 
 from ..conftest import BLOCK_GAP_MS, MemoryView
@@ -402,10 +402,9 @@ def test_one_evaluation_of_e_per_block(ctx):
     evaluated: list[str] = []
     inner = r.accuracy
     r.accuracy = lambda state=None: (evaluated.append(weights_hash(r.state())), inner(state))[1]
-    parent = validate_header(ctx.header, ctx.spec, ctx.view, ctx.now)
-    validate_proof(ctx.header, parent, ctx.block.parent_state, r, ctx.spec)
+    validate_block(ctx.spec, ctx.header, [], ctx.view, r, ctx.now, ctx.block.parent_state)
     assert evaluated == [ctx.header.state_hash]
-    validate_proof(ctx.header, parent, ctx.block.parent_state, r, ctx.spec)
+    validate_block(ctx.spec, ctx.header, [], ctx.view, r, ctx.now, ctx.block.parent_state)
     assert evaluated == [ctx.header.state_hash]
 
 
@@ -537,6 +536,7 @@ def test_every_code_is_tested():
                 "bad-nonces", "state-mismatch", "requirements-not-met", "accuracy-not-improved", "bad-accuracy-claim",
                 "bad-chain-id", "bad-version", "malformed", "non-finite-weights", "records-mismatch", "bad-record",
                 "unknown-parent",
+                "busy",        # errors.ReplayStopped, should_stop between two steps (test_pipeline.py)
                 # the dgg-paper research rules only (test_paper.py)
                 "bad-batch-indices", "weights-mismatch", "malformed-weights", "accuracy-regressed"}
     assert codes == expected, codes ^ expected

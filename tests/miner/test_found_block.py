@@ -1,8 +1,8 @@
 """A block found by either miner passes full validation through Chain.submit.
 
-Chain.submit runs consensus.validation.validate_header, the records rules and validate_proof
-(the j advance steps and the winning step replayed from the parent's stored post-state, R with
-the validators' band, the state commitment, one evaluation of W') and stores the verdict;
+Chain.submit runs the four stages of consensus.validation (the header rules, the records rules,
+the j advance steps and the winning step replayed from the parent's stored post-state with R and
+the validators' band and the state commitment, one evaluation of W') and stores the verdict;
 "accepted" means every rule passed.
 """
 from __future__ import annotations
@@ -15,8 +15,7 @@ from consensus.weights import weights_hash
 from miner.search import make_miner
 from node.chain import Chain
 from node.mining import mine_on_tip
-
-from .conftest import low_difficulty
+from tests.blocks import low_difficulty
 
 
 @pytest.mark.parametrize("kind", ["fast", "reference"])

@@ -1,6 +1,7 @@
 """Chain.submit on the one pipeline, in-process on copies of the template chain (real SQLite):
-verdicts as ``Verdict`` values, the stage-timing hook, the work-checked hook of fast relay (the block
-served as ``validating`` meanwhile), who is at fault for an invalid block, orphans held as Blocks."""
+verdicts as ``Verdict`` values, the stage-timing hook, the work-checked event of fast relay (the block
+served as ``validating`` meanwhile), who is punished for an invalid block (p2p/punishment.py),
+orphans held as Blocks, a replay stopped by ``should_stop``, the node's own block without a replay."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,9 @@ import pytest
 
 from consensus.block import Block
 from consensus.difficulty import work
-from consensus.errors import Verdict
-from node.chain import VALIDATING, Held
+from consensus.errors import BlockStatus, Stage, Verdict
+from node.orphans import Held
+from p2p.punishment import Punishment, Sender, punishment
 
 from .test_proof_cache import open_copy, sibling
 
@@ -56,36 +58,81 @@ def test_stage_timer_hook_sees_every_stage_in_order(chain, side):
     assert seen == ["header", "records", "load_state", "replay", "state_hash", "accuracy", "store"]
 
 
-def test_work_checked_hook_runs_before_accuracy_and_the_block_is_served_meanwhile(chain, side):
+def test_work_checked_event_comes_before_accuracy_and_the_block_is_served_meanwhile(chain, side):
     built = side.next_block()
     parent = chain.store.get(built.header.parent)
     during = []
+    seen = []
 
-    def hook(block):
+    @contextmanager
+    def timer(stage):
+        seen.append(stage)
+        yield
+
+    def listener(block, peer):
         served = chain.in_flight(block.hash)
-        during.append((served.status, served.cumulative_work, chain.store.get(block.hash), served.records))
+        seen.append("work-checked")
+        during.append((served.status, served.cumulative_work, chain.store.get(block.hash), served.records, peer))
 
-    out = chain.submit(Block(built.header, built.records), on_work_checked=hook)
-    assert out.status == Verdict.ACCEPTED
-    assert during == [(VALIDATING, parent.cumulative_work + work(built.header.difficulty), None, built.records)]
+    chain.stage_timer = timer
+    chain.work_checked_listeners.append(listener)
+    out = chain.submit(Block(built.header, built.records), "http://peer.invalid:1")
+    assert out.status == Verdict.ACCEPTED and out.relayed_early
+    assert during == [(BlockStatus.VALIDATING, parent.cumulative_work + work(built.header.difficulty), None,
+                       built.records, "http://peer.invalid:1")]
+    assert seen.index("work-checked") == seen.index("state_hash") + 1 == seen.index("accuracy") - 1
     assert chain.in_flight(built.header.hash) is None and chain.relaying == {}
 
 
-def test_a_block_failing_only_accuracy_was_relayed_and_its_sender_is_not_at_fault(chain, side):
+def test_without_listeners_nothing_is_served_early(chain, side):
+    built = side.next_block()
+    out = chain.submit(Block(built.header, built.records))
+    assert out.status == Verdict.ACCEPTED and not out.relayed_early
+
+
+def test_the_nodes_own_block_is_the_tip_at_once_without_a_replay(chain, side):
+    """submit_mined: the miner's W' and acc(W') stand in for the replay and the evaluation (every rule
+    that costs no step still runs); a W' that is not the committed one is refused like a replay's."""
+    built = side.next_block()
+    replays, seen = chain.replays, []
+
+    @contextmanager
+    def timer(stage):
+        seen.append(stage)
+        yield
+
+    chain.stage_timer = timer
+    after = side.chain.replayer.accuracy(built.state)
+    wrong = {k: v.clone() for k, v in built.state.items()}
+    next(iter(wrong.values())).view(-1)[0] += 1.0
+    out = chain.submit_mined(Block(built.header, built.records), wrong, after)
+    assert (out.status, out.code, out.stage) == (Verdict.INVALID, "state-mismatch", Stage.REPLAY)
+    chain.store.delete_oldest_invalid(1)
+    seen.clear()
+    out = chain.submit_mined(Block(built.header, built.records), built.state, after)
+    assert out.status == Verdict.ACCEPTED and out.detail == "mined here" and chain.tip().hash == built.header.hash
+    assert chain.replays == replays and "replay" not in seen and "load_state" not in seen
+    assert chain.load_weights(built.header.state_hash) is not None
+
+
+def test_a_block_failing_only_accuracy_was_relayed_and_its_sender_is_not_punished(chain, side):
     built = side.next_block()
     assert chain.submit(Block(built.header, built.records)).ok
     relayed = []
+    chain.work_checked_listeners.append(lambda block, peer: relayed.append(block))
     tol = chain.spec.evaluation.claim_tolerance
     wrong_claim = sibling(side, built.header, 1, acc_after=built.header.acc_after + tol + 1)
-    out = chain.submit(Block(wrong_claim), "http://relay.invalid:1", on_work_checked=relayed.append)
-    assert (out.status, out.code, out.stage) == (Verdict.INVALID, "bad-accuracy-claim", "accuracy")
-    assert not out.sender_at_fault and [b.hash for b in relayed] == [wrong_claim.hash]
-    assert chain.relaying == {}
+    out = chain.submit(Block(wrong_claim), "http://relay.invalid:1")
+    assert (out.status, out.code, out.stage) == (Verdict.INVALID, "bad-accuracy-claim", Stage.ACCURACY)
+    assert punishment(out.status, out.stage, Sender.REMOTE) is Punishment.NONE
+    assert [b.hash for b in relayed] == [wrong_claim.hash] and chain.relaying == {}
 
     wrong_state = sibling(side, built.header, 2, state_hash="55" * 32)
-    out = chain.submit(Block(wrong_state), "http://liar.invalid:1", on_work_checked=relayed.append)
-    assert (out.status, out.code, out.stage) == (Verdict.INVALID, "state-mismatch", "replay")
-    assert out.sender_at_fault and len(relayed) == 1                 # never relayed
+    out = chain.submit(Block(wrong_state), "http://liar.invalid:1")
+    assert (out.status, out.code, out.stage) == (Verdict.INVALID, "state-mismatch", Stage.REPLAY)
+    assert punishment(out.status, out.stage, Sender.REMOTE) is Punishment.BAN
+    assert punishment(out.status, out.stage, Sender.TRUSTED) is Punishment.NONE
+    assert len(relayed) == 1                 # never relayed
 
 
 def test_orphans_are_held_as_blocks_and_connect(chain, side):
@@ -116,7 +163,7 @@ def test_a_block_on_a_header_only_parent_waits_for_it(chain, side):
 
 
 def test_a_replay_gives_way_between_steps_and_the_block_is_judged_when_it_comes_again(chain, side):
-    """node/preemption.py: ``give_way()`` is asked before each replayed step; once true the replay stops,
+    """``should_stop()`` is asked before each replayed step; once true the replay stops,
     nothing of the block is kept (not even header-only), the outcome is ignored ``busy``, and the same block
     sent again is judged in full. A block that never gives way is accepted as before."""
     built = side.next_block()
@@ -128,11 +175,10 @@ def test_a_replay_gives_way_between_steps_and_the_block_is_judged_when_it_comes_
         asked.append(1)
         return len(asked) > 2
 
-    out = chain.submit(block, "203.0.113.7", give_way=after_two_steps)
+    out = chain.submit(block, "203.0.113.7", should_stop=after_two_steps)
     assert (out.status, out.code) == (Verdict.IGNORED, "busy"), out
     assert "after 2 step(s)" in out.detail and len(asked) == 3
     assert chain.gave_way == 1 and chain.replays == replays + 1
     assert chain.store.status(block.hash) is None and chain.tip().hash == tip and not chain.orphans
-    assert chain.replayer.give_way is None                         # the next caller replays unhindered
-    assert chain.submit(block, "203.0.113.7", give_way=lambda: False).status == Verdict.ACCEPTED
+    assert chain.submit(block, "203.0.113.7").status == Verdict.ACCEPTED      # the next caller: unhindered
     assert chain.tip().hash == block.hash and chain.gave_way == 1

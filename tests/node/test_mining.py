@@ -126,14 +126,17 @@ def test_child_of_a_pruned_parent_waits_for_a_heavier_branch(miner_node, tiny_da
     such a branch is judged, with a rebuild, once it claims more work than the tip.)"""
     from consensus.block import BlockHeader, genesis_header
     from consensus.training import Replayer, genesis_state
-    from consensus.validation import validate_proof
+    from consensus.block import Block
+    from consensus.validation import validate_block
     from tests.conftest import MemoryView, mine_block
 
     spec = miner_node_spec(miner_node)
     genesis = genesis_header(spec)
     b1 = BlockHeader.from_dict(miner_node.get("/blocks/1").json()["header"])
     assert_error(miner_node.get("/blocks/1/state"), 404, "pruned")
-    w1 = validate_proof(b1, genesis, genesis_state(spec), Replayer(spec, tiny_dataset), spec).state
+    records = miner_node.get("/blocks/1").json()["records"]
+    w1 = validate_block(Block(b1, records), spec, MemoryView([genesis]), b1.timestamp_ms + 1000,
+                        replayer=Replayer(spec, tiny_dataset), parent_state=genesis_state(spec)).state
     view = MemoryView([genesis, b1])
     fork = mine_block(spec, tiny_dataset, b1, w1, view, other_key(), seed=3)
     files = sorted((miner_node.datadir / "weights").glob("*/*.safetensors"))

@@ -1,0 +1,88 @@
+"""What a chain checks before it starts: the store opens, the genesis is this spec's, the tip's W' is
+intact. Each failure is a ``StartupError`` with a one-line remedy."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy.exc import DatabaseError
+
+from consensus import errors
+from consensus.block import BlockHeader
+from consensus.difficulty import work
+from consensus.spec import ChainSpec
+from consensus.training import CanonicalStep
+from consensus.weights import State, decode_state, encode_state, weights_hash
+
+from .store import VALID, Store
+
+log = logging.getLogger("polchain.chain")
+
+
+class StartupError(Exception):
+    """The node must not start (wrong genesis weights, corrupt store...)."""
+
+
+def open_store(datadir: Path) -> Store:
+    """Open the SQLite store; a file SQLite cannot read at all is a clear start-up error."""
+    try:
+        store = Store(datadir)
+        problem = store.integrity_problem()
+    except DatabaseError as exc:
+        problem = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
+    if problem:
+        raise StartupError(f"SQLite store {datadir / 'chain.sqlite'} is corrupt: {problem}. Restore the datadir "
+                           "from a backup, or move it aside and sync again from peers")
+    return store
+
+
+def init_genesis(store: Store, spec: ChainSpec, genesis: BlockHeader, state: State, step: CanonicalStep) -> None:
+    """A new datadir gets the genesis block and its W' (measured on E once); an existing one must hold
+    this spec's genesis."""
+    removed = store.weights.clean_temp()
+    if removed:
+        log.info("removed %d partial weights files left by a crash", removed)
+    got = weights_hash(state)
+    if got != spec.model.genesis_weights_sha256:
+        raise StartupError(
+            f"genesis weights hash to {got}, but the chain spec pins {spec.model.genesis_weights_sha256}: "
+            "this PyTorch build initialises the model differently; refusing to start")
+    stored_genesis = store.hash_at(0)
+    if stored_genesis is None:
+        store.weights.put(got, encode_state(state))
+        # the genesis model measured on E once, so every learning curve starts at a true point (its
+        # header claims 0: the floor for block 1, not a measurement)
+        measured = step.accuracy(state).correct
+        log.info("genesis model: %d/%d on E (measured once)", measured, spec.evaluation.size)
+        store.put_block(genesis, [], VALID, work(genesis.difficulty), acc=(None, measured))
+        store.set_tip(genesis, [genesis.hash])
+    elif stored_genesis != genesis.hash:
+        other = store.raw_chain_id(stored_genesis) or "unknown"
+        raise StartupError(
+            f"the datadir holds chain {other[:16]}..., not this node's chain {spec.chain_id[:16]}... "
+            f"({spec.name}, protocol v{spec.header_version}); a protocol v1 or v2 datadir cannot be "
+            "upgraded in place (v1 stored weights in blocks; v3 replays with the exact step): keep it for "
+            "its node, or use another --datadir")
+
+
+def check_tip_weights(store: Store) -> None:
+    """The tip's weights are the node's working state (mining, serving peers): a stored file that no
+    longer hashes to the tip's state_hash stops the start-up with a clear message."""
+    tip = store.tip()
+    if tip is None:
+        return
+    want = tip.header.state_hash
+    data = store.weights.get(want)
+    if data is None:
+        log.warning("the weights of the tip (height %d) are not stored", tip.height)
+        return
+    try:
+        got = weights_hash(decode_state(data))
+        problem = None if got == want else f"hashes to {got[:16]}..., not {want[:16]}..."
+    except errors.BlockError as exc:
+        problem = f"is unreadable ({exc.detail or exc.code})"
+    if problem:
+        raise StartupError(
+            f"weights file {store.weights.path(want)} of the tip (height {tip.height}, block "
+            f"{tip.hash[:16]}) {problem}: the file is corrupt (disk or filesystem damage). Restore the "
+            "datadir from a backup, or move it aside and sync again from peers")
