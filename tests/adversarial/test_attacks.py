@@ -117,9 +117,11 @@ def test_flip_forges_paper_block_and_makes_r_almost_free(paper):
             assert weights_hash(w_f) != weights_hash(w)
             forged = header
     assert forged is not None, "no flip forgery in 200 attempts"
-    # flips fix a random step's R far more often than honest steps meet it (38 of 200 at k = 8 on the
-    # current dgg-paper chain: ~49x the honest 2^-k; the bound leaves room for the chain's R draw)
-    assert feasible / attempts > 25 * 2.0 ** -tip.difficulty, (feasible, attempts)
+    # flips fix a random step's R far more often than honest steps meet it: at k = 8, 38 of 200 on one
+    # machine (~49x the honest 2^-k) and 18 of 200 on an AVX-512 one (~23x): the dgg-paper step is fp32 on
+    # PyTorch's kernels, so the chain (and R) depends on the CPU's kernels. 10x keeps a wide margin over
+    # both and still fails if flips were no better than honest steps (~0.8 of 200).
+    assert feasible / attempts > 10 * 2.0 ** -tip.difficulty, (feasible, attempts)
 
 
 def test_flip_rejected_under_v2(v2):
