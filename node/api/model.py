@@ -14,6 +14,7 @@ from .schemas import ModelInfo
 
 router = APIRouter(tags=["model"])
 
+NORMALIZATION_FORMULA = "x[c] = (pixel[c] / 255 - mean[c]) / std[c], uint8 RGB pixels, N x 3 x H x W float32"
 LOAD_HINT = ("import safetensors.torch; from consensus.model import build_model; "
              "m = build_model('{arch}', {classes}); "
              "m.load_state_dict(safetensors.torch.load_file('model.safetensors')); m.eval()")
@@ -43,11 +44,13 @@ async def model(service: Service):
 @router.get("/model/info", response_model=ModelInfo, responses={404: {"description": "the tip's weights are not kept"}})
 async def model_info(service: Service):
     """What GET /model returns: architecture, chain, height and block, accuracy on E, tensor shapes,
-    and a line of Python that loads it into PyTorch."""
+    the input normalisation (per-channel mean and std) and a line of Python that loads it into PyTorch."""
     tip, state = await _tip_model(service)
     arch, classes = service.spec.model.arch, service.spec.model.num_classes
     return {"chain_id": service.spec.chain_id, "preset": service.spec.name, "architecture": arch,
             "num_classes": classes, "height": tip.height, "block": tip.hash,
             "accuracy": {"correct": tip.header.acc_after, "of": service.spec.evaluation.size},
             "format": "safetensors", "tensors": {k: list(v.shape) for k, v in state.items()},
+            "normalization": {"mean": list(service.spec.mean), "std": list(service.spec.std),
+                              "formula": NORMALIZATION_FORMULA},
             "load": LOAD_HINT.format(arch=arch, classes=classes)}

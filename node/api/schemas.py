@@ -244,6 +244,14 @@ class CertificateList(BaseModel):
     pending: list[dict] = Field(description="submitted, not yet in a block")
 
 
+class InputNormalization(BaseModel):
+    """How an image becomes the model's input (the spec's training.mean and training.std)."""
+    mean: list[float] = Field(description="per channel, in the order R, G, B")
+    std: list[float] = Field(description="per channel, in the order R, G, B")
+    formula: str = Field(description="the input from uint8 pixels: N x 3 x H x W, float32, channel c scaled "
+                                     "as (pixel / 255 - mean[c]) / std[c]")
+
+
 class ModelInfo(BaseModel):
     chain_id: str
     preset: str
@@ -254,6 +262,8 @@ class ModelInfo(BaseModel):
     accuracy: TipAccuracy
     format: str = Field(description="safetensors; never pickle")
     tensors: dict[str, list[int]] = Field(description="tensor name -> shape")
+    normalization: InputNormalization = Field(description="how to turn an RGB image into the model's input: "
+                                                          "no need to fetch /spec")
     load: str = Field(description="how to load it into PyTorch")
 
 

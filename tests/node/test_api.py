@@ -162,6 +162,30 @@ def test_model_is_tip_w_prime(static_node, smith):
     assert weights_hash(st_load(r.content)) == weights_hash(w_prime)
 
 
+def test_model_info_says_how_to_normalise_an_image(static_node, smith):
+    """/model/info alone is enough to classify an image (issue 31.14): with the served weights and the
+    per-channel mean and std it gives, uint8 RGB images become the model's input, and the evaluation
+    set's first images are classified as the tip's accuracy claim says (within the claim tolerance)."""
+    info = static_node.get("/model/info").json()
+    norm = info["normalization"]
+    assert norm["mean"] == list(smith.spec.mean) and norm["std"] == list(smith.spec.std)
+    assert "255" in norm["formula"] and "mean" in norm["formula"] and "std" in norm["formula"]
+    import torch
+
+    from consensus.model import build_model
+    model = build_model(info["architecture"], info["num_classes"])
+    model.load_state_dict(st_load(static_node.get("/model").content))
+    model.eval()
+    m = info["accuracy"]["of"]
+    images, labels = smith.chain.dataset.test_x[:m], smith.chain.dataset.test_y[:m]     # uint8 N x 3 x H x W
+    mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    with torch.no_grad():
+        predicted = model((images.to(torch.float32) / 255 - mean) / std).argmax(1)
+    correct = int((predicted == labels).sum())
+    assert abs(correct - info["accuracy"]["correct"]) <= smith.spec.evaluation.claim_tolerance
+
+
 def test_tips(static_node, smith):
     r = static_node.get("/tips")
     assert r.status_code == 200
