@@ -87,6 +87,13 @@ def mine_block(spec: ChainSpec, dataset: Dataset, parent: BlockHeader, w: State,
     return MinedBlock(header, [rec.body for rec in records], w, found.state, found.attempts)
 
 
+def pytest_configure(config):
+    """A SIGTERM to pytest ends the run as Ctrl-C does, with its teardown: fixtures stop their nodes
+    (tests/nodeproc.py, issue 31.13)."""
+    from tests.nodeproc import sigterm_as_interrupt
+    sigterm_as_interrupt()
+
+
 # -- fixtures ------------------------------------------------------------------
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():

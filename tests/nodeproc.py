@@ -12,6 +12,12 @@
   datadir. Only the process this object started is ever signalled.
 * ``NodeGroup`` keeps track of several nodes and stops them all (a fixture
   calls ``close`` at teardown).
+* A node dies with the process that started it, whatever ends that process
+  (issue 31.13): on Linux the child asks the kernel for SIGTERM when its parent
+  dies (``prctl(PR_SET_PDEATHSIG)``, set between fork and exec), so a pytest
+  killed by SIGKILL leaves no node behind; and ``sigterm_as_interrupt`` (installed
+  by tests/conftest.py) turns a SIGTERM to pytest into a Ctrl-C, so the run ends
+  with its normal teardown and the fixtures stop their nodes themselves.
 * Every bound a test gives a wait (``wait_for``, ``wait_height``, ``start``,
   ``stop``, a subprocess through ``patient``) is stretched by ``PATIENCE``
   (default 5, ``POLCHAIN_TEST_PATIENCE``): a bound only says when a run is
@@ -28,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -54,6 +61,46 @@ def free_port() -> int:
             _used_ports.add(port)
             return port
     raise RuntimeError("no free port")
+
+
+PR_SET_PDEATHSIG = 1
+try:  # resolved here, in the parent: between fork and exec the child only calls it
+    import ctypes
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+    _prctl = None
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for a child that must not outlive this process: SIGTERM on the parent's death.
+
+    The kernel sends the signal when the *thread* that forked the child ends, so it is only set for a
+    child started from the main thread (a node started from a worker thread gets None: no such link).
+    The child checks its parent after the prctl: if this process died before it, it exits at once."""
+    if _prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:  # pragma: no cover - runs in the child, between fork and exec
+        _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
+
+
+def sigterm_as_interrupt() -> None:
+    """In pytest's main thread: the first SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so the
+    run stops with its normal teardown -- session fixtures stop their nodes and remove their files;
+    a second SIGTERM kills at once (the nodes then get theirs from ``die_with_parent``). A SIGTERM
+    handler someone else installed is left alone."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def node_env() -> dict[str, str]:
@@ -92,7 +139,7 @@ class NodeProc:
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
-                                     env=node_env(), start_new_session=True)
+                                     env=node_env(), start_new_session=True, preexec_fn=die_with_parent())
         return self
 
     def start(self, timeout: float = 120) -> "NodeProc":
