@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path as FsPath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from node.explorer import render
 
@@ -21,6 +21,7 @@ STATIC_FILES = {"explorer.js": "text/javascript", "explorer.css": "text/css"}
 RECENT = 20            # rows in "latest blocks"
 CHART_BLOCKS = 500     # blocks in the charts (the latest)
 MINER_SCAN = 1000      # blocks a miner page looks through (the latest)
+MINER_SHARES = 100     # blocks the overview's miner shares are counted over (the latest)
 SEARCH_MATCHES = 20    # blocks listed when a hash prefix is not unique
 
 
@@ -36,8 +37,9 @@ def _overview_live(service) -> str:
     st = service.status()
     chart = list(reversed(_newest(service, CHART_BLOCKS)))
     recent = chart[::-1][:RECENT]
-    miners = Counter(b["header"].get("miner", "") for b in chart[::-1][:100] if b["height"] > 0).most_common(10)
-    return render.overview_live(st, recent, chart, miners)
+    mined = [b for b in chart[::-1][:MINER_SHARES] if b["height"] > 0]
+    miners = Counter(b["header"].get("miner", "") for b in mined).most_common(10)
+    return render.overview_live(st, recent, chart, miners, len(mined))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -99,6 +101,40 @@ def batch_image(ident: Annotated[str, Path(max_length=64)], step: Annotated[int,
     images = service.chain.dataset.train_x[torch.as_tensor(steps[step], dtype=torch.int64)]
     return Response(image_strip(images), media_type="image/png",
                     headers={"Cache-Control": "max-age=86400, immutable"})
+
+
+def _best_chain(service, chunk: int = blocks_api.MAX_LIMIT) -> list[dict]:
+    """Every block of the best chain, oldest first (read ``chunk`` blocks at a time)."""
+    out: list[dict] = []
+    start: int | None = 0
+    while start is not None:
+        page = blocks_api.list_blocks(service, start=start, limit=chunk, order="asc")
+        out += page["blocks"]
+        start = page["next_start"]
+    return out
+
+
+@router.get("/explorer/learning-curve.{fmt}")
+def learning_curve_data(fmt: Annotated[Literal["csv", "json"], Path()], service: Service):
+    """The learning curve behind the overview's chart, every block of the best chain: height, hash,
+    timestamp, interval, k, steps, correct predictions on E (claimed, measured) and the accuracy drawn."""
+    rows = render.curve_rows(_best_chain(service))
+    st = service.status()
+    name = f'polchain-{st["chain_id"][:16]}-learning-curve.{fmt}'
+    headers = {"Cache-Control": "no-store", "Content-Disposition": f'inline; filename="{name}"'}
+    if fmt == "csv":
+        return Response(render.curve_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)
+    return JSONResponse({"chain_id": st["chain_id"], "tip": st["tip"], "height": st["height"],
+                         "columns": {
+                             "interval_s": "seconds since the parent's timestamp (none for block 1: genesis has "
+                                           "the spec's timestamp)",
+                             "steps": "training steps the proof replays: the block's nonces",
+                             "claimed_correct": "correct predictions on E claimed in the header (acc_after)",
+                             "measured_correct": "correct predictions on E measured by this node (null if it has "
+                                                 "not replayed the block)",
+                             "of": "the size of E",
+                             "accuracy": "measured_correct / of, else claimed_correct / of (what the chart draws)"},
+                         "blocks": rows}, headers=headers)
 
 
 @router.get("/explorer/search", response_class=HTMLResponse)

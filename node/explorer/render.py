@@ -5,7 +5,10 @@ links for the fields every header version has (parent, miner).
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
+import statistics
 import time
 from html import escape
 from pathlib import Path
@@ -64,9 +67,10 @@ def steps_of(header: dict) -> int:
     return len(header["nonces"]) if isinstance(header.get("nonces"), list) else 1
 
 
-def card(label: str, value: str, sub: str = "", ident: str = "") -> str:
+def card(label: str, value: str, sub: str = "", ident: str = "", title: str = "") -> str:
     idattr = f' id="{ident}"' if ident else ""
-    return (f'<div class="card"><div class="label">{escape(label)}</div><div class="value"{idattr}>{value}</div>'
+    tip = f' title="{escape(title)}"' if title else ""
+    return (f'<div class="card"{tip}><div class="label">{escape(label)}</div><div class="value"{idattr}>{value}</div>'
             f'<div class="sub">{sub}</div></div>')
 
 
@@ -85,13 +89,66 @@ def points(blocks_oldest_first: list[dict]) -> list[Point]:
     return out
 
 
-def mining_rate(blocks_newest_first: list[dict]) -> float | None:
-    """Blocks per minute over the listed blocks (genesis excluded)."""
-    bs = [b for b in blocks_newest_first if b["height"] > 0]
-    if len(bs) < 2:
+def block_times(blocks: list[dict], context: list[dict] = ()) -> dict | None:
+    """The median and mean of the intervals between ``blocks`` and their parents (found among ``blocks``
+    and ``context``): the "interval s" column of ``blocks_table(blocks, context)``, from the blocks'
+    timestamps. What the chain did, not this node's attempt rate times 2^k (which left out the hits the
+    accuracy check holds back, and other miners). None without an interval (block 1's parent is genesis,
+    whose timestamp is the spec's)."""
+    by_hash = {b["hash"]: b for b in [*context, *blocks]}
+    found = [(b["height"], iv) for b in blocks
+             if (iv := interval_of(b, by_hash.get(b["header"].get("parent", "")))) is not None]
+    if not found:
         return None
-    span = (bs[0]["header"]["timestamp_ms"] - bs[-1]["header"]["timestamp_ms"]) / 1000
-    return (len(bs) - 1) / span * 60 if span > 0 else None
+    ivs = [iv for _, iv in found]
+    return {"median_s": statistics.median(ivs), "mean_s": statistics.fmean(ivs), "intervals": len(ivs),
+            "first": min(h for h, _ in found), "last": max(h for h, _ in found)}
+
+
+def useful_work(blocks: list[dict]) -> dict | None:
+    """The training steps the blocks carry (each block's nonces: its advance steps and the winning one)
+    against the candidate steps their difficulty makes a miner expect: sum of 2^k, each block's
+    expected attempts to meet R (docs/protocol.md: work = 2^k). An estimate from difficulty, not a count
+    of attempts (blocks do not record those); the accuracy check holds some hits back, so miners make
+    more attempts than 2^k and the true fraction is lower. None before block 1."""
+    mined = [b for b in blocks if b["height"] > 0]
+    if not mined:
+        return None
+    steps = sum(steps_of(b["header"]) for b in mined)
+    expected = sum(1 << int(b["header"].get("difficulty", 0)) for b in mined)
+    return {"steps": steps, "expected": expected, "fraction": steps / expected, "blocks": len(mined),
+            "first": min(b["height"] for b in mined), "last": max(b["height"] for b in mined)}
+
+
+CURVE_COLUMNS = ("height", "hash", "timestamp_ms", "interval_s", "difficulty", "steps", "claimed_correct",
+                 "measured_correct", "of", "accuracy")
+
+
+def curve_rows(blocks_oldest_first: list[dict]) -> list[dict]:
+    """The learning curve as data (the chart's points; GET /explorer/learning-curve.csv and .json): per
+    block its height, hash, timestamp, seconds since its parent (none for block 1 and genesis), k, steps,
+    correct predictions on E claimed in the header and measured by this node (None if it has not
+    replayed the block), the size of E, and the accuracy the chart draws (measured, else claimed)."""
+    out, prev = [], None
+    for b in blocks_oldest_first:
+        hd, acc = b["header"], b.get("accuracy") or {}
+        a = accuracy_of(b)
+        out.append({"height": b["height"], "hash": b["hash"], "timestamp_ms": hd.get("timestamp_ms"),
+                    "interval_s": interval_of(b, prev), "difficulty": hd.get("difficulty"),
+                    "steps": steps_of(hd) if b["height"] else 0, "claimed_correct": hd.get("acc_after"),
+                    "measured_correct": acc.get("measured_after"), "of": acc.get("of"),
+                    "accuracy": round(a, 6) if a is not None else None})
+        prev = b
+    return out
+
+
+def curve_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CURVE_COLUMNS)
+    for r in rows:
+        w.writerow(["" if r[c] is None else r[c] for c in CURVE_COLUMNS])
+    return buf.getvalue()
 
 
 # -- the overview -------------------------------------------------------------------------------
@@ -122,9 +179,21 @@ def duration(seconds: float | None) -> str:
     return f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
+def held_back(cur: dict) -> str:
+    """The R hits on this tip, all of them accounted for: held back by the accuracy check (below the
+    floor, borderline) and passed (the block being published: the search ends once it is stored)."""
+    hits, floor, border = cur.get("r_hits", 0), cur.get("acc_floor_failed", 0), cur.get("acc_borderline_failed", 0)
+    if not hits:
+        return "R not met yet"
+    held, passed = floor + border, max(0, hits - floor - border)
+    text = (f'R met {hits} time{"s" if hits != 1 else ""}: <span id="current-held">{held}</span> held back '
+            f'({floor} below the accuracy floor, {border} borderline)')
+    return text + (f", {passed} passed (the block being published)" if passed else "")
+
+
 def current_block(st: dict) -> str:
-    """The miner's search on the current tip, as one strip: attempts against the ~2^k expected, time so
-    far, R hits held back (and why), and the expected time per block at this node's rate."""
+    """The miner's search on the current tip, as one strip: attempts as a multiple of 2^k (the attempts
+    expected to meet R once), time so far, this node's attempt rate, the R hits and what became of them."""
     mining = st.get("mining") or {}
     if not mining.get("enabled"):
         return ""
@@ -133,67 +202,111 @@ def current_block(st: dict) -> str:
         return ('<div class="current" id="current-block"><span class="label">Current block</span>'
                 '<span class="muted">the miner is starting</span></div>')
     rate = mining.get("attempts_per_second") or 0.0
+    k = cur.get("difficulty")
     expected = cur.get("expected_attempts") or 0
     attempts = cur.get("attempts", 0)
-    share = attempts / expected if expected else 0.0
-    held = cur.get("r_hits", 0)
-    eta = (f"about {duration(expected / rate)} per block at {rate:.1f} attempts/s" if rate > 0
-           else "no rate yet")
-    why = (f' ({cur.get("acc_floor_failed", 0)} below the accuracy floor, {cur.get("acc_borderline_failed", 0)} '
-           'borderline)' if held else "")
+    times = f" = {attempts / expected:.1f} × 2^{k}" if expected else ""
+    expect_why = (f"2^{k} = {expected:,}: the attempts expected to meet R once. The accuracy check then holds "
+                  "some hits back, so a block takes more attempts than that.")
     borderline = ("borderline: more predictions near a tie than the claim tolerance, which other machines' "
                   "fp32 evaluation could count otherwise")
     items = [
-        f'<span class="label">Current block</span><b>height {cur.get("height")} at k={cur.get("difficulty")}</b>',
-        f'<span id="current-attempts">{attempts:,}</span> of about 2^{cur.get("difficulty")} = {expected:,} '
-        f'expected ({share * 100:.0f}%)<span class="progress"><span style="width:{min(share, 1.0) * 100:.1f}%">'
-        '</span></span>',
+        f'<span class="label">Current block</span><b>height {cur.get("height")} at k={k}</b>',
+        f'<span title="{escape(expect_why)}"><span id="current-attempts">{attempts:,}</span> attempts{times}</span>',
         f'{duration(cur.get("seconds"))} on it',
-        f'<span title="{escape(borderline)}">R hits held back: <span id="current-held">{held}</span>{why}</span>',
-        escape(eta),
+        f'{rate:.1f} attempts/s on this node',
+        f'<span title="{escape(borderline)}">{held_back(cur)}</span>',
     ]
     if cur.get("restarts"):
         items.append(f'{cur["restarts"]} restart{"s" if cur["restarts"] != 1 else ""}')
     return '<div class="current" id="current-block">' + "".join(f"<span>{i}</span>" for i in items) + "</div>"
 
 
-def overview_live(st: dict, recent: list[dict], chart_blocks: list[dict], miners: list[tuple[str, int]]) -> str:
-    """The part of the overview that the page refreshes in place."""
-    acc = st.get("tip_accuracy") or {}
-    mining = st.get("mining") or {}
-    rate = mining_rate(recent)
+def network_card(st: dict) -> str:
     sync = st.get("sync") or {}
+    peers, known = st.get("peers", 0), st.get("peers_known", 0)
+    best = sync.get("best_peer_height")
+    link = '<a href="/peers">/peers</a>'
     if st.get("syncing"):
-        sync_text = "syncing"
-    elif st.get("peers", 0) == 0:
-        sync_text = "no peer reachable" if st.get("peers_known") else "alone: no peers"
+        value = "syncing"
+        sub = f'height {sync.get("height", st["height"])} of {escape(str(sync.get("target", "?")))} · {link}'
+    elif peers == 0:
+        value = "unreachable" if known else "alone"
+        sub = (f"{known} peer{'s' if known != 1 else ''} known, none connected" if known else "no peers known") \
+            + f" · {link}"
     else:
-        sync_text = ("in sync" if (sync.get("best_peer_height") or 0) <= st["height"]
-                     else f'behind (peer at {sync["best_peer_height"]})')
-    mine_sub = (f'this node: {mining.get("attempts_per_second", 0):.1f} attempts/s' if mining.get("enabled")
-                else "this node does not mine")
-    cur = mining.get("current") or {}
-    if cur:
-        mine_sub += f', {cur.get("attempts", 0):,} on this block'
+        value = "in sync" if (best or 0) <= st["height"] else "behind"
+        sub = f"{peers} peer{'s' if peers != 1 else ''}, best at height {best if best is not None else '—'} · {link}"
+    return card("network", value, sub, "sync-state")
+
+
+def tip_accuracy(st: dict, tip: dict | None) -> tuple[int | None, int, str]:
+    """The tip's correct predictions on E, the size of E and where the count comes from: measured by
+    this node if it replayed the tip (as the chart and the table show it), else the header's claim."""
+    if tip is not None and tip["hash"] == st.get("tip"):
+        acc = tip.get("accuracy") or {}
+        if acc.get("measured_after") is not None:
+            return acc["measured_after"], acc.get("of") or 0, "measured by this node"
+    acc = st.get("tip_accuracy") or {}
+    return acc.get("correct"), acc.get("of") or 0, "claimed in the tip's header"
+
+
+def overview_live(st: dict, recent: list[dict], chart_blocks: list[dict], miners: list[tuple[str, int]],
+                  miners_of: int | None = None) -> str:
+    """The part of the overview that the page refreshes in place. Every figure on it comes from data
+    the page shows or links (the table, /status, /blocks, the learning-curve download)."""
+    context = chart_blocks[-len(recent) - 1:]
+    bt = block_times(recent, context)
+    uw = useful_work(chart_blocks)
+    correct, of, source = tip_accuracy(st, chart_blocks[-1] if chart_blocks else None)
+    k = st.get("difficulty", 0)
+    tip_sub = (f'{block_link(st["tip"])} · mined {ago(st.get("last_block_age_s"))}' if st["height"] > 0
+               else block_link(st["tip"]))
+    bt_sub = (f'median of the {bt["intervals"]} interval{"s" if bt["intervals"] != 1 else ""} in the table '
+              f'below (blocks {bt["first"]}–{bt["last"]}; mean {duration(bt["mean_s"])})' if bt
+              else "no interval yet (block 1's parent is genesis)")
+    uw_title = ("An estimate from difficulty: the training steps the blocks carry (each block's nonces: its "
+                "advance steps and the winning one) divided by the sum of 2^k, the attempts each block's k "
+                "makes a miner expect before R is met. Blocks do not record attempts, and the accuracy check "
+                "holds some hits back, so the real attempts are more and the real fraction lower.")
+    uw_sub = (f'{uw["steps"]:,} steps in blocks {uw["first"]}–{uw["last"]} ÷ Σ2^k = {uw["expected"]:,} '
+              'expected attempts' if uw else "no mined block yet")
     cards = "".join([
-        card("tip height", str(st["height"]), block_link(st["tip"], short(st["tip"], 20)), "tip-height"),
-        card("last block", ago(st.get("last_block_age_s")), f'cumulative work {st.get("cumulative_work", 0):,}'),
-        card("sync", sync_text, f'best peer height {sync.get("best_peer_height") or "—"}', "sync-state"),
-        card("peers", str(st.get("peers", 0)), '<a href="/peers">/peers</a>'),
-        card("mining rate", f"{rate:.1f}/min" if rate is not None else "—", mine_sub),
-        card("difficulty k", str(st.get("difficulty", "")), "next block: about 2^k attempts", "difficulty"),
-        card("accuracy on E", f'{100 * acc.get("correct", 0) / (acc.get("of") or 1):.1f}%',
-             f'{acc.get("correct", "?")}/{acc.get("of", "?")} (tip model)'),
+        card("tip height", str(st["height"]), tip_sub, "tip-height"),
+        network_card(st),
+        card("block time", duration(bt["median_s"]) if bt else "—", bt_sub, "block-time"),
+        card("difficulty k", str(k), f"next block: 2^{k} = {1 << int(k or 0):,} attempts expected to meet R",
+             "difficulty"),
+        card("accuracy on E", f"{100 * correct / of:.1f}%" if correct is not None and of else "—",
+             f"{correct if correct is not None else '?'} of {of or '?'} correct, {source}", "tip-accuracy"),
+        card("useful work (estimate)", f'{100 * uw["fraction"]:.1f}%' if uw else "—", uw_sub, "useful-work",
+             uw_title),
     ])
     pts = points(chart_blocks)
     charts = (
         '<div class="charts"><div class="chart"><h2>Learning curve</h2>'
-        f'<div class="legend">accuracy of each block\'s model on E (line, left axis) and the time since its '
-        f'parent (bars, right axis); heights {pts[0].height if pts else 0}–{pts[-1].height if pts else 0}</div>'
+        f'<div class="legend">accuracy of each block\'s model on E (line, left axis: measured by this node where '
+        f'it replayed the block, else the header\'s claim) and the time since its parent (bars, right axis); '
+        f'heights {pts[0].height if pts else 0}–{pts[-1].height if pts else 0}. Data: '
+        '<a href="/explorer/learning-curve.csv" download id="curve-csv">CSV</a> · '
+        '<a href="/explorer/learning-curve.json" id="curve-json">JSON</a></div>'
         f'{learning_curve(pts)}</div>'
         f'<div class="chart"><h2>Difficulty</h2><div class="legend">k by height</div>{difficulty_chart(pts)}</div></div>')
-    return (state_banner(st) + f'<div class="cards">{cards}</div>' + current_block(st) + charts +
-            "<h2>Latest blocks</h2>" + blocks_table(recent, chart_blocks[-len(recent) - 1:]) + "<h2>Miners (latest blocks)</h2>" + miners_table(miners))
+    return (state_banner(st) + f'<div class="cards overview" id="cards">{cards}</div>' + current_block(st) + charts
+            + "<h2>Latest blocks</h2>" + blocks_table(recent, context)
+            + miners_section(miners, miners_of))
+
+
+def accuracy_text(b: dict) -> str:
+    """A table cell: the block's accuracy on E in percent (as the chart and the card show it), the counts
+    behind it in its tooltip."""
+    hd, acc = b["header"], b.get("accuracy") or {}
+    a, of = accuracy_of(b), acc.get("of")
+    claim = f'{hd["acc_before"]} → {hd.get("acc_after")}' if "acc_before" in hd else str(hd.get("acc_after", "?"))
+    title = f"claimed in the header: {claim} of {of} correct on E"
+    if acc.get("measured_after") is not None:
+        title += f'; measured by this node: {acc["measured_after"]}'
+    return f'<td class="num" title="{escape(title)}">{f"{a * 100:.1f}%" if a is not None else ""}</td>'
 
 
 def blocks_table(blocks: list[dict], context: list[dict] = ()) -> str:
@@ -206,19 +319,27 @@ def blocks_table(blocks: list[dict], context: list[dict] = ()) -> str:
         hd = b["header"]
         iv = interval_of(b, by_hash.get(hd.get("parent", "")))
         interval = f"{iv:.1f}" if iv is not None else ""
-        claims = f'{hd["acc_before"]}→{hd.get("acc_after")}' if "acc_before" in hd else str(hd.get("acc_after", ""))
+        accuracy = accuracy_text(b)
         rows.append(f'<tr data-height="{b["height"]}"><td class="num">{b["height"]}</td><td>{block_link(b["hash"])}</td>'
                     f'<td>{miner_link(hd.get("miner", ""))}</td><td class="num">{hd.get("difficulty", "")}</td>'
-                    f'<td class="num">{interval}</td><td class="num">{escape(claims)}</td>'
+                    f'<td class="num">{interval}</td>{accuracy}'
                     f'<td class="num">{steps_of(hd) if b["height"] else ""}</td><td class="num">{len(b.get("records") or [])}</td>'
                     f'<td>{utc(hd.get("timestamp_ms"))}</td></tr>')
     return ('<table id="blocks"><thead><tr><th class="num">height</th><th>hash</th><th>miner</th><th class="num">k</th>'
-            '<th class="num">interval s</th><th class="num">accuracy claim</th><th class="num">steps</th>'
+            '<th class="num">interval s</th><th class="num" title="correct predictions on E: measured by this node where it replayed the block, else claimed in the header (the counts are in each cell&#39;s tooltip)">accuracy on E</th><th class="num">steps</th>'
             '<th class="num">records</th><th>time</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
 
 
-def miners_table(miners: list[tuple[str, int]]) -> str:
-    total = sum(n for _, n in miners)
+def miners_section(miners: list[tuple[str, int]], of: int | None = None) -> str:
+    """The miners of the latest ``of`` mined blocks (the most frequent ones: ``miners``), each with its
+    share of those ``of`` blocks."""
+    of = of if of is not None else sum(n for _, n in miners)
+    return (f'<h2>Miners of the latest {of} block{"s" if of != 1 else ""}</h2>' if of else "<h2>Miners</h2>") \
+        + miners_table(miners, of)
+
+
+def miners_table(miners: list[tuple[str, int]], of: int | None = None) -> str:
+    total = of if of is not None else sum(n for _, n in miners)
     if not total:
         return '<div class="empty">no mined blocks yet</div>'
     rows = "".join(f'<tr><td>{miner_link(k)}</td><td class="num">{n}</td><td class="num">{100 * n / total:.0f}%</td></tr>'
