@@ -325,9 +325,9 @@ def blocks_table(blocks: list[dict], context: list[dict] = ()) -> str:
                     f'<td class="num">{interval}</td>{accuracy}'
                     f'<td class="num">{steps_of(hd) if b["height"] else ""}</td><td class="num">{len(b.get("records") or [])}</td>'
                     f'<td>{utc(hd.get("timestamp_ms"))}</td></tr>')
-    return ('<table id="blocks"><thead><tr><th class="num">height</th><th>hash</th><th>miner</th><th class="num">k</th>'
+    return ('<div class="wide"><table id="blocks"><thead><tr><th class="num">height</th><th>hash</th><th>miner</th><th class="num">k</th>'
             '<th class="num">interval s</th><th class="num" title="correct predictions on E: measured by this node where it replayed the block, else claimed in the header (the counts are in each cell&#39;s tooltip)">accuracy on E</th><th class="num">steps</th>'
-            '<th class="num">records</th><th>time</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+            '<th class="num">records</th><th>time</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table></div>")
 
 
 def miners_section(miners: list[tuple[str, int]], of: int | None = None) -> str:
@@ -344,8 +344,8 @@ def miners_table(miners: list[tuple[str, int]], of: int | None = None) -> str:
         return '<div class="empty">no mined blocks yet</div>'
     rows = "".join(f'<tr><td>{miner_link(k)}</td><td class="num">{n}</td><td class="num">{100 * n / total:.0f}%</td></tr>'
                    for k, n in miners)
-    return ('<table id="miners"><thead><tr><th>miner</th><th class="num">blocks</th><th class="num">share</th>'
-            f'</tr></thead><tbody>{rows}</tbody></table>')
+    return ('<div class="wide"><table id="miners"><thead><tr><th>miner</th><th class="num">blocks</th><th class="num">share</th>'
+            f'</tr></thead><tbody>{rows}</tbody></table></div>')
 
 
 # -- one block -----------------------------------------------------------------------------------
@@ -368,7 +368,7 @@ def block_page(b: dict, child: dict | None, proof_html: str = "") -> str:
     header_rows = "".join(f'<tr><th class="mono">{escape(k)}</th><td>{_field(k, v)}</td></tr>' for k, v in hd.items())
     return (f'<h1>Block {b["height"]}</h1><div id="live" data-live="/explorer/blocks/{escape(b["hash"])}?part=live">'
             f'{block_facts(b, child)}</div>{proof_html}'
-            f'<h2>Header</h2><table id="header-fields">{header_rows}</table>'
+            f'<h2>Header</h2><div class="wide"><table id="header-fields">{header_rows}</table></div>'
             f'<h2>Records ({len(b.get("records") or [])})</h2>{records_table(b.get("records") or [])}')
 
 
@@ -391,7 +391,7 @@ def block_facts(b: dict, child: dict | None) -> str:
         ("next block", block_link(child["hash"]) if child else "none yet"),
     ]
     rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
-    return f'<table id="block-facts">{rows}</table>'
+    return f'<div class="wide"><table id="block-facts">{rows}</table></div>'
 
 
 def records_table(records: list[dict]) -> str:
@@ -404,8 +404,8 @@ def records_table(records: list[dict]) -> str:
                 if isinstance(mh, str) else "")
         rows.append(f'<tr><td>{escape(str(r.get("type", "")))}</td><td>{link}</td><td>{miner_link(r.get("owner") or "")}'
                     f'</td><td><pre>{escape(json.dumps(r, indent=1, sort_keys=True))}</pre></td></tr>')
-    return ('<table id="records"><thead><tr><th>type</th><th>model</th><th>owner</th><th>record</th></tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    return ('<div class="wide"><table id="records"><thead><tr><th>type</th><th>model</th><th>owner</th><th>record</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 # -- miner, tips, certificates -----------------------------------------------------------------
@@ -433,8 +433,8 @@ def tips_table(tips: list[dict]) -> str:
     rows = "".join(f'<tr><td class="status-{escape(t["status"])}">{escape(t["status"])}</td><td class="num">'
                    f'{t["height"]}</td><td>{block_link(t["hash"], escape(t["hash"]))}</td><td class="num">'
                    f'{t["cumulative_work"]:,}</td></tr>' for t in tips)
-    return ('<table id="tips"><thead><tr><th>status</th><th class="num">height</th><th>hash</th>'
-            f'<th class="num">work</th></tr></thead><tbody>{rows}</tbody></table>')
+    return ('<div class="wide"><table id="tips"><thead><tr><th>status</th><th class="num">height</th><th>hash</th>'
+            f'<th class="num">work</th></tr></thead><tbody>{rows}</tbody></table></div>')
 
 
 def certificates_page(model_hash: str, result: dict | None, problem: str = "") -> str:
@@ -456,9 +456,9 @@ def certificates_page(model_hash: str, result: dict | None, problem: str = "") -
         rows.append(f'<tr><td>pending</td><td></td><td>{miner_link(rec.get("owner", ""))}</td><td class="mono">'
                     f'{short(rec.get("proof_root"), 16)}</td><td>{escape(json.dumps(rec.get("metadata", {}), sort_keys=True))}'
                     f'</td><td>{utc(rec.get("timestamp_ms"))}</td></tr>')
-    return form + ('<p>The first certificate on the chain is the original registration.</p><table id="certificates">'
+    return form + ('<p>The first certificate on the chain is the original registration.</p><div class="wide"><table id="certificates">'
                    '<thead><tr><th class="num">height</th><th>block</th><th>owner</th><th>proof root</th>'
-                   f'<th>metadata</th><th>time</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+                   f'<th>metadata</th><th>time</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 # -- the proof (GET /blocks/{hash}/proof) ------------------------------------------------------------
@@ -496,10 +496,10 @@ def proof_section(p: dict | None, class_names: tuple[str, ...] = ()) -> str:
                     f'<td class="num">{_num(r["before"], ".7g")}</td><td class="num">{_num(r["after"], ".7g")}</td>'
                     f'<td class="num change">{_num(r["change"], "+.3e")}</td><td class="num">{_num(r["least"], ".1e")}</td>'
                     f'<td>{met}</td></tr>')
-    out.append('<h3>Requirements R and the winning step\'s changes</h3><table id="proof-requirements"><thead><tr>'
+    out.append('<h3>Requirements R and the winning step\'s changes</h3><div class="wide"><table id="proof-requirements"><thead><tr>'
                '<th class="num">#</th><th>parameter</th><th class="num">flat index</th><th>direction</th>'
                '<th class="num">w</th><th class="num">w\'</th><th class="num">change</th><th class="num">band</th>'
-               f'<th>verdict</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+               f'<th>verdict</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
     srows = []
     for st in p["steps"]:
         role = "winning" if st["winning"] else "advance"
@@ -512,8 +512,8 @@ def proof_section(p: dict | None, class_names: tuple[str, ...] = ()) -> str:
     out.append(f'<h3>Steps ({len(p["steps"])}: {len(p["steps"]) - 1} advance, then the winning one)</h3>'
                '<p class="legend">W is the parent\'s post-state advanced by the advance steps; each nonce derives '
                'its batch of train images from the parent, the miner\'s key and the nonce.</p>'
-               '<table id="proof-steps"><thead><tr><th class="num">step</th><th>role</th><th class="num">nonce</th>'
-               f'<th>train indices</th><th>images</th></tr></thead><tbody>{"".join(srows)}</tbody></table>')
+               '<div class="wide"><table id="proof-steps"><thead><tr><th class="num">step</th><th>role</th><th class="num">nonce</th>'
+               f'<th>train indices</th><th>images</th></tr></thead><tbody>{"".join(srows)}</tbody></table></div>')
     measured, floor = acc.get("measured"), acc.get("floor")
     if measured is not None and floor is not None:
         verdict = (f'<span class="ok">{measured - floor:+d} above the floor</span>' if measured >= floor
@@ -527,8 +527,8 @@ def proof_section(p: dict | None, class_names: tuple[str, ...] = ()) -> str:
              ("claimed", f'{acc["claimed"]} (within ±{acc["claim_tolerance"]} of the measurement)'),
              ("floor", f'<span id="proof-floor">{floor if floor is not None else "—"}</span> ({floor_how})'),
              ("verdict", verdict)]
-    out.append('<h3>Accuracy of W\' on E against the floor</h3><table id="proof-accuracy">'
-               + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in arows) + "</table></section>")
+    out.append('<h3>Accuracy of W\' on E against the floor</h3><div class="wide"><table id="proof-accuracy">'
+               + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in arows) + "</table></div></section>")
     return "".join(out)
 
 

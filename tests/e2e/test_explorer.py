@@ -186,3 +186,45 @@ def test_learning_curve_axis_is_fitted(page, mining_node):
     for a, b in snap["bars"]:
         assert snap["x1"] <= a and b <= snap["x2"] + 0.01                        # every bar inside the plot
     assert "Current block" in page.inner_text("#current-block")                  # the node mines
+
+
+LAYOUT = """() => {
+    const clipped = [];
+    for (const el of document.querySelectorAll('.cards .card, .cards .card *')) {
+        if (el.scrollWidth > el.clientWidth) clipped.push([el.className || el.tagName, el.textContent.trim(),
+                                                           el.scrollWidth, el.clientWidth]);
+    }
+    const rows = {};
+    for (const c of document.querySelectorAll('.cards .card')) {
+        const top = Math.round(c.getBoundingClientRect().top);
+        rows[top] = (rows[top] || 0) + 1;
+    }
+    return {scroll: document.scrollingElement.scrollWidth, inner: window.innerWidth, clipped,
+            rows: Object.keys(rows).sort((a, b) => a - b).map(t => rows[t])};
+}"""
+
+
+def _layout(page, url: str, width: int) -> dict:
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(url)
+    page.wait_for_load_state("load")
+    return page.evaluate(LAYOUT)
+
+
+def test_cards_show_their_text_and_wrap_evenly(page, mining_node):
+    """Issue 31.10: no card cuts its text ("alone: no pe…", "this node: 327.3 attempt…"); the six cards
+    sit on one row at desktop width and wrap into even rows when narrower (no card alone on a row)."""
+    for width, rows in ((1280, [6]), (900, [3, 3]), (420, [2, 2, 2])):
+        got = _layout(page, mining_node.url + "/", width)
+        assert got["clipped"] == [], (width, got["clipped"])
+        assert got["rows"] == rows, (width, got["rows"])
+
+
+def test_no_sideways_scroll_on_a_phone(page, mining_node):
+    """Issue 31.10: at 420 px the page is as wide as the window (wide tables scroll inside their box)."""
+    block = mining_node.block("2")
+    miner = block["header"]["miner"]
+    for path in ("/", f"/explorer/blocks/{block['hash']}", f"/explorer/miners/{miner}", "/explorer/tips",
+                 "/explorer/certificates?model_hash=" + "cd" * 32, "/explorer/search?q=abcd"):
+        got = _layout(page, mining_node.url + path, 420)
+        assert got["scroll"] <= got["inner"], (path, got["scroll"], got["inner"])
