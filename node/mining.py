@@ -64,6 +64,26 @@ class RateMeter:
         return (count - n0) / span if span >= self.min_span or (span > 0 and count > n0) else 0.0
 
 
+def progress_line(cur: dict, rate: float) -> str:
+    """One short line on the search in progress (``MinerWorker.current_search``) at ``rate`` attempts/s."""
+    head = f"mining height {cur['height']} k={cur['difficulty']}: "
+    if cur["attempts"] == 0:
+        line = head + f"{cur['seconds']:.0f} s, first pass of candidates still running (counted a pass at a time)"
+    else:
+        per_block = f", ~{_duration(cur['expected_attempts'] / rate)} per block" if rate > 0 else ""
+        line = head + (f"{cur['attempts']} attempts in {cur['seconds']:.0f} s ({rate:.1f}/s; "
+                       f"{cur['expected_attempts']} expected{per_block})")
+    if cur["r_hits"]:
+        line += (f"; {cur['r_hits']} R hits not published ({cur['acc_floor_failed']} below the floor, "
+                 f"{cur['acc_borderline_failed']} borderline)")
+    return line
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.1f} h"
+
+
 class MinerWorker:
     def __init__(self, service, device: str = "auto", kind: str = "fast"):
         self.service = service
@@ -74,12 +94,15 @@ class MinerWorker:
         self._tip_changed = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="miner", daemon=True)
+        self._reporter = threading.Thread(target=self._report, name="miner-progress", daemon=True)
+        self._explained = False       # the borderline explanation is logged once per process
         chain.tip_listeners.append(lambda tip, reorg: self._tip_changed.set())
         self._meter = RateMeter(time.perf_counter(), self.miner.progress.attempts)
         self._search: dict | None = None   # the search on the current tip: height, k, start time and count
 
     def start(self) -> None:
         self._thread.start()
+        self._reporter.start()
 
     def stop(self, timeout: float = STOP_WAIT_S) -> bool:
         """Stop the search and wait until the thread has ended (it checks ``should_stop`` between passes,
@@ -113,18 +136,20 @@ class MinerWorker:
         return {"height": s["height"], "difficulty": s["k"], "seconds": round(time.monotonic() - s["t0"], 1),
                 "expected_attempts": 2 ** s["k"], **self.miner.progress.since(s["p0"])}
 
-    def _should_stop(self) -> bool:
-        s = self._search
-        if s is not None and time.monotonic() >= s["report_at"]:
-            s["report_at"] += REPORT_EVERY_S
+    def _report(self) -> None:
+        """A short progress line every REPORT_EVERY_S while a search runs, on its own thread (a pass of
+        candidates on ResNet-18 takes tens of seconds on a CPU: the search cannot be asked in between)."""
+        while not self._stop.wait(REPORT_EVERY_S):
             cur = self.current_search()
-            rate = cur["attempts"] / cur["seconds"] if cur["seconds"] > 0 else 0.0
-            eta = f"about {cur['expected_attempts'] / rate:.0f} s per block at this rate" if rate > 0 else "no rate yet"
-            log.info("still mining height %d at k=%d: %d attempts in %.0f s (2^k = %d expected; %s); %d R hits "
-                     "not published: %d below the accuracy floor, %d borderline (more predictions near a tie than "
-                     "the claim tolerance: other machines' fp32 evaluation could count them otherwise); %d restarts",
-                     cur["height"], cur["difficulty"], cur["attempts"], cur["seconds"], cur["expected_attempts"], eta,
-                     cur["r_hits"], cur["acc_floor_failed"], cur["acc_borderline_failed"], cur["restarts"])
+            if cur is None or cur["seconds"] < REPORT_EVERY_S / 2:
+                continue
+            log.info("%s", progress_line(cur, self.attempts_per_second()))
+            if cur["acc_borderline_failed"] and not self._explained:
+                self._explained = True
+                log.info("(borderline: W' had more predictions near a tie than the claim tolerance, so another "
+                         "machine's fp32 evaluation could count them otherwise; such a block is never published)")
+
+    def _should_stop(self) -> bool:
         return (self._stop.is_set() or self._tip_changed.is_set()
                 or self.service.chain.health.error is not None)   # a block found now could not be kept
 
@@ -168,8 +193,7 @@ class MinerWorker:
                 tip = chain.tip()
                 now = time.monotonic()
                 self._search = {"height": tip.height + 1, "k": next_difficulty(chain.spec, tip.header, chain.view),
-                                "t0": now, "p0": self.miner.progress.snapshot(),
-                                "report_at": now + REPORT_EVERY_S}
+                                "t0": now, "p0": self.miner.progress.snapshot()}
                 mined = mine_on_tip(chain, self.miner, self.service.key, records=self.service.pending_records,
                                     should_stop=self._should_stop)
             except Exception:

@@ -40,8 +40,11 @@ class NodeService:
         datadir = Path(settings.datadir)
         self.spec = resolve_spec(datadir, settings.preset, settings.spec_file)
         log.info("%s", apply_threads(settings.threads, self.spec.model.arch, settings.device))
+        t0 = time.perf_counter()
+        log.info("start-up: loading the dataset and opening the chain in %s", datadir)
         self.chain: Chain = open_chain(datadir, self.spec, data_dir=settings.dataset_dir,
                                        keep_weights=settings.keep_weights, archival=settings.archival)
+        log.info("start-up: chain open at height %d (%.1f s)", self.chain.tip().height, time.perf_counter() - t0)
         self.key = load_or_create_key(settings.key_file or datadir / "node.key")
         from .block_proof import BlockProofs
         self.proofs = BlockProofs(self.chain)         # GET /blocks/{hash}/proof and the block page
@@ -68,11 +71,14 @@ class NodeService:
         self.network.start()
         if self.settings.mine:
             from .devices import expand_devices
-            from .mining import MinerGroup, MinerWorker
+            from .mining import REPORT_EVERY_S, MinerGroup, MinerWorker
             devices = expand_devices(self.settings.device)
+            t0 = time.perf_counter()
+            log.info("start-up: preparing the %s miner on %s", self.settings.miner, ", ".join(devices))
             self.miner = (MinerWorker(self, devices[0], self.settings.miner) if len(devices) == 1
                           else MinerGroup(self, devices, self.settings.miner))
-            log.info("mining on %s with the %s miner", self.miner.device, self.settings.miner)
+            log.info("mining on %s with the %s miner (ready in %.1f s; a progress line every %.0f s)",
+                     self.miner.device, self.settings.miner, time.perf_counter() - t0, REPORT_EVERY_S)
             self.miner.start()
 
     def stop(self) -> bool:

@@ -50,6 +50,7 @@ def init_genesis(store: Store, spec: ChainSpec, genesis: BlockHeader, state: Sta
     stored_genesis = store.hash_at(0)
     if stored_genesis is None:
         store.weights.put(got, encode_state(state))
+        log.info("start-up: a new datadir: measuring the genesis model on E once (%d images)", spec.evaluation.size)
         # the genesis model measured on E once, so every learning curve starts at a true point (its
         # header claims 0: the floor for block 1, not a measurement)
         measured = step.accuracy(state).correct

@@ -1,4 +1,4 @@
-"""node.mining.RateMeter: the miner's attempts/s as /status, /metrics and the explorer show it."""
+"""node.mining: RateMeter (the miner's attempts/s as /status, /metrics and the explorer show it) and the progress line."""
 from __future__ import annotations
 
 from node.mining import RateMeter
@@ -32,3 +32,26 @@ def test_nothing_counted_yet_is_zero_not_a_division():
     meter = RateMeter(now=5.0, count=7)
     assert meter.rate(5.0, 7) == 0.0 and meter.rate(6.0, 7) == 0.0
     assert meter.rate(6.5, 23) == 16 / 1.5
+
+
+# -- the progress line (issue 31.8) -------------------------------------------------------------------
+def _search(**kw) -> dict:
+    cur = {"height": 7, "difficulty": 6, "seconds": 63.0, "expected_attempts": 64, "attempts": 0, "r_hits": 0,
+           "acc_floor_failed": 0, "acc_borderline_failed": 0, "restarts": 0}
+    cur.update(kw)
+    return cur
+
+
+def test_progress_line_before_the_first_pass_ends_says_so():
+    from node.mining import progress_line
+    line = progress_line(_search(), 0.0)
+    assert "first pass of candidates still running" in line and "0 attempts" not in line and len(line) < 120
+
+
+def test_progress_line_is_short_and_gives_the_rate_and_time_per_block():
+    from node.mining import progress_line
+    line = progress_line(_search(attempts=128, seconds=60.0), 2.0)
+    assert line == "mining height 7 k=6: 128 attempts in 60 s (2.0/s; 64 expected, ~32 s per block)"
+    line = progress_line(_search(attempts=128, r_hits=3, acc_floor_failed=2, acc_borderline_failed=1), 0.01)
+    assert "~107 min per block" in line and line.endswith("3 R hits not published (2 below the floor, 1 borderline)")
+    assert len(line) < 160 and "tie" not in line        # the borderline explanation is logged once, elsewhere
