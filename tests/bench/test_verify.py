@@ -28,6 +28,9 @@ def test_verify_tiny_json(bench_json, shared_data, tmp_path):
     assert res["block"]["height"] == 1 and res["block_k"] == 3
     assert "block_note" in res                       # mined at k=3, not k0: said so
     assert res["machine"]["torch"] and res["machine"]["cores"]
+    # the miner's own block (Chain.submit_mined) skips the replay and the evaluation
+    assert len(res["own_block"]["wall_s"]["runs"]) == 2 and res["own_block"]["wall_s"]["median"] > 0
+    assert res["own_block_speedup"] == round(res["total_seconds"] / res["own_block"]["wall_s"]["median"], 1)
     assert json.loads((tmp_path / "verify-tiny.json").read_text())["total_seconds"] == res["total_seconds"]
 
 
