@@ -4,16 +4,14 @@ a fixed Ed25519 key, an in-memory chain view and a mined block on genesis.
 Everything is offline and deterministic: the dataset is generated from the
 spec's seed (once per session: it takes a few seconds), keys come from fixed
 bytes, the reference miner runs from a fixed seed and block timestamps are
-fixed offsets from the genesis time.
+fixed offsets from the genesis time. Blocks are made by tests/blocks.py.
 
 Sub-directories may define fixtures with the same names (tests/miner does);
 theirs win inside their directory.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import pytest
 import torch
@@ -21,70 +19,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus.block import BlockHeader, genesis_header
 from consensus.data import Dataset, make_synthetic
-from consensus.difficulty import next_difficulty
-from consensus.records import Record
 from consensus.spec import ChainSpec, preset
 from consensus.training import Replayer, genesis_state
 from consensus.weights import State
-
-MINER_SEED = 0            # ReferenceMiner seed for the session's block
-BLOCK_GAP_MS = 2000       # timestamps of test blocks: parent + 2 s
-
-
-class MemoryView:
-    """A consensus.validation.ChainView held in memory: known headers and invalid hashes."""
-
-    def __init__(self, headers: Iterable[BlockHeader] = (), invalid: Iterable[str] = ()):
-        self.headers: dict[str, BlockHeader] = {}
-        self.invalid: set[str] = set(invalid)
-        for h in headers:
-            self.add(h)
-
-    def add(self, header: BlockHeader) -> "MemoryView":
-        self.headers[header.hash] = header
-        return self
-
-    def header(self, block_hash: str) -> BlockHeader | None:
-        return None if block_hash in self.invalid else self.headers.get(block_hash)
-
-    def is_invalid(self, block_hash: str) -> bool:
-        return block_hash in self.invalid
-
-    def copy(self) -> "MemoryView":
-        return MemoryView(self.headers.values(), self.invalid)
-
-
-@dataclass(frozen=True)
-class MinedBlock:
-    header: BlockHeader
-    records: list             # the records as JSON objects (the block is header + records)
-    parent_state: State       # W'_parent: where the block's replay starts
-    state: State              # W': the block's post-state, where the next miner continues
-    attempts: int
-
-
-def low_difficulty(spec: ChainSpec, k: int) -> ChainSpec:
-    """The same rules with initial k (and minimum 1): another chain id, the same genesis weights."""
-    return dataclasses.replace(spec, name=f"{spec.name}-k{k}",
-                               difficulty=dataclasses.replace(spec.difficulty, initial=k, minimum=1))
-
-
-def mine_block(spec: ChainSpec, dataset: Dataset, parent: BlockHeader, w: State, view, key: Ed25519PrivateKey,
-               *, seed: int = MINER_SEED, k: int | None = None, now_ms: int | None = None,
-               records: tuple[Record, ...] = (), max_attempts: int = 20_000) -> MinedBlock:
-    """A valid block on ``parent`` continuing from the parent's post-state ``w``."""
-    from consensus.block import public_key_hex
-    from miner.reference import ReferenceMiner, make_job
-    from miner.template import build_block
-
-    r = Replayer(spec, dataset)
-    k = next_difficulty(spec, parent, view) if k is None else k
-    now_ms = parent.timestamp_ms + BLOCK_GAP_MS if now_ms is None else now_ms
-    job = make_job(spec, parent, k, public_key_hex(key), view, now_ms=lambda: now_ms)
-    found = ReferenceMiner(spec, r, seed=seed).mine(job, w, max_attempts=max_attempts)
-    assert found is not None, f"no block in {max_attempts} attempts"
-    header = build_block(spec, job, found, key, records).header
-    return MinedBlock(header, [rec.body for rec in records], w, found.state, found.attempts)
+# the block factory (tests/blocks.py); the suites import these names from here too
+from tests.blocks import (BLOCK_GAP_MS, MINER_SEED, MemoryView, MinedBlock, low_difficulty,  # noqa: F401
+                          mine_block)
 
 
 def pytest_configure(config):

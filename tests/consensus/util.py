@@ -1,23 +1,25 @@
-"""Helpers for the consensus tests: the node's validation pipeline, re-signing, honest replays,
-proof search at a fixed parent state, and the reason-code assertion shared by the test modules."""
+"""Helpers for the consensus tests: the node's validation pipeline, honest replays, proof search at a
+fixed parent state, and the reason-code assertion shared by the test modules. Blocks, re-signed headers
+and replays come from tests/blocks.py (``resign`` and ``replay`` are re-exported for the test modules)."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus import errors
-from consensus.block import Block, BlockHeader, public_key_hex
+from consensus.block import Block, BlockHeader
 from consensus.hashing import ZERO_HASH
 from consensus.proof import derive_batch, requirements_for
 from consensus.requirements import requirements_hold
 from consensus.spec import ChainSpec
 from consensus.training import Accuracy, Replayer
 from consensus import validation
-from consensus.weights import State, weights_hash
+from consensus.weights import State
+from tests.blocks import BlockSmith, replay, resign  # noqa: F401  (replay and resign: for the test modules)
 
 IGNORED, BAD_BODY, INVALID = errors.Ignored, errors.BadBody, errors.InvalidBlock
 
@@ -35,9 +37,13 @@ def expect(cls: type[errors.BlockError], family: type[errors.BlockError], fn, *a
     return exc
 
 
-def resign(header, key: Ed25519PrivateKey, **changes):
-    """The header with ``changes``, signed again (so only the intended rule breaks)."""
-    return replace(header, **changes).signed(key)
+def honest_child(spec: ChainSpec, r: Replayer, parent: BlockHeader, parent_state: State, key: Ed25519PrivateKey,
+                 nonces: Sequence[int], timestamp_ms: int, k: int | None = None,
+                 records_root: str = ZERO_HASH) -> tuple[BlockHeader, State, Accuracy]:
+    """A signed child of ``parent`` whose state_hash and acc_after are what its nonces really give, replayed
+    on ``r`` (tests.blocks.BlockSmith.replayed); R is not looked at."""
+    return BlockSmith(spec, r.dataset, key).replayed(parent, parent_state, nonces, timestamp_ms, k=k,
+                                                     records_root=records_root, replayer=r)
 
 
 def validate_block(spec: ChainSpec, header: BlockHeader, records_json: list, view, replayer: Replayer,
@@ -46,30 +52,6 @@ def validate_block(spec: ChainSpec, header: BlockHeader, records_json: list, vie
     a proof memo): header, records commitment, records, the proof replayed from the parent's post-state."""
     return validation.validate_block(Block(header, records_json), spec, view, now_ms, replayer=replayer,
                                      parent_state=lambda _parent: parent_state)
-
-
-def replay(spec: ChainSpec, r: Replayer, parent_state: State, parent_hash: str, miner: str,
-           nonces: Sequence[int]) -> State:
-    """The post-state of these nonces, written out from the protocol (not through validation)."""
-    r.load(parent_state)
-    for n in nonces:
-        r.step(derive_batch(spec, parent_hash, miner, n))
-    return r.state()
-
-
-def honest_child(spec: ChainSpec, r: Replayer, parent: BlockHeader, parent_state: State, key: Ed25519PrivateKey,
-                 nonces: Sequence[int], timestamp_ms: int, k: int | None = None,
-                 records_root: str = ZERO_HASH) -> tuple[BlockHeader, State, Accuracy]:
-    """A signed child of ``parent`` whose state_hash and acc_after are what its nonces really give;
-    R is not looked at (the caller picks nonces that meet it, or not)."""
-    state = replay(spec, r, parent_state, parent.hash, public_key_hex(key), nonces)
-    acc = r.accuracy(state)
-    header = BlockHeader(version=spec.header_version, chain_id=spec.chain_id, height=parent.height + 1,
-                         parent=parent.hash, timestamp_ms=timestamp_ms,
-                         difficulty=parent.difficulty if k is None else k, miner="", nonces=tuple(nonces),
-                         state_hash=weights_hash(state), acc_after=acc.correct,
-                         records_root=records_root).signed(key)
-    return header, state, acc
 
 
 @dataclass(frozen=True)
