@@ -26,15 +26,9 @@ def job_on_genesis(spec, k: int, miner: str = MINER):
     from consensus.block import genesis_header
     from miner.reference import make_job
 
-    from ..conftest import MemoryView
+    from tests.blocks import MemoryView
     g = genesis_header(spec)
     return make_job(spec, g, k, miner, MemoryView([g]))
-
-
-def low_difficulty(spec: ChainSpec, k: int) -> ChainSpec:
-    """The same chain rules with a small initial k (a different chain id, same genesis weights)."""
-    return dataclasses.replace(spec, name=f"{spec.name}-k{k}",
-                               difficulty=dataclasses.replace(spec.difficulty, initial=k, minimum=1))
 
 
 def random_cifar_shaped(train: int, test: int, seed: int = 0) -> Dataset:

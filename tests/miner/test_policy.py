@@ -16,8 +16,9 @@ from consensus.training import Replayer
 from miner.fast import FastMiner
 from miner.reference import ReferenceMiner
 from miner.search import make_miner
+from tests.blocks import low_difficulty
 
-from .conftest import job_on_genesis, low_difficulty
+from .conftest import job_on_genesis
 
 
 @pytest.mark.parametrize("kind", ["fast", "reference"])
