@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from tests.nodeproc import wait_for
 
-from tests.node.conftest import BlockSmith, post_block
+from tests.blocks import BlockSmith
+from tests.node.conftest import post_block
 
 
 def test_an_announced_side_branch_block_brings_its_missing_ancestors(nodes, tmp_path):
-    main = BlockSmith(tmp_path / "main")
+    main = BlockSmith.open(tmp_path / "main")
     main.mine(2)
     side = main.fork(tmp_path / "side", seed=11)
     main.mine(3)                                                     # best chain: heights 1..5

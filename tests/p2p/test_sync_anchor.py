@@ -10,14 +10,14 @@ ended and progress fell to one orphan-parent fetch per poll (67 s for a 30-block
 from __future__ import annotations
 
 from node.store import HEADER_ONLY
-from tests.node.conftest import BlockSmith
+from tests.blocks import BlockSmith
 from tests.nodeproc import wait_for
 
 from .util import same_tip
 
 
 def test_stored_header_only_branch_is_synced_from_its_validated_parent(nodes, tmp_path):
-    base = BlockSmith(tmp_path / "base")
+    base = BlockSmith.open(tmp_path / "base")
     base.mine(2)
     ours = base.fork(tmp_path / "ours", seed=31)
     ours.mine(12)
