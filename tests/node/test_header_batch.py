@@ -21,16 +21,16 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.headers import corrupt, header_chain
 from consensus.block import Block
 from consensus.difficulty import work
 from node.chain import Chain
 from node.store import HEADER_ONLY, INVALID, Store
+from tests.blocks import BlockSmith, resign
 
 
 @pytest.fixture(scope="module")
 def headers(tiny_spec):
-    return header_chain(tiny_spec, 60, Ed25519PrivateKey.generate())
+    return BlockSmith(tiny_spec, None, Ed25519PrivateKey.generate()).headers(60)
 
 
 def open_chain(tiny_spec, tiny_dataset, datadir: Path, headers) -> Chain:
@@ -53,7 +53,7 @@ def test_a_batch_is_checked_and_stored(tiny_spec, tiny_dataset, tmp_path, header
 
 def test_a_bad_header_stops_the_batch_and_keeps_the_prefix(tiny_spec, tiny_dataset, tmp_path, headers):
     key = Ed25519PrivateKey.generate()
-    bad = corrupt(headers[30], key)                        # k off by one: bad-difficulty
+    bad = resign(headers[30], key, difficulty=headers[30].difficulty + 1)     # k off by one: bad-difficulty
     batch = headers[:30] + [bad] + headers[31:]            # (the rest no longer links, and is not looked at)
     chain = open_chain(tiny_spec, tiny_dataset, tmp_path, headers)
     outs = chain.submit_headers(batch)
@@ -99,7 +99,7 @@ CHILD = textwrap.dedent("""
 def test_a_killed_batch_is_stored_whole_or_not_at_all(tiny_spec, tmp_path):
     """SIGKILL at spread-out moments while batches of 50 headers are submitted: the header-only rows
     are always a whole number of batches, and each stored header's parent is stored."""
-    headers = header_chain(tiny_spec, 1500, Ed25519PrivateKey.generate())
+    headers = BlockSmith(tiny_spec, None, Ed25519PrivateKey.generate()).headers(1500)
     blob = tmp_path / "headers.json"
     blob.write_text(json.dumps([h.to_dict() for h in headers]))
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.headers import corrupt, header_chain
+from consensus.block import genesis_header
 from node.chain import Chain
 from node.store import HEADER_ONLY, INVALID
+from tests.blocks import BlockSmith
 
 
 def test_single_headers_stay_within_the_header_cap(tiny_spec, tiny_dataset, tmp_path):
-    key = Ed25519PrivateKey.generate()
+    smith, g = BlockSmith(tiny_spec, tiny_dataset, Ed25519PrivateKey.generate()), genesis_header(tiny_spec)
     # an announcement flood: 60 distinct headers on genesis, each alone (no batch, no tip change)
-    headers = [header_chain(tiny_spec, 1, key, salt=f"s{i}")[0] for i in range(60)]
+    headers = [smith.header(g, salt=f"s{i}") for i in range(60)]
     chain = Chain(tiny_spec, tmp_path, tiny_dataset, header_cap=20,
                   clock=lambda: headers[0].timestamp_ms / 1000 + 60)
     seen = []
@@ -32,9 +33,9 @@ def test_single_headers_stay_within_the_header_cap(tiny_spec, tiny_dataset, tmp_
 
 
 def test_invalid_rows_stay_within_the_invalid_cap(tiny_spec, tiny_dataset, tmp_path):
-    key = Ed25519PrivateKey.generate()
+    smith, g = BlockSmith(tiny_spec, tiny_dataset, Ed25519PrivateKey.generate()), genesis_header(tiny_spec)
     # 30 distinct headers on genesis, each with a difficulty the retarget rule does not give
-    bad = [corrupt(header_chain(tiny_spec, 1, key, salt=f"s{i}")[0], key) for i in range(30)]
+    bad = [smith.header(g, salt=f"s{i}", k=g.difficulty + 1) for i in range(30)]
     chain = Chain(tiny_spec, tmp_path, tiny_dataset, invalid_cap=10,
                   clock=lambda: bad[0].timestamp_ms / 1000 + 60)
     seen = []
