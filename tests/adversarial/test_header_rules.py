@@ -8,7 +8,6 @@ suite's: tests/adversarial/test_attacks.py.)
 """
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import pytest
@@ -92,8 +91,12 @@ def test_future_timestamp_ignored_without_ban(node, honest):
 
     svc = node.service
     chain = svc.chain
+    # the node's clock, an hour after the tip: the block (its R and floor, by its redraw epoch) is the
+    # same whatever the wall clock says
+    now_ms = chain.tip().header.timestamp_ms + 3_600_000
+    chain.clock = lambda: now_ms / 1000
     drift = chain.spec.time.max_future_ms
-    ts = int(time.time() * 1000) + drift + 60_000
+    ts = now_ms + drift + 60_000
     future = mine_block(chain.spec, honest.dataset, chain.tip().header, honest.tip_model, chain.view, HONEST_KEY,
                         now_ms=ts, records=()).header
     assert future.timestamp_ms == ts
@@ -112,7 +115,7 @@ def test_future_timestamp_ignored_without_ban(node, honest):
     assert svc.submit_remote(Block(bad, honest.next.records), other).code == "bad-difficulty"
     assert svc.network.book.is_banned(other) and not svc.network.book.is_banned(peer)
     # later: the clock has moved past the timestamp; the block is valid after all
-    chain.clock = lambda: time.time() + 120
+    chain.clock = lambda: (ts + 1) / 1000
     out = svc.submit_remote(Block(future, []), peer)
     assert out.status == "accepted" and out.new_tip, out
 
