@@ -1,7 +1,8 @@
 """Fixtures for the adversarial suite.
 
-* ``honest``: a deterministic honest tiny-preset chain, mined once per session
-  (fixed key, fixed timestamps 2 s apart, seeded fast miner), stored in a base
+* ``honest``: a deterministic honest tiny-preset chain, mined once per session by
+  tests/blocks.py's ``BlockSmith`` (fixed key, fixed timestamps 2 s apart, seeded
+  fast miner through the node's ``mine_on_tip``), stored in a base
   datadir, plus one more valid block (``honest.next``, carrying one certificate
   record) that is *not* submitted, and a valid child of it (``honest.after_next``).
 * ``chain``: a fresh ``node.chain.Chain`` on a copy of that datadir.
@@ -9,13 +10,13 @@
   (network threads not started, miner off).
 
 A protocol v2 block is its header and records; the node keeps each block's post-state
-(``HonestBlock.state``). Every test that attacks ``chain`` ends with ``assert_unharmed``:
+(``MinedBlock.state``). Every test that attacks ``chain`` ends with ``assert_unharmed``:
 the tip and the stored best chain are exactly what they were before the attack.
 """
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from consensus.spec import ChainSpec, preset
 from consensus.weights import State
 from node.chain import Chain, Outcome
 from node.store import VALID
+from tests.blocks import BlockSmith, MinedBlock, resign
 
 HONEST_BLOCKS = 14   # > mtp_window (11), below the first retarget height (21)
 BLOCK_INTERVAL_MS = 2000
@@ -43,7 +45,7 @@ def outcome_class(code: str) -> type[errors.BlockError]:
 
 
 def signed(header: BlockHeader, key: Ed25519PrivateKey = CHEATER_KEY, **changes) -> BlockHeader:
-    return replace(header, **changes).signed(key)
+    return resign(header, key, **changes)
 
 
 def owner_certificate(n: int = 0) -> Record:
@@ -53,20 +55,13 @@ def owner_certificate(n: int = 0) -> Record:
 
 
 @dataclass
-class HonestBlock:
-    header: BlockHeader
-    records: list         # the records as JSON objects
-    state: State          # W', the block's post-state
-
-
-@dataclass
 class Honest:
     spec: ChainSpec
     dataset: object
     datadir: Path
-    blocks: list[HonestBlock]     # heights 1..HONEST_BLOCKS, all on the base chain
-    next: HonestBlock             # a valid child of the tip (one certificate record), not submitted
-    after_next: HonestBlock       # a valid child of ``next``, not submitted
+    blocks: list[MinedBlock]      # heights 1..HONEST_BLOCKS, all on the base chain
+    next: MinedBlock              # a valid child of the tip (one certificate record), not submitted
+    after_next: MinedBlock        # a valid child of ``next``, not submitted
     tip_model: State              # W' of the tip: where an honest miner continues
 
 
@@ -87,26 +82,16 @@ def dataset(spec, request, tmp_path_factory):
 @pytest.fixture(scope="session")
 def honest(spec, dataset, tmp_path_factory) -> Honest:
     """Mine HONEST_BLOCKS + 2 blocks on a scratch chain; the base datadir keeps the first HONEST_BLOCKS."""
-    from miner.search import make_miner
-    from node.mining import mine_on_tip
-
     root = tmp_path_factory.mktemp("honest")
     scratch = Chain(spec, root / "scratch", dataset)
-    miner = make_miner("fast", spec, dataset, device="cpu", seed=1)
-    blocks: list[HonestBlock] = []
-    for i in range(HONEST_BLOCKS + 2):
-        gap = scratch.tip().header.timestamp_ms + BLOCK_INTERVAL_MS
-        records = (owner_certificate(0),) if i == HONEST_BLOCKS else ()
-        block, found = mine_on_tip(scratch, miner, HONEST_KEY, records=lambda: records, now_ms=lambda: gap)
-        header, recs = block.header, block.wire_records
-        blocks.append(HonestBlock(header, recs, found.state))
-        out = scratch.submit(Block(header, recs))
-        assert out.status == "accepted", out
+    smith = BlockSmith(spec, dataset, HONEST_KEY, seed=1, gap_ms=BLOCK_INTERVAL_MS, chain=scratch)
+    blocks = smith.mine(HONEST_BLOCKS)
+    blocks += [smith.next_block(submit=True, records=(owner_certificate(0),)), smith.next_block(submit=True)]
     tip_model = blocks[HONEST_BLOCKS - 1].state
     scratch.store.close()
     base = Chain(spec, root / "node", dataset)
     for b in blocks[:HONEST_BLOCKS]:
-        assert base.submit(Block(b.header, b.records)).status == "accepted"
+        assert base.submit(b.block).status == "accepted"
     base.store.close()
     return Honest(spec, dataset, root / "node", blocks[:HONEST_BLOCKS], blocks[HONEST_BLOCKS],
                   blocks[HONEST_BLOCKS + 1], tip_model)

@@ -8,10 +8,8 @@ each step checked against its block's state_hash, then judges the block.
 from __future__ import annotations
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consensus.block import Block
-from tests.conftest import mine_block
+from tests.blocks import BlockSmith
 from tests.node.conftest import TEMPLATE_BLOCKS, smith  # noqa: F401 (the template chain fixture)
 from tests.node.test_proof_cache import open_copy
 
@@ -22,17 +20,12 @@ FORK_LEN = TEMPLATE_BLOCKS   # heights 2 .. TEMPLATE_BLOCKS + 1: one block more 
 @pytest.fixture
 def fork_blocks(smith, tmp_path):  # noqa: F811
     """A heavier side branch on block 1, mined on an archival copy of the template chain."""
-    key = Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32)
     c = open_copy(smith, tmp_path / "builder", archival=True)
     try:
         parent = c.store.get(c.store.hash_at(FORK_AT)).header
-        blocks = []
-        for i in range(FORK_LEN):
-            b = mine_block(smith.spec, c.dataset, parent, c.load_weights(parent.state_hash), c.view, key, seed=40 + i)
-            assert c.submit(Block(b.header, b.records)).status == "accepted"
-            blocks.append(Block(b.header, b.records))
-            parent = b.header
-        return blocks
+        fork = BlockSmith(smith.spec, c.dataset, smith.key).blocks(FORK_LEN, parent, c.load_weights(parent.state_hash),
+                                                                   seed=40, chain=c)
+        return [b.block for b in fork]
     finally:
         c.store.close()
 

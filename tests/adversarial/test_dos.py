@@ -14,11 +14,10 @@ from dataclasses import replace
 import pytest
 
 from consensus.block import Block, BlockHeader
-from consensus.difficulty import next_difficulty
-from consensus.hashing import ZERO_HASH
 from node import chain as chain_mod
 from node.store import HEADER_ONLY, INVALID
 
+from tests.blocks import BlockSmith
 from tests.p2p.util import SilentPeer
 
 from .conftest import CHEATER_KEY, assert_unharmed, snapshot
@@ -26,13 +25,8 @@ from .conftest import CHEATER_KEY, assert_unharmed, snapshot
 
 def spam_header(chain, on: BlockHeader, rng: random.Random, **changes) -> BlockHeader:
     """A well-formed header on ``on`` signed by the cheater: random nonces, a made-up post-state,
-    a claimed improvement; nothing behind it."""
-    h = BlockHeader(version=chain.spec.header_version, chain_id=chain.spec.chain_id, height=on.height + 1,
-                    parent=on.hash, timestamp_ms=on.timestamp_ms + 1,
-                    difficulty=next_difficulty(chain.spec, on, chain.view), miner="",
-                    nonces=tuple(rng.getrandbits(64) for _ in range(rng.randint(1, 3))),
-                    state_hash=rng.randbytes(32).hex(), acc_after=on.acc_after + 1, records_root=ZERO_HASH)
-    return replace(h, **changes).signed(CHEATER_KEY)
+    a claimed improvement; nothing behind it (tests.blocks.BlockSmith.junk)."""
+    return BlockSmith(chain.spec, None, CHEATER_KEY).junk(on, rng, chain.view, **changes)
 
 
 # -- header spam ------------------------------------------------------------------------
