@@ -2,8 +2,8 @@
 
 Layout of a chain directory: ``blocks.jsonl``, one block per line (heights 1..N) as
 ``{"header": ..., "records": [...]}`` -- a protocol v2 block is its header and records.
-Blocks are mined with a fixed key, a seeded fast miner and timestamps 2 s apart, so k
-stays at its initial value.
+Blocks are mined by tests/blocks.py's ``BlockSmith`` with its fixed key, a seeded fast miner
+and timestamps 2 s apart, so k stays at its initial value.
 """
 from __future__ import annotations
 
@@ -11,30 +11,20 @@ import json
 import shutil
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from consensus.block import Block, BlockHeader
 
-KEY = Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32)
 INTERVAL_MS = 2000
 
 
 def mine_chain(spec, dataset, out: Path, n: int, seed: int = 1) -> list[tuple[BlockHeader, list]]:
-    from miner.search import make_miner
     from node.chain import Chain
-    from node.mining import mine_on_tip
+    from tests.blocks import BlockSmith
 
     out = Path(out)
     scratch = out / "scratch-datadir"
     chain = Chain(spec, scratch, dataset)
-    miner = make_miner("fast", spec, dataset, device="cpu", seed=seed)
-    blocks = []
-    for _ in range(n):
-        ts = chain.tip().header.timestamp_ms + INTERVAL_MS
-        block, _ = mine_on_tip(chain, miner, KEY, now_ms=lambda: ts)
-        header, records = block.header, block.wire_records
-        assert chain.submit(Block(header, records)).status == "accepted"
-        blocks.append((header, records))
+    blocks = [(b.header, b.records)
+              for b in BlockSmith(spec, dataset, seed=seed, gap_ms=INTERVAL_MS, chain=chain).mine(n)]
     chain.store.close()
     shutil.rmtree(scratch)
     save(out, blocks)
