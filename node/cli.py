@@ -34,7 +34,9 @@ def add_datadir_args(p: argparse.ArgumentParser, *, required: bool = False) -> N
     from .settings import _SameValue
     p.add_argument("--datadir", "--data-dir", dest="datadir", required=required, action=_SameValue, metavar="DIR",
                    help="the chain's directory (--data-dir is the same option)")
-    p.add_argument("--dataset-dir", type=Path, default=None, metavar="DIR", help="dataset cache (default DATADIR/data)")
+    p.add_argument("--dataset-dir", type=Path, default=None, metavar="DIR",
+                   help="dataset cache (default: the one DATADIR/polchain.toml remembers, else DATADIR/data); "
+                        "a datadir remembers the --dataset-dir it was run with")
 
 
 def _lock(datadir: Path):
@@ -104,16 +106,20 @@ def cmd_mine(args) -> int:
     from miner.search import make_miner
     from consensus.errors import Verdict
     from node.chain import StartupError
-    from node.keys import load_or_create_key
+    from node.keys import load_or_create_key, open_key
     from node.mining import mine_on_tip
-    from node.setup import open_chain, resolve_spec
+    from node.setup import dataset_dir_of, open_chain, resolve_spec
     from node.threads import apply_threads
 
     datadir = Path(args.datadir)
     fresh = not datadir.exists()
+    key = None
     try:
         spec = resolve_spec(datadir, args.preset, args.spec)     # reads only: a bad spec leaves no datadir
-    except StartupError as exc:
+        if args.key:   # a key the operator named: a typo is an error, not a new key (DATADIR/node.key is made)
+            key = open_key(Path(args.key), create=args.create_key)
+        dataset_dir, remembered = dataset_dir_of(datadir, args.dataset_dir)
+    except (StartupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     lock = _lock(datadir)
@@ -121,13 +127,20 @@ def cmd_mine(args) -> int:
         return 2
     try:
         print(apply_threads(args.threads, spec.model.arch, args.device), file=sys.stderr)
-        chain = open_chain(datadir, spec, data_dir=args.dataset_dir, archival=True)
+        if remembered:
+            print(f"dataset directory {dataset_dir} (from {remembered})", file=sys.stderr)
+        chain = open_chain(datadir, spec, data_dir=dataset_dir, archival=True)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if fresh:
             _remove_fresh_datadir(datadir, lock)
         return 2
-    key = load_or_create_key(Path(args.key) if args.key else Path(args.datadir) / "node.key")
+    if key is None:
+        try:
+            key = load_or_create_key(Path(args.datadir) / "node.key")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     miner = make_miner(args.miner, spec, chain.dataset, device=args.device, seed=args.seed)
     start = chain.tip().height
     # each block gets one line below (attempts, seconds, steps, accuracy); the chain's own 'new tip'
@@ -156,7 +169,7 @@ def cmd_mine(args) -> int:
 # -- verify --------------------------------------------------------------------------
 def cmd_verify(args) -> int:
     from node.chain import StartupError
-    from node.setup import open_chain, resolve_spec
+    from node.setup import dataset_dir_of, open_chain, resolve_spec
     from node.threads import apply_threads
     from node.verify import verify_chain
 
@@ -170,8 +183,11 @@ def cmd_verify(args) -> int:
         return 2
     try:
         spec = resolve_spec(datadir)
+        dataset_dir, remembered = dataset_dir_of(datadir, args.dataset_dir)
         print(apply_threads(args.threads, spec.model.arch), file=sys.stderr)
-        chain = open_chain(datadir, spec, data_dir=args.dataset_dir)
+        if remembered:
+            print(f"dataset directory {dataset_dir} (from {remembered})", file=sys.stderr)
+        chain = open_chain(datadir, spec, data_dir=dataset_dir)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -213,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", type=Path)
     s.add_argument("--blocks", type=int, default=1)
     add_datadir_args(s, required=True)
-    s.add_argument("--key")
+    s.add_argument("--key", metavar="FILE", help="Ed25519 key (PEM) to mine with; must exist unless --create-key "
+                                                 "(default DATADIR/node.key, created if missing)")
+    s.add_argument("--create-key", action="store_true", help="create the --key file if it does not exist")
     s.add_argument("--device", default="cpu", type=device_arg)
     s.add_argument("--miner", choices=("fast", "reference"), default="fast")
     s.add_argument("--seed", type=int, default=None)

@@ -61,9 +61,23 @@ def cmd_node(args) -> int:
         settings = load_settings(given, os.environ, config=args.config, sources=sources)
     except SettingsError as exc:
         return _fail(str(exc))
+    if settings.dataset_dir is None:   # --config named another file: the datadir still remembers its dataset
+        from .settings import stored_dataset_dir
+        try:
+            settings.dataset_dir = stored_dataset_dir(settings.datadir)
+        except SettingsError:
+            pass
+        if settings.dataset_dir is not None:
+            sources["dataset_dir"] = str(settings.datadir / CONFIG_FILE)
     if args.show_config:
         sys.stdout.write(describe(settings, sources))
         return 0
+    if settings.key_file is not None and not settings.key_file.exists() and not settings.create_key:
+        # a named key that is not there is a typo until said otherwise: never mine under a new key
+        from .keys import missing_key_message
+        where = sources.get("key_file", "--key")
+        label = where if where == "--key" or where.startswith("POLCHAIN_") else f"{where}: key_file"
+        return _fail(missing_key_message(settings.key_file, label))
     if settings.preset is None and settings.spec_file is None and not (settings.datadir / "spec.json").exists():
         settings.preset = "tiny"
     try:

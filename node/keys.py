@@ -20,6 +20,21 @@ def load_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def missing_key_message(path: Path, flag: str = "--key") -> str:
+    """Why a named key file that does not exist is refused (a typo must not mine or sign under a new key)."""
+    return (f"{flag} {path}: no such key file; create it with `polchain keys new --key {path}`, "
+            f"or pass --create-key to create it now")
+
+
+def open_key(path: Path, *, create: bool = False, flag: str = "--key") -> Ed25519PrivateKey:
+    """A key file the operator named: loaded; created only when ``create`` says so. ValueError (one
+    line) when it is missing (and not to be created) or not a key."""
+    path = Path(path)
+    if not path.exists() and not create:
+        raise ValueError(missing_key_message(path, flag))
+    return load_or_create_key(path)
+
+
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     path = Path(path)
     if path.exists():

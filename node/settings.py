@@ -95,9 +95,12 @@ class Settings:
                               "tiny when neither this nor --spec is given)", choices=PRESETS)
     spec_file: Path | None = _opt(None, "genesis document (JSON, from `polchain spec`) for a new datadir",
                                   kind=Path, flags=("--spec",), env=("SPEC",), check=_existing_file, metavar="FILE")
-    key_file: Path | None = _opt(None, "Ed25519 mining key, PEM (default DATADIR/node.key, created if missing; "
-                                 "see `polchain keys`)", kind=Path, flags=("--key",), env=("KEY",), metavar="FILE")
-    dataset_dir: Path | None = _opt(None, "dataset cache (default DATADIR/data)", kind=Path,
+    key_file: Path | None = _opt(None, "Ed25519 mining key, PEM (default DATADIR/node.key, created if missing; a "
+                                 "--key file must exist unless --create-key; see `polchain keys`)", kind=Path,
+                                 flags=("--key",), env=("KEY",), metavar="FILE")
+    create_key: bool = _opt(False, "create the --key file if it does not exist", kind=bool)
+    dataset_dir: Path | None = _opt(None, "dataset cache (default DATADIR/data; a --dataset-dir elsewhere is "
+                                    f"remembered in DATADIR/{CONFIG_FILE})", kind=Path,
                                     env=("DATASET_DIR", "DATA_DIR"), metavar="DIR")
     keep_weights: int = _opt(100, "keep the weights of the last N blocks (older ones are pruned)", kind=int,
                              check=_positive, metavar="N")
@@ -299,6 +302,49 @@ def _read_config(path: Path, by_name: dict[str, dataclasses.Field]):
             hint = " (the config file lives in the datadir, so it cannot set it)" if key == "datadir" else ""
             raise SettingsError(f"{path}: unknown setting {key!r}{hint}; known: {', '.join(sorted(keys))}")
         yield f, value
+
+
+# -- the dataset directory, remembered in the datadir ------------------------------------------
+_REMEMBERED = "# written by polchain: the dataset cache this datadir was run with (--dataset-dir); a flag still wins"
+
+
+def stored_dataset_dir(datadir: Path) -> Path | None:
+    """``dataset_dir`` of DATADIR/polchain.toml, or None (no file, no key). SettingsError (one line)
+    when the file is not a config file this node reads."""
+    path = Path(datadir) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    by_name = {f.name: f for f in options()}
+    for f, value in _read_config(path, by_name):
+        if f.name == "dataset_dir":
+            return _check(f, _from_toml(f, value, f"{path}: {config_key(f)}"), str(path))
+    return None
+
+
+def remember_dataset_dir(datadir: Path, dataset_dir: Path | None) -> bool:
+    """Write ``dataset_dir`` (absolute) into DATADIR/polchain.toml, so that later commands on this
+    datadir find the dataset without --dataset-dir again, as bitcoind and geth users expect of their
+    datadir. Only when it is not the default (DATADIR/data) and the file names none yet: a value the
+    operator wrote is never changed (the flag wins for the run that gives it). Appends to the file,
+    keeping what it holds. Whether it wrote."""
+    if dataset_dir is None:
+        return False
+    datadir = Path(datadir)
+    target = Path(dataset_dir).expanduser().resolve()
+    if target == (datadir / "data").resolve():
+        return False
+    path = datadir / CONFIG_FILE
+    try:
+        if stored_dataset_dir(datadir) is not None:
+            return False
+        text = path.read_text() if path.is_file() else ""
+        import json
+        line = f"dataset_dir = {json.dumps(str(target), ensure_ascii=False)}"
+        with open(path, "a") as f:
+            f.write(("" if not text or text.endswith("\n") else "\n") + f"{_REMEMBERED}\n{line}\n")
+    except (OSError, SettingsError):
+        return False      # a read-only or hand-broken file: the run goes on with the flag it was given
+    return True
 
 
 def describe(settings: Settings, sources: Mapping[str, str]) -> str:

@@ -11,6 +11,7 @@ from consensus.spec import HEADER_VERSION, ChainSpec, preset
 
 from .chain import Chain, StartupError
 from .dataset import ensure_archive
+from .settings import CONFIG_FILE, SettingsError, remember_dataset_dir, stored_dataset_dir
 
 log = logging.getLogger("polchain.node")
 SPEC_FILE = "spec.json"
@@ -105,4 +106,20 @@ def open_chain(datadir: Path, spec: ChainSpec, *, data_dir: Path | None = None, 
     stored = Path(datadir) / SPEC_FILE
     if not stored.exists():
         stored.write_text(spec.to_json())
+    if remember_dataset_dir(datadir, data_dir):
+        log.info("dataset directory %s remembered in %s (later runs need no --dataset-dir)",
+                 Path(data_dir).resolve(), Path(datadir) / CONFIG_FILE)
     return chain
+
+
+def dataset_dir_of(datadir: Path, given: Path | None) -> tuple[Path | None, str | None]:
+    """The dataset directory for a command on ``datadir``: ``given`` (--dataset-dir) when set, else the
+    one the datadir remembers (DATADIR/polchain.toml), else None (DATADIR/data). With where it came from
+    (None for the flag or the default). StartupError for an unreadable config file."""
+    if given is not None:
+        return given, None
+    try:
+        stored = stored_dataset_dir(datadir)
+    except SettingsError as exc:
+        raise StartupError(str(exc)) from None
+    return (stored, str(Path(datadir) / CONFIG_FILE)) if stored is not None else (None, None)

@@ -98,8 +98,16 @@ def cmd_register(args) -> int:
     from consensus.block import public_key_hex
     from consensus.certificates import make_certificate
     from consensus.records import parse_record
-    from node.keys import load_or_create_key
+    from node.keys import open_key
 
+    existed = Path(args.key).exists()
+    try:   # first: a mistyped --key is an error (it used to register under a new key), before any work
+        key = open_key(Path(args.key), create=args.create_key)
+    except ValueError as e:
+        print(f"pol register: error: {e}", file=sys.stderr)
+        return 2
+    if not existed:
+        print(f"pol register: created key {args.key} (public key {public_key_hex(key)})", file=sys.stderr)
     try:
         summary = P.proof_summary(args.proof_dir)
     except P.ProofError as e:
@@ -121,7 +129,6 @@ def cmd_register(args) -> int:
             print(f"pol register: --meta wants KEY=VALUE, got {item!r}", file=sys.stderr)
             return 2
         meta[k] = v
-    key = load_or_create_key(Path(args.key))
     node = args.node.rstrip("/")
     try:
         known = httpx.get(f"{node}/certificates/{summary['model_hash']}", timeout=10)
@@ -179,7 +186,10 @@ def _add_pol_subcommands(parser: argparse.ArgumentParser) -> None:
                                    "it in a block. The same owner, proof and model are registered once.")
     r.add_argument("proof_dir")
     r.add_argument("--node", default="http://127.0.0.1:8000", help="node URL")
-    r.add_argument("--key", default="owner.key", help="Ed25519 key (PEM), created if missing")
+    r.add_argument("--key", default="owner.key", metavar="FILE",
+                   help="the owner's Ed25519 key (PEM; default owner.key); must exist unless --create-key "
+                        "(`polchain keys new --key FILE` makes one)")
+    r.add_argument("--create-key", action="store_true", help="create the --key file if it does not exist")
     r.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
     r.add_argument("--queries", type=_positive_int, default=None, metavar="Q",
                    help="as for pol verify: replay the Q largest updates per epoch (default: every segment)")

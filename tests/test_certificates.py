@@ -32,7 +32,7 @@ def test_registered_certificate_reaches_every_node(tmp_path, group):
     a.wait_height(1, timeout=90)
 
     reg = subprocess.run([sys.executable, "-m", "node.cli", "pol", "register", str(proof), "--node", c.url,
-                          "--key", str(tmp_path / "owner.key"), "--meta", "name=demo"],
+                          "--key", str(tmp_path / "owner.key"), "--create-key", "--meta", "name=demo"],
                          cwd=REPO, env=node_env(), capture_output=True, text=True, timeout=60)
     assert reg.returncode == 0, reg.stderr
     info = json.loads(reg.stdout.strip().splitlines()[-1])
@@ -61,7 +61,7 @@ def test_registered_certificate_reaches_every_node(tmp_path, group):
 
 def _register(proof, node, key, *extra):
     return subprocess.run([sys.executable, "-m", "node.cli", "pol", "register", str(proof), "--node", node.url,
-                           "--key", str(key), *extra], cwd=REPO, env=node_env(), capture_output=True, text=True,
+                           "--key", str(key), "--create-key", *extra], cwd=REPO, env=node_env(), capture_output=True, text=True,
                           timeout=120)
 
 
