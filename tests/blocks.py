@@ -18,8 +18,8 @@
   a spammer sends; ``resign`` changes fields and signs again, so that only the intended rule breaks.
 
 Blocks come back as ``MinedBlock`` (header, records as JSON objects, post-state W'). Everything is
-deterministic given the seeds and the clock: ``gap_ms`` after the parent (None: the wall clock, which
-``BlockSmith.open`` keeps by default, as the node tests' template chain always had it).
+deterministic given the seeds and the clock: ``gap_ms`` after the parent, for ``BlockSmith.open`` too
+(None: the wall clock; no suite's chain should depend on it, tests/node/test_template_clock.py).
 """
 from __future__ import annotations
 
@@ -191,9 +191,11 @@ class BlockSmith:
     # -- on a node chain's tip (the node's own miner) --------------------------------------------
     @classmethod
     def open(cls, datadir: Path, preset: str = "tiny", seed: int = MINER_SEED, dataset: Dataset | None = None, *,
-             key: Ed25519PrivateKey = SMITH_KEY, gap_ms: int | None = None) -> "BlockSmith":
+             key: Ed25519PrivateKey = SMITH_KEY, gap_ms: int | None = BLOCK_GAP_MS) -> "BlockSmith":
         """A smith on an archival node chain in ``datadir`` (spec.json written as a node writes it; the
-        dataset loaded as a node loads it unless given), stamping by the wall clock unless ``gap_ms``."""
+        dataset loaded as a node loads it unless given), stamping each block ``gap_ms`` after its parent
+        (None: the wall clock, which made the node tests' template a new chain on every run and once
+        left a fork on its block 2 without a block in 20000 attempts: issue 31.3)."""
         from node.chain import Chain
         from node.setup import open_chain, resolve_spec
 

@@ -48,7 +48,8 @@ def certificate(n: int = 0) -> Record:
 
 @pytest.fixture(scope="session")
 def smith(tmp_path_factory) -> BlockSmith:
-    """The template chain: genesis + TEMPLATE_BLOCKS blocks, mined in-process."""
+    """The template chain: genesis + TEMPLATE_BLOCKS blocks, mined in-process, each stamped 2 s after its
+    parent (never the wall clock: the same chain on every run, tests/node/test_template_clock.py)."""
     s = BlockSmith.open(tmp_path_factory.mktemp("template") / "chain")
     s.mine(TEMPLATE_BLOCKS)
     return s
