@@ -33,10 +33,20 @@ fi
 TORCH_SPEC=${TORCH_SPEC:-torch}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-}
 echo "[docker-build-image] docker build -t $TAG (TORCH_SPEC=$TORCH_SPEC TORCH_INDEX_URL=${TORCH_INDEX_URL:-none})" >&2
+echo "[docker-build-image] about 5 minutes the first time (torch and the dependencies are downloaded), well under" \
+     "one with a warm build cache; each build step is named below as it starts" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-if ! docker build -t "$TAG" --build-arg TORCH_SPEC="$TORCH_SPEC" --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" . \
-     >"$log" 2>&1; then
+# the whole output goes to the log (its tail is shown on failure); the step lines also to stderr as they come:
+# BuildKit's plain progress "#7 [build 3/6] RUN ..." and the legacy builder's "Step 3/12 : RUN ..."
+set +e
+BUILDKIT_PROGRESS=plain docker build -t "$TAG" --build-arg TORCH_SPEC="$TORCH_SPEC" \
+  --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" . 2>&1 | tee "$log" \
+  | { grep --line-buffered -E '^(#[0-9]+ \[[^]]+\] |Step [0-9]+/[0-9]+ : )' \
+      | sed -u -E 's/^(.{0,150}).*/[docker-build-image]   \1/' >&2 || true; }
+rc=${PIPESTATUS[0]}
+set -e
+if [ "$rc" != 0 ]; then
   tail -n 30 "$log" >&2
   echo "[docker-build-image] FAIL: docker build (last 30 lines above)" >&2
   exit 1

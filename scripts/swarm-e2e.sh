@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end check of docker-compose.yml on Docker Swarm: `docker swarm init` (only if this engine is in
-# no swarm), build and tag the image, `docker stack deploy -c docker-compose.yml`, wait until the three
+# no swarm), build and tag the image, `docker stack deploy -c docker-compose.yml -c docker-compose.swarm.yml`
+# (the swarm-only settings on top), wait until the three
 # nodes share a tip at height >= E2E_HEIGHT through their published ports, check /status, /health and that
 # the one-shot dataset service completed once and was not restarted; then `docker stack rm`, delete the
 # stack's volumes, and `docker swarm leave --force` if this script initialized the swarm (also on
@@ -90,7 +91,8 @@ docker image inspect "$POLCHAIN_IMAGE" >/dev/null 2>&1 || die "no image $POLCHAI
 # --- deploy -------------------------------------------------------------------------------------------
 docker stack rm "$STACK" >/dev/null 2>&1 && sleep 5 || true   # leftovers of an interrupted run
 t_deploy=$(date +%s)
-docker stack deploy --resolve-image never -c docker-compose.yml "$STACK" 2>&1 | sed 's/^/    /'
+docker stack deploy --resolve-image never -c docker-compose.yml -c docker-compose.swarm.yml "$STACK" 2>&1 \
+  | sed 's/^/    /'
 [ "${PIPESTATUS[0]}" = 0 ] || die "docker stack deploy"
 log "stack $STACK deployed (preset $POLCHAIN_PRESET, ports $BASE-$((BASE + 2))); waiting for a shared tip at" \
     "height >= $HEIGHT (timeout ${TIMEOUT}s)"

@@ -24,6 +24,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML (the dev extra) parses docker-
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 GPU = yaml.safe_load((REPO / "docker-compose.gpu.yml").read_text())
+SWARM = yaml.safe_load((REPO / "docker-compose.swarm.yml").read_text())
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 NODES = [name for name in COMPOSE["services"] if name.startswith("node")]
 
@@ -38,7 +39,7 @@ def stack():
 
 # -- docker-compose.yml ---------------------------------------------------------------------------
 def test_no_version_key():
-    for doc in (COMPOSE, GPU):
+    for doc in (COMPOSE, GPU, SWARM):
         assert "version" not in doc, "the version key is obsolete in compose v2 and not needed by v1.27+ or swarm"
 
 
@@ -294,7 +295,80 @@ def test_swarm_needs_no_ipvs_load_balancer():
     node is one replica, so there is nothing to balance."""
     for name in NODES:
         svc = COMPOSE["services"][name]
-        assert svc["deploy"]["endpoint_mode"] == "dnsrr"
+        # in the swarm file that `docker stack deploy` merges on top: docker-compose v1 warned about the key
+        # once per node on every command (issue 31.12)
+        assert SWARM["services"][name] == {"deploy": {"endpoint_mode": "dnsrr"}}
+        assert "endpoint_mode" not in svc["deploy"]
         (port,) = svc["ports"]
         assert port["mode"] == "host" and port["target"] == 8000
         assert port["published"] == f"${{{name.upper()}_PORT:-800{name[-1]}}}"
+
+
+# -- issue 31.12: compose nits --------------------------------------------------------------------------
+def _docs_with_commands() -> dict[str, str]:
+    return {p: (REPO / p).read_text() for p in ("README.md", "docs/testnet.md", "docker-compose.yml",
+                                                  "scripts/swarm-e2e.sh")}
+
+
+def test_every_stack_deploy_names_the_swarm_file():
+    """`docker stack deploy -c docker-compose.yml` alone would run the nodes behind IPVS virtual IPs."""
+    for path, text in _docs_with_commands().items():
+        flat = re.sub(r"\\\n\s*|\n\s*", " ", text)
+        for m in re.finditer(r"docker stack deploy [^`#\n]*?-c docker-compose\.yml(?P<rest>[^`#]{0,60})", flat):
+            assert "-c docker-compose.swarm.yml" in m.group("rest"), (path, m.group(0))
+
+
+def test_compose_and_readme_agree_on_the_tiny_block_time():
+    compose = (REPO / "docker-compose.yml").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert "~2 s" not in compose and "~10 s" in compose and "every ~10 s" in readme.replace("\n", " ")
+    assert "~2 s blocks" not in (REPO / "docs/testnet.md").read_text()
+
+
+def test_compose_says_it_publishes_on_every_interface():
+    compose = (REPO / "docker-compose.yml").read_text()
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "0.0.0.0:8000-8002" in compose and "127.0.0.1 only" in compose
+    assert "0.0.0.0:8000-8002" in readme and "listens on 127.0.0.1 only" in readme
+
+
+FAKE_DOCKER = """#!/usr/bin/env bash
+case "$1" in
+  build)
+    echo '#1 [internal] load build definition from Dockerfile'
+    echo '#5 [build 1/3] FROM docker.io/library/python:3.11-slim'
+    echo '#5 0.123 noise that is not a step'
+    echo 'Step 2/9 : RUN pip install torch'
+    echo 'torch installed: 2.13.0+cpu: CPU-only build'
+    exit "${FAKE_BUILD_RC:-0}";;
+  image) echo 12345;;
+esac
+"""
+
+
+@pytest.mark.parametrize("rc", [0, 1])
+def test_build_script_says_what_it_does(tmp_path, rc):
+    """scripts/docker-build-image.sh was silent for the 5 minutes of a cold build: it says so up front and
+    names each build step as it starts (a fake `docker` on PATH; the script runs in a copy of scripts/)."""
+    import shutil
+    import subprocess
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "docker-build-image.sh", tmp_path / "scripts")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "TORCH_SPEC": "torch==2.13.0",
+           "FAKE_BUILD_RC": str(rc)}
+    r = subprocess.run(["bash", str(tmp_path / "scripts" / "docker-build-image.sh"), "polchain:test"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    err = r.stderr
+    assert "about 5 minutes the first time" in err
+    assert "[docker-build-image]   #5 [build 1/3] FROM docker.io/library/python:3.11-slim" in err
+    assert "[docker-build-image]   Step 2/9 : RUN pip install torch" in err
+    assert "noise that is not a step" not in err.split("last 30 lines")[0] or rc
+    if rc == 0:
+        assert r.returncode == 0, err
+        assert "[docker-build-image] torch installed: 2.13.0+cpu" in err and "built polchain:test (12345 bytes)" in err
+    else:
+        assert r.returncode == 1 and "FAIL: docker build" in err and "noise that is not a step" in err
