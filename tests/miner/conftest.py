@@ -22,13 +22,15 @@ def seed_hash(label: str) -> str:
 
 
 def job_on_genesis(spec, k: int, miner: str = MINER):
-    """A mining job on the spec's genesis at difficulty ``k`` (an in-memory view holding genesis)."""
+    """A mining job on the spec's genesis at difficulty ``k`` (an in-memory view holding genesis), its
+    clock stopped 2 s after genesis (redraw epoch 0: R and the floor do not depend on the wall clock)."""
     from consensus.block import genesis_header
     from miner.reference import make_job
 
-    from tests.blocks import MemoryView
+    from tests.blocks import BLOCK_GAP_MS, MemoryView
     g = genesis_header(spec)
-    return make_job(spec, g, k, miner, MemoryView([g]))
+    ts = g.timestamp_ms + BLOCK_GAP_MS
+    return make_job(spec, g, k, miner, MemoryView([g]), now_ms=lambda: ts)
 
 
 def random_cifar_shaped(train: int, test: int, seed: int = 0) -> Dataset:

@@ -15,7 +15,7 @@ from consensus.weights import weights_hash
 from miner.search import make_miner
 from node.chain import Chain
 from node.mining import mine_on_tip
-from tests.blocks import low_difficulty
+from tests.blocks import BLOCK_GAP_MS, low_difficulty
 
 
 @pytest.mark.parametrize("kind", ["fast", "reference"])
@@ -23,10 +23,11 @@ def test_found_blocks_are_accepted(tiny_spec, tiny_data, tmp_path, kind):
     spec = low_difficulty(tiny_spec, 4)
     chain = Chain(spec, tmp_path / kind, tiny_data, archival=True)
     miner = make_miner(kind, spec, tiny_data, seed=3)
-    key = Ed25519PrivateKey.generate()
+    key = Ed25519PrivateKey.from_private_bytes(bytes([3]) * 32)
     for height in (1, 2):                     # the second block is mined on the first one's W'
         parent = chain.tip().header
-        mined = mine_on_tip(chain, miner, key, max_attempts=20_000)
+        ts = parent.timestamp_ms + BLOCK_GAP_MS   # not the wall clock: the same blocks on every run
+        mined = mine_on_tip(chain, miner, key, now_ms=lambda: ts, max_attempts=20_000)
         assert mined is not None, "no block within 20k attempts at k=4"
         block, found = mined
         header, records = block.header, block.wire_records

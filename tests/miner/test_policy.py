@@ -8,7 +8,6 @@ chain can be explained from the outside.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 
@@ -44,9 +43,9 @@ def test_first_hit_policy_publishes_early(tiny_spec, tiny_data, tiny_states, cls
 
 
 def claims_everything(parent, spec):
-    """The parent claiming every image of E right, stamped now: its floor is not relaxed yet (v3 lowers
-    it per redraw epoch since the parent)."""
-    return dataclasses.replace(parent, acc_after=spec.evaluation.size, timestamp_ms=int(time.time() * 1000))
+    """The parent claiming every image of E right: its floor is not relaxed (v3 lowers it per redraw
+    epoch since the parent; ``job_on_genesis``'s clock stays in epoch 0)."""
+    return dataclasses.replace(parent, acc_after=spec.evaluation.size)
 
 
 @pytest.mark.parametrize("cls", [FastMiner, ReferenceMiner])

@@ -22,6 +22,8 @@ from tests.blocks import BlockSmith, mine_block
 from .conftest import TEMPLATE_BLOCKS
 from .test_proof_cache import open_copy
 
+FORK_KEY = Ed25519PrivateKey.from_private_bytes(bytes([41]) * 32)   # mined blocks: the same on every run
+
 
 @pytest.fixture
 def side(smith, tmp_path):
@@ -78,14 +80,13 @@ def test_restart_with_a_smaller_window_prunes_old_side_states(smith, tmp_path):
     """An archival copy holding a side block deep below the tip, reopened with keep_weights=1: the next
     tip change deletes the side block's state (a datadir pruned before this rule existed catches up)."""
     T = TEMPLATE_BLOCKS
-    key = Ed25519PrivateKey.generate()
+    key = FORK_KEY
     fork = archival_copy_with_a_side_block(smith, tmp_path / "node", key, seed=6)
     c = Chain(smith.spec, tmp_path / "node", smith.chain.dataset, keep_weights=1)
     try:
         assert c.store.weights.has(fork.header.state_hash)
         tip = c.tip().header
-        nb = mine_block(smith.spec, c.dataset, tip, c.load_weights(tip.state_hash), c.view, key, seed=7,
-                        now_ms=int(time.time() * 1000))
+        nb = mine_block(smith.spec, c.dataset, tip, c.load_weights(tip.state_hash), c.view, key, seed=7)
         assert c.submit(Block(nb.header, nb.records)).new_tip
         assert not c.store.weights.has(fork.header.state_hash)
         assert c.store.weights.has(nb.header.state_hash) and c.store.weights.has(tip.state_hash)
@@ -124,7 +125,7 @@ def test_a_mining_node_prunes_a_side_branch_state(smith, tmp_path, node_factory)
     block at height 2 (its state kept, served at GET /blocks/{hash}/state): once the node has mined
     past the window, the side block's state is gone (404 pruned), the block itself is still served
     valid, and the best chain's recent states are served."""
-    fork = archival_copy_with_a_side_block(smith, tmp_path / "node", Ed25519PrivateKey.generate(), seed=8)
+    fork = archival_copy_with_a_side_block(smith, tmp_path / "node", FORK_KEY, seed=8)
     node = node_factory(tmp_path / "node", "--preset", "tiny", "--mine", "--keep-weights", "2",
                         "--no-discover", "--poll-interval", "0.5")
     side = f"/blocks/{fork.header.hash}/state"
