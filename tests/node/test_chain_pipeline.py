@@ -5,7 +5,6 @@ orphans held as Blocks, a replay stopped by ``should_stop``, the node's own bloc
 from __future__ import annotations
 
 import json
-import time
 from contextlib import contextmanager
 
 import pytest
@@ -28,7 +27,7 @@ def side(smith, tmp_path):
 
 @pytest.fixture
 def chain(smith, tmp_path):
-    c = open_copy(smith, tmp_path / "node", clock=lambda: time.time() + 3600)
+    c = open_copy(smith, tmp_path / "node")
     yield c
     c.store.close()
 

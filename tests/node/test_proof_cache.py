@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import replace
 
 import pytest
@@ -30,15 +29,24 @@ def side(smith, tmp_path):
     s.chain.store.close()
 
 
+def template_clock(smith, ahead_s: float = 3600):
+    """A node clock ``ahead_s`` after the template's tip, whatever the wall clock says (blocks stamped
+    up to that far ahead of the tip are not from the future)."""
+    now = smith.chain.tip().header.timestamp_ms / 1000 + ahead_s
+    return lambda: now
+
+
 def open_copy(smith, dest, **kw) -> Chain:
+    """A chain on a copy of the template's datadir, on ``template_clock`` unless ``clock`` is given."""
     smith.chain.store.engine.dispose()
     shutil.copytree(smith.datadir, dest, ignore=shutil.ignore_patterns("*.log"))
+    kw.setdefault("clock", template_clock(smith))
     return Chain(smith.spec, dest, smith.chain.dataset, **kw)
 
 
 @pytest.fixture
 def chain(smith, tmp_path):
-    c = open_copy(smith, tmp_path / "node", clock=lambda: time.time() + 3600)   # siblings may be stamped ahead
+    c = open_copy(smith, tmp_path / "node")         # template_clock: siblings may be stamped ahead
     yield c
     c.store.close()
 
@@ -87,10 +95,10 @@ def test_cache_does_not_outlive_a_restart_but_the_verdicts_do(smith, side, tmp_p
     """The cache is memory only: after a restart a new sibling is replayed once more (and valid),
     while the blocks already judged answer `duplicate` without any replay."""
     built = side.next_block()
-    first = open_copy(smith, tmp_path / "node", clock=lambda: time.time() + 3600)
+    first = open_copy(smith, tmp_path / "node")
     assert first.submit(Block(built.header, built.records)).status == "accepted" and first.replays == 1
     first.store.close()
-    again = Chain(smith.spec, tmp_path / "node", smith.chain.dataset, clock=lambda: time.time() + 3600)
+    again = Chain(smith.spec, tmp_path / "node", smith.chain.dataset, clock=template_clock(smith))
     try:
         assert again.submit(Block(built.header, built.records)).status == "duplicate" and again.replays == 0
         out = again.submit(Block(sibling(side, built.header, 1), []))

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,7 +19,7 @@ from node.store import HEADER_ONLY, VALID
 from tests.blocks import BlockSmith, mine_block
 
 from .conftest import TEMPLATE_BLOCKS
-from .test_proof_cache import open_copy
+from .test_proof_cache import open_copy, template_clock
 
 FORK_KEY = Ed25519PrivateKey.from_private_bytes(bytes([41]) * 32)   # mined blocks: the same on every run
 
@@ -98,7 +97,7 @@ def test_restart_with_a_smaller_window_prunes_old_side_states(smith, tmp_path):
 def test_header_only_rows_below_the_window_and_over_the_cap(smith, tmp_path):
     headers = BlockSmith(smith.spec, None, Ed25519PrivateKey.generate()).headers
     c = open_copy(smith, tmp_path / "node", keep_weights=2, header_window=3, header_cap=50,
-                  clock=lambda: time.time() + 7200)
+                  clock=template_clock(smith, 7200))
     try:
         tip = c.tip()
         # a fork from block 1, 12 headers long: it starts more than 3 below the tip, so it goes whole
