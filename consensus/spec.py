@@ -213,7 +213,7 @@ class ChainSpec:
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed chain spec: {exc}") from None
-        problem = wrong_field(spec)
+        problem = wrong_field(spec) or out_of_range(spec)
         if problem:
             raise ValueError(f"malformed chain spec: {problem}")
         problem = unsupported_training(spec) or unsupported_proof(spec)
@@ -290,6 +290,63 @@ def wrong_field(obj, path: str = "") -> str | None:
                     number = float("nan")
                 if number != number or number in (float("inf"), float("-inf")):
                     return f"{name} = {value!r} is not a decimal number"
+    return None
+
+
+MAX_IMAGES = 10_000_000        # a split larger than this is a typo (CIFAR-10: 50,000 + 10,000)
+MAX_SEED = (1 << 63) - 1
+
+# every numeric field's range: (least, most), None for no bound; a str bound names another field
+INT_RANGES: dict[str, tuple[int | str | None, int | str | None]] = {
+    "model.num_classes": (1, None), "model.init_seed": (0, MAX_SEED),
+    "dataset.train_size": (1, MAX_IMAGES), "dataset.test_size": (1, MAX_IMAGES), "dataset.seed": (0, MAX_SEED),
+    "training.batch_size": (1, "dataset.train_size"), "training.exact_bits": (None, None),   # unsupported_training
+    "evaluation.size": (1, "dataset.test_size"), "evaluation.claim_tolerance": (0, None),
+    "evaluation.regression_tolerance": (0, None), "evaluation.batch": (1, None),
+    "requirements.margin_ulps": (0, None), "requirements.band_ulps": (0, None),
+    "proof.max_advance_steps": (0, None), "proof.redraw_interval_ms": (0, None), "proof.min_improvement": (None, None),
+    "proof.floor_relax": (0, None), "proof.batch_work": (None, None),                        # unsupported_proof
+    "difficulty.minimum": (1, "difficulty.maximum"), "difficulty.initial": ("difficulty.minimum", "difficulty.maximum"),
+    "difficulty.maximum": (1, 256), "difficulty.target_interval_ms": (1, None), "difficulty.retarget_window": (1, None),
+    "difficulty.max_step": (0, None),
+    "time.genesis_timestamp_ms": (0, None), "time.max_future_ms": (0, None), "time.mtp_window": (1, None),
+    "limits.max_header_bytes": (1, None), "limits.max_weights_bytes": (1, None), "limits.max_records": (0, None),
+    "limits.max_record_bytes": (1, None), "header_version": (None, None),
+}
+# decimal strings: (least, whether the least itself is allowed)
+DECIMAL_RANGES: dict[str, tuple[float | None, bool]] = {
+    "training.lr": (0.0, False), "training.mean": (None, True), "training.std": (0.0, False),
+    "training.momentum": (None, True), "training.weight_decay": (None, True),               # unsupported_training
+    "evaluation.miner_logit_margin": (0.0, True), "requirements.margin_abs": (0.0, True),
+    "requirements.band_abs": (0.0, True),
+}
+
+
+def _field(spec: "ChainSpec", name: str):
+    obj = spec
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def out_of_range(spec: "ChainSpec") -> str | None:
+    """The first numeric field of a (well-typed) spec outside its range, as ``section.field = value: why``
+    (a negative image count or a batch of 0 was a torch error deep in start-up, or a node that ran);
+    None when every one is in range. Every int and decimal field of the spec has an entry."""
+    for name, (lo, hi) in INT_RANGES.items():
+        v = _field(spec, name)
+        low = _field(spec, lo) if isinstance(lo, str) else lo
+        high = _field(spec, hi) if isinstance(hi, str) else hi
+        if low is not None and v < low:
+            return f"{name} = {v} is out of range: at least {low}" + (f" ({lo})" if isinstance(lo, str) else "")
+        if high is not None and v > high:
+            return f"{name} = {v} is out of range: at most {high}" + (f" ({hi})" if isinstance(hi, str) else "")
+    for name, (lo, inclusive) in DECIMAL_RANGES.items():
+        value = _field(spec, name)
+        for v in (value if isinstance(value, tuple) else (value,)):
+            if lo is not None and (float(v) < lo or (not inclusive and float(v) == lo)):
+                return (f"{name} = {value!r} is out of range: "
+                        f"{'at least' if inclusive else 'greater than'} {lo:g}")
     return None
 
 

@@ -249,7 +249,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_BROKEN_PIPE = 128 + 13   # what a shell shows for a command killed by SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The CLI. Output into a pipe that closed early (`polchain status | head -5`) ends the command
+    quietly, as SIGPIPE ends C tools: no traceback, exit status 141. (SIGPIPE itself stays ignored,
+    as Python sets it: a node must not die of a client that hung up.)"""
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()                  # a buffered write fails here, not at interpreter exit
+        return rc
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """stdout to /dev/null, so that the interpreter's last flush of the lost output raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _main(argv: list[str] | None) -> int:
     if (sys.argv[1:] if argv is None else argv) == ["--version"]:   # answer without importing torch
         from . import __version__
         print(f"polchain {__version__}")

@@ -7,13 +7,46 @@ import sys
 from pathlib import Path
 
 DEFAULT_NODE = "http://127.0.0.1:8000"
+DEFAULT_PORT = 8000
+
+
+def node_url(text: str) -> str:
+    """A ``--node`` value as the URL of a node's API: ``http(s)://HOST[:PORT]`` as given, and for
+    ``HOST:PORT`` or a bare ``HOST`` (what `polchain node` prints and what people type) http:// in
+    front, with the default port 8000 when there is none. An argparse type: a value that names no
+    host is a one-line usage error."""
+    import argparse
+    from urllib.parse import urlsplit
+
+    t = text.strip()
+    bad = argparse.ArgumentTypeError(f"{text!r} is not a node address: give HOST[:PORT] (port {DEFAULT_PORT} "
+                                     f"by default) or http(s)://HOST[:PORT]")
+    if not t or any(c.isspace() for c in t):
+        raise bad
+    if "://" not in t:
+        t = "http://" + t
+        try:
+            u = urlsplit(t)
+            if u.hostname and u.port is None:
+                t = u._replace(netloc=f"{u.netloc}:{DEFAULT_PORT}").geturl()
+        except ValueError:
+            raise bad from None
+    try:
+        u = urlsplit(t)
+        u.port                              # ValueError for a port out of range or not a number
+    except ValueError:
+        raise bad from None
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise bad
+    return t.rstrip("/")
 
 
 def add_commands(sub) -> None:
     s = sub.add_parser("status", help="a running node's state in a few lines (height, sync, peers, mining)",
-                       description="Ask a node's REST API (/status) and print a human summary.")
-    s.add_argument("--node", default=os.environ.get("POLCHAIN_NODE", DEFAULT_NODE), metavar="URL",
-                   help=f"the node's API (default {DEFAULT_NODE}; env POLCHAIN_NODE)")
+                       description="Ask a node's REST API (/status, /peers) and print a human summary.")
+    s.add_argument("--node", default=os.environ.get("POLCHAIN_NODE", DEFAULT_NODE), metavar="URL", type=node_url,
+                   help=f"the node's API: http(s)://HOST:PORT, HOST:PORT or HOST (port {DEFAULT_PORT}) "
+                        f"(default {DEFAULT_NODE}; env POLCHAIN_NODE)")
     s.add_argument("--json", action="store_true", help="print /status as JSON instead")
     s.set_defaults(func=cmd_status)
 
@@ -49,7 +82,12 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
         return 0
-    print(format_status(url, st))
+    try:   # the peer book says why peers are missing (banned, and for what); an older node may lack it
+        r = httpx.get(f"{url}/peers", timeout=5)
+        peers = r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        peers = None
+    print(format_status(url, st, peers if isinstance(peers, list) else None))
     return 0
 
 
@@ -60,16 +98,35 @@ def _age(seconds: float | None) -> str:
     return f"{s} s ago" if s < 120 else f"{s // 60} min ago" if s < 7200 else f"{s // 3600} h ago"
 
 
-def sync_text(st: dict) -> str:
-    """Where the node stands against its peers: "in sync" only when some peer answers and none is ahead."""
+BAN_REASONS = {"other-chain": "other chain"}
+
+
+def bans_text(peers: list[dict] | None) -> str | None:
+    """The peers GET /peers lists as banned, and why: "1 peer banned: other chain (http://h:8001)"."""
+    banned = [p for p in peers or [] if isinstance(p, dict) and p.get("state") == "banned"]
+    if not banned:
+        return None
+    reasons: dict[str, list[str]] = {}
+    for p in banned:
+        why = p.get("ban_reason") or "reason not given"
+        reasons.setdefault(BAN_REASONS.get(why, why), []).append(str(p.get("url", "?")))
+    parts = [f"{why} ({', '.join(urls[:3])}{', ...' if len(urls) > 3 else ''})" for why, urls in reasons.items()]
+    return f"{len(banned)} peer{'s' if len(banned) != 1 else ''} banned: " + "; ".join(parts)
+
+
+def sync_text(st: dict, peers: list[dict] | None = None) -> str:
+    """Where the node stands against its peers: "in sync" only when some peer answers and none is ahead;
+    with no peer, why (none known, none answering, banned)."""
     best = (st.get("sync") or {}).get("best_peer_height")
     if st.get("peers", 0) == 0:
         known = st.get("peers_known", 0)
-        return f"no peer reachable ({known} known, none answering)" if known else "alone: no peers"
+        text = f"no peer reachable ({known} known, none answering)" if known else "alone: no peers"
+        bans = bans_text(peers)
+        return f"{text}; {bans}" if bans else text
     return "in sync" if best is None or best <= st["height"] else f"behind: best peer at {best}"
 
 
-def format_status(url: str, st: dict) -> str:
+def format_status(url: str, st: dict, peers: list[dict] | None = None) -> str:
     acc = st.get("tip_accuracy") or {}
     of = acc.get("of") or 1
     mining = st.get("mining") or {}
@@ -79,13 +136,13 @@ def format_status(url: str, st: dict) -> str:
         if sync.get("peer"):
             sync_line += f" from {sync['peer']}"
     else:
-        sync_line = sync_text(st)
+        sync_line = sync_text(st, peers)
     rows = [
         ("node", f"{url}  (polchain {st.get('version', '?')})"),
         ("chain", f"{st.get('preset', '?')}  {st.get('chain_id', '')[:16]}"),
         ("height", f"{st['height']}  tip {st['tip'][:16]}  last block {_age(st.get('last_block_age_s'))}"),
         ("sync", sync_line),
-        ("peers", str(st.get("peers", 0))),
+        ("peers", str(st.get("peers", 0)) + (f"  ({bans_text(peers)})" if bans_text(peers) else "")),
         ("difficulty", f"k={st.get('difficulty')} for the next block (about 2^k attempts)"),
         ("accuracy", f"{acc.get('correct', '?')}/{of} on E ({100 * acc.get('correct', 0) / of:.1f}%)"),
     ]

@@ -185,7 +185,9 @@ def _add_pol_subcommands(parser: argparse.ArgumentParser) -> None:
                                    "key, model hash, proof root, metadata) and submits it to a node; miners carry "
                                    "it in a block. The same owner, proof and model are registered once.")
     r.add_argument("proof_dir")
-    r.add_argument("--node", default="http://127.0.0.1:8000", help="node URL")
+    from node.cli_ops import node_url
+    r.add_argument("--node", default="http://127.0.0.1:8000", type=node_url, metavar="URL",
+                   help="the node's API: http(s)://HOST:PORT, HOST:PORT or HOST (port 8000) (default %(default)s)")
     r.add_argument("--key", default="owner.key", metavar="FILE",
                    help="the owner's Ed25519 key (PEM; default owner.key); must exist unless --create-key "
                         "(`polchain keys new --key FILE` makes one)")

@@ -81,3 +81,156 @@ def test_remembering_keeps_what_the_config_file_holds(tmp_path):
     assert not remember_dataset_dir(d, tmp_path / "y")                # one already there: left alone
     text = (d / "polchain.toml").read_text()
     assert text.startswith("# mine\nport = 8001\n") and stored_dataset_dir(d) == (tmp_path / "x").resolve()
+
+
+# -- a stand-in node API for `polchain status` --------------------------------------------------------
+class FakeNode:
+    """A real HTTP server on 127.0.0.1 answering GET PATH with the JSON given for it (404 otherwise)."""
+
+    def __init__(self, routes: dict[str, object]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = routes.get(self.path)
+                data = json.dumps(body).encode()
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.httpd.server_port
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+STATUS = {"chain_id": "ab" * 32, "preset": "tiny", "height": 3, "tip": "cd" * 32, "difficulty": 8, "peers": 0,
+          "peers_known": 0, "syncing": False, "tip_accuracy": {"correct": 60, "of": 500}, "mining": {"enabled": False},
+          "version": "0.1.0", "last_block_age_s": 5.0, "sync": {"best_peer_height": None}}
+BANNED = [{"url": "http://127.0.0.1:8001", "state": "banned", "height": None, "failures": 0,
+           "banned_until": 4e9, "ban_reason": "other-chain", "source": "configured"}]
+
+
+@pytest.fixture
+def fake_node():
+    node = FakeNode({"/status": STATUS, "/peers": BANNED})
+    yield node
+    node.close()
+
+
+# -- 31.6: no tracebacks: a closed pipe, a spec field out of range ------------------------------------
+def _into_a_closed_pipe(*args: str):
+    import os
+    import subprocess
+    import sys
+    from tests.nodeproc import REPO, node_env
+    r, w = os.pipe()
+    os.close(r)                                        # `| head` that has already exited
+    try:
+        return subprocess.run([sys.executable, "-m", "node.cli", *args], stdout=w, stderr=subprocess.PIPE,
+                              text=True, cwd=REPO, env=node_env(), timeout=120)
+    finally:
+        os.close(w)
+
+
+def test_output_into_a_closed_pipe_ends_quietly(fake_node):
+    for args in (("spec",), ("status", "--node", f"127.0.0.1:{fake_node.port}")):
+        r = _into_a_closed_pipe(*args)
+        assert r.stderr == "" and r.returncode == 141, (args, r.returncode, r.stderr[-2000:])   # as SIGPIPE would
+    r = _into_a_closed_pipe("node", "--help")                       # argparse's own output: quiet too
+    assert r.stderr == "" and r.returncode in (0, 141), (r.returncode, r.stderr[-2000:])
+
+
+def _spec_with(tmp_path, section: str, name: str, value) -> str:
+    from consensus.spec import preset
+    d = preset("tiny").to_dict()
+    d[section][name] = value
+    p = tmp_path / f"{section}-{name}.json"
+    p.write_text(json.dumps(d))
+    return str(p)
+
+
+@pytest.mark.parametrize("section, name, value", [
+    ("dataset", "train_size", -5), ("training", "batch_size", 0), ("evaluation", "size", 0),
+    ("evaluation", "size", 2001), ("difficulty", "initial", 0), ("training", "lr", "-0.01"),
+    ("training", "std", ["0.25", "0", "0.25"]), ("time", "mtp_window", 0), ("limits", "max_header_bytes", 0),
+])
+def test_a_spec_field_out_of_range_is_one_line_naming_it(tmp_path, section, name, value):
+    spec = _spec_with(tmp_path, section, name, value)
+    line = one_line_error(polchain("node", "--spec", spec, "--datadir", str(tmp_path / "d"), timeout=30))
+    assert line.startswith(f"error: --spec {spec}: malformed chain spec: {section}.{name} = "), line
+    assert "out of range" in line and not (tmp_path / "d" / "chain.sqlite").exists()
+
+
+def test_mine_names_the_field_too(tmp_path):
+    spec = _spec_with(tmp_path, "dataset", "train_size", -5)
+    line = one_line_error(polchain("mine", "--spec", spec, "--datadir", str(tmp_path / "d")))
+    assert "dataset.train_size = -5 is out of range: at least 1" in line, line
+
+
+def test_every_numeric_spec_field_has_a_range():
+    import dataclasses
+
+    from consensus.spec import DECIMAL_FIELDS, DECIMAL_RANGES, INT_RANGES, ChainSpec, preset
+
+    def fields(obj, path=""):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            yield from fields(v, f"{path}{f.name}.") if dataclasses.is_dataclass(v) else [(path + f.name, f.type)]
+
+    ints = {name for name, kind in fields(preset("tiny")) if kind == "int"}
+    assert ints == set(INT_RANGES) and DECIMAL_FIELDS == set(DECIMAL_RANGES)
+    for name in ("tiny", "cifar10-resnet18", "dgg-paper"):          # the presets are in range
+        assert ChainSpec.from_json(preset(name).to_json()) == preset(name)
+
+
+# -- 31.9: why a node has no peers; --node HOST:PORT ----------------------------------------------------
+def test_status_says_a_peer_is_banned_and_takes_host_port(fake_node):
+    r = polchain("status", "--node", f"localhost:{fake_node.port}")
+    assert r.returncode == 0, r.stderr
+    fields = dict(line.split(None, 1) for line in r.stdout.splitlines() if line.strip())
+    assert fields["node"].startswith(f"http://localhost:{fake_node.port}")
+    assert fields["sync"] == "alone: no peers; 1 peer banned: other chain (http://127.0.0.1:8001)", r.stdout
+    assert fields["peers"] == "0  (1 peer banned: other chain (http://127.0.0.1:8001))", r.stdout
+
+
+def test_node_addresses_without_a_scheme():
+    from node.cli import build_parser
+    from node.cli_ops import node_url
+    assert node_url("localhost:8000") == "http://localhost:8000" and node_url("10.0.0.2") == "http://10.0.0.2:8000"
+    assert node_url("[::1]:9000") == "http://[::1]:9000" and node_url("https://h.example/") == "https://h.example"
+    args = build_parser().parse_args(["pol", "register", "p", "--node", "127.0.0.1:8001"])
+    assert args.node == "http://127.0.0.1:8001"
+    for bad in ("", "a b", "host:99999", "ftp://host", "http://"):
+        line = one_line_error(polchain("status", "--node", bad))
+        assert "argument --node: " in line and "is not a node address" in line, line
+
+
+def test_a_peer_on_another_chain_shows_as_banned(tmp_path):
+    """The real thing: node a peers with b, which runs another chain; a bans b ("other-chain") and
+    `polchain status` says so, where it said only "alone: no peers"."""
+    import dataclasses
+
+    from consensus.spec import preset
+    from tests.nodeproc import NodeProc
+    other = tmp_path / "other.json"
+    other.write_text(dataclasses.replace(preset("tiny"), name="tiny-other").to_json())
+    b = NodeProc(tmp_path / "b", "--spec", str(other)).start()
+    a = NodeProc(tmp_path / "a", "--preset", "tiny", "--peer", b.url, "--poll-interval", "0.5").start()
+    try:
+        a.wait_for(lambda: any(p["state"] == "banned" for p in a.peers()), timeout=60, what="b banned")
+        r = polchain("status", "--node", f"127.0.0.1:{a.port}")
+        assert r.returncode == 0, r.stderr
+        assert f"1 peer banned: other chain ({b.url}" in r.stdout, r.stdout
+    finally:
+        a.stop()
+        b.stop()
