@@ -39,7 +39,9 @@ from pathlib import Path
 
 from consensus.errors import Verdict
 
+from node.argtypes import nonneg_int, positive_int
 from node.devices import device_arg
+from node.threads import threads_arg
 
 from . import common
 
@@ -48,28 +50,28 @@ def register(sub) -> None:
     p = sub.add_parser("chain", help="mine N blocks solo; learning curve vs plain SGD (figure)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_spec_arguments(p, "tiny")
-    p.add_argument("--blocks", type=int, default=50)
+    p.add_argument("--blocks", type=positive_int, default=50)
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--miner", choices=("fast", "reference"), default="fast")
-    p.add_argument("--groups", type=int, default=None, help="fast miner: candidates per pass")
+    p.add_argument("--groups", type=positive_int, default=None, help="fast miner: candidates per pass")
     p.add_argument("--first-hit", action="store_true",
                    help="publish the first R hit (the default fills the block's J advance steps first)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=threads_arg, default=1,
                    help="torch CPU threads (default 1: on a loaded 2-core machine 2 threads run far slower)")
-    p.add_argument("--seed", type=int, default=0, help="miner seed")
-    p.add_argument("--sgd-seed", type=int, default=1, help="seed of the first plain-SGD run's batches")
-    p.add_argument("--sgd-runs", type=int, default=3,
+    p.add_argument("--seed", type=nonneg_int, default=0, help="miner seed")
+    p.add_argument("--sgd-seed", type=nonneg_int, default=1, help="seed of the first plain-SGD run's batches")
+    p.add_argument("--sgd-runs", type=nonneg_int, default=3,
                    help="plain-SGD runs (seeds sgd-seed, +1, ...): mean, and the min..max band in the figure")
     p.add_argument("--dataset-dir", "--data-dir", dest="data_dir", type=Path, default=None,
                    help="where CIFAR-10 lives, if it does (--data-dir: the old name)")
-    p.add_argument("--k", type=int, default=None, metavar="K",
+    p.add_argument("--k", type=positive_int, default=None, metavar="K",
                    help="lower (or raise) the difficulty for this run: sets difficulty.initial and .minimum to K "
                         "(e.g. ResNet-18 on a CPU); the output says so")
     p.add_argument("--held-out", choices=("auto", "full", "beyond-e"), default="auto",
                    help="test images the blocks' models are scored on: the full test split, or the test split "
                         "without E (its first evaluation.size images, which the accuracy rule selects on); auto: "
                         "without E when E is 10%% or more of the test split (e.g. the real CIFAR-10 sample)")
-    p.add_argument("--sgd-points", type=int, default=40,
+    p.add_argument("--sgd-points", type=positive_int, default=40,
                    help="plain-SGD curve: evaluations besides the blocks' step counts (each is a pass over the "
                         "held-out images: lower it for ResNet-18 on a CPU)")
     common.add_output_arguments(p, figure="chain-<preset>")

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from node.argtypes import positive_float, positive_int
 from node.devices import device_arg
 
 GENERATED_CIFAR = "generated (CIFAR-10 unavailable)"
@@ -60,8 +61,8 @@ def add_common_arguments(p: argparse.ArgumentParser, *, preset_default: str = "t
                          seconds_default: float = 10.0, runs_default: int = 3) -> None:
     add_spec_arguments(p, preset_default)
     p.add_argument("--device", default="auto", type=device_arg, help="cpu, cuda, cuda:N, mps or auto (default)")
-    p.add_argument("--seconds", type=float, default=seconds_default, help="length of one timed run")
-    p.add_argument("--runs", type=int, default=runs_default, help="timed runs (the median is reported)")
+    p.add_argument("--seconds", type=positive_float, default=seconds_default, help="length of one timed run")
+    p.add_argument("--runs", type=positive_int, default=runs_default, help="timed runs (the median is reported)")
     from node.threads import threads_arg
     p.add_argument("--threads", type=threads_arg, default=None,
                    help="torch CPU threads (default: measured per model, see node/threads.py)")

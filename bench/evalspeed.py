@@ -27,6 +27,8 @@ import copy
 import random
 import time
 
+from node.argtypes import nonneg_int
+
 from . import common
 
 DEFAULT_VARIANTS = ("no_grad/nchw/{b}/1", "inference_mode/nchw/{b}/1", "no_grad/channels_last/{b}/1",
@@ -44,7 +46,7 @@ def register(sub) -> None:
     p.add_argument("--variants", default=None,
                    help="comma-separated mode/layout/batch/threads (default: the canonical one, then one change "
                         "at a time, then combinations)")
-    p.add_argument("--pretrain", type=int, default=100, help="canonical steps before the second (W, W') pair")
+    p.add_argument("--pretrain", type=nonneg_int, default=100, help="canonical steps before the second (W, W') pair")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", type=common.Path, default=None)
     p.set_defaults(func=run)

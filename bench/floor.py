@@ -24,6 +24,9 @@ import random
 import statistics
 from pathlib import Path
 
+from node.argtypes import nonneg_int, positive_int
+from node.threads import threads_arg
+
 from . import common
 
 
@@ -31,13 +34,13 @@ def register(sub) -> None:
     p = sub.add_parser("floor", help="a best-of-N over-claim against the next honest block's floor",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_spec_arguments(p, "tiny")
-    p.add_argument("--trials", type=int, default=300, help="trajectories the attacker picks the best of")
-    p.add_argument("--children", type=int, default=100, help="honest children sampled after each parent")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--warm-steps", type=int, default=300, help="canonical steps from genesis to W")
-    p.add_argument("--epochs", type=int, default=3, help="redraw epochs reported (0 .. this)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=positive_int, default=300, help="trajectories the attacker picks the best of")
+    p.add_argument("--children", type=positive_int, default=100, help="honest children sampled after each parent")
+    p.add_argument("--runs", type=positive_int, default=3)
+    p.add_argument("--warm-steps", type=nonneg_int, default=300, help="canonical steps from genesis to W")
+    p.add_argument("--epochs", type=nonneg_int, default=3, help="redraw epochs reported (0 .. this)")
+    p.add_argument("--threads", type=threads_arg, default=1)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--dataset-dir", "--data-dir", dest="data_dir", type=Path, default=None,
                    help="where CIFAR-10 lives, if it does (never downloaded)")
     common.add_output_arguments(p)

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 from consensus import errors
+from node.argtypes import nonneg_int, positive_int
+from node.threads import threads_arg
 
 from . import common
 
@@ -37,10 +39,11 @@ def register(sub) -> None:
     p = sub.add_parser("give-way", help="a known block's wait behind a junk replay, with and without the give-way rule",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--runs", type=int, default=None, help="junk blocks of each kind (default 20 tiny, 5 others)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--runs", type=positive_int, default=None,
+                   help="junk blocks of each kind (default 20 tiny, 5 others)")
+    p.add_argument("--threads", type=threads_arg, default=1, help="torch threads (default 1)")
     p.add_argument("--data-dir", type=Path, default=None, help="CIFAR-10 here, if present (never downloaded)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     common.add_output_arguments(p)
     p.set_defaults(func=run)
 

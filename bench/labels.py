@@ -20,6 +20,9 @@ import argparse
 import random
 from pathlib import Path
 
+from node.argtypes import nonneg_int, positive_int
+from node.threads import threads_arg
+
 from . import common
 
 
@@ -27,11 +30,11 @@ def register(sub) -> None:
     p = sub.add_parser("labels", help="per layer: how well the batch's labels predict the update signs",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_spec_arguments(p, "tiny")
-    p.add_argument("--batches", type=int, default=None, help="random batches (default 800 tiny, 400 others)")
-    p.add_argument("--coords", type=int, default=64, help="coordinates sampled per tensor (default 64)")
-    p.add_argument("--train-steps", type=int, default=0, help="plain fp32 SGD steps from genesis first")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batches", type=positive_int, default=None, help="random batches (default 800 tiny, 400 others)")
+    p.add_argument("--coords", type=positive_int, default=64, help="coordinates sampled per tensor (default 64)")
+    p.add_argument("--train-steps", type=nonneg_int, default=0, help="plain fp32 SGD steps from genesis first")
+    p.add_argument("--threads", type=threads_arg, default=1)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--dataset-dir", "--data-dir", dest="data_dir", type=Path, default=None,
                    help="where CIFAR-10 lives, if it does (never downloaded)")
     common.add_output_arguments(p)

@@ -45,7 +45,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from node.argtypes import nonneg_int, positive_float, positive_int
 from node.devices import device_arg
+from node.threads import threads_arg
 
 from . import common
 
@@ -55,17 +57,19 @@ def register(sub) -> None:
     p = sub.add_parser("memory", help="peak RSS of a real mining node process (VmHWM)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=PRESETS, default="cifar10-resnet18")
-    p.add_argument("--seconds", type=float, default=120.0, help="mine at least this long (default 120)")
-    p.add_argument("--min-blocks", type=int, default=None,
+    p.add_argument("--seconds", type=positive_float, default=120.0, help="mine at least this long (default 120)")
+    p.add_argument("--min-blocks", type=nonneg_int, default=None,
                    help="and until the chain has this many blocks (default: 2 with --feed, else 1)")
     p.add_argument("--system-malloc", action="store_true",
                    help="run the node with glibc's default malloc settings (POLCHAIN_MALLOC=system; "
                         "node/allocator.py): what the tuned allocator costs in memory")
     p.add_argument("--feed", action=argparse.BooleanOptionalAction, default=None,
                    help="mine one block here and POST it to the node (default: on for cifar10-resnet18)")
-    p.add_argument("--timeout", type=float, default=900.0, help="stop after this many seconds of mining regardless")
-    p.add_argument("--k", type=int, default=2, help="initial difficulty of the cifar10-resnet18 spec (CPU mining)")
-    p.add_argument("--threads", type=int, default=1, help="the node's torch threads (default 1)")
+    p.add_argument("--timeout", type=positive_float, default=900.0,
+                   help="stop after this many seconds of mining regardless")
+    p.add_argument("--k", type=positive_int, default=2,
+                   help="initial difficulty of the cifar10-resnet18 spec (CPU mining)")
+    p.add_argument("--threads", type=threads_arg, default=1, help="the node's torch threads (default 1)")
     p.add_argument("--device", default="cpu", type=device_arg, help="the node's mining device (default cpu)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep the datadir and log here (default: temp dir)")
     common.add_output_arguments(p, figure="memory-<preset>")

@@ -34,6 +34,8 @@ import hashlib
 import time
 from types import SimpleNamespace
 
+from node.argtypes import nonneg_int, positive_int
+
 from . import common
 
 
@@ -41,13 +43,14 @@ def register(sub) -> None:
     p = sub.add_parser("mine", help="CPU seconds per valid block and per candidate, reference loop vs fast search",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(p, preset_default="tiny", seconds_default=120.0, runs_default=8)
-    p.add_argument("--k", type=int, default=None, help="difficulty (default: the spec's initial k)")
-    p.add_argument("--acc-floor", type=int, default=0,
+    p.add_argument("--k", type=positive_int, default=None, help="difficulty (default: the spec's initial k)")
+    p.add_argument("--acc-floor", type=nonneg_int, default=0,
                    help="the stand-in parents' claimed accuracy (correct on E; default 0: no floor)")
-    p.add_argument("--groups", type=int, default=None, help="fast search: candidates per pass (default: per device)")
+    p.add_argument("--groups", type=positive_int, default=None,
+                   help="fast search: candidates per pass (default: per device)")
     p.add_argument("--channels-last", action="store_true",
                    help="fast search in channels_last layout (its own parameter copies; default off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.set_defaults(func=run)
 
 

@@ -36,6 +36,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from node.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+
 from . import common
 
 
@@ -44,17 +46,18 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     from consensus.spec import NODE_PRESETS
     p.add_argument("--preset", choices=NODE_PRESETS, default="tiny")
-    p.add_argument("--nodes", type=int, default=12, help="nodes (default 12)")
-    p.add_argument("--miners", type=int, default=3, help="how many of them mine (default 3)")
-    p.add_argument("--interval", type=float, default=None,
+    p.add_argument("--nodes", type=positive_int, default=12, help="nodes (default 12)")
+    p.add_argument("--miners", type=positive_int, default=3, help="how many of them mine (default 3)")
+    p.add_argument("--interval", type=positive_float, default=None,
                    help="target block interval, seconds (default: the preset's)")
-    p.add_argument("--seconds", type=float, default=240.0, help="how long the network runs once up (default 240)")
-    p.add_argument("--settle", type=float, default=None,
+    p.add_argument("--seconds", type=positive_float, default=240.0,
+                   help="how long the network runs once up (default 240)")
+    p.add_argument("--settle", type=nonneg_float, default=None,
                    help="blocks mined in the last SETTLE seconds are not counted (default max(10, 2 x interval))")
-    p.add_argument("--sample", type=float, default=2.0, help="seconds between tip samples (default 2)")
-    p.add_argument("--min-degree", type=int, default=2)
-    p.add_argument("--max-degree", type=int, default=3)
-    p.add_argument("--seed", type=int, default=1, help="seed of the topology and of the choice of miners")
+    p.add_argument("--sample", type=positive_float, default=2.0, help="seconds between tip samples (default 2)")
+    p.add_argument("--min-degree", type=positive_int, default=2)
+    p.add_argument("--max-degree", type=positive_int, default=3)
+    p.add_argument("--seed", type=nonneg_int, default=1, help="seed of the topology and of the choice of miners")
     p.add_argument("--work-dir", type=Path, default=None, help="keep datadirs and logs here (default: a temp dir)")
     common.add_output_arguments(p)
     p.set_defaults(func=main)

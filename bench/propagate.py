@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from consensus.errors import Verdict
+from node.argtypes import positive_float, positive_int
 
 from . import common
 
@@ -43,8 +44,8 @@ def register(sub) -> None:
     p = sub.add_parser("propagate", help="time for one block to cross a line of N nodes (loopback)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
-    p.add_argument("--nodes", type=int, default=5, help="nodes in the line (default 5)")
-    p.add_argument("--blocks", type=int, default=None,
+    p.add_argument("--nodes", type=positive_int, default=5, help="nodes in the line (default 5)")
+    p.add_argument("--blocks", type=positive_int, default=None,
                    help="blocks sent across, one at a time (default 5 tiny, 1 resnet18)")
     p.set_defaults(func=main)
 
@@ -52,10 +53,10 @@ def register(sub) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from consensus.spec import PRESETS
     p.add_argument("--preset", choices=PRESETS, default="tiny")
-    p.add_argument("--k", type=int, default=4,
+    p.add_argument("--k", type=positive_int, default=4,
                    help="initial difficulty for the cifar10-resnet18 stand-in spec (CPU mining)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep datadirs and logs here (default: a temp dir)")
-    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds per block")
+    p.add_argument("--timeout", type=positive_float, default=600.0, help="give up after this many seconds per block")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
 

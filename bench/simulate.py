@@ -42,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from node.argtypes import fraction, nonneg_float, nonneg_int, positive_float, positive_int
+
 from . import common
 
 
@@ -356,24 +358,25 @@ def register(sub) -> None:
     p.add_argument("--profiles", default=",".join(DEFAULT_PROFILES),
                    help=f"comma-separated, of {', '.join(PROFILES)} (default {','.join(DEFAULT_PROFILES)})")
     p.add_argument("--nodes", default="100,1000,10000", help="comma-separated node counts")
-    p.add_argument("--miner-share", type=float, default=0.25,
+    p.add_argument("--miner-share", type=fraction, default=0.25,
                    help="share of the nodes that mine, equal power (default 0.25, as 3 of 12)")
-    p.add_argument("--interval", type=float, default=None,
+    p.add_argument("--interval", type=positive_float, default=None,
                    help="target interval, s, for every profile (default: each profile's preset)")
-    p.add_argument("--tiny-interval", type=float, default=None, help="target interval for tiny only")
-    p.add_argument("--resnet-interval", type=float, default=None, help="target interval for the resnet18 profiles")
-    p.add_argument("--min-degree", type=int, default=2)
-    p.add_argument("--max-degree", type=int, default=3)
-    p.add_argument("--latency-ms", type=float, default=50.0, help="median one-way link latency (default 50 ms)")
-    p.add_argument("--latency-sigma", type=float, default=0.5, help="log-normal sigma of link latencies")
-    p.add_argument("--bandwidth-mbit", type=float, default=10.0, help="per-link bandwidth (default 10 Mbit/s)")
-    p.add_argument("--hop-overhead", type=float, default=0.015, help="HTTP handling per hop, s (default 0.015)")
+    p.add_argument("--tiny-interval", type=positive_float, default=None, help="target interval for tiny only")
+    p.add_argument("--resnet-interval", type=positive_float, default=None,
+                   help="target interval for the resnet18 profiles")
+    p.add_argument("--min-degree", type=positive_int, default=2)
+    p.add_argument("--max-degree", type=positive_int, default=3)
+    p.add_argument("--latency-ms", type=nonneg_float, default=50.0, help="median one-way link latency (default 50 ms)")
+    p.add_argument("--latency-sigma", type=nonneg_float, default=0.5, help="log-normal sigma of link latencies")
+    p.add_argument("--bandwidth-mbit", type=positive_float, default=10.0, help="per-link bandwidth (default 10 Mbit/s)")
+    p.add_argument("--hop-overhead", type=nonneg_float, default=0.015, help="HTTP handling per hop, s (default 0.015)")
     p.add_argument("--adopt", choices=("accepted", "work-checked"), default="accepted",
                    help="when a node builds on a block: once accepted (today) or once its work is checked "
                         "(the accuracy evaluation then runs while it mines on it)")
-    p.add_argument("--blocks", type=int, default=None,
+    p.add_argument("--blocks", type=positive_int, default=None,
                    help="blocks counted per run (default: 200, fewer for large nets to bound the run time)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=nonneg_int, default=1)
     p.add_argument("--calibrate", type=Path, nargs="*", default=None, metavar="JSON",
                    help="`polchain bench orphans` results (tiny, loopback) to fit the loopback hop overhead on "
                         "(the issue's 12-node figure is added)")

@@ -26,6 +26,7 @@ import argparse
 import random
 import time
 
+from node.argtypes import positive_int
 from node.devices import device_arg
 
 from . import common
@@ -36,8 +37,9 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="tiny,cifar10-resnet18", help="comma-separated presets")
     p.add_argument("--thread-counts", default="1,2", help="comma-separated (default 1,2)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps of each kind (default 40 tiny, 4 others)")
-    p.add_argument("--evals", type=int, default=None, help="timed evaluations of E (default 5 tiny, 2 others)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="timed steps of each kind (default 40 tiny, 4 others)")
+    p.add_argument("--evals", type=positive_int, default=None, help="timed evaluations of E (default 5 tiny, 2 others)")
     p.add_argument("--device", default="cpu", type=device_arg)
     common.add_output_arguments(p)
     p.set_defaults(func=run)

@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from node.argtypes import nonneg_int, positive_float, positive_int
+
 from . import common
 from .propagate import Node, bench_spec, mine_chain, stop_all, wait_until, write_spec
 
@@ -46,17 +48,18 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     from consensus.spec import PRESETS
     p.add_argument("--preset", choices=PRESETS, default="tiny")
-    p.add_argument("--k", type=int, default=4, help="initial difficulty of the cifar10-resnet18 stand-in spec")
-    p.add_argument("--blocks", type=int, default=None, help="chain length (default 100 tiny, 10 resnet18)")
-    p.add_argument("--runs", type=int, default=1, help="fresh nodes per mode (the median is reported)")
+    p.add_argument("--k", type=positive_int, default=4, help="initial difficulty of the cifar10-resnet18 stand-in spec")
+    p.add_argument("--blocks", type=positive_int, default=None, help="chain length (default 100 tiny, 10 resnet18)")
+    p.add_argument("--runs", type=positive_int, default=1, help="fresh nodes per mode (the median is reported)")
     p.add_argument("--modes", default="replay,snapshot", help="comma-separated: replay, snapshot")
-    p.add_argument("--snapshot-depth", type=int, default=10,
+    p.add_argument("--snapshot-depth", type=nonneg_int, default=10,
                    help="snapshot mode: the checkpoint is this many blocks below the source's tip")
-    p.add_argument("--headers", type=int, default=2000, help="headers of the in-process header catch-up (0: skip)")
+    p.add_argument("--headers", type=nonneg_int, default=2000,
+                   help="headers of the in-process header catch-up (0: skip)")
     p.add_argument("--source", type=Path, default=None,
                    help="a datadir holding the chain to serve (mined there first when it is too short)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep datadirs and logs here (default: a temp dir)")
-    p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--timeout", type=positive_float, default=1800.0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result into this directory")
     p.set_defaults(func=main)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+from node.argtypes import positive_int
 from node.devices import device_arg
 
 from . import common
@@ -28,8 +29,10 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", type=device_arg)
     p.add_argument("--thread-counts", default=None, help="comma-separated (default 1..cores)")
     p.add_argument("--busy", default="0,1", help="other busy processes to run alongside, comma-separated (default 0,1)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per setting (default 200 tiny, 10 others)")
-    p.add_argument("--evals", type=int, default=None, help="timed evaluations of E per setting (default 5 tiny, 2 others)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="timed steps per setting (default 200 tiny, 10 others)")
+    p.add_argument("--evals", type=positive_int, default=None,
+                   help="timed evaluations of E per setting (default 5 tiny, 2 others)")
     p.add_argument("--dataset-dir", "--data-dir", dest="data_dir", type=common.Path, default=None,
                    help="where the spec's archive lives (--data-dir: the old name)")
     p.add_argument("--json", action="store_true")

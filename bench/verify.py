@@ -54,6 +54,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from consensus.errors import Verdict
+from node.argtypes import fraction, nonneg_int, positive_int
 
 from . import common
 
@@ -64,15 +65,16 @@ def register(sub) -> None:
     p = sub.add_parser("verify", help="time to validate one block, stage by stage; mining/validation asymmetry",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(p, preset_default="tiny", seconds_default=10.0, runs_default=5)
-    p.add_argument("--k", type=int, default=None,
+    p.add_argument("--k", type=positive_int, default=None,
                    help="difficulty of the validated block (default: k0 for tiny, 2 for cifar10-resnet18)")
-    p.add_argument("--acc-samples", type=int, default=None,
+    p.add_argument("--acc-samples", type=positive_int, default=None,
                    help="random steps from W sampled for p_acc (default 100 tiny, 4 resnet18)")
-    p.add_argument("--p-acc", type=float, default=None, help="use this p_acc instead of sampling it")
+    p.add_argument("--p-acc", type=fraction, default=None, help="use this p_acc instead of sampling it")
     p.add_argument("--validate-device", default="cpu",
                    help="device of the validating replayer (default cpu: node/chain.py validates on the CPU)")
-    p.add_argument("--groups", type=int, default=None, help="fast miner: candidates per pass (default: per device)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--groups", type=positive_int, default=None,
+                   help="fast miner: candidates per pass (default: per device)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--figures", type=Path, default=None,
                    help="write verify-<preset>.png/.svg here (default: --out, else no figure)")
     p.add_argument("--no-figure", action="store_true")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from consensus.spec import PRESETS, preset
 from node.allocator import tune_allocator
+from node.argtypes import nonneg_int, positive_int
 from node.devices import device_arg
 from node.threads import threads_arg
 
@@ -220,21 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a CIFAR-10 archive in the official binary layout (e.g. a sample): the preset's rules "
                         "on it, with its split sizes, MD5 and decoded split hashes pinned")
     s.add_argument("--name", help="chain name (default: the preset's; PRESET-sample for another archive)")
-    s.add_argument("--k", type=int, help="difficulty at genesis and as the minimum, e.g. 4 for a CPU testnet on "
+    s.add_argument("--k", type=positive_int,
+                   help="difficulty at genesis and as the minimum, e.g. 4 for a CPU testnet on "
                                          "ResNet-18 (another chain; the name gets -kK)")
     s.set_defaults(func=cmd_spec)
 
     s = sub.add_parser("mine", help="mine N blocks solo (no network) into a datadir")
     s.add_argument("--preset", choices=PRESETS)
     s.add_argument("--spec", type=Path)
-    s.add_argument("--blocks", type=int, default=1)
+    s.add_argument("--blocks", type=nonneg_int, default=1)
     add_datadir_args(s, required=True)
     s.add_argument("--key", metavar="FILE", help="Ed25519 key (PEM) to mine with; must exist unless --create-key "
                                                  "(default DATADIR/node.key, created if missing)")
     s.add_argument("--create-key", action="store_true", help="create the --key file if it does not exist")
     s.add_argument("--device", default="cpu", type=device_arg)
     s.add_argument("--miner", choices=("fast", "reference"), default="fast")
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--seed", type=nonneg_int, default=None)
     s.add_argument("--threads", type=threads_arg, default=None, help=THREADS_HELP)
     s.set_defaults(func=cmd_mine)
 

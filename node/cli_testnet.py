@@ -9,7 +9,9 @@ stops every node (SIGTERM, wait, then SIGKILL for stragglers). Running it again 
 
 For scripts: --duration SECONDS exits after that long; --until-height H exits 0 as soon as every
 node reports the same tip at height >= H (non-zero if --duration runs out first). The last line
-printed to stdout is a JSON summary (heights, tip, start heights, seconds).
+printed to stdout is a summary in words; with --json it is a JSON object instead (ok, heights, tips,
+start heights, seconds). Stopped (Ctrl-C, SIGTERM) before every node answered, the testnet did not
+run: the summary says so, "ok" is false and the exit status 1.
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from node.argtypes import nonneg_int, port, positive_float, positive_int
 from node.devices import device_arg
+from node.threads import threads_arg
 
 # Per-node settings the testnet sets itself: never let the caller's environment override them.
 _PER_NODE_ENV = ("DATADIR", "HOST", "PORT", "PEERS", "PUBLIC_URL", "MINE", "KEY", "SPEC", "THREADS",
@@ -42,12 +46,12 @@ def add_commands(sub) -> None:
                     "(logs in DATADIR/nodeI.log), node i peering with node0 and node i-1; the first M mine. "
                     "Shows one live status line; Ctrl-C stops all nodes. Rerun with the same --datadir to "
                     "resume the chain.")
-    s.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
-    s.add_argument("--miners", type=int, default=None, help="how many of them mine (default min(2, nodes))")
+    s.add_argument("--nodes", type=positive_int, default=3, help="number of nodes (default 3)")
+    s.add_argument("--miners", type=nonneg_int, default=None, help="how many of them mine (default min(2, nodes))")
     s.add_argument("--preset", default="tiny", help="chain preset (default tiny)")
     s.add_argument("--spec", type=Path, default=None,
                    help="chain spec file instead of a preset (e.g. from `polchain spec --dataset-archive`)")
-    s.add_argument("--base-port", type=int, default=8000, help="node i listens on BASE+i (default 8000)")
+    s.add_argument("--base-port", type=port, default=8000, help="node i listens on BASE+i (default 8000)")
     s.add_argument("--host", default=None,
                    help="interface the nodes listen on (default 127.0.0.1; 0.0.0.0 with --public-host)")
     s.add_argument("--public-host", default=None, metavar="HOST",
@@ -57,13 +61,16 @@ def add_commands(sub) -> None:
                    help="parent of node0..nodeN-1 (default ./testnet-data; --data-dir is the same option)")
     s.add_argument("--dataset-dir", type=Path, default=None,
                    help="shared dataset cache for all nodes (default DATADIR/data)")
-    s.add_argument("--threads", type=int, default=1,
+    s.add_argument("--threads", type=threads_arg, default=1,
                    help="torch threads per node (default 1: the nodes share this machine's cores)")
     s.add_argument("--device", default="cpu", type=device_arg, help="device for the miners: cpu (default), cuda, auto")
-    s.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
-    s.add_argument("--until-height", type=int, default=None, metavar="H",
+    s.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS", help="stop after this long")
+    s.add_argument("--until-height", type=nonneg_int, default=None, metavar="H",
                    help="exit 0 once all nodes share a tip at height >= H (non-zero if --duration ends first)")
-    s.add_argument("--interval", type=float, default=1.0, help="seconds between status polls (default 1)")
+    s.add_argument("--interval", type=positive_float, default=1.0, help="seconds between status polls (default 1)")
+    s.add_argument("--json", action="store_true",
+                   help="end with one JSON line (ok, nodes, start_heights, heights, tips, seconds, reached_after) "
+                        "instead of the summary in words")
     s.add_argument("--node-arg", action="append", default=[], metavar="ARG",
                    help="extra argument passed to every `polchain node` (repeatable, e.g. --node-arg=--no-discover)")
     s.set_defaults(func=cmd_testnet)
@@ -342,6 +349,7 @@ def cmd_testnet(args) -> int:
             if tty:
                 sys.stdout.write("\n")
             print(f"{reason['signal'] or 'stop'}: stopping nodes...")
+            monitor.poll()   # a node that answers now came up, whatever the last poll saw
             if args.until_height is not None:
                 rc = 1   # interrupted before the height was reached
     finally:
@@ -351,6 +359,9 @@ def cmd_testnet(args) -> int:
         stop_nodes(nodes)
         for s, h in old.items():
             signal.signal(s, h)
+    came_up = sum(n.start_height is not None for n in nodes)
+    if came_up < len(nodes) and rc == 0:
+        rc = 1           # stopped (or out of time) before every node answered: the testnet never ran
     summary = {
         "ok": rc == 0, "nodes": [n.public_url for n in nodes],
         "start_heights": [n.start_height for n in nodes],
@@ -358,7 +369,29 @@ def cmd_testnet(args) -> int:
         "tips": [n.status["tip"] if n.status else None for n in nodes],
         "seconds": round(time.monotonic() - t0, 1),
         "reached_after": round(reached_at, 1) if reached_at is not None else None,
+        "came_up": came_up,
     }
-    print(f"stopped {len(nodes)} nodes; logs in {root}/node*.log")
-    print(json.dumps(summary), flush=True)
+    if args.json:
+        print(f"stopped {len(nodes)} nodes; logs in {root}/node*.log")
+        print(json.dumps(summary), flush=True)
+    else:
+        print(summary_line(summary, root, reason["signal"]), flush=True)
     return rc
+
+
+def summary_line(summary: dict, root: Path, signal_name: str | None = None) -> str:
+    """The end of a run in words: how long, how far, and whether every node came up at all."""
+    n, up = len(summary["nodes"]), summary["came_up"]
+    line = f"stopped {n} node{'s' if n != 1 else ''} after {_fmt_duration(summary['seconds'])}"
+    if up < n:
+        by = f" by {signal_name}" if signal_name else ""
+        line += (f"{by} before {'they' if n > 1 else 'it'} came up ({up} of {n} answered): the testnet did not run;"
+                 f" see {root}/node*.log")
+        return line
+    heights = summary["heights"]
+    tips = {t for t in summary["tips"] if t}
+    line += f": heights {'/'.join('-' if h is None else str(h) for h in heights)}"
+    line += f", one tip {next(iter(tips))[:16]}" if len(tips) == 1 and None not in heights else ", tips differ"
+    if summary["reached_after"] is not None:
+        line += f" (shared after {summary['reached_after']:.1f}s)"
+    return line + f"; logs in {root}/node*.log"

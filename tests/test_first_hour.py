@@ -234,3 +234,74 @@ def test_a_peer_on_another_chain_shows_as_banned(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+# -- 31.7: numeric flags out of range; a testnet stopped before it ran ---------------------------------
+@pytest.mark.parametrize("args, flag", [
+    (("mine", "--preset", "tiny", "--blocks", "-1", "--datadir", "{d}"), "--blocks"),
+    (("mine", "--preset", "tiny", "--seed", "-3", "--datadir", "{d}"), "--seed"),
+    (("testnet", "--nodes", "0", "--datadir", "{d}"), "--nodes"),
+    (("testnet", "--until-height", "-1", "--duration", "5", "--datadir", "{d}"), "--until-height"),
+    (("testnet", "--duration", "0", "--datadir", "{d}"), "--duration"),
+    (("testnet", "--threads", "0", "--duration", "5", "--datadir", "{d}"), "--threads"),
+    (("testnet", "--base-port", "70000", "--duration", "5", "--datadir", "{d}"), "--base-port"),
+    (("spec", "--k", "0"), "--k"),
+    (("bench", "mine", "--k", "-2"), "--k"),
+    (("bench", "mine", "--runs", "0"), "--runs"),
+    (("bench", "mine", "--seconds", "-1"), "--seconds"),
+    (("node", "--keep-weights", "0", "--datadir", "{d}"), "--keep-weights"),
+])
+def test_numeric_flags_out_of_range_are_one_line(tmp_path, args, flag):
+    args = [a.format(d=tmp_path / "d") for a in args]
+    line = one_line_error(polchain(*args, timeout=60))
+    assert flag in line and "Traceback" not in line, line
+    assert not (tmp_path / "d" / "chain.sqlite").exists() and not (tmp_path / "d" / "node0").exists()
+
+
+def _testnet_stopped_at_once(tmp_path, *extra: str):
+    """`polchain testnet` with one node, Ctrl-C as soon as it has spawned the node (long before the node
+    has imported torch and answers)."""
+    import signal
+    import subprocess
+    import sys
+    from tests.nodeproc import REPO, free_port, node_env
+    proc = subprocess.Popen([sys.executable, "-m", "node.cli", "testnet", "--nodes", "1", "--datadir",
+                             str(tmp_path / "tn"), "--base-port", str(free_port()), *extra], cwd=REPO, env=node_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if " pid " in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, "".join(out) + rest, err
+
+
+def test_a_testnet_stopped_before_its_nodes_came_up_says_so(tmp_path):
+    rc, out, err = _testnet_stopped_at_once(tmp_path)
+    assert rc == 1, (rc, out, err)
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("stopped 1 node after ") and "by SIGINT before it came up (0 of 1 answered)" in last, out
+    assert '"ok": true' not in out and "{" not in out                    # words, no JSON claim of success
+
+
+def test_a_testnet_stopped_before_its_nodes_came_up_json(tmp_path):
+    rc, out, err = _testnet_stopped_at_once(tmp_path, "--json")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert rc == 1 and summary["ok"] is False and summary["came_up"] == 0 and summary["heights"] == [None], out
+
+
+def test_testnet_summary_in_words():
+    from node.cli_testnet import summary_line
+    up = {"nodes": ["a", "b", "c"], "came_up": 3, "heights": [10, 10, 10], "tips": ["ab" * 32] * 3,
+          "seconds": 65.2, "reached_after": 33.9}
+    line = summary_line(up, Path("/tn"))
+    assert line == f"stopped 3 nodes after 1m05s: heights 10/10/10, one tip {'ab' * 8} (shared after 33.9s); " \
+                   "logs in /tn/node*.log", line
+    forked = dict(up, heights=[10, 9, None], tips=["ab" * 32, "cd" * 32, None], reached_after=None)
+    assert "heights 10/9/-, tips differ;" in summary_line(forked, Path("/tn"))

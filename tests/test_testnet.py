@@ -39,7 +39,7 @@ def _free_base_port(n: int) -> int:
 
 def _testnet(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLCHAIN_")}
-    proc = subprocess.run([sys.executable, "-m", "node.cli", "testnet", *args], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "node.cli", "testnet", *args, "--json"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"no summary line\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
@@ -85,9 +85,8 @@ def test_testnet_sigterm_stops_all_nodes(tmp_path):
                             stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:   # wait until both nodes wrote their startup line
-            logs = [datadir / f"node{i}.log" for i in range(2)]
-            if all(p.exists() and "node up" in p.read_text() for p in logs):
+        while time.monotonic() < deadline:   # wait until both nodes answer (they came up: a testnet that ran)
+            if all(_answers(f"http://127.0.0.1:{base + i}") for i in range(2)):
                 break
             time.sleep(1)
         proc.send_signal(signal.SIGTERM)
@@ -97,7 +96,17 @@ def test_testnet_sigterm_stops_all_nodes(tmp_path):
             proc.kill()
     assert "SIGTERM: stopping nodes" in out, out
     assert proc.returncode == 0, out
+    assert "stopped 2 nodes after" in out and "heights " in out and "{" not in out, out   # words, not JSON
     _no_node_left(datadir)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"{url}/status", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def test_testnet_rejects_busy_port(tmp_path):
