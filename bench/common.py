@@ -191,6 +191,8 @@ def bench_dataset(spec, data_dir: Path | None = None):
                     f"{spec.dataset.id} from {data_dir}")
         except DatasetError as exc:
             progress(f"not using {data_dir}: {exc}")
+    progress(f"data: {GENERATED_CIFAR}: random images of its shape stand in; the figures are speeds only "
+             "(accuracies mean nothing). Real data: --dataset-dir DIR holding the archive")
     return generated_dataset(spec.dataset.train_size, spec.dataset.test_size), GENERATED_CIFAR
 
 

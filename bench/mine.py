@@ -68,12 +68,26 @@ def stand_in_job(i: int, k: int, acc_floor: int = 0):
     return Job(parent, k, BENCH_MINER, mtp_ms=now)
 
 
-def mine_round(miner, job, w, cap_s: float, device: str) -> dict:
-    """One round: ``miner`` mines on ``job`` from W until it has a block or ``cap_s`` has passed."""
+HEARTBEAT_S = 30.0     # a line on stderr this often inside a long round (ResNet-18 on a CPU: minutes)
+
+
+def mine_round(miner, job, w, cap_s: float, device: str, label: str | None = None) -> dict:
+    """One round: ``miner`` mines on ``job`` from W until it has a block or ``cap_s`` has passed; with
+    ``label``, a progress line every HEARTBEAT_S seconds while it runs."""
     before = miner.progress.snapshot()
     common.sync_device(device)
     cpu0, t0 = time.process_time(), time.perf_counter()
-    found = miner.mine(job, w, should_stop=lambda: time.perf_counter() - t0 >= cap_s)
+    beat = [t0 + HEARTBEAT_S]
+
+    def should_stop() -> bool:
+        now = time.perf_counter()
+        if label is not None and now >= beat[0]:
+            beat[0] = now + HEARTBEAT_S
+            common.progress(f"  {label}: {miner.progress.since(before)['attempts']} candidates so far, "
+                            f"{now - t0:.0f} s of the {cap_s:g} s cap")
+        return now - t0 >= cap_s
+
+    found = miner.mine(job, w, should_stop=should_stop)
     common.sync_device(device)
     grew = miner.progress.since(before)
     return {"block": found is not None, "cpu_s": round(time.process_time() - cpu0, 4),
@@ -118,6 +132,11 @@ def run(args) -> int:
 
     # warm-up: oneDNN/cuDNN primitive creation and allocator growth stay out of the measured rounds
     warm = max(1.0, min(args.seconds, 5.0))
+    most = 2 * args.runs * args.seconds + 2 * warm
+    common.progress(f"bench mine: {spec.model.arch} on {device} at k={k} (about 2^{k} candidates a block), "
+                    f"{args.runs} rounds per miner, each until a block or {args.seconds:g} s: at most "
+                    + (f"{most / 60:.0f} min" if most >= 120 else f"{most:.0f} s")
+                    + (" (the spec's k: try --k 4 on a CPU)" if not args.k and k > 6 and device == "cpu" else ""))
     for name, m in miners.items():
         common.progress(f"warm-up {name} ({warm:.0f} s at most)")
         mine_round(m, stand_in_job(-1, k, args.acc_floor), w, warm, device)
@@ -126,7 +145,8 @@ def run(args) -> int:
     for i in range(args.runs):
         order = ("reference", "fast") if i % 2 == 0 else ("fast", "reference")
         for name in order:
-            r = mine_round(miners[name], stand_in_job(i, k, args.acc_floor), w, args.seconds, device)
+            r = mine_round(miners[name], stand_in_job(i, k, args.acc_floor), w, args.seconds, device,
+                           label=f"round {i + 1}/{args.runs} {name}")
             rounds[name].append(r)
             common.progress(f"round {i + 1}/{args.runs} {name}: "
                             f"{'a block' if r['block'] else f'no block (cap {args.seconds:g} s)'} after "

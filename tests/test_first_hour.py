@@ -305,3 +305,43 @@ def test_testnet_summary_in_words():
                    "logs in /tn/node*.log", line
     forked = dict(up, heights=[10, 9, None], tips=["ab" * 32, "cd" * 32, None], reached_after=None)
     assert "heights 10/9/-, tips differ;" in summary_line(forked, Path("/tn"))
+
+
+# -- 31.11: bench mine says its data is generated, and how far it is ------------------------------------
+def test_bench_mine_says_up_front_that_its_data_is_generated(tmp_path):
+    from consensus.spec import preset
+    d = preset("tiny").to_dict()
+    d["dataset"] = preset("cifar10-resnet18").to_dict()["dataset"]      # CIFAR-10, which is not here
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(d))
+    (tmp_path / "empty").mkdir()
+    r = polchain("bench", "mine", "--spec", str(spec), "--device", "cpu", "--k", "2", "--runs", "1", "--seconds", "60",
+                 "--threads", "1", "--json", "--dataset-dir", str(tmp_path / "empty"))
+    assert r.returncode == 0, r.stderr
+    err = r.stderr.splitlines()
+    note = next(i for i, line in enumerate(err) if line.startswith("data: generated (CIFAR-10 unavailable)"))
+    plan = next(i for i, line in enumerate(err) if line.startswith("bench mine: tiny-cnn on cpu at k=2"))
+    first_round = next(i for i, line in enumerate(err) if line.startswith("warm-up"))
+    assert note < plan < first_round and "speeds only" in err[note], err
+    assert json.loads(r.stdout)["data"] == "generated (CIFAR-10 unavailable)"
+
+
+def test_bench_mine_round_prints_progress_while_it_runs(capsys, monkeypatch):
+    from bench import mine
+    from consensus.data import load_dataset
+    from consensus.spec import preset
+    from consensus.training import genesis_state
+    from miner.search import make_miner
+    spec = preset("tiny")
+    miner = make_miner("fast", spec, load_dataset(spec.dataset, None), device="cpu", seed=0)
+    monkeypatch.setattr(mine, "HEARTBEAT_S", 0.2)
+    r = mine.mine_round(miner, mine.stand_in_job(0, 40, 0), genesis_state(spec), 1.5, "cpu", label="round 1/1 fast")
+    assert not r["block"]
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("  round 1/1 fast: ")]
+    assert lines and "candidates so far" in lines[-1] and "of the 1.5 s cap" in lines[-1], lines
+
+
+def test_readme_bench_mine_example_is_cpu_sized():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("polchain bench mine"))
+    assert "--preset cifar10-resnet18" in line and "--k 4" in line, line
