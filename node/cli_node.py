@@ -37,6 +37,19 @@ def _fail(message: str) -> int:
     return 2
 
 
+def add_log_file(path: Path) -> None:
+    """The log's lines also appended to ``path`` (created with its directory), in the stderr format."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    root = logging.getLogger()
+    for h in root.handlers:                      # the same format as the stderr handler setup_logging made
+        if h.formatter is not None:
+            handler.setFormatter(h.formatter)
+            break
+    root.addHandler(handler)
+
+
 def bind_port(host: str, port: int) -> socket.socket:
     """Bind the API's socket now, before the chain opens, so a taken port fails at once
     (uvicorn then serves on this very socket: no window for another process to take it)."""
@@ -80,6 +93,11 @@ def cmd_node(args) -> int:
         return _fail(missing_key_message(settings.key_file, label))
     if settings.preset is None and settings.spec_file is None and not (settings.datadir / "spec.json").exists():
         settings.preset = "tiny"
+    if settings.log_file is not None:
+        try:
+            add_log_file(settings.log_file)
+        except OSError as exc:
+            return _fail(f"--log-file {settings.log_file}: cannot open it ({exc.strerror or exc})")
     try:
         sock = bind_port(settings.host, settings.port)
     except OSError as exc:

@@ -4,7 +4,8 @@
     for i in ...: bar.update(i + 1)
     bar.close()
 
-On a TTY it redraws one line (``label [#####.....] 45/100  12.3/s  eta 5s``) at most every
+On a TTY it redraws one line (``label [#####.....] 45/100  12.3/s  eta 5s``; under one item a
+second the rate is shown as seconds per item, ``8.4 s/block``, never ``0.0/s``) at most every
 ``interval`` seconds. When the stream is not a terminal (a log file, a pipe, CI) the same line is
 written as a log line at most every ``log_interval`` seconds, so long work is never silent and short
 work prints nothing extra.
@@ -19,8 +20,9 @@ from typing import TextIO
 class Progress:
     def __init__(self, total: int | None, label: str, *, stream: TextIO | None = None, width: int = 30,
                  interval: float = 0.2, enabled: bool | None = None, log_interval: float = 10.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, unit: str = "block"):
         self.total, self.label, self.width, self.interval = total, label, width, interval
+        self.unit = unit
         self.log_interval = log_interval
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = _is_tty(self.stream) if enabled is None else enabled
@@ -60,14 +62,25 @@ class Progress:
     def line(self, now: float | None = None, note: str = "") -> str:
         elapsed = max((now or self._clock()) - self._t0, 1e-9)
         rate = self.done / elapsed
+        speed = self.speed(rate, elapsed)
         if self.total:
             filled = min(self.width, int(self.width * self.done / self.total))
             bar = "#" * filled + "." * (self.width - filled)
             eta = f"  eta {max(0.0, (self.total - self.done) / rate):.0f}s" if rate > 0 else ""
-            text = f"{self.label} [{bar}] {self.done}/{self.total}  {rate:.1f}/s{eta}"
+            text = f"{self.label} [{bar}] {self.done}/{self.total}  {speed}{eta}"
         else:
-            text = f"{self.label} {self.done}  {rate:.1f}/s"
+            text = f"{self.label} {self.done}  {speed}"
         return f"{text}  {note}" if note else text
+
+    def speed(self, rate: float, elapsed: float) -> str:
+        """Items per second, or seconds per item under one a second (a ResNet-18 block takes seconds:
+        its rate rounded to "0.0/s"); "-" before the first item."""
+        if self.done <= 0:
+            return f"- s/{self.unit}"
+        if rate >= 1:
+            return f"{rate:.1f}/s"
+        per = elapsed / self.done
+        return f"{per:.1f} s/{self.unit}" if per < 100 else f"{per:.0f} s/{self.unit}"
 
     def close(self) -> None:
         if self._shown:

@@ -102,6 +102,8 @@ class Settings:
     dataset_dir: Path | None = _opt(None, "dataset cache (default DATADIR/data; a --dataset-dir elsewhere is "
                                     f"remembered in DATADIR/{CONFIG_FILE})", kind=Path,
                                     env=("DATASET_DIR", "DATA_DIR"), metavar="DIR")
+    log_file: Path | None = _opt(None, "also append the log (the same lines as on stderr) to this file",
+                                 kind=Path, metavar="PATH")
     keep_weights: int = _opt(100, "keep the weights of the last N blocks (older ones are pruned)", kind=int,
                              check=_positive, metavar="N")
     archival: bool = _opt(False, "keep the weights of every block (no pruning)", kind=bool)

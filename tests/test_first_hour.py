@@ -345,3 +345,37 @@ def test_readme_bench_mine_example_is_cpu_sized():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     line = next(ln for ln in readme.splitlines() if ln.startswith("polchain bench mine"))
     assert "--preset cifar10-resnet18" in line and "--k 4" in line, line
+
+
+# -- 31.14: --log-file; verify's rate on slow blocks -----------------------------------------------------
+def test_node_log_file(tmp_path):
+    from tests.nodeproc import NodeProc
+    log = tmp_path / "logs" / "node.log"
+    node = NodeProc(tmp_path / "d", "--preset", "tiny", "--log-file", str(log)).start()
+    try:
+        node.wait_for(lambda: "node up" in log.read_text(), timeout=30, what="node up in the log file")
+    finally:
+        assert node.stop() == 0
+    text = log.read_text()
+    up = next(line for line in text.splitlines() if "node up" in line)
+    assert " INFO polchain.node: node up: chain " in up and up in node.log_text()   # the stderr line, the same
+    assert "node stopped cleanly" in text
+    line = one_line_error(polchain("node", "--datadir", str(tmp_path / "e"), "--log-file", str(tmp_path)))
+    assert line.startswith(f"error: --log-file {tmp_path}: cannot open it"), line
+
+
+def test_progress_shows_seconds_per_block_under_one_a_second():
+    import io
+
+    from node.progress import Progress
+    now = [0.0]
+    bar = Progress(None, "verify", stream=io.StringIO(), enabled=False, clock=lambda: now[0])
+    now[0] = 17.0
+    bar.done = 2
+    assert bar.line(now[0]) == "verify 2  8.5 s/block"
+    now[0] = 2.0
+    bar.done = 10
+    assert bar.line(now[0]) == "verify 10  5.0/s"
+    bar = Progress(20, "verify", stream=io.StringIO(), enabled=False, clock=lambda: 0.0)
+    bar.done = 1
+    assert "0.0/s" not in bar.line(40.0) and "40.0 s/block  eta 760s" in bar.line(40.0)
