@@ -151,11 +151,21 @@ class MinerWorker:
 
     def _should_stop(self) -> bool:
         return (self._stop.is_set() or self._tip_changed.is_set()
-                or self.service.chain.health.error is not None)   # a block found now could not be kept
+                or self.service.chain.health.error is not None    # a block found now could not be kept
+                or self.service.network.behind() is not None)     # ... or would be beaten: sync first
+
+    def _wait_for_sync(self, peer: str) -> None:
+        """Mining pauses while a peer claims more work than our tip (a block found on it would be
+        orphaned): one log line when it pauses and one when it resumes."""
+        log.info("mining paused: %s claims more work than our tip; syncing first", peer)
+        t0 = time.monotonic()
+        while not self._stop.is_set() and self.service.network.behind() is not None:
+            self._stop.wait(0.5)
+        log.info("mining resumes: synced (paused %.0f s)", time.monotonic() - t0)
 
     def _wait_for_store(self) -> None:
         """Mining pauses while the store cannot be written (a block found now could not be kept): the
-        chain probes it with backoff (2 s doubling to 60 s, node/chain.py); go on once it writes again.
+        chain probes it with backoff (2 s doubling to 8 s, node/store_health.py); go on once it writes again.
         One log line when mining pauses and one when it resumes, whatever the number of probes."""
         chain = self.service.chain
         log.warning("mining paused: the store cannot be written (%s); probing it with backoff", chain.health.error)
@@ -187,6 +197,10 @@ class MinerWorker:
             if held is not None:
                 self._submit_held(*held)
                 held = None
+                continue
+            ahead = self.service.network.behind()
+            if ahead is not None:
+                self._wait_for_sync(ahead)
                 continue
             self._tip_changed.clear()
             try:

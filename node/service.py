@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -17,12 +17,12 @@ from consensus.errors import BlockStatus, Verdict
 from consensus.records import Record
 from consensus.training import Accuracy
 from consensus.weights import State
-from p2p.addresses import network_prefix
+from p2p.addresses import host_of, network_prefix
 from p2p.punishment import Punishment, punishment
 from p2p.relay import Announcement
 
 from . import __version__
-from .admission import Admission, Lane, LaneQueue
+from .admission import Admission, GaveWay, Lane, LaneQueue
 from .chain import Chain
 from .outcome import Outcome
 from .keys import load_or_create_key
@@ -50,7 +50,7 @@ class NodeService:
         self.proofs = BlockProofs(self.chain)         # GET /blocks/{hash}/proof and the block page
         self.metrics = Metrics()
         self.validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validator")
-        self.validation = LaneQueue(settings.validation_queue)   # blocks posted to the API: known senders first
+        self.validation = LaneQueue(settings.validation_queue)   # blocks from outside: known senders first
         self.mempool: list[Record] = []
         self.mempool_lock = threading.Lock()
         self.miner = None
@@ -60,8 +60,9 @@ class NodeService:
         from .p2p_link import ServiceLink, net_config
         self.network = Network(ServiceLink(self), net_config(settings))
         self.chain.work_checked_listeners.append(self._relay_early)
+        self.chain.health.on_recovered.append(self.network.sync_now)    # the syncs that failed were ours
         self.admission = Admission(settings.rate_limit, settings.rate_burst, settings.trusted_clients,
-                                   self.network.book.bans.until)
+                                   self.network.book.bans.until, configured=settings.peers)
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -95,16 +96,10 @@ class NodeService:
         return miner_stopped
 
     # -- blocks ---------------------------------------------------------------------
-    def peer_hosts(self) -> set[str]:
-        """The hosts of the peers that answer (their blocks go in the known lane)."""
-        from p2p.addresses import host_of
-        return {host_of(p["url"]) for p in self.network.peer_list() if p.get("state") == "connected"}
-
     async def post_block(self, block: Block, client: str | None, announced_by: str | None = None) -> Outcome:
         """A block POSTed by API client ``client`` (the connection's host), or a header announced by the peer
-        ``announced_by`` (fetched from it by the relay). A block waits for the validator in its sender's
-        lane (node/admission.py: known senders first, strangers one per network, a stranger's replay
-        giving way to a known block queued meanwhile); one the queue cannot take is ignored ``busy``."""
+        ``announced_by`` (fetched from it by the relay, then ``admit``). A block waits for the validator in
+        its sender's lane (``_queue``); one the queue cannot take is ignored ``busy``."""
         known = self.chain.store.status(block.hash)
         if known in (BlockStatus.VALID, BlockStatus.INVALID):
             return Outcome(Verdict.DUPLICATE, errors.Duplicate.code, f"already {known}", block.hash)
@@ -113,15 +108,49 @@ class NodeService:
                 return Outcome(Verdict.IGNORED, Announcement.FETCHING, "", block.hash)
             return Outcome(Verdict.IGNORED, Announcement.NOT_FETCHED, "not fetched: the origin is not a known peer, "
                            "or it is busy", block.hash)
-        lane = self.admission.lane(client, self.peer_hosts)
-        prefix = network_prefix(client) if client else None
+        try:
+            return await asyncio.wrap_future(self._queue(block, client))
+        except GaveWay as exc:
+            return _busy(block, str(exc))
+
+    def admit(self, block: Block, origin: str) -> Outcome:
+        """A block the relay fetched from the peer ``origin`` (an announcement, or a missing ancestor of one):
+        it waits for the validator in its origin's lane, as a POSTed block does (``_queue``); one the queue
+        cannot take is ignored ``busy`` (sync or the next announcement brings it again). Blocks the caller's
+        thread until the verdict."""
+        if self.chain.store.status(block.hash) in (BlockStatus.VALID, BlockStatus.INVALID):
+            return Outcome(Verdict.DUPLICATE, errors.Duplicate.code, "already judged", block.hash)
+        try:
+            return self._queue(block, origin).result()
+        except GaveWay as exc:
+            return _busy(block, str(exc))
+        except CancelledError:
+            return _busy(block, "the node is stopping")
+
+    def _queue(self, block: Block, sender: str | None) -> Future:
+        """One admission path for every block from outside: ``block`` waits for the validator in its sender's
+        lane (node/admission.py: known senders first, strangers one per network, the network served longest
+        ago first; a stranger's replay gives way to a known block that will be judged now). The future of
+        its verdict: the ``busy`` outcome at once when the queue has no room for it; ``GaveWay`` when a
+        block of a network served longer ago took its place."""
+        lane = self.admission.lane(sender)
+        network = sender_network(sender)
         should_stop = self.validation.known_waiting if lane == Lane.STRANGER else None
-        fut = self.validation.try_submit(partial(self.submit_remote, should_stop=should_stop), block, client,
-                                         lane=lane, prefix=prefix)
+        fut = self.validation.try_submit(partial(self.submit_remote, should_stop=should_stop), block, sender,
+                                         lane=lane, prefix=network, preempts=self._judged_now(block))
         if fut is None:
-            why = self.validation.refusal(lane, prefix) or "the validation queue is full"
-            return Outcome(Verdict.IGNORED, errors.ReplayStopped.code, f"{why}; retry later", block.hash)
-        return await asyncio.wrap_future(fut)
+            why = self.validation.refusal(lane, network) or "the validation queue is full"
+            fut = Future()
+            fut.set_result(_busy(block, f"{why}; retry later"))
+        return fut
+
+    def _judged_now(self, block: Block) -> bool:
+        """Whether ``block`` will be replayed as soon as the validator takes it: its parent is valid here
+        (not an orphan) and it was not judged already (not a duplicate). Only such a block may make a
+        stranger's replay give way: a cheap orphan must not (issue 30.3)."""
+        store = self.chain.store
+        return (store.status(block.header.parent) == BlockStatus.VALID
+                and store.status(block.hash) not in (BlockStatus.VALID, BlockStatus.INVALID))
 
     def submit_mined(self, block: Block, state: State, after: Accuracy) -> Outcome:
         """The node's own block, with the W' and acc(W') its miner computed (``Chain.submit_mined``)."""
@@ -129,8 +158,9 @@ class NodeService:
 
     def submit_remote(self, block: Block, peer: str | None, *, assumed: bool = False,
                       should_stop: Callable[[], bool] | None = None) -> Outcome:
-        """Blocks from peers and the API (``peer``: a peer URL or an API client's host). Runs on the
-        caller's thread (the API uses ``validation``). ``should_stop``: see ``Chain.submit``."""
+        """One block through the chain and the effects of its verdict (``peer``: a peer URL or an API
+        client's host). Runs on the caller's thread: the validator's for blocks from outside (``_queue``),
+        the syncer's for the bodies of a sync (a peer this node chose). ``should_stop``: see ``Chain.submit``."""
         t0 = time.perf_counter()
         return self._applied(block, peer, self.chain.submit(block, peer, assumed=assumed, should_stop=should_stop), t0)
 
@@ -184,6 +214,7 @@ class NodeService:
         log.warning("rejected block %s from %s: %s (%s)", out.block_hash[:16], peer or "local", out.code,
                     out.detail)
         if punishment(out.status, out.stage, self.admission.sender(peer)) is Punishment.BAN:
+            self.admission.unvouch(peer)        # trust is earned by valid blocks and lost with a ban
             self.network.penalize(peer, out.code)
 
     def _note_validation(self, block_hash: str, seconds: float, keep: int = 1000) -> None:
@@ -243,3 +274,14 @@ class NodeService:
                      "peer": progress.get("peer"), "best_peer_height": max(heights, default=None)},
             "store": self.chain.health.report(),
         }
+
+
+def sender_network(sender: str | None) -> str | None:
+    """The network a sender's blocks count against in the stranger lane: its IPv4 /24 or IPv6 /48, or its
+    host when that is a DNS name (a peer URL); None for this node."""
+    return network_prefix(sender) or host_of(sender)
+
+
+def _busy(block: Block, why: str) -> Outcome:
+    """Not judged: no room in the sender's lane now, or its place was given up (503 ``busy``, send it again)."""
+    return Outcome(Verdict.IGNORED, errors.ReplayStopped.code, why, block.hash)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy.exc import OperationalError
 
@@ -14,13 +15,13 @@ log = logging.getLogger("polchain.chain")
 STORE_FAILURES = (OSError, OperationalError)   # disk full, read-only, I/O errors (SQLite or the state files)
 STORE_LOG_EVERY_S = 60.0  # a failing store is logged once, then once a minute with the count, never per block
 STORE_PROBE_FIRST_S = 2.0  # a failing store is probed again after 2 s, the pause doubling up to STORE_PROBE_MAX_S
-STORE_PROBE_MAX_S = 60.0
+STORE_PROBE_MAX_S = 8.0   # a probe writes one block's worth: cheap; a longer pause kept /health 503 after space returned
 
 
 class StoreHealth:
     """A write that fails (ENOSPC, read-only) is recorded, logged once a minute and reported on /health,
-    never raised as a traceback; ``probe`` tells when the store writes again. Not thread-safe: the chain
-    calls it under its lock."""
+    never raised as a traceback; ``probe`` tells when the store writes again (2 s, doubling to 8 s between
+    probes). Not thread-safe: the chain calls it under its lock."""
 
     def __init__(self, store: Store):
         self.store = store
@@ -29,6 +30,7 @@ class StoreHealth:
         self.failures, self._logged = 0, 0.0
         self.pause, self._next_probe = STORE_PROBE_FIRST_S, 0.0   # backoff of the probe (monotonic)
         self._fault_dir: Path | None = None   # the state directory the failed write went to, if a block's
+        self.on_recovered: list[Callable[[], None]] = []   # called once the store writes again (sync at once)
 
     def failed(self, exc: BaseException, state_hash: str | None = None) -> str:
         """Record a failed write (nothing of the block was stored); returns the one-line reason.
@@ -49,12 +51,18 @@ class StoreHealth:
         return why
 
     def ok(self) -> None:
-        """A write went through."""
-        if self.error is not None:
+        """A write went through; the first after a failure calls ``on_recovered``."""
+        recovered = self.error is not None
+        if recovered:
             log.info("the store writes again (after %.0f s, %d failed writes)",
                      time.time() - (self.since or time.time()), self.failures)
         self.error, self.since, self.failures, self._logged = None, None, 0, 0.0
         self.pause, self._next_probe, self._fault_dir = STORE_PROBE_FIRST_S, 0.0, None
+        for fn in list(self.on_recovered) if recovered else ():
+            try:
+                fn()
+            except Exception:  # a listener must never break the store's bookkeeping
+                log.exception("store-recovered listener failed")
 
     def retry_in(self) -> float:
         """Seconds until the store may be probed again (0 when it writes)."""
@@ -69,7 +77,7 @@ class StoreHealth:
 
     def probe(self, size: int, force: bool = False) -> bool:
         """Whether the store takes writes now. While a failure is recorded, the probe runs at most when its
-        backoff allows (2 s doubling to 60 s; ``force``: now): what a block writes, ``size`` bytes, in the
+        backoff allows (2 s doubling to 8 s; ``force``: now): what a block writes, ``size`` bytes, in the
         place the failed block's went (its post-state directory, else the state root), synced and removed,
         and a meta row in the database. Clears the error when both go through; False otherwise, without
         touching the disk when the backoff says not yet."""

@@ -103,6 +103,14 @@ class Network:
     def syncing(self) -> bool:
         return self.syncer.syncing
 
+    def behind(self) -> str | None:
+        """A peer that claims more work than our tip (Syncer.behind): sync first, mine later."""
+        return self.syncer.behind()
+
+    def sync_now(self) -> None:
+        """Sync at once, whatever the peers' backoff (the store writes again)."""
+        self.syncer.reset_backoff()
+
     @property
     def sync_progress(self) -> dict:
         return self.syncer.progress

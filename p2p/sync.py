@@ -30,6 +30,7 @@ MAX_SYNC_HEADERS = 500      # headers checked per round before their bodies are 
 MAX_ASSUME_HEADERS = 20000  # ... while looking for the assume-valid block
 SYNC_GAP = 3                # blocks behind before /status says "syncing"
 SYNC_RETRY_MAX = 60.0       # longest pause before syncing again from a peer that brought nothing
+BEHIND_GRACE_S = 3.0     # a peer ahead for longer than this stops our miner until we have synced
 
 
 class Syncer:
@@ -42,6 +43,7 @@ class Syncer:
         # peer -> (not before, last delay, the work it claimed when it last brought nothing)
         self._retry: dict[str, tuple[float, float, int]] = {}
         self._batch = HEADER_BATCH
+        self._ahead_since: dict[str, float] = {}   # peer -> when we first saw it claim more work than our tip
         self.thread = threading.Thread(target=self._run, name="syncer", daemon=True)
 
     def stop(self) -> None:
@@ -73,6 +75,27 @@ class Syncer:
             return True
         peer = self.ctx.book.get(url)
         return peer is not None and peer.work is not None and peer.work > claimed
+
+    def reset_backoff(self) -> None:
+        """Forget every peer's backoff and sync at once (the store writes again: the syncs that failed
+        meanwhile failed on our side, not the peers')."""
+        self._retry.clear()
+        self.ctx.wake_sync.set()
+
+    def behind(self) -> str | None:
+        """A usable peer that claims more work than our tip, two blocks or more above it or one block for
+        BEHIND_GRACE_S (a block in flight between two nodes is not "behind"), unless a sync from it brought
+        nothing at that claim (a stale or false claim stops nothing twice); None when there is none. While
+        one is, the node syncs and does not mine on a tip it knows to be beaten."""
+        tip, now = self.ctx.node.tip(), time.monotonic()
+        ahead = [p for p in self.ctx.book.usable() if p.work is not None and p.work > tip.work]
+        self._ahead_since = {p.url: self._ahead_since.get(p.url, now) for p in ahead}
+        for p in ahead:
+            if self._retry.get(p.url, (0.0, 0.0, 0))[2] >= p.work:
+                continue
+            if (p.height or 0) >= tip.height + 2 or now - self._ahead_since[p.url] >= BEHIND_GRACE_S:
+                return p.url
+        return None
 
     def _round(self) -> None:
         ctx, now, tried = self.ctx, time.monotonic(), set()

@@ -19,7 +19,8 @@ def status(service: Service):
 
 @router.get("/health", responses={
     200: {"description": "`{\"status\": \"ok\", \"height\": ...}`: the node serves its chain and stores new blocks"},
-    503: {"description": "`status` says why: `syncing` (catching up with a peer), or `store-error` (the node "
+    503: {"description": "`status` says why: `syncing` (catching up with a peer, or a peer has claimed more work "
+                         "than our tip for a few seconds), or `store-error` (the node "
                          "cannot write its store: disk full, read-only, I/O error; `detail` names the error, "
                          "`since` when it began, `height` the tip, which stands still until the store writes "
                          "again; /status `store` shows the probe's backoff)"}})
@@ -30,7 +31,7 @@ def health(service: Service):
     if chain.health.error is not None:
         return JSONResponse({"status": "store-error", "detail": chain.health.error,
                              "since": chain.health.since, "height": chain.tip().height}, status_code=503)
-    if service.network.syncing():
+    if service.network.syncing() or service.network.behind() is not None:
         return JSONResponse({"status": "syncing"}, status_code=503)
     return {"status": "ok", "height": service.chain.tip().height}
 

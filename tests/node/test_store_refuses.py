@@ -82,16 +82,16 @@ def test_a_mining_node_whose_disk_fills_up_pauses_reports_and_resumes(tmp_path):
             stalled = health["height"]
             before = [b["hash"] for b in node.best_chain()]
 
-            # the probe backs off: 2 s, 4, 8, 16 (each a failed write); /health and the height do not move
+            # the probe backs off: 2 s, 4, 8, 8 (each a failed write); /health and the height do not move
             samples = []
 
             def backed_off():
                 r = node.get("/health")
                 st = node.status()
                 samples.append((r.status_code, r.json().get("status"), st["height"]))
-                return st if st["store"]["retry_pause_s"] and st["store"]["retry_pause_s"] >= 16 else None
-            st = wait_for(backed_off, timeout=BOUND_S, interval=0.5, what="the probe backs off to 16 s")
-            assert st["store"]["ok"] is False and st["store"]["since"] and st["store"]["failed_writes"] >= 4, st
+                return st if st["store"]["retry_pause_s"] and st["store"]["retry_pause_s"] >= 8 else None
+            st = wait_for(backed_off, timeout=BOUND_S, interval=0.5, what="the probe backs off to 8 s")
+            assert st["store"]["ok"] is False and st["store"]["since"] and st["store"]["failed_writes"] >= 3, st
             assert "No space left" in st["store"]["error"] or "full" in st["store"]["error"], st
             assert all(s == (503, "store-error", stalled) for s in samples), samples
             assert st["height"] == stalled
