@@ -85,13 +85,15 @@ class Syncer:
     def behind(self) -> str | None:
         """A usable peer that claims more work than our tip, two blocks or more above it or one block for
         BEHIND_GRACE_S (a block in flight between two nodes is not "behind"), unless a sync from it brought
-        nothing at that claim (a stale or false claim stops nothing twice); None when there is none. While
-        one is, the node syncs and does not mine on a tip it knows to be beaten."""
+        nothing lately (while its backoff runs, 2 s doubling to a minute: a false claim, however it grows,
+        pauses our miner for one sync attempt per backoff); None when there is none. While one is, the node
+        syncs and does not mine on a tip it knows to be beaten."""
         tip, now = self.ctx.node.tip(), time.monotonic()
         ahead = [p for p in self.ctx.book.usable() if p.work is not None and p.work > tip.work]
         self._ahead_since = {p.url: self._ahead_since.get(p.url, now) for p in ahead}
         for p in ahead:
-            if self._retry.get(p.url, (0.0, 0.0, 0))[2] >= p.work:
+            not_before, _, claimed = self._retry.get(p.url, (0.0, 0.0, 0))
+            if not_before > now or claimed >= p.work:
                 continue
             if (p.height or 0) >= tip.height + 2 or now - self._ahead_since[p.url] >= BEHIND_GRACE_S:
                 return p.url

@@ -64,3 +64,35 @@ def test_a_peer_in_backoff_is_synced_from_when_it_claims_more_work(tmp_path, tin
         syncer.bodies.stop()
         client.close()
         chain.store.close()
+
+
+def test_a_peer_claiming_more_work_stops_mining_until_a_sync_finds_nothing(tmp_path, tiny_spec, tiny_dataset):
+    """Syncer.behind (issue 30): a peer two blocks up stops our miner at once, one block up only after
+    BEHIND_GRACE_S; a claim that a sync found empty stops nothing while its backoff runs, however it grows
+    (a false claim costs our miner one sync attempt per backoff); the store recovering resets that."""
+    from node.chain import Chain
+    chain = Chain(tiny_spec, tmp_path / "node", tiny_dataset)
+    book = PeerBook("http://127.0.0.1:1")
+    client = PeerClient(timeout=10.0, deadline=10.0, body_deadline=10.0)
+    syncer = Syncer(Ctx(SyncLink(chain), NetConfig(url="http://127.0.0.1:1"), book, client), lambda *a: None)
+    try:
+        with FakePeer() as peer:
+            peer.serve_json("/blocks", {"blocks": [], "next_start": None})   # a claim with nothing behind it
+            book.add(peer.url)
+            mine = chain.tip().cumulative_work
+            book.ok(peer.url, height=1, work=mine + 1, tip="aa" * 32)
+            assert syncer.behind() is None                     # one block up: in flight, for now
+            syncer._ahead_since[peer.url] -= 10                # ... but for 10 s already
+            assert syncer.behind() == peer.url
+            book.ok(peer.url, height=2, work=mine + 2, tip="bb" * 32)
+            assert syncer.behind() == peer.url                 # two blocks up: at once
+            syncer._round()                                    # the sync brings nothing
+            assert syncer.behind() is None
+            book.ok(peer.url, height=50, work=mine + 10**6, tip="cc" * 32)
+            assert syncer.behind() is None                     # a growing claim, in backoff: nothing stops
+            syncer.reset_backoff()                             # our store wrote again: the failures were ours
+            assert syncer.behind() == peer.url
+    finally:
+        syncer.bodies.stop()
+        client.close()
+        chain.store.close()
