@@ -29,7 +29,8 @@ from consensus.data import load_dataset
 from consensus.records import Record
 from consensus.spec import ChainSpec, preset
 from consensus.weights import State
-from node.chain import Chain, Outcome
+from node.chain import Chain
+from node.outcome import Outcome
 from node.store import VALID
 from tests.blocks import BlockSmith, MinedBlock, resign
 

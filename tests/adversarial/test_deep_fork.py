@@ -33,7 +33,7 @@ def fork_blocks(smith, tmp_path):  # noqa: F811
 def pruned_copy(smith, dest, keep: int = 2):  # noqa: F811
     """A copy of the template chain that keeps ``keep`` post-states (pruned as after a tip change)."""
     node = open_copy(smith, dest, keep_weights=keep)
-    node._prune(node.store.tip().height)
+    node.pruner.after_tip_change(node.store.tip().height)
     return node
 
 
@@ -60,10 +60,11 @@ def test_a_pruned_node_follows_a_heavier_fork_deeper_than_its_window(smith, fork
         assert tip.cumulative_work > tip_before.cumulative_work
         assert node.store.hash_at(FORK_AT + 1) == fork_blocks[0].header.hash   # reorganised below the window
         # the new best chain's window is on disk (snapshot sync serves it); nothing below the line leaked
-        window = {b.header.state_hash for b in node.store.best_range(tip.height - node.keep_weights, node.keep_weights + 1)}
+        keep = node.pruner.keep_weights
+        window = {b.header.state_hash for b in node.store.best_range(tip.height - keep, keep + 1)}
         on_disk = set(node.store.weights.all_hashes())
         assert window <= on_disk
-        cutoff = tip.height - node.keep_weights
+        cutoff = tip.height - keep
         assert not {b.header.state_hash for b in fork_blocks if b.header.height < cutoff} & on_disk
     finally:
         node.store.close()
@@ -80,9 +81,9 @@ def test_a_block_whose_ancestor_replays_to_another_state_is_not_rebuilt(smith, t
         h1 = node.store.get(node.store.hash_at(1)).header
         assert not node.store.weights.has(h1.state_hash)
         fake = dataclasses.replace(h1, nonces=h1.nonces[:-1] + (h1.nonces[-1] ^ 1,))
-        assert node._rebuild_state(fake) is None
-        assert node._rebuild_state(h1) is not None          # the real header rebuilds
-        assert h1.state_hash in node.rebuilt                 # and is kept: in memory, it lies below
+        assert node.states.rebuild(fake, node.replayer) is None
+        assert node.states.rebuild(h1, node.replayer) is not None    # the real header rebuilds
+        assert h1.state_hash in node.states.rebuilt                  # and is kept: in memory, it lies below
         assert not node.store.weights.has(h1.state_hash)    # the pruning line (on disk it would leak)
     finally:
         node.store.close()
@@ -112,8 +113,8 @@ def test_a_block_on_an_old_parent_costs_no_replay(smith, fork_blocks, tmp_path):
         replays, tip = node.replays, node.store.tip().hash
         out = node.submit(fork_blocks[0], "http://stranger.invalid:1")
         assert (out.status, out.code) == ("orphan", "rebuild-deferred")
-        assert not out.sender_at_fault
-        assert node.replays == replays and not node.rebuilt
+        assert out.stage is None                    # not judged: nobody is punished (p2p/punishment.py)
+        assert node.replays == replays and not node.states.rebuilt
         assert node.store.status(fork_blocks[0].header.hash) == "header-only"
         assert node.store.tip().hash == tip
     finally:

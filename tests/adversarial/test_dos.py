@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from consensus.block import Block, BlockHeader
-from node import chain as chain_mod
+from node import orphans as orphan_pool
 from node.store import HEADER_ONLY, INVALID
 
 from tests.blocks import BlockSmith
@@ -106,13 +106,13 @@ def test_orphan_flood_is_bounded_and_honest_orphans_still_connect(chain, honest)
     rng = random.Random(6)
     tip = chain.tip().header
     flood = [spam_header(chain, tip, rng, parent=f"{i:064x}", height=100 + i)
-             for i in range(2 * chain_mod.ORPHAN_LIMIT + 8)]
+             for i in range(2 * orphan_pool.ORPHAN_LIMIT + 8)]
     for h in flood:
         out = chain.submit(Block(h, honest.next.records), "http://flood.invalid:1")
         assert (out.status, out.code) == ("orphan", "unknown-parent")
-        assert len(chain.orphans) <= chain_mod.ORPHAN_LIMIT
-    assert list(chain.orphans) == [h.hash for h in flood[-chain_mod.ORPHAN_LIMIT:]]    # the newest kept
-    assert len(chain.missing_orphan_parents()) <= chain_mod.ORPHAN_LIMIT
+        assert len(chain.orphans) <= orphan_pool.ORPHAN_LIMIT
+    assert list(chain.orphans) == [h.hash for h in flood[-orphan_pool.ORPHAN_LIMIT:]]    # the newest kept
+    assert len(chain.missing_orphan_parents()) <= orphan_pool.ORPHAN_LIMIT
     assert_unharmed(chain, before)
     # nothing from the flood was written to the store
     assert chain.store.count_by_status().get(INVALID, 0) == 0
@@ -134,23 +134,23 @@ def test_orphan_pool_is_bounded_in_bytes(chain, honest):
     cap = blocks_body_cap(chain.spec, 1 << 30)
     fat = [{"type": "model-certificate", "pad": "x" * 4000}] * (cap // 4100)     # one request's worth
     size = len(json.dumps(fat))
-    n = chain_mod.ORPHAN_BYTES // size + 8
-    assert n < chain_mod.ORPHAN_LIMIT
+    n = orphan_pool.ORPHAN_BYTES // size + 8
+    assert n < orphan_pool.ORPHAN_LIMIT
     flood = [spam_header(chain, tip, rng, parent=f"{i:064x}", height=100 + i) for i in range(n)]
     for h in flood:
         assert chain.submit(Block(h, fat), "http://flood.invalid:1").status == "orphan"
-        assert chain.orphan_bytes() <= chain_mod.ORPHAN_BYTES
+        assert chain.orphans.size_bytes() <= orphan_pool.ORPHAN_BYTES
     kept = list(chain.orphans)
     assert 0 < len(kept) < n and kept == [h.hash for h in flood[-len(kept):]]
-    assert chain.orphan_bytes() > chain_mod.ORPHAN_BYTES - 2 * size
+    assert chain.orphans.size_bytes() > orphan_pool.ORPHAN_BYTES - 2 * size
     huge = spam_header(chain, tip, rng, parent="ff" * 32, height=500)
-    assert chain.submit(Block(huge, [{"pad": "x" * chain_mod.ORPHAN_BYTES}])).status == "orphan"
+    assert chain.submit(Block(huge, [{"pad": "x" * orphan_pool.ORPHAN_BYTES}])).status == "orphan"
     assert huge.hash not in chain.orphans and list(chain.orphans) == kept
     an = honest.after_next
     assert chain.submit(Block(an.header, an.records)).status == "orphan"
     out = chain.submit(Block(honest.next.header, honest.next.records))
     assert out.status == "accepted" and out.connected == [an.header.hash]
-    assert chain.orphan_bytes() <= chain_mod.ORPHAN_BYTES
+    assert chain.orphans.size_bytes() <= orphan_pool.ORPHAN_BYTES
 
 
 # -- bodies that never arrive -----------------------------------------------------------------

@@ -51,7 +51,7 @@ def validate_block(spec: ChainSpec, header: BlockHeader, records_json: list, vie
     """The node's whole pipeline (consensus.validation.validate_block, as node/chain.py runs it, without
     a proof memo): header, records commitment, records, the proof replayed from the parent's post-state."""
     return validation.validate_block(Block(header, records_json), spec, view, now_ms, replayer=replayer,
-                                     parent_state=lambda _parent: parent_state)
+                                     parent_state=parent_state)
 
 
 @dataclass(frozen=True)
