@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 class ServiceLink:
-    """Everything ``p2p/`` may ask of the node; blocks and headers all go through ``NodeService._submit``."""
+    """Everything ``p2p/`` may ask of the node: blocks through ``NodeService.admit`` (the relay: the lanes)
+    or ``NodeService.submit_remote`` (sync), headers through ``NodeService.submit_header(s)``."""
 
     def __init__(self, service: "NodeService"):
         self._service = service
@@ -22,6 +23,9 @@ class ServiceLink:
 
     def submit(self, block: Block, peer: str | None, *, assumed: bool = False) -> "Outcome":
         return self._service.submit_remote(block, peer, assumed=assumed)
+
+    def admit(self, block: Block, origin: str) -> "Outcome":
+        return self._service.admit(block, origin)
 
     def submit_header(self, header: BlockHeader, peer: str | None) -> "Outcome":
         return self._service.submit_header(header, peer)

@@ -17,7 +17,7 @@ from consensus.errors import BlockStatus, Verdict
 from consensus.records import Record
 from consensus.training import Accuracy
 from consensus.weights import State
-from p2p.addresses import host_of, network_prefix
+from p2p.addresses import network_prefix
 from p2p.punishment import Punishment, punishment
 from p2p.relay import Announcement
 
@@ -276,10 +276,16 @@ class NodeService:
         }
 
 
+NAMED = "names"     # the one stranger network of every sender without an IP address
+
+
 def sender_network(sender: str | None) -> str | None:
-    """The network a sender's blocks count against in the stranger lane: its IPv4 /24 or IPv6 /48, or its
-    host when that is a DNS name (a peer URL); None for this node."""
-    return network_prefix(sender) or host_of(sender)
+    """The network a sender's blocks count against in the stranger lane: its IPv4 /24 or IPv6 /48; every
+    sender named by a DNS name (a peer URL: one wildcard record gives any number of names) shares one;
+    None for this node."""
+    if not sender:
+        return None
+    return network_prefix(sender) or NAMED
 
 
 def _busy(block: Block, why: str) -> Outcome:

@@ -2,7 +2,10 @@
 
 ``p2p/`` imports nothing from ``node/``; the node hands the network an object
 satisfying ``NodeLink`` (node/p2p_link.py) and a ``NetConfig``. Every block the
-network receives goes through ``submit`` as a ``consensus.block.Block``, headers
+network receives goes in as a ``consensus.block.Block``: through ``admit`` when the
+relay fetched it for a sender (an announcement, a missing ancestor of one: it waits
+in that sender's lane like a POSTed block), through ``submit`` when sync fetched it
+from a peer this node chose (headers-first, its headers checked first), headers
 through ``submit_headers`` (a batch) or ``submit_header`` (one: an invalid announced
 header, to record), and snapshot blocks through ``accept_assumed`` (the node keeps
 its metrics, mempool and relay in step; it relays a block once its work is
@@ -42,8 +45,13 @@ class NodeLink(Protocol):
     spec: ChainSpec
 
     def submit(self, block: Block, peer: str | None, *, assumed: bool = False) -> Judged:
-        """A block from ``peer``; ``assumed``: accepted on its header checks (assume-valid, its
-        post-state installed)."""
+        """A block of a sync from ``peer``, judged at once on the caller's thread; ``assumed``: accepted
+        on its header checks (assume-valid, its post-state installed)."""
+
+    def admit(self, block: Block, origin: str) -> Judged:
+        """A block the relay fetched from ``origin``: it waits for the validator in its origin's lane
+        (known only if that origin delivered a valid block here or is configured), and is ignored
+        ``busy`` when the lane has no room (or it gave way); blocks until the verdict."""
 
     def submit_header(self, header: BlockHeader, peer: str | None) -> Judged:
         """A header alone (header rules only; stored header-only)."""

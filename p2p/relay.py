@@ -9,7 +9,10 @@
   offered to the handshake and the announcement dropped). The announced header's
   stand-alone rules are checked before dialling; then header and records come
   from the origin, every header rule runs against our chain, and only then are
-  the records checked against the header (p2p/fetch.py) and the block validated. Fetches run in the origin's lane, at most
+  the records checked against the header (p2p/fetch.py) and the block handed to
+  the node's validation lanes in the origin's lane (``NodeLink.admit``: a stranger
+  origin gets one slot per network, as a POSTed block does; no room: the block is
+  dropped, and sync or the next announcement brings it). Fetches run in the origin's lane, at most
   ``FETCH_PENDING`` waiting per origin and ``MAX_INFLIGHT`` in all, so a silent
   origin holds one worker, not all of them.
 """
@@ -216,12 +219,14 @@ class Relay:
             ctx.book.bad_body(src)
             return Fetched.RETRY
         ctx.book.ok(src)
-        out = ctx.node.submit(block, src)
+        out = ctx.node.admit(block, src)      # in the origin's lane, like a POSTed block
         if out.status == Verdict.ACCEPTED:
             ctx.book.served_block(src)
         elif out.status == Verdict.BAD_BODY:
             ctx.book.bad_body(src)
             return Fetched.RETRY
+        elif out.status == Verdict.IGNORED:
+            log.info("%s from %s not judged: %s (%s)", block_hash[:16], src, out.code, out.detail)
         elif out.status == Verdict.ORPHAN:      # its parent's body is not validated yet
             if fill and self._fill_gap(src, header):
                 return self._fetch_from(src, block_hash, fill=False)
@@ -268,7 +273,7 @@ class Relay:
                      header.hash[:16], missing[-1][0].height, missing[0][0].height, src)
             for h, info in reversed(missing):
                 validate_header(h, ctx.spec, node.headers(), now_ms())
-                out = node.submit(fetch_body(ctx.client, src, h, info), src)
+                out = node.admit(fetch_body(ctx.client, src, h, info), src)
                 if out.status not in (Verdict.ACCEPTED, Verdict.DUPLICATE):
                     return False
                 ctx.book.served_block(src)

@@ -21,72 +21,24 @@ stretches them).
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import random
-import threading
 import statistics
 import time
-from collections import Counter
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.give_way import junk_block
-from consensus.block import BlockHeader
 from consensus.spec import preset
 from tests.blocks import BlockSmith
 from tests.nodeproc import NodeProc
 
+from .junk_flood import SENDERS, JunkFlood
+from .loopback import client_from, post
+
 HONEST = Ed25519PrivateKey.from_private_bytes(bytes([21]) * 32)
-SENDERS = 32
 FLOOD_S = 6.0
 HONEST_BLOCKS = 3          # posted quiet, then as many during the flood (medians compared)
-
-
-def _client(ip: str, url: str) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=60, transport=httpx.HTTPTransport(local_address=ip))
-
-
-def _post(c: httpx.Client, header: BlockHeader, records: list | None = None) -> httpx.Response:
-    return c.post("/blocks", files={"header": (None, header.encode()),
-                                    "records": (None, json.dumps(records or []))})
-
-
-def flood(url: str, parent_json: str, started, stop, out) -> None:
-    """The child process: SENDERS threads post junk on ``parent`` from rotating addresses until ``stop``;
-    puts (status codes, 503 reasons) on ``out``."""
-    parent = BlockHeader.from_json(parent_json)
-    spec = preset("tiny")
-    codes, reasons = Counter(), Counter()
-    lock = threading.Lock()
-
-    def sender(i: int) -> None:
-        rng = random.Random(i)
-        n = 0
-        while not stop.is_set():
-            ip = f"127.0.{1 + (i * 997 + n) % 8}.{2 + (i * 31 + n) % 250}"   # 8 networks, rotating hosts
-            n += 1
-            try:
-                with _client(ip, url) as c:
-                    r = _post(c, junk_block(spec, parent, rng).header)
-            except httpx.HTTPError:
-                continue
-            with lock:
-                codes[r.status_code] += 1
-                if r.status_code == 503:
-                    detail = r.json()["detail"]
-                    reasons["gave way" if detail.startswith("gave way") else
-                            detail.split(";")[0].split("(")[0].strip()] += 1
-
-    threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(SENDERS)]
-    for t in threads:
-        t.start()
-    started.set()
-    for t in threads:
-        t.join(timeout=120)
-    out.put((dict(codes), dict(reasons)))
 
 
 @pytest.fixture
@@ -101,32 +53,23 @@ def test_a_known_senders_block_goes_first_during_a_junk_flood(node, tiny_dataset
 
     def post_timed(c: httpx.Client, b) -> float:
         t0 = time.perf_counter()
-        r = _post(c, b.header, b.records)
+        r = post(c, b.header, b.records)
         took = time.perf_counter() - t0
         assert r.status_code == 200 and r.json()["status"] == "accepted", r.text    # first try, no 503
         return took
 
-    with _client("127.0.9.9", node.url) as honest:
+    with client_from("127.0.9.9", node.url) as honest:
         quiet = [post_timed(honest, b) for b in blocks[:HONEST_BLOCKS]]   # a known sender after the first
         junk_parent = blocks[HONEST_BLOCKS - 1].header
 
-        ctx = multiprocessing.get_context("spawn")
-        started, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
-        proc = ctx.Process(target=flood, args=(node.url, junk_parent.encode(), started, stop, out), daemon=True)
-        proc.start()
-        try:
-            assert started.wait(120), "the flood process did not start"
+        with JunkFlood(node.url, junk_parent) as flood:
             time.sleep(FLOOD_S / 2)
             during = []
             for b in blocks[HONEST_BLOCKS:]:
                 during.append(post_timed(honest, b))
                 time.sleep(0.5)
             time.sleep(FLOOD_S / 2)
-        finally:
-            stop.set()
-            codes, reasons = out.get(timeout=180)
-            proc.join(timeout=60)
-        codes = Counter({int(k): v for k, v in codes.items()})
+        codes, reasons = flood.codes, flood.reasons
 
     assert node.status()["tip"] == blocks[-1].header.hash
     assert node.get("/health").status_code == 200

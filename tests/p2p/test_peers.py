@@ -165,7 +165,13 @@ def test_token_buckets_and_the_validation_lanes():
     assert [adm.refuse(f"203.0.113.{i}", "peers") is None for i in range(5)] == [True] * 4 + [False]
     assert adm.lane("127.0.0.1") == "known" and adm.lane("203.0.113.7") == "stranger"
     adm.vouch("http://203.0.113.7:8000")
-    assert adm.lane("203.0.113.7") == "known" and adm.lane("203.0.113.8", lambda: {"203.0.113.8"}) == "known"
+    assert adm.lane("203.0.113.7") == "known" and adm.lane("http://203.0.113.7:9") == "known"
+    adm.unvouch("203.0.113.7")                                   # banned: the record is gone
+    assert adm.lane("203.0.113.7") == "stranger"
+    # configuration: the hosts of --peer seeds are known (a connected peer is not: see test_trust.py)
+    seeded = Admission(10, 40, (), lambda c: None, configured=["http://198.51.100.4:8000/x"])
+    assert seeded.lane("http://198.51.100.4:8001") == "known" and seeded.lane("198.51.100.4") == "known"
+    assert seeded.lane("http://198.51.100.5:8000") == "stranger" and seeded.lane(None) == "known"
 
     gate, order = threading.Event(), []
     q = LaneQueue(4, stranger_limit=2)
@@ -184,8 +190,9 @@ def test_token_buckets_and_the_validation_lanes():
         assert order == ["known", "stranger-a", "stranger-b"]            # queued last, validated first
         assert not q.known_waiting()
 
-        # a stranger's job that polls known_waiting (the API's replays do, between steps) sees a known
-        # block queued while it runs, and may stop for it
+        # a stranger's job that polls known_waiting (the replays do, between steps) sees a known block
+        # that will be judged now (``preempts``) queued while it runs, and may stop for it; a known
+        # orphan or duplicate (no ``preempts``) does not count
         started, seen = threading.Event(), []
 
         def stranger_job() -> str:
@@ -198,10 +205,13 @@ def test_token_buckets_and_the_validation_lanes():
 
         s = q.try_submit(stranger_job, lane="stranger", prefix="net:203.0.113.0/24")
         assert started.wait(30)
-        k = q.try_submit(seen.append, "known")
+        orphan = q.try_submit(seen.append, "orphan")
+        assert not q.known_waiting()
+        k = q.try_submit(seen.append, "known", preempts=True)
         assert s.result(timeout=120) == "gave way"
+        orphan.result(timeout=30)
         k.result(timeout=30)
-        assert seen == ["known"] and not q.known_waiting()
+        assert seen == ["orphan", "known"] and not q.known_waiting()
         assert q.depth == 0 and q.try_submit(lambda: 1).result(timeout=10) == 1
     finally:
         q.shutdown()

@@ -29,14 +29,16 @@ def same_tip(*nodes: NodeProc) -> str | None:
 
 
 class FakePeer:
-    """A tiny HTTP server standing in for a peer: serves fixed routes, records every request."""
+    """A tiny HTTP server standing in for a peer: serves fixed routes, records every request. ``host``:
+    the loopback address it listens on (127.0.0.1 unless another network is played)."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.routes: dict[str, tuple[int, str, bytes]] = {}
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[tuple[str, bytes]] = []       # (path, body) of every request with a body
+        self.host = host
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -59,7 +61,7 @@ class FakePeer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = ThreadingHTTPServer((host, self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> "FakePeer":
