@@ -87,6 +87,7 @@ def normalize_url(url) -> str | None:
 
 
 PREFIX_V4, PREFIX_V6 = 24, 48     # one site: what an attacker gets as cheaply as one address
+WIDE_V4, WIDE_V6 = 16, 32         # one provider: many sites (a /32 holds 65,536 /48s)
 _LOCAL_NETS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                                                       "fc00::/7"))
 
@@ -116,6 +117,17 @@ def network_prefix(who) -> str | None:
         ip = ip.ipv4_mapped
     bits = PREFIX_V4 if ip.version == 4 else PREFIX_V6
     return f"net:{ipaddress.ip_network(f'{ip}/{bits}', strict=False)}"
+
+
+def wide_network(prefix: str) -> str | None:
+    """The wide network (IPv4 /16, IPv6 /32) holding the ``net:`` network ``prefix`` (a /24 or /48);
+    None for a prefix as wide or wider, or junk."""
+    try:
+        net = ipaddress.ip_network(prefix.removeprefix("net:"))
+    except ValueError:
+        return None
+    bits = WIDE_V4 if net.version == 4 else WIDE_V6
+    return f"net:{net.supernet(new_prefix=bits)}" if net.prefixlen > bits else None
 
 
 def is_local_network(prefix: str) -> bool:

@@ -71,10 +71,14 @@ def test_bans_outlive_the_list_and_expire():
     snap = {p["url"]: p for p in book.snapshot()}
     assert snap["http://a:1"]["state"] == "banned" and snap["http://stranger:1"]["state"] == "banned"
     assert snap["http://stranger:1"]["ban_reason"] == "requirements-not-met"
-    book.ban("http://c:1", "x")                          # bounded: the oldest ban goes
-    assert not book.is_banned("http://a:1")
-    book.ban("http://c:1", "x", seconds=-1)              # expired
-    assert not book.is_banned("http://c:1")
+    # bounded, and a ban in force holds (issue 30.3): a DNS name has no network to ban instead, so it is
+    # turned away while the list is full; an address's network is banned instead (p2p/bans.py)
+    assert book.ban("http://c:1", "x") is None
+    assert book.is_banned("http://a:1") and not book.is_banned("http://c:1")
+    assert book.ban("http://198.51.100.7:1", "x") == "http://198.51.100.7:1"
+    assert book.is_banned("http://198.51.100.8:2") and book.bans.held() <= 2 + 1
+    book.ban("http://d:1", "x", seconds=-1)              # expired
+    assert not book.is_banned("http://d:1")
 
 
 def test_bad_body_is_a_failure_not_a_ban():
