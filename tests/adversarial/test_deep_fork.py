@@ -24,7 +24,7 @@ def fork_blocks(smith, tmp_path):  # noqa: F811
     try:
         parent = c.store.get(c.store.hash_at(FORK_AT)).header
         fork = BlockSmith(smith.spec, c.dataset, smith.key).blocks(FORK_LEN, parent, c.load_weights(parent.state_hash),
-                                                                   seed=40, chain=c)
+                                                                   seed=50, chain=c)
         return [b.block for b in fork]
     finally:
         c.store.close()

@@ -127,13 +127,13 @@ def test_child_of_a_pruned_post_state_is_rebuilt_and_judged(k1_spec, tiny_datase
 def test_child_past_the_rebuild_limit_is_ignored_not_invalid(k1_spec, tiny_dataset, blocks, tmp_path, monkeypatch):
     """Where the rebuild would replay more than REBUILD_LIMIT blocks, the node cannot judge the child:
     state-unavailable, no verdict (the block stays acceptable where the state is kept)."""
-    import node.chain
+    import node.post_states
 
     g, a, b, c = blocks
     chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
     assert chain.submit(Block(b.header, b.records)).status == "accepted"
     chain.store.weights.delete(b.header.state_hash)
-    monkeypatch.setattr(node.chain, "REBUILD_LIMIT", 0)
+    monkeypatch.setattr(node.post_states, "REBUILD_LIMIT", 0)
     out = chain.submit(Block(c.header, c.records))
     assert (out.status, out.code) == ("ignored", "state-unavailable")
     assert chain.store.status(c.header.hash) is None and chain.tip().hash == b.header.hash
