@@ -2,12 +2,14 @@
 test_lanes_fair.py).
 
 ``SENDERS`` threads post junk blocks (bench/give_way.py ``junk_block``: a fresh key, a valid signature,
-parent = the given block, random nonces: a full replay before R fails) over kept-alive connections,
-each sender moving to a new address once its junk was judged (its address is banned then), over
-``NETWORKS`` /24s (127.0.1.0/24 .. 127.0.8.0/24), so the per-address ban never stops them. The senders run in a child process (their threads would otherwise share the test's GIL); they
+parent = the given block, random nonces: a full replay before R fails) over ``NETWORKS`` /24s
+(127.0.1.0/24 .. 127.0.8.0/24), from a new address (and connection) for every block, so the
+per-address ban never catches them; with ``keep_alive`` each sender keeps its connection until its
+junk was judged (its address is banned then) and only then moves on, which makes several times more
+requests a second: a sender waiting for a free place asks again at once. The senders run in a child process (their threads would otherwise share the test's GIL); they
 still share this machine's cores with the node, which a real attacker does not.
 
-    with JunkFlood(node.url, parent_header) as flood:
+    with JunkFlood(node.url, parent_header, keep_alive=False) as flood:
         ...                              # the flood runs
     flood.codes, flood.reasons           # status codes, and the 503s by reason
 """
@@ -38,7 +40,7 @@ def reason_of(detail: str) -> str:
     return "gave way" if detail.startswith("gave way") else detail.split(";")[0].split("(")[0].strip()
 
 
-def flood(url: str, parent_json: str, started, stop, out) -> None:
+def flood(url: str, parent_json: str, keep_alive: bool, started, stop, out) -> None:
     """The child process: SENDERS threads post junk on ``parent`` from rotating addresses until ``stop``;
     puts (status codes, 503 reasons) on ``out``."""
     parent = BlockHeader.from_json(parent_json)
@@ -64,7 +66,7 @@ def flood(url: str, parent_json: str, started, stop, out) -> None:
                 codes[r.status_code] += 1
                 if r.status_code == 503:
                     reasons[reason_of(r.json()["detail"])] += 1
-            if r.status_code != 503:  # judged (its address banned now), or refused as banned
+            if r.status_code != 503 or not keep_alive:    # judged (its address banned now), or refused
                 c.close()
                 c = None
         if c is not None:
@@ -82,11 +84,11 @@ def flood(url: str, parent_json: str, started, stop, out) -> None:
 class JunkFlood:
     """The flood as a context: entered once the child's senders run, left once they stopped."""
 
-    def __init__(self, url: str, parent: BlockHeader):
+    def __init__(self, url: str, parent: BlockHeader, keep_alive: bool = False):
         ctx = multiprocessing.get_context("spawn")
         self._started, self._stop, self._out = ctx.Event(), ctx.Event(), ctx.Queue()
-        self._proc = ctx.Process(target=flood, args=(url, parent.encode(), self._started, self._stop, self._out),
-                                 daemon=True)
+        self._proc = ctx.Process(target=flood, args=(url, parent.encode(), keep_alive, self._started, self._stop,
+                                                     self._out), daemon=True)
         self.codes: Counter = Counter()
         self.reasons: dict[str, int] = {}
 

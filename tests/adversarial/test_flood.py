@@ -3,13 +3,13 @@
 A junk block -- a fresh key, a valid signature, parent = the tip, random nonces -- costs its sender
 one signature and the node a full replay before R fails (0.036 s on tiny, 0.95 s on ResNet-18:
 ~3,000x). v3's answer (node/admission.py ``LaneQueue``): senders with a record here (a valid block
-delivered, a connected peer, a trusted client) are validated first; senders without one share a
+delivered, a --peer seed, a trusted client; a handshake is none) are validated first; senders without one share a
 small lane, one block per network (IPv4 /24) at a time, and the rest is refused at once (503 busy,
 no replay). Bans are per host, and per network after three banned hosts (p2p/bans.py; loopback is
 exempt, so here the lanes alone carry the load).
 
 A real node over HTTP on loopback; 32 senders post junk from addresses 127.0.N.M (a new address for
-every block, so the per-address ban never catches them). The honest sender, known after one valid
+every block, so the per-address ban never catches them: tests/adversarial/junk_flood.py). The honest sender, known after one valid
 block, posts its next blocks during the flood: each is accepted at its first try. A stranger's
 replay gives way between two steps to a known block queued meanwhile (``Chain.submit(should_stop=...)``), so the
 honest block waits one step, not a whole junk replay. The senders run in a child process (their

@@ -56,5 +56,9 @@ def test_prefix_bans_survive_the_peer_store_round_trip_and_expire():
     assert bans.ban("net:203.0.113.0/24", "reloaded", until=until) == "net:203.0.113.0/24"
     assert bans.is_banned("203.0.113.4")
     assert bans.ban("net:127.0.0.0/24", "reloaded") is None and bans.ban("net:junk", "x") is None
+    # a wide network (/16, /32: many of its networks were banned) comes back as one too
+    assert bans.ban("net:2001:db8::/32", "reloaded", until=until) == "net:2001:db8::/32"
+    assert bans.is_banned("2001:db8:5:6::7") and not bans.is_banned("2001:db9::1")
+    assert bans.ban("net:10.1.0.0/16", "reloaded") is None and bans.ban("net:198.0.0.0/8", "x") is None
     bans.ban("net:198.51.100.0/24", "short", until=time.time() - 1)
     assert not bans.is_banned("198.51.100.1")
