@@ -22,6 +22,7 @@ BENCHMARKS = (
     "bench.give_way",
     "bench.labels",
     "bench.floor",
+    "bench.hostile",
 )
 
 
