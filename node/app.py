@@ -107,7 +107,8 @@ def create_app(service: NodeService, *, manage_lifecycle: bool = True) -> FastAP
                               "The explorer (HTML) is at /.")
     app.state.service = service
     errors.install(app)
-    openapi.install(app)
+    openapi.install(app, request_bodies={("/blocks", "post"): blocks.submit_body(service.spec),
+                                         ("/certificates", "post"): certificates.REQUEST_BODY})
     docs.install(app)
     for r in (status.router, blocks.router, model.router, peers.router, metrics.router, certificates.router,
               explorer.router):

@@ -18,7 +18,7 @@ from p2p.relay import Announcement
 from .deps import Service
 from .errors import ApiError, error_response
 from .guard import REFUSALS, busy, write_guard
-from .schemas import BlockList, BlockOut, BlockProof, SubmitHeader, SubmitResult, TipOut
+from .schemas import BlockList, BlockOut, BlockProof, SubmitResult, TipOut, submit_header_schema
 
 router = APIRouter(tags=["blocks"])
 MAX_LIMIT = 500
@@ -132,17 +132,28 @@ SUBMIT_STATUS = {Verdict.ACCEPTED: 200, Verdict.HEADER_OK: 202, Verdict.ORPHAN: 
                  Verdict.DUPLICATE: 409, Verdict.INVALID: 400, Verdict.BAD_BODY: 400}
 
 
-_HEADER_SCHEMA = SubmitHeader.model_json_schema()
-_SUBMIT_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["header"],
-            "properties": {"header": {"type": "string", "description": "the header as JSON"},
-                           "records": {"type": "string", "description": "the block's records as a JSON list"}}}},
-        "application/json": {"schema": _HEADER_SCHEMA},
-    },
-}
+def submit_body(spec=None) -> dict:
+    """The ``POST /blocks`` request body: multipart (the header part a JSON header, the records part a JSON
+    list of at most the spec's ``max_records`` objects) or the header alone as JSON. With this node's
+    ``spec`` the header schema also says what the chain fixes (``submit_header_schema``); node/app.py
+    publishes that one."""
+    header = submit_header_schema(spec)
+    records = {"type": "array", "items": {"type": "object"}, "description": "the block's records"}
+    if spec is not None:
+        records["maxItems"] = spec.limits.max_records
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["header"], "additionalProperties": False,
+                           "properties": {"header": {**header, "description": "the header as JSON"},
+                                          "records": {**records, "description": "the block's records as a JSON "
+                                                                                "list"}}},
+                "encoding": {"header": {"contentType": "application/json"},
+                             "records": {"contentType": "application/json"}}},
+            "application/json": {"schema": header},
+        },
+    }
 
 
 @router.post("/blocks", response_model=SubmitResult,
@@ -156,7 +167,7 @@ _SUBMIT_BODY = {
                         503: {"description": "`busy`: the validation queue is full, or a sender without a record here "
                                               "gave way to a known sender's block mid-replay (send it again); `store-unavailable`: this "
                                               "node cannot write its store (disk full, read-only); see Retry-After"}},
-             openapi_extra={"requestBody": _SUBMIT_BODY}, dependencies=[write_guard("blocks")])
+             openapi_extra={"requestBody": submit_body()}, dependencies=[write_guard("blocks")])
 async def post_block(request: Request, service: Service):
     """Submit a block: multipart (`header` JSON, optional `records` JSON list), or the header alone as
     JSON: an announcement when `X-Polchain-Origin` names the peer to fetch the block from, else a block

@@ -16,7 +16,7 @@ from .schemas import HASH, CertificateAccepted, CertificateIn, CertificateList
 router = APIRouter(tags=["certificates"])
 ModelHash = Annotated[str, Path(pattern=HASH, description="the model's hash (64 lowercase hex)")]
 
-_BODY = {"required": True, "content": {"application/json": {"schema": CertificateIn.model_json_schema()}}}
+REQUEST_BODY = {"required": True, "content": {"application/json": {"schema": CertificateIn.model_json_schema()}}}
 
 
 def _same_claim(service, body: dict) -> dict | None:
@@ -32,7 +32,7 @@ def _same_claim(service, body: dict) -> dict | None:
              responses={**REFUSALS, 400: {"description": "not a valid certificate (error: the reason code)"},
                         409: {"description": "this owner already registered this proof for this model"},
                         422: {"description": "`malformed`: the body is not a JSON object"}},
-             openapi_extra={"requestBody": _BODY}, dependencies=[write_guard("certificates")])
+             openapi_extra={"requestBody": REQUEST_BODY}, dependencies=[write_guard("certificates")])
 async def submit_certificate(request: Request, service: Service):
     """Submit a signed model certificate; miners include it in a coming block. The same owner, model
     and proof are registered once: a second certificate for them is refused (409 duplicate)."""

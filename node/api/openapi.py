@@ -1,5 +1,8 @@
 """The published OpenAPI document matches what the API does: every error body is ``ErrorOut``
-(FastAPI would publish its own array-shaped 422 ``HTTPValidationError``, which this API never sends)."""
+(FastAPI would publish its own array-shaped 422 ``HTTPValidationError``, which this API never sends), and
+the request bodies given to ``install`` are published exactly as given: FastAPI's OpenAPI model reads every
+bound as a float (a maximum of 2^63 - 1 became 2^63), and the body of ``POST /blocks`` depends on this
+node's chain spec."""
 from __future__ import annotations
 
 from fastapi import FastAPI
@@ -10,7 +13,8 @@ from .errors import ErrorOut
 _REF = {"$ref": "#/components/schemas/ErrorOut"}
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, request_bodies: dict[tuple[str, str], dict] | None = None) -> None:
+    """``request_bodies``: (path, method) -> the request body to publish instead of the route's."""
     def openapi() -> dict:
         if app.openapi_schema:
             return app.openapi_schema
@@ -26,6 +30,8 @@ def install(app: FastAPI) -> None:
                         resp["content"] = {"application/json": {"schema": _REF}}
                         if status == "422":
                             resp["description"] = "malformed request (error: malformed)"
+        for (path, method), body in (request_bodies or {}).items():
+            doc["paths"][path][method]["requestBody"] = body
         app.openapi_schema = doc
         return doc
 

@@ -68,9 +68,8 @@ class Status(BaseModel):
 
 
 HASH = r"^[0-9a-f]{64}$"
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-PEER_URL = rf"^https?://(\[[0-9A-Fa-f:.]+\]|{_LABEL}(\.{_LABEL})*\.?)(:[0-9]{{1,5}})?(/[A-Za-z0-9._~-]+)*/?$"
-U63 = dict(ge=0, lt=1 << 63)
+U63 = dict(ge=0, le=(1 << 63) - 1)
+MAX_U64 = (1 << 64) - 1
 
 
 class Header(BaseModel):
@@ -91,12 +90,39 @@ class Header(BaseModel):
 
 
 class SubmitHeader(Header):
-    """A header as POST /blocks takes it: ``Header`` with the key and signature shapes.
+    """A header as POST /blocks takes it: ``Header`` with the shapes the node refuses before judging
+    anything: a height of 1 or more (only genesis has 0), one to 256 nonces of 64 bits, the key and
+    signature as hex. ``submit_header_schema`` adds what this node's chain spec fixes.
 
     (``Header`` itself leaves them free: the API also serves invalid blocks, stored with
     whatever a sender put there.)"""
+    model_config = {"extra": "forbid"}        # BlockHeader.from_dict refuses unknown fields
+    height: int = Field(ge=1, le=(1 << 63) - 1, description="the parent's height + 1 (only genesis has 0)")
+    nonces: list[Annotated[int, Field(ge=0, le=MAX_U64)]] = Field(
+        min_length=1, max_length=256, description="advance steps then the winning step; each nonce (u64) derives "
+                                                  "a batch from parent, miner key and nonce")
     miner: str = Field(pattern=r"^[0-9a-f]{64}$", description="Ed25519 public key, hex")
     signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="Ed25519 signature, hex")
+
+
+def submit_header_schema(spec=None) -> dict:
+    """The JSON schema of a header ``POST /blocks`` takes. With this node's ``spec`` (a
+    ``consensus.spec.ChainSpec``) it also says what the chain fixes and the header rules check before the
+    signature (consensus/validation.py ``validate_header_standalone``): the version, the chain id, the
+    difficulty's range, the accuracy claim's range (0 to the size of E) and how many nonces a block has.
+    What it cannot say: that the signature verifies, and everything that needs the chain (the parent,
+    the height and difficulty after it, the time, the proof)."""
+    schema = SubmitHeader.model_json_schema()
+    if spec is None or spec.is_paper:         # dgg-paper headers are not taken by this API
+        return schema
+    props = schema["properties"]
+    props["version"] = {**props["version"], "const": spec.header_version}
+    props["chain_id"] = {**props["chain_id"], "const": spec.chain_id, "description": "this node's chain"}
+    props["difficulty"] = {**props["difficulty"], "minimum": spec.difficulty.minimum,
+                           "maximum": spec.difficulty.maximum}
+    props["acc_after"] = {**props["acc_after"], "maximum": spec.evaluation.size}
+    props["nonces"] = {**props["nonces"], "maxItems": spec.proof.max_advance_steps + 1}
+    return schema
 
 
 class Accuracy(BaseModel):
@@ -267,8 +293,28 @@ class ModelInfo(BaseModel):
     load: str = Field(description="how to load it into PyTorch")
 
 
+# A peer URL exactly as POST /peers takes it (p2p/addresses.py ``peer_url`` and the HTTP client must both
+# take it): http(s), then an IPv4 address, an IPv6 address in brackets (no zone, no embedded IPv4), or a
+# DNS name of letters, digits and hyphens whose last label is not all digits and with no ``xn--`` label
+# (whether one decodes is more than a pattern can say: an IDN peer is named by its address); a port
+# 1-65535 without leading zeros; a path of plain segments.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join((rf"({_H16}:){{7}}{_H16}", rf"({_H16}:){{1,7}}:", rf"({_H16}:){{1,6}}:{_H16}",
+                  rf"({_H16}:){{1,5}}(:{_H16}){{1,2}}", rf"({_H16}:){{1,4}}(:{_H16}){{1,3}}",
+                  rf"({_H16}:){{1,3}}(:{_H16}){{1,4}}", rf"({_H16}:){{1,2}}(:{_H16}){{1,5}}",
+                  rf"{_H16}:(:{_H16}){{1,6}}", rf":((:{_H16}){{1,7}}|:)"))
+_LABEL = r"(?![Xx][Nn]--)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_LAST_LABEL = rf"(?![0-9]+\.?([:/]|$)){_LABEL}"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+PEER_URL = (rf"^https?://({_IPV4}|\[({_IPV6})\]|({_LABEL}\.)*{_LAST_LABEL}\.?)(:{_PORT})?"
+            r"(/[A-Za-z0-9._~-]+)*/?$")
+
+
 class PeerAnnounce(BaseModel):
+    model_config = {"regex_engine": "python-re"}      # PEER_URL looks ahead (the Rust engine cannot)
     url: str = Field(max_length=256, pattern=PEER_URL,
-                     description="how to reach the peer: http(s)://host[:port][/path], no credentials, query or "
-                                 "fragment (a host that does not encode, e.g. `xn--`, or a port over 65535 is "
-                                 "422 too)")
+                     description="how to reach the peer: http(s)://host[:port][/path]: an IPv4 address, an IPv6 "
+                                 "address in brackets or a DNS name (letters, digits, hyphens; the last label not "
+                                 "all digits; no `xn--` labels), a port 1-65535; no credentials, query or fragment")
