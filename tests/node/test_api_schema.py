@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import jsonschema_rs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +15,8 @@ from node.api.blocks import submit_body
 from node.api.peers import usable_peer_url
 from node.api.schemas import PEER_URL, PeerAnnounce, submit_header_schema
 from p2p.addresses import normalize_url
+
+jsonschema_rs = pytest.importorskip("jsonschema_rs")      # comes with schemathesis (the dev extra)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
