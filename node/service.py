@@ -24,6 +24,7 @@ from p2p.relay import Announcement
 from . import __version__
 from .admission import Admission, GaveWay, Lane, LaneQueue
 from .chain import Chain
+from .chain_queries import ChainQueries
 from .outcome import Outcome
 from .keys import load_or_create_key
 from .metrics import Metrics
@@ -55,6 +56,7 @@ class NodeService:
         self.mempool_lock = threading.Lock()
         self.miner = None
         self.validation_seconds: OrderedDict[str, float] = OrderedDict()   # block hash -> seconds (recent)
+        self.queries = ChainQueries(self.chain, self.validation_seconds)   # the read side the API serves
         from p2p.network import Network  # late import: p2p reaches the node only through ServiceLink
 
         from .p2p_link import ServiceLink, net_config

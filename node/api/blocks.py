@@ -22,36 +22,23 @@ from .schemas import BlockList, BlockOut, BlockProof, SubmitResult, TipOut, subm
 
 router = APIRouter(tags=["blocks"])
 MAX_LIMIT = 500
-MAX_TIPS = 100
 TIPS_DEPTH = 20       # /tips: stale forks more than this many blocks below the active tip are left out
 BlockId = Annotated[str, Path(pattern=r"^([0-9]{1,18}|[0-9a-f]{64})$",
                               description="a height on the best chain, or a block hash (64 lowercase hex)")]
 
 
-def block_out(service, b: StoredBlock) -> dict:
-    return {
-        "hash": b.hash, "height": b.height, "status": b.status, "reason": b.reason,
-        "header": b.header.to_dict(), "records": b.records,
-        "accuracy": {"claimed_after": b.header.acc_after, "measured_after": b.acc_after,
-                     "of": service.spec.evaluation.size},
-        "cumulative_work": b.cumulative_work, "received_at": b.received_at, "peer": b.peer,
-        "in_best_chain": service.chain.store.hash_at(b.height) == b.hash,
-        "validation_seconds": service.validation_seconds.get(b.hash),
-    }
+def block_key(ident: str) -> int | str:
+    """A path's block id: a height (an int) or a block hash; 422 for anything else."""
+    if ident.isascii() and ident.isdigit() and len(ident) < 19:  # str.isdigit() also takes '³', '٣'
+        return int(ident)
+    if is_hex_hash(ident):
+        return ident
+    raise ApiError(422, "malformed", "give a height or a 64-hex block hash")
 
 
 def find_block(service, ident: str) -> StoredBlock:
-    store = service.chain.store
-    if ident.isascii() and ident.isdigit() and len(ident) < 19:  # str.isdigit() also takes '³', '٣'
-        h = store.hash_at(int(ident))
-        b = store.get(h) if h else None
-    elif is_hex_hash(ident):
-        # a block whose work this node has checked and is relaying while it evaluates the accuracy
-        # (fast relay) is served with status "validating"; looked up first: the chain drops it from
-        # there only once its verdict is stored
-        b = service.chain.in_flight(ident) or store.get(ident)
-    else:
-        raise ApiError(422, "malformed", "give a height or a 64-hex block hash")
+    """The block a path names (``ChainQueries.block``: the one in flight is served as ``validating``)."""
+    b = service.queries.block(block_key(ident))
     if b is None:
         raise ApiError(404, "not-found", f"no block {ident}")
     return b
@@ -65,16 +52,7 @@ def list_blocks(service: Service,
                 order: Literal["asc", "desc"] = Query("asc", description="asc: oldest first; desc: newest first")):
     """Blocks of the best chain from ``start``, oldest first (or newest first with ``order=desc``);
     ``next_start`` continues the listing (null at the end)."""
-    store = service.chain.store
-    if order == "asc":
-        blocks = store.best_range(start or 0, limit)
-        nxt = blocks[-1].height + 1 if len(blocks) == limit else None
-    else:
-        top = service.chain.tip().height if start is None else min(start, service.chain.tip().height)
-        low = max(0, top - limit + 1)
-        blocks = list(reversed(store.best_range(low, top - low + 1)))
-        nxt = blocks[-1].height - 1 if blocks and blocks[-1].height > 0 else None
-    return {"blocks": [block_out(service, b) for b in blocks], "next_start": nxt}
+    return service.queries.blocks(start, limit, order)
 
 
 @router.get("/tips", response_model=list[TipOut])
@@ -84,22 +62,13 @@ def tips(service: Service, depth: Annotated[int, Query(ge=0, le=10**9, descripti
     """Known chain tips, the active one first: active, valid-fork, headers-only, invalid (at most 100).
     Stale forks deeper than ``depth`` below the active tip are left out (getchaintips lists them all;
     a long-running node knows hundreds)."""
-    tip = service.chain.tip()
-    out = [{"hash": tip.hash, "height": tip.height, "status": "active", "cumulative_work": tip.cumulative_work}]
-    low = tip.height - depth if depth else None
-    for b in service.chain.store.leaves(limit=MAX_TIPS):
-        if b.hash == tip.hash or (low is not None and b.height < low):
-            continue
-        state = ("valid-fork" if b.status == "valid" else "headers-only" if b.status == "header-only"
-                 else "invalid")
-        out.append({"hash": b.hash, "height": b.height, "status": state, "cumulative_work": b.cumulative_work})
-    return out[:MAX_TIPS]
+    return service.queries.tips(depth)
 
 
 @router.get("/blocks/{ident}", response_model=BlockOut, responses={404: {"description": "no such block"}})
 def get_block(ident: BlockId, service: Service):
     """One block (any branch, valid or not) by hash, or the best chain's block at a height."""
-    return block_out(service, find_block(service, ident))
+    return service.queries.block_out(find_block(service, ident))
 
 
 @router.get("/blocks/{ident}/proof", response_model=BlockProof,
@@ -121,8 +90,8 @@ def get_proof(ident: BlockId, service: Service):
 def get_state(block_hash: BlockId, service: Service):
     """The block's post-state W' as safetensors (snapshot sync; it hashes to the header's state_hash)."""
     b = find_block(service, block_hash)
-    path = service.chain.store.weights.path(b.header.state_hash)
-    if b.status != "valid" or not path.exists():
+    path = service.queries.state_file(b)
+    if path is None:
         raise ApiError(404, "pruned", "this node does not keep that block's post-state")
     return FileResponse(path, media_type="application/octet-stream",
                         filename=f"{b.header.state_hash}.safetensors")

@@ -53,7 +53,7 @@ def overview(service: Service, part: str | None = Query(None, pattern="^live$"))
 
 
 def _block_and_child(service, ident: str, st: dict) -> tuple[dict, dict | None]:
-    b = blocks_api.block_out(service, blocks_api.find_block(service, ident))
+    b = blocks_api.get_block(ident, service)
     child = None
     if b["in_best_chain"] and b["height"] < st["height"]:
         child = blocks_api.get_block(str(b["height"] + 1), service)
@@ -90,15 +90,11 @@ def block_page(ident: Annotated[str, Path(max_length=64)], service: Service,
 def batch_image(ident: Annotated[str, Path(max_length=64)], step: Annotated[int, Path(ge=0, le=1000)],
                 service: Service):
     """The train images of one step of a block's proof, side by side (PNG, from the node's dataset)."""
-    from consensus.validation import batches
-
     from node.explorer.png import image_strip
     b = blocks_api.find_block(service, ident)
-    steps = batches(b.header, service.spec) if b.height > 0 else []
-    if step >= len(steps):
-        raise ApiError(404, "not-found", f"block {b.hash[:16]} has {len(steps)} steps")
-    import torch
-    images = service.chain.dataset.train_x[torch.as_tensor(steps[step], dtype=torch.int64)]
+    steps, images = service.queries.batch_images(b, step)
+    if images is None:
+        raise ApiError(404, "not-found", f"block {b.hash[:16]} has {steps} steps")
     return Response(image_strip(images), media_type="image/png",
                     headers={"Cache-Control": "max-age=86400, immutable"})
 
@@ -149,23 +145,21 @@ def search(service: Service, q: str = Query("", max_length=200)):
     if not text:
         return not_found("type a block height, a block hash or the first characters of one")
     if text.isascii() and text.isdigit():
-        if len(text) > 18 or int(text) > st["height"]:
+        b = service.queries.block(int(text)) if len(text) <= 18 else None
+        if b is None:
             return not_found(f"no block at height {text}: the best chain's tip is at height {st['height']}")
-        return RedirectResponse(f"/explorer/blocks/{service.chain.store.hash_at(int(text))}", status_code=303)
+        return RedirectResponse(f"/explorer/blocks/{b.hash}", status_code=303)
     if not all(c in "0123456789abcdef" for c in text) or len(text) > 64:
         return not_found(f"not found: {q.strip()[:80]!r} is neither a height nor a block hash (hex)")
     if len(text) < 4:
         return not_found("give at least 4 hex characters of a block hash")
-    if len(text) == 64 and service.chain.in_flight(text) is not None:
-        return RedirectResponse(f"/explorer/blocks/{text}", status_code=303)     # validating (fast relay)
-    hashes = service.chain.store.hashes_with_prefix(text, limit=SEARCH_MATCHES + 1)
-    if len(hashes) == 1:
-        return RedirectResponse(f"/explorer/blocks/{hashes[0]}", status_code=303)
-    if not hashes:
+    found = service.queries.with_prefix(text, SEARCH_MATCHES + 1)     # a full hash in flight: validating
+    if len(found) == 1:
+        return RedirectResponse(f"/explorer/blocks/{found[0].hash}", status_code=303)
+    if not found:
         return not_found(f"not found: no block hash starts with {text}")
-    matches = [blocks_api.block_out(service, blk) for h in hashes[:SEARCH_MATCHES]
-               if (blk := service.chain.store.get(h)) is not None]
-    more = "more than " if len(hashes) > SEARCH_MATCHES else ""
+    matches = [service.queries.block_out(b) for b in found[:SEARCH_MATCHES]]
+    more = "more than " if len(found) > SEARCH_MATCHES else ""
     return not_found(f"{more}{len(matches)} blocks start with {text}: give more characters", matches)
 
 
