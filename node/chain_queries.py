@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Mapping
+from typing import TYPE_CHECKING, Callable, Literal, Mapping
 
 from consensus.errors import BlockStatus
+from consensus.records import Record
 from consensus.validation import batches
 
 from .chain import Chain
@@ -30,11 +31,14 @@ TIP_STATUS = {BlockStatus.VALID: TipStatus.VALID_FORK, BlockStatus.HEADER_ONLY: 
 
 class ChainQueries:
     """Owns the chain's read side for the API: a block by height or hash (the in-flight one served as
-    ``validating``) and its JSON form, a page of the best chain, the known tips, a post-state's file."""
+    ``validating``) and its JSON form, a page of the best chain, the known tips, a post-state's file,
+    the certificates of a model, blocks by hash prefix."""
 
-    def __init__(self, chain: Chain, validation_seconds: Mapping[str, float]):
+    def __init__(self, chain: Chain, validation_seconds: Mapping[str, float],
+                 pending: Callable[[], list[Record]] = list):
         self.chain, self.store, self.spec = chain, chain.store, chain.spec
         self.validation_seconds = validation_seconds     # block hash -> seconds this node took to check it
+        self.pending = pending                           # the mempool's records not yet on the best chain
 
     def block(self, ident: int | str) -> StoredBlock | None:
         """The best chain's block at a height (an int), or a block of any branch by hash. A block whose work
@@ -91,6 +95,22 @@ class ChainQueries:
             return None
         path = self.store.weights.path(b.header.state_hash)
         return path if path.exists() else None
+
+    def certificates(self, model_hash: str) -> dict | None:
+        """A model's certificates on the best chain (the first is the original registration) and in the
+        mempool; None when it has none (schemas.CertificateList)."""
+        certs = self.store.certificates_for(model_hash)
+        pending = [r.body for r in self.pending() if r.body.get("model_hash") == model_hash]
+        if not certs and not pending:
+            return None
+        return {"model_hash": model_hash, "certificates": certs, "pending": pending}
+
+    def same_claim(self, body: dict) -> dict | None:
+        """A certificate on the best chain or pending for the same model, owner and proof as ``body``."""
+        key = (body.get("owner"), body.get("proof_root"))
+        known = self.store.certificates_for(body["model_hash"])
+        known += [{"record": r.body, "id": r.id} for r in self.pending() if r.body.get("model_hash") == body["model_hash"]]
+        return next((c for c in known if (c["record"].get("owner"), c["record"].get("proof_root")) == key), None)
 
     def with_prefix(self, prefix: str, limit: int) -> list[StoredBlock]:
         """Blocks whose hash starts with ``prefix`` (lowercase hex), at most ``limit``, in hash order; a full

@@ -56,7 +56,7 @@ class NodeService:
         self.mempool_lock = threading.Lock()
         self.miner = None
         self.validation_seconds: OrderedDict[str, float] = OrderedDict()   # block hash -> seconds (recent)
-        self.queries = ChainQueries(self.chain, self.validation_seconds)   # the read side the API serves
+        self.queries = ChainQueries(self.chain, self.validation_seconds, self.pending_records)   # the API's reads
         from p2p.network import Network  # late import: p2p reaches the node only through ServiceLink
 
         from .p2p_link import ServiceLink, net_config
@@ -232,6 +232,20 @@ class NodeService:
                 return False
             self.mempool.append(record)
             return True
+
+    def submit_certificate(self, record: Record) -> tuple[str, str]:
+        """A record (of a type this chain takes) from an API client: ("included", its id) when a block of the
+        best chain has it, ("pending", its id) once in the mempool (relayed to peers when new), ("duplicate",
+        the id of the first) when this owner already registered this proof for this model."""
+        if self.chain.store.has_record(record.id):
+            return "included", record.id
+        if not any(r.id == record.id for r in self.pending_records()):
+            same = self.queries.same_claim(record.body)
+            if same is not None:
+                return "duplicate", same["id"]
+        if self.add_record(record):
+            self.network.relay_record(record)
+        return "pending", record.id
 
     def pending_records(self) -> list[Record]:
         """Mempool records not yet on the best chain (at most one block's worth)."""

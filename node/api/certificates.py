@@ -19,15 +19,6 @@ ModelHash = Annotated[str, Path(pattern=HASH, description="the model's hash (64 
 REQUEST_BODY = {"required": True, "content": {"application/json": {"schema": CertificateIn.model_json_schema()}}}
 
 
-def _same_claim(service, body: dict) -> dict | None:
-    """A certificate already on the best chain or pending for the same model, owner and proof."""
-    key = (body.get("owner"), body.get("proof_root"))
-    known = service.chain.store.certificates_for(body["model_hash"])
-    known += [{"record": r.body, "id": r.id} for r in service.pending_records()
-              if r.body.get("model_hash") == body["model_hash"]]
-    return next((c for c in known if (c["record"].get("owner"), c["record"].get("proof_root")) == key), None)
-
-
 @router.post("/certificates", status_code=202, response_model=CertificateAccepted,
              responses={**REFUSALS, 400: {"description": "not a valid certificate (error: the reason code)"},
                         409: {"description": "this owner already registered this proof for this model"},
@@ -37,32 +28,24 @@ async def submit_certificate(request: Request, service: Service):
     """Submit a signed model certificate; miners include it in a coming block. The same owner, model
     and proof are registered once: a second certificate for them is refused (409 duplicate)."""
     try:
-        obj = await request.json()
-        record = parse_record(obj)
+        record = parse_record(await request.json())
     except errors.BadRecord as exc:
         raise ApiError(400, exc.code, exc.detail) from None
     except ValueError as exc:
         raise ApiError(422, "malformed", str(exc)) from None
     if record.type not in service.spec.record_types:
         raise ApiError(400, "bad-record", f"record type {record.type!r} not enabled on this chain")
-    if service.chain.store.has_record(record.id):
-        return {"status": "included", "id": record.id}
-    if not any(r.id == record.id for r in service.pending_records()):
-        same = _same_claim(service, record.body)
-        if same is not None:
-            return error_response(409, "duplicate", "this owner already registered this proof for this model",
-                                  id=same["id"])
-    if service.add_record(record):
-        service.network.relay_record(record)
-    return {"status": "pending", "id": record.id}
+    status, rid = service.submit_certificate(record)
+    if status == "duplicate":
+        return error_response(409, "duplicate", "this owner already registered this proof for this model", id=rid)
+    return {"status": status, "id": rid}
 
 
 @router.get("/certificates/{model_hash}", response_model=CertificateList,
             responses={404: {"description": "no certificate for this model"}})
 def get_certificates(model_hash: ModelHash, service: Service):
     """Certificates for a model on the best chain; the first is the original registration."""
-    certs = service.chain.store.certificates_for(model_hash)
-    pending = [r.body for r in service.pending_records() if r.body.get("model_hash") == model_hash]
-    if not certs and not pending:
+    out = service.queries.certificates(model_hash)
+    if out is None:
         raise ApiError(404, "not-found", "no certificate for this model")
-    return {"model_hash": model_hash, "certificates": certs, "pending": pending}
+    return out
