@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable, Literal, Mapping
 
 from consensus.errors import BlockStatus
 from consensus.records import Record
+from consensus.weights import State
 from consensus.validation import batches
 
 from .chain import Chain
@@ -32,7 +33,7 @@ TIP_STATUS = {BlockStatus.VALID: TipStatus.VALID_FORK, BlockStatus.HEADER_ONLY: 
 class ChainQueries:
     """Owns the chain's read side for the API: a block by height or hash (the in-flight one served as
     ``validating``) and its JSON form, a page of the best chain, the known tips, a post-state's file,
-    the certificates of a model, blocks by hash prefix."""
+    the certificates of a model, the tip model, blocks by hash prefix."""
 
     def __init__(self, chain: Chain, validation_seconds: Mapping[str, float],
                  pending: Callable[[], list[Record]] = list):
@@ -111,6 +112,10 @@ class ChainQueries:
         known = self.store.certificates_for(body["model_hash"])
         known += [{"record": r.body, "id": r.id} for r in self.pending() if r.body.get("model_hash") == body["model_hash"]]
         return next((c for c in known if (c["record"].get("owner"), c["record"].get("proof_root")) == key), None)
+
+    def tip_model(self) -> tuple[StoredBlock, State]:
+        """The tip block and its post-state W' (``Chain.tip_model``); LookupError when W' is not kept."""
+        return self.chain.tip_model()
 
     def with_prefix(self, prefix: str, limit: int) -> list[StoredBlock]:
         """Blocks whose hash starts with ``prefix`` (lowercase hex), at most ``limit``, in hash order; a full

@@ -261,6 +261,17 @@ class NodeService:
             self.mempool = [r for r in self.mempool if r.id not in ids]
 
     # -- status -------------------------------------------------------------------------
+    def health(self) -> tuple[int, dict]:
+        """``GET /health``: (200, ok and the height) while the node serves its chain and stores new blocks;
+        (503, why) while it cannot write its store (the error, since when, the height) or syncs from a peer."""
+        store = self.chain.health
+        if store.error is not None:
+            return 503, {"status": "store-error", "detail": store.error, "since": store.since,
+                         "height": self.chain.tip().height}
+        if self.network.syncing() or self.network.behind() is not None:
+            return 503, {"status": "syncing"}
+        return 200, {"status": "ok", "height": self.chain.tip().height}
+
     def status(self) -> dict:
         tip = self.chain.tip()
         from consensus.block import public_key_hex

@@ -23,7 +23,7 @@ LOAD_HINT = ("import safetensors.torch; from consensus.model import build_model;
 async def _tip_model(service):
     loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(service.validator, service.chain.tip_model)
+        return await loop.run_in_executor(service.validator, service.queries.tip_model)   # off the event loop
     except LookupError as exc:
         raise ApiError(404, "pruned", str(exc)) from None
 

@@ -27,13 +27,8 @@ def status(service: Service):
 def health(service: Service):
     """200 when the node serves its chain; 503 while it syncs from a peer, or while it cannot write its
     store (disk full, read-only: it serves what it has but stores nothing new)."""
-    chain = service.chain
-    if chain.health.error is not None:
-        return JSONResponse({"status": "store-error", "detail": chain.health.error,
-                             "since": chain.health.since, "height": chain.tip().height}, status_code=503)
-    if service.network.syncing() or service.network.behind() is not None:
-        return JSONResponse({"status": "syncing"}, status_code=503)
-    return {"status": "ok", "height": service.chain.tip().height}
+    code, body = service.health()
+    return body if code == 200 else JSONResponse(body, status_code=code)
 
 
 @router.get("/spec")
