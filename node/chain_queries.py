@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Callable, Literal, Mapping
 
 from consensus.errors import BlockStatus
 from consensus.records import Record
-from consensus.weights import State
 from consensus.validation import batches
+from consensus.weights import State
 
 from .chain import Chain
 from .store import StoredBlock
