@@ -118,8 +118,10 @@ def cmd_node(args) -> int:
 def _serve(settings, sock: socket.socket) -> int:
     import uvicorn
 
+    from .admission import Lane
     from .app import create_app
     from .chain import StartupError
+    from .connections import ConnectionGate, ConnectionLimits, fit_to_files, raise_file_limit
     from .service import NodeService
 
     try:
@@ -128,9 +130,22 @@ def _serve(settings, sock: socket.socket) -> int:
         sock.close()
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     app = create_app(service)
-    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, limit_concurrency=256,
+    wanted = ConnectionLimits(max_connections=settings.max_connections,
+                              per_network=settings.max_connections_per_network,
+                              per_address=settings.max_connections_per_address)
+    files = raise_file_limit(wanted.files_needed())
+    limits = fit_to_files(wanted, files)
+    if limits != wanted:
+        log.warning("only %d open files allowed (ulimit -n): at most %d API connections (%d trusted)", files,
+                    limits.max_connections, limits.trusted)
+    known = service.admission.lane
+    gate = ConnectionGate(limits, settings.trusted_clients, lambda host: known(host) == Lane.KNOWN,
+                          cap_local_networks=settings.cap_local_networks)
+    # the gate bounds connections (node/connections.py); uvicorn's limit_concurrency counted them against
+    # every client, trusted ones included (issue 30.1)
+    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, limit_concurrency=None,
                             timeout_graceful_shutdown=5)
-    server = _server_class()(config)
+    server = _server_class()(config, gate)
     server.run(sockets=[sock])
     if not server.started:  # the service failed to start
         print(f"error: the node did not start on {settings.host}:{settings.port} (see the log above)",
@@ -148,9 +163,37 @@ def _server_class():
 
     import uvicorn
 
+    from .connections import Acceptor, ConnectionGate, GatedH11Protocol
+
     class NodeServer(uvicorn.Server):
-        """uvicorn re-raises SIGINT/SIGTERM once it has shut down gracefully, so the process
+        """uvicorn's server with the node's own accept loop (node/connections.py ``Acceptor``: the gate's caps,
+        then uvicorn's h11 protocol with request deadlines) on the listening socket uvicorn would have served.
+
+        uvicorn re-raises SIGINT/SIGTERM once it has shut down gracefully, so the process
         would die of the signal (exit status -15/130). A node that stopped cleanly exits 0."""
+
+        def __init__(self, config: uvicorn.Config, gate: ConnectionGate):
+            super().__init__(config)
+            self.gate = gate
+            self.acceptors: list[Acceptor] = []
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets=[])          # the lifespan; no listener of uvicorn's own
+            if not self.started:
+                return
+            for sock in sockets or []:
+                acceptor = Acceptor(sock, self.gate, self._protocol, backlog=self.config.backlog)
+                acceptor.start()
+                self.acceptors.append(acceptor)
+
+        def _protocol(self, slot):
+            return GatedH11Protocol(config=self.config, server_state=self.server_state,
+                                    app_state=self.lifespan.state, gate=self.gate, slot=slot)
+
+        async def shutdown(self, sockets=None):
+            for acceptor in self.acceptors:                # before uvicorn closes the sockets
+                acceptor.stop()
+            await super().shutdown(sockets=sockets)
 
         @contextlib.contextmanager
         def capture_signals(self):

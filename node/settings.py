@@ -123,12 +123,27 @@ class Settings:
     rate_limit: float = _opt(10.0, "POST /blocks per second per API client (certificates 1/2 of it, peers 1/10)",
                              kind=float, check=_positive, metavar="PER_SECOND")
     rate_burst: int = _opt(40, "token-bucket burst per API client", kind=int, check=_positive, metavar="N")
-    trusted_clients: list[str] = _opt(["127.0.0.1", "::1"], "client addresses never rate-limited or banned "
-                                      "(set empty behind a reverse proxy on this host)", kind=list, metavar="HOST")
+    trusted_clients: list[str] = _opt(["127.0.0.1", "::1"], "client addresses never rate-limited or banned, "
+                                      "with API connections of their own (set empty behind a reverse proxy on this "
+                                      "host)", kind=list, metavar="HOST")
     validation_queue: int = _opt(16, "blocks posted to the API waiting for the validator (more: 503 busy)",
                                  kind=int, check=_positive, metavar="N")
     max_large_bodies: int = _opt(4, "request bodies over 256 KiB read at once (more: 503 busy)", kind=int,
                                  check=_positive, metavar="N")
+    # the connection layer (node/connections.py, docs/security.md)
+    max_connections: int = _opt(512, "API connections open at once from clients that are not trusted, 1/8 of "
+                                "them kept for known senders (--peer seeds' hosts, hosts with a valid block here); "
+                                "trusted clients have 128 of their own; more: 503 busy and closed", kind=int,
+                                check=_positive, metavar="N")
+    max_connections_per_network: int = _opt(64, "API connections open at once from one network (IPv4 /24, IPv6 "
+                                            "/48) of clients without a record here", kind=int, check=_positive,
+                                            metavar="N")
+    max_connections_per_address: int = _opt(32, "API connections open at once from one address (raise it behind a "
+                                            "reverse proxy on another host)", kind=int, check=_positive,
+                                            metavar="N")
+    cap_local_networks: bool = _opt(False, "apply the per-network connection cap to loopback and private "
+                                    "networks too (by default each address there is capped alone: an "
+                                    "operator's own machines)", kind=bool)
 
     @property
     def url(self) -> str:
