@@ -8,7 +8,7 @@ more than one address's share), and holds them for ``--seconds``:
 * idle (the default): nothing is sent; every ``--reopen`` seconds the connections the node closed are
   opened again from the same address, so the node faces ``--count`` of them all along;
 * ``--trickle S``: slowloris: one byte of a request whose headers never end is sent on each connection
-  every S seconds; nothing is reopened.
+  every S seconds; nothing is reopened, and it ends early once the node closed them all.
 
 At the end it prints one JSON object: how many connections it opened in all, how many the node closed and
 after how long (``held``: seconds from connect to the node's close, with the bytes sent meanwhile), and
@@ -98,6 +98,8 @@ def run(host: str, port: int, ips: list[str], count: int, seconds: float, reopen
     next_byte = time.monotonic() + (trickle or 0)
     gone: list[str] = []
     while (now := time.monotonic()) < end:
+        if trickle is not None and not sel.get_map():        # slowloris: every one closed, nothing to wait for
+            break
         wake = min(end, next_reopen if trickle is None else next_byte)
         for key, _ in sel.select(timeout=max(0.0, wake - now)):
             c: Conn = key.data

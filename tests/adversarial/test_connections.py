@@ -103,14 +103,14 @@ def test_a_thousand_idle_sockets_from_one_network_leave_others_served(node):
     """1,000 silent sockets from 127.0.3.1-250 (one /24): held (no reconnect), then reopened every second
     as the node closes them (~950 connects a second). A bystander on another /24 is served all along."""
     with Prober(node.url, BYSTANDER) as quiet:
-        time.sleep(6)
+        time.sleep(5)
     held_s = FIRST_BYTE_S - 0.5                 # the node closes none of them for 5 s
     proc = attacker(node, "127.0.3.1-250", 1000, held_s, reopen=3600)
     time.sleep(1.0)                             # the sockets are open
     with Prober(node.url, BYSTANDER) as held:
         time.sleep(held_s - 1.5)
     held_report = report(proc, held_s)
-    attack_s = 16.0
+    attack_s = 12.0
     proc = attacker(node, "127.0.3.1-250", 1000, attack_s)
     time.sleep(1.0)
     with Prober(node.url, BYSTANDER) as attacked:
@@ -131,9 +131,10 @@ def test_a_thousand_idle_sockets_from_one_network_leave_others_served(node):
     assert got["count"] >= 1000 or got["count"] == got["opened"], figures   # as many as the fd limit allows
     for phase in (quiet, held, attacked):                                   # every probe answered
         assert phase.outcomes == {"200": sum(phase.outcomes.values())}, figures
-    # p99 within 2x of the quiet phase's; 50 ms more for a 2-core machine shared with the attacker
-    assert p99(held.lat) <= 2 * p99(quiet.lat) + 0.05, figures
-    assert p99(attacked.lat) <= 2 * p99(quiet.lat) + 0.05, figures
+    # p99 within 2x of the quiet phase's, and 50 ms (at the default patience) for a 2-core machine shared
+    # with the attacker: reopened each second, runs here gave 1.8-3.6x, the median unchanged
+    assert p99(held.lat) <= 2 * p99(quiet.lat) + patient(0.01), figures
+    assert p99(attacked.lat) <= 2 * p99(quiet.lat) + patient(0.01), figures
     assert figures["first_sweep_refused"] >= held_report["count"] - 64, figures   # over the /24's cap: at once
     assert by_deadline, figures                                 # the admitted ones: closed when silent
     assert all(FIRST_BYTE_S - 0.5 <= h <= FIRST_BYTE_S + patient(1.0) for h in by_deadline), figures
