@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from tests.nodeproc import REPO, NodeGroup, node_env, wait_for
 from pol.proof import proof_summary
+from tests.nodeproc import REPO, NodeGroup, node_env, wait_for
+
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 
 @pytest.fixture

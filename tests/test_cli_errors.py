@@ -52,6 +52,7 @@ def test_other_commands_name_the_bad_spec_file(tmp_path, command):
     assert "training.lr = 'fast' is not a decimal number" in line and spec in line, line
 
 
+@pytest.mark.slow
 def test_a_cuda_device_on_a_cpu_torch_is_one_line(tmp_path):
     import torch
     if torch.cuda.is_available():

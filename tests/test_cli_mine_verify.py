@@ -18,6 +18,8 @@ import pytest
 
 from consensus.spec import preset
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 TIMEOUT = 600
 
 

@@ -41,6 +41,7 @@ def test_an_unreadable_key_file_is_one_line(tmp_path):
 
 
 # -- 31.5: the datadir remembers its dataset directory ------------------------------------------------
+@pytest.mark.slow
 def test_the_datadir_remembers_its_dataset_dir(tmp_path):
     d, data = tmp_path / "d", tmp_path / "elsewhere"
     key = tmp_path / "new.key"
@@ -65,6 +66,7 @@ def test_the_datadir_remembers_its_dataset_dir(tmp_path):
     assert f'dataset_dir = "{data}"' in (d / "polchain.toml").read_text()
 
 
+@pytest.mark.slow
 def test_the_default_dataset_dir_is_not_written(tmp_path):
     d = tmp_path / "d"
     r = polchain("mine", "--preset", "tiny", "--blocks", "1", "--datadir", str(d), "--dataset-dir", str(d / "data"))
@@ -132,6 +134,7 @@ def _into_a_closed_pipe(*args: str):
     import os
     import subprocess
     import sys
+
     from tests.nodeproc import REPO, node_env
     r, w = os.pipe()
     os.close(r)                                        # `| head` that has already exited
@@ -215,6 +218,7 @@ def test_node_addresses_without_a_scheme():
         assert "argument --node: " in line and "is not a node address" in line, line
 
 
+@pytest.mark.slow
 def test_a_peer_on_another_chain_shows_as_banned(tmp_path):
     """The real thing: node a peers with b, which runs another chain; a bans b ("other-chain") and
     `polchain status` says so, where it said only "alone: no peers"."""
@@ -264,6 +268,7 @@ def _testnet_stopped_at_once(tmp_path, *extra: str):
     import signal
     import subprocess
     import sys
+
     from tests.nodeproc import REPO, free_port, node_env
     proc = subprocess.Popen([sys.executable, "-m", "node.cli", "testnet", "--nodes", "1", "--datadir",
                              str(tmp_path / "tn"), "--base-port", str(free_port()), *extra], cwd=REPO, env=node_env(),
@@ -348,6 +353,7 @@ def test_readme_bench_mine_example_is_cpu_sized():
 
 
 # -- 31.14: --log-file; verify's rate on slow blocks -----------------------------------------------------
+@pytest.mark.slow
 def test_node_log_file(tmp_path):
     from tests.nodeproc import NodeProc
     log = tmp_path / "logs" / "node.log"

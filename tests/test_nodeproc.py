@@ -26,6 +26,8 @@ from pathlib import Path
 
 from tests.node.conftest import smith, static_node  # noqa: F401  (the node tests' session fixtures)
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 
 def test_holds_a_session_node(static_node):
     Path(os.environ["NODEPROC_TEST_PID_FILE"]).write_text(str(static_node.proc.pid))

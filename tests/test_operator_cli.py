@@ -123,6 +123,7 @@ def test_keys_new_and_show(tmp_path, miner):
     assert "readable by others" in polchain("keys", "show", "--key", str(key)).stdout
 
 
+@pytest.mark.slow
 def test_config_file_in_the_datadir(tmp_path):
     d = tmp_path / "data"
     d.mkdir()
@@ -216,6 +217,7 @@ def test_progress_lines_above_the_bar():
     assert plain.getvalue() == "block 1\n"
 
 
+@pytest.mark.slow
 def test_an_unreachable_peer_is_said_not_in_sync(tmp_path):
     """Issue 21.7: the only peer (--peer) does not answer: `polchain status` says so (it said "in sync,
     peers 0"), and the log says it once (it said nothing)."""

@@ -22,12 +22,26 @@ from consensus.block import Block, BlockHeader, public_key_hex
 from consensus.proof import derive_batch, requirements_for
 from consensus.requirements import DECREASE, Requirement, derive_requirements, requirements_hold
 from consensus.training import Replayer
-from consensus.weights import State, clone_state, encode_state as _body, weights_hash
+from consensus.weights import State, clone_state, weights_hash
+from consensus.weights import encode_state as _body
 from node.chain import Chain
 from tests.blocks import BLOCK_GAP_MS, BlockSmith, low_difficulty
 
-from .paper_chain import (HONEST_KEY, THIEF_KEY, PaperChain, flip_channel, flip_channel_of, flips_for, mine_paper,
-                          paper_header, paper_requirements, permute_layer3, touched_channels)
+from .paper_chain import (
+    HONEST_KEY,
+    THIEF_KEY,
+    PaperChain,
+    flip_channel,
+    flip_channel_of,
+    flips_for,
+    mine_paper,
+    paper_header,
+    paper_requirements,
+    permute_layer3,
+    touched_channels,
+)
+
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 PAPER_BLOCKS = 2     # honest blocks under each rule set before the attacks
 

@@ -28,6 +28,8 @@ import pytest
 
 from tests.nodeproc import REPO, NodeProc, patient
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 FIRST_BYTE_S, HEADERS_S = 5.0, 10.0         # node/connections.py ConnectionLimits
 BYSTANDER = "127.0.4.9"
 STRANGER = "127.0.30.1"

@@ -13,6 +13,8 @@ from tests.blocks import BlockSmith
 from tests.node.conftest import TEMPLATE_BLOCKS, smith  # noqa: F401 (the template chain fixture)
 from tests.node.test_proof_cache import open_copy
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 FORK_AT = 1          # the fork branches on block 1
 FORK_LEN = TEMPLATE_BLOCKS   # heights 2 .. TEMPLATE_BLOCKS + 1: one block more than the main chain
 

@@ -36,6 +36,8 @@ from tests.nodeproc import NodeProc
 from .junk_flood import SENDERS, JunkFlood
 from .loopback import client_from, post
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 HONEST = Ed25519PrivateKey.from_private_bytes(bytes([21]) * 32)
 FLOOD_S = 6.0
 HONEST_BLOCKS = 3          # posted quiet, then as many during the flood (medians compared)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from consensus.block import genesis_header
@@ -51,6 +52,7 @@ def _surrogate(spec, step, module):
     return grads, memo
 
 
+@pytest.mark.slow
 def test_a_surrogate_filter_costs_more_than_honest_candidates():
     torch.manual_seed(0)
     spec = preset("tiny")

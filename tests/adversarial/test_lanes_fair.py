@@ -41,6 +41,8 @@ from tests.nodeproc import NodeProc
 from .junk_flood import JunkFlood
 from .loopback import client_from, post, post_until_judged
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 HONEST = Ed25519PrivateKey.from_private_bytes(bytes([25]) * 32)
 ORPHAN_THREADS = 4
 MINERS = 3                 # new miners: quiet, then as many during the flood (medians compared)

@@ -120,6 +120,7 @@ def test_damaged_old_state_does_not_affect_verify(honest, tmp_path):
         chain.store.close()
 
 
+@pytest.mark.slow
 def test_cli_reports_corruption_without_traceback(honest, tmp_path):
     """`polchain node` on a smashed database: exit code 2 and one clear line (`polchain verify`
     opens the datadir through the same Chain constructor)."""

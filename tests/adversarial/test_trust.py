@@ -34,6 +34,8 @@ from tests.nodeproc import NodeProc, patient, wait_for
 
 from .loopback import announce, client_from, peers_on, post, post_until_judged
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 HONEST = Ed25519PrivateKey.from_private_bytes(bytes([23]) * 32)
 HOSTS = 12
 HEAD_START_S = 0.15      # the honest stranger's block is in the lane before the burst

@@ -7,6 +7,7 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
 
 
+@pytest.mark.slow
 def test_memory_tiny_node(bench_json):
     """A real tiny node starts, its peak RSS is read from /proc; no block needed at this size."""
     res = bench_json("memory", "--preset", "tiny", "--seconds", "1", "--min-blocks", "0", "--timeout", "120",
@@ -18,6 +19,7 @@ def test_memory_tiny_node(bench_json):
     assert res["allocator"] == "tuned"
 
 
+@pytest.mark.slow
 def test_memory_tiny_node_fed_a_peers_block(bench_json):
     """--feed: this process mines a block on the node's spec and POSTs it; the node takes it (HTTP 2xx)."""
     res = bench_json("memory", "--preset", "tiny", "--seconds", "1", "--min-blocks", "1", "--timeout", "240",

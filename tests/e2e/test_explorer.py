@@ -5,7 +5,11 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.nodeproc import NodeProc, wait_for
+
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 TIP = "#tip-height"
 

@@ -140,6 +140,7 @@ def test_search_leaves_w_unchanged(tiny_spec, tiny_data, tiny_states):
     assert all(torch.equal(now[n], w[n]) for n in w)      # parameters and BN running stats
 
 
+@pytest.mark.slow
 def test_resnet18_hits_and_gradients_agree(resnet_spec, resnet_data):
     """resnet18-cifar on random CIFAR-shaped data, a few candidates, k=2."""
     from consensus.training import genesis_state

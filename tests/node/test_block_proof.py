@@ -6,6 +6,7 @@ import re
 import struct
 import zlib
 
+import pytest
 import torch
 
 from consensus.proof import derive_batch
@@ -66,6 +67,7 @@ def test_proof_errors(static_node):
     assert "/blocks/{ident}/proof" in static_node.get("/openapi.json").json()["paths"]
 
 
+@pytest.mark.slow
 def test_proof_without_the_parent_state_says_so(node_factory, smith, tmp_path):
     """A pruned parent state: R, the steps and the floor are still shown; the changes are not."""
     d = smith.copy_datadir(tmp_path / "pruned")

@@ -9,15 +9,19 @@ since blocks come fast at this difficulty). ROUNDS via POLCHAIN_TEST_CRASH_ROUND
 from __future__ import annotations
 
 import os
-import re
 import random
+import re
 import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.nodeproc import node_env, patient
 
 from .conftest import NodeProc
+
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 ROUNDS = int(os.environ.get("POLCHAIN_TEST_CRASH_ROUNDS", "3"))
 

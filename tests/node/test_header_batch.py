@@ -96,6 +96,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_killed_batch_is_stored_whole_or_not_at_all(tiny_spec, tmp_path):
     """SIGKILL at spread-out moments while batches of 50 headers are submitted: the header-only rows
     are always a whole number of batches, and each stored header's parent is stored."""

@@ -19,11 +19,12 @@ from safetensors.torch import load as st_load
 
 from consensus.block import Block
 from consensus.weights import weights_hash
-
 from tests.nodeproc import node_env, patient
 
 from .conftest import NodeProc, post_block
 from .test_api import assert_error
+
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 KEEP = 3
 TARGET = 2 * KEEP + 3      # enough blocks that some post-states must have been pruned
@@ -147,9 +148,8 @@ def test_child_of_a_pruned_parent_waits_for_a_heavier_branch(miner_node, tiny_da
     header-only (202 rebuild-deferred), the tip unchanged and nothing added to the disk. The block is
     built outside the node, and an archival replay accepts it. (tests/adversarial/test_deep_fork.py:
     such a branch is judged, with a rebuild, once it claims more work than the tip.)"""
-    from consensus.block import BlockHeader, genesis_header
+    from consensus.block import Block, BlockHeader, genesis_header
     from consensus.training import Replayer, genesis_state
-    from consensus.block import Block
     from consensus.validation import validate_block
     from tests.conftest import MemoryView, mine_block
 

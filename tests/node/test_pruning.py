@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -119,6 +118,7 @@ def test_header_only_rows_below_the_window_and_over_the_cap(smith, tmp_path):
         c.store.close()
 
 
+@pytest.mark.slow
 def test_a_mining_node_prunes_a_side_branch_state(smith, tmp_path, node_factory):
     """A real node process (--keep-weights 2) on a copy of the template chain that holds a valid side
     block at height 2 (its state kept, served at GET /blocks/{hash}/state): once the node has mined

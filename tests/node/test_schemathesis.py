@@ -26,6 +26,8 @@ from tests.nodeproc import REPO, patient  # noqa: E402
 
 from .conftest import NodeProc  # noqa: E402
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 EXAMPLES = int(os.environ.get("POLCHAIN_TEST_FUZZ_EXAMPLES", "25"))
 SEED = int(os.environ.get("POLCHAIN_TEST_FUZZ_SEED", "20261123"))
 

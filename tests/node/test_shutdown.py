@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 
+
+@pytest.mark.slow
 def test_sigterm_while_mining_waits_for_the_miner(node_factory, tmp_path):
     node = node_factory(tmp_path / "miner", "--mine", "--preset", "tiny")
     # mid-search: the miner has made attempts on the current block

@@ -109,6 +109,7 @@ def test_v2_datadir_is_refused_and_left_untouched(command, v2_datadir):
     assert tree(v2_datadir) == before
 
 
+@pytest.mark.slow
 def test_v1_store_without_its_spec_is_refused_and_left_untouched(v1_datadir):
     """The v1 chain.sqlite alone (spec.json gone) under `--preset tiny`: the genesis row is another
     chain's (a v1 header). Refused with its chain id; no spec.json is written, nothing else changes."""
@@ -130,6 +131,7 @@ def test_v1_store_refused_in_process(v1_datadir, tiny_spec, tiny_dataset):
     assert (v1_datadir / "chain.sqlite").read_bytes() == db
 
 
+@pytest.mark.slow
 def test_research_preset_refused_and_leaves_nothing_behind(tmp_path):
     """`polchain node --preset dgg-paper`: the paper's forgeable rules are for research only. The
     refusal leaves no trace, so the same datadir then starts on a v2 preset."""

@@ -26,6 +26,8 @@ import pytest
 
 from tests.nodeproc import REPO, NodeProc, node_env, patient, wait_for
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 BOUND_S = 60       # bounds on waits for a state, stretched by tests/nodeproc.PATIENCE
 
 

@@ -20,6 +20,7 @@ from p2p import peers as peers_mod
 from p2p.client import PeerClient
 from p2p.fetch import NoBody, fetch_from_any, fetch_state
 from p2p.peers import PeerBook
+
 from .util import FakePeer
 
 
@@ -79,6 +80,7 @@ class SlowPeer(FakePeer):
         self.server.RequestHandlerClass.do_GET = slow
 
 
+@pytest.mark.slow
 def test_slow_peer_is_dropped_and_the_next_serves(net, block, monkeypatch):
     header, _ = block
     now = time.time()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from consensus.block import BlockHeader
 from consensus.spec import preset
 from node.keys import load_or_create_key
@@ -28,6 +30,7 @@ def state_of(node, url: str) -> str | None:
     return next((p["state"] for p in node.peers() if p["url"] == url), None)
 
 
+@pytest.mark.slow
 def test_relay_after_work_ban_only_for_failed_work(nodes):
     a = nodes.start("a", "--mine", "--no-discover")
     a.wait_height(2, timeout=120)

@@ -9,10 +9,13 @@ second, so not its tip); B hears of the branch's last block alone and must end u
 validated, while A's best chain never offered them."""
 from __future__ import annotations
 
-from tests.nodeproc import wait_for
+import pytest
 
 from tests.blocks import BlockSmith
 from tests.node.conftest import post_block
+from tests.nodeproc import wait_for
+
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 
 def test_an_announced_side_branch_block_brings_its_missing_ancestors(nodes, tmp_path):

@@ -26,6 +26,8 @@ from tests.nodeproc import NodeProc, patient, wait_for
 from .conftest import COMMON
 from .util import FakePeer, SilentPeer, same_tip, tampered_block
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 
 def client_from(ip: str, node: NodeProc, timeout: float = 10) -> httpx.Client:
     """An HTTP client whose connections come from ``ip`` (a loopback address other than 127.0.0.1)."""

@@ -9,10 +9,14 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from tests.nodeproc import wait_for
 
 from .conftest import COMMON
 from .util import FakePeer, miner_key, same_tip, tampered_block
+
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 
 def test_line_agrees_on_one_chain_with_both_miners(line):

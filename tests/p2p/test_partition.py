@@ -2,9 +2,13 @@
 miner moves to the new tip."""
 from __future__ import annotations
 
+import pytest
+
 from tests.nodeproc import wait_for
 
 from .util import miner_key, same_tip
+
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 
 def test_partition_heals_into_the_chain_with_most_work(nodes):

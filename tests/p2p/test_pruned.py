@@ -9,12 +9,15 @@
 """
 from __future__ import annotations
 
+import pytest
 from safetensors.torch import load as st_load
 
 from consensus.weights import weights_hash
 from tests.nodeproc import wait_for
 
 from .util import same_tip
+
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 
 def measured(node, height: int) -> bool:

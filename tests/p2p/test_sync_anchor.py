@@ -9,11 +9,15 @@ ended and progress fell to one orphan-parent fetch per poll (67 s for a 30-block
 """
 from __future__ import annotations
 
+import pytest
+
 from node.store import HEADER_ONLY
 from tests.blocks import BlockSmith
 from tests.nodeproc import wait_for
 
 from .util import same_tip
+
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 
 def test_stored_header_only_branch_is_synced_from_its_validated_parent(nodes, tmp_path):

@@ -167,6 +167,7 @@ def _env(monkeypatch, tmp_path, **values):
     (tmp_path / "datasets").mkdir(exist_ok=True)
 
 
+@pytest.mark.slow
 def test_setup_writes_the_spec_with_a_cpu_sized_k(stack, monkeypatch, tmp_path, capsys):
     _env(monkeypatch, tmp_path, POLCHAIN_PRESET="tiny", POLCHAIN_K="3")
     assert stack.setup() == 0
@@ -177,6 +178,7 @@ def test_setup_writes_the_spec_with_a_cpu_sized_k(stack, monkeypatch, tmp_path, 
     assert "ready:" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_setup_takes_a_given_spec_file(stack, monkeypatch, tmp_path):
     given = tmp_path / "my-spec.json"
     from consensus.spec import preset
