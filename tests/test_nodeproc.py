@@ -19,14 +19,14 @@ import pytest
 
 from tests.nodeproc import REPO, patient
 
+pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
+
 INNER = '''
 import os
 import time
 from pathlib import Path
 
 from tests.node.conftest import smith, static_node  # noqa: F401  (the node tests' session fixtures)
-
-pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 
 def test_holds_a_session_node(static_node):
