@@ -153,38 +153,37 @@ def mine_block(spec, data, device: str, groups: int | None, seed: int, datadir: 
 
 def submit_once(spec, data, replayer, block, root: Path, i: int) -> tuple[float, float, StageClock]:
     """One Chain.submit of the block into a fresh datadir; (wall s, CPU s, stage clock)."""
-    from node.chain import Chain
-    datadir = root / f"v{i}"
-    chain = Chain(spec, datadir, data)
-    chain.replayer = replayer           # a long-lived, warm replayer, as in a running node
-    replayer._acc_cache.clear()         # ... that has not evaluated this block's post-state yet
-    clock = chain.stage_timer = StageClock(str(replayer.device))
-    try:
-        common.sync_device(str(replayer.device))
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = chain.submit(block)
-        common.sync_device(str(replayer.device))
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        if out.status != Verdict.ACCEPTED:
-            raise RuntimeError(f"block not accepted: {out.status} {out.code} {out.detail}")
-    finally:
-        chain.store.close()
-        shutil.rmtree(datadir, ignore_errors=True)
+    clock = StageClock(str(replayer.device))
+
+    def submit(chain):
+        chain.replayer = replayer           # a long-lived, warm replayer, as in a running node
+        replayer._acc_cache.clear()         # ... that has not evaluated this block's post-state yet
+        chain.stage_timer = clock
+        return chain.submit(block)
+
+    wall, cpu = _timed_submission(spec, data, root / f"v{i}", submit, str(replayer.device))
     return wall, cpu, clock
 
 
 def submit_mined_once(spec, data, block, found, root: Path, i: int) -> tuple[float, float]:
     """The miner's own block into a fresh datadir as the node takes it (``Chain.submit_mined``: the
     miner's W' and acc(W') stand in for the replay and the evaluation); (wall s, CPU s)."""
+    return _timed_submission(spec, data, root / f"m{i}",
+                             lambda chain: chain.submit_mined(block, found.state, found.acc_after), "cpu")
+
+
+def _timed_submission(spec, data, datadir: Path, submit, device: str) -> tuple[float, float]:
+    """``submit(chain)`` on a fresh chain in ``datadir`` (removed after), timed; it must be accepted."""
     from node.chain import Chain
-    datadir = root / f"m{i}"
     chain = Chain(spec, datadir, data)
     try:
+        common.sync_device(device)
         w0, c0 = time.perf_counter(), time.process_time()
-        out = chain.submit_mined(block, found.state, found.acc_after)
+        out = submit(chain)
+        common.sync_device(device)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         if out.status != Verdict.ACCEPTED:
-            raise RuntimeError(f"own block not accepted: {out.status} {out.code} {out.detail}")
+            raise RuntimeError(f"block not accepted: {out.status} {out.code} {out.detail}")
     finally:
         chain.store.close()
         shutil.rmtree(datadir, ignore_errors=True)

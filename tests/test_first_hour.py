@@ -86,35 +86,6 @@ def test_remembering_keeps_what_the_config_file_holds(tmp_path):
 
 
 # -- a stand-in node API for `polchain status` --------------------------------------------------------
-class FakeNode:
-    """A real HTTP server on 127.0.0.1 answering GET PATH with the JSON given for it (404 otherwise)."""
-
-    def __init__(self, routes: dict[str, object]):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        class H(BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = routes.get(self.path)
-                data = json.dumps(body).encode()
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.httpd.server_port
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 STATUS = {"chain_id": "ab" * 32, "preset": "tiny", "height": 3, "tip": "cd" * 32, "difficulty": 8, "peers": 0,
           "peers_known": 0, "syncing": False, "tip_accuracy": {"correct": 60, "of": 500}, "mining": {"enabled": False},
           "version": "0.1.0", "last_block_age_s": 5.0, "sync": {"best_peer_height": None}}
@@ -124,9 +95,12 @@ BANNED = [{"url": "http://127.0.0.1:8001", "state": "banned", "height": None, "f
 
 @pytest.fixture
 def fake_node():
-    node = FakeNode({"/status": STATUS, "/peers": BANNED})
-    yield node
-    node.close()
+    """A real HTTP server on 127.0.0.1 standing in for a node's API (GET /status, GET /peers)."""
+    from tests.p2p.util import FakePeer
+    with FakePeer() as node:
+        node.serve_json("/status", STATUS)
+        node.serve_json("/peers", BANNED)
+        yield node
 
 
 # -- 31.6: no tracebacks: a closed pipe, a spec field out of range ------------------------------------
