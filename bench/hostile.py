@@ -67,7 +67,6 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -80,6 +79,7 @@ from urllib.parse import parse_qs, urlsplit
 from node.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 
 from . import common
+from .propagate import Node
 
 # -- who is where --------------------------------------------------------------------------------------
 BYSTANDER_IP = "127.0.200.1"
@@ -231,53 +231,17 @@ def _die_with_parent():
     return preexec
 
 
-class TargetNode:
-    """One `polchain node` subprocess (only this process is ever signalled)."""
+class TargetNode(Node):
+    """The target: one `polchain node` subprocess (bench.propagate.Node) that dies with this process."""
 
     def __init__(self, datadir: Path, *args: str):
-        from .propagate import free_port
-        self.datadir = Path(datadir)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.datadir.parent / "target.log"
-        self.args = list(args)
-        self.proc: subprocess.Popen | None = None
+        super().__init__("target", datadir, [], *args)
+        self.preexec = _die_with_parent()
 
     def launch(self) -> "TargetNode":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POLCHAIN_")}
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "node.cli", "--log-level", "INFO", "node", "--datadir", str(self.datadir),
-               "--port", str(self.port), "--threads", "1", *self.args]
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True, preexec_fn=_die_with_parent())
+        self.start()
         return self
-
-    def wait_ready(self, timeout: float = 300) -> None:
-        import httpx
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the target node exited ({self.proc.returncode}); see {self.log_path}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code in (200, 503):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"the target node not ready after {timeout:.0f} s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc is not None:
-            self._log.close()
 
 
 # -- the honest chain, mined beforehand ----------------------------------------------------------------

@@ -144,6 +144,7 @@ class Node:
         self.log_path = self.datadir.parent / f"{name}.log"
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
+        self.preexec = None           # preexec_fn of the node's process (bench hostile: die with this one)
 
     def start(self) -> "Node":
         env = {k: v for k, v in os.environ.items() if not k.startswith("POLCHAIN_")}
@@ -152,7 +153,7 @@ class Node:
                "--port", str(self.port), "--threads", "1", *self.spec_args, *self.args]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=self.preexec)
         self.started = time.monotonic()
         return self
 
