@@ -148,11 +148,9 @@ class NodeService:
 
     def _judged_now(self, block: Block) -> bool:
         """Whether ``block`` will be replayed as soon as the validator takes it: its parent is valid here
-        (not an orphan) and it was not judged already (not a duplicate). Only such a block may make a
-        stranger's replay give way: a cheap orphan must not (issue 30.3)."""
-        store = self.chain.store
-        return (store.status(block.header.parent) == BlockStatus.VALID
-                and store.status(block.hash) not in (BlockStatus.VALID, BlockStatus.INVALID))
+        (not an orphan; both callers of ``_queue`` have answered a duplicate already). Only such a block may
+        make a stranger's replay give way: a cheap orphan must not (issue 30.3)."""
+        return self.chain.store.status(block.header.parent) == BlockStatus.VALID
 
     def submit_mined(self, block: Block, state: State, after: Accuracy) -> Outcome:
         """The node's own block, with the W' and acc(W') its miner computed (``Chain.submit_mined``)."""
