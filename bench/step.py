@@ -129,7 +129,7 @@ def measure(spec, data, device: str, steps: int, evals: int, threads: int) -> di
     t_derive = []
     for i in range(steps):                             # v3: each replayed step's batch costs a scrypt seed
         t = time.process_time()
-        derive_batch(spec, "00" * 32, "11" * 32, i)
+        derive_batch(spec, "00" * 32, "11" * 32, 0, i)
         t_derive.append(time.process_time() - t)
     exact.accuracy()
     t_eval = []

@@ -201,7 +201,7 @@ def sample_p_acc(miner, w, parent, samples: int) -> tuple[int, int]:
     ok = 0
     for _ in range(samples):
         r.load(w)
-        r.step(derive_batch(miner.spec, parent.hash, BENCH_MINER, miner.random_nonce()))
+        r.step(derive_batch(miner.spec, parent.hash, BENCH_MINER, 0, miner.random_nonce()))
         if miner_accuracy_ok(r.accuracy(), parent, miner.spec):
             ok += 1
     r.load(w)

@@ -1,6 +1,6 @@
 """Block headers and blocks: frozen dataclasses, canonical encoding, Ed25519.
 
-``BlockHeader`` is the protocol v3 header; ``PaperHeader`` the DGG paper's (v1) header, kept
+``BlockHeader`` is the protocol v4 header (v3's with an admission ticket: consensus.ticket); ``PaperHeader`` the DGG paper's (v1) header, kept
 for the ``dgg-paper`` research preset.
 
 Canonical header encoding = canonical JSON (consensus.hashing) of the header's
@@ -109,7 +109,7 @@ class _Header:
 
 @dataclass(frozen=True)
 class BlockHeader(_Header):
-    """Protocol v3 header. The block carries no weights: W is the parent's post-state advanced
+    """Protocol v4 header. The block carries no weights: W is the parent's post-state advanced
     by the canonical steps of ``nonces[:-1]``, the winning step is ``nonces[-1]``, and the
     header commits to the post-state W' through ``state_hash``."""
     version: int
@@ -123,9 +123,10 @@ class BlockHeader(_Header):
     state_hash: str                 # weights hash of W', this block's post-state
     acc_after: int                  # claimed correct count of W' on E
     records_root: str               # Merkle root of the block's records
+    ticket: int = 0                 # the admission ticket (consensus.ticket), covered by the signature
     signature: str = ""             # Ed25519 over signing_bytes(), 64 bytes hex
 
-    INT_FIELDS = ("version", "height", "timestamp_ms", "difficulty", "acc_after")
+    INT_FIELDS = ("version", "height", "timestamp_ms", "difficulty", "acc_after", "ticket")
     HASH_FIELDS = ("chain_id", "parent", "state_hash", "records_root")
     LIST_FIELD = "nonces"
     LIST_MAX = 256
@@ -240,11 +241,12 @@ def header_class(spec):
 
 
 def genesis_header(spec):
-    """Height 0: no miner, no nonces, no signature; the post-state is the genesis weights and
-    the accuracy floor for block 1 is 0."""
+    """Height 0: no miner, no nonces, no ticket, no signature; the post-state is the genesis weights and
+    its claim is the genesis model's pinned accuracy on E (v4: block 1's floor; docs/protocol.md §6)."""
     common = dict(version=spec.header_version, chain_id=spec.chain_id, height=0, parent=ZERO_HASH,
                   timestamp_ms=spec.time.genesis_timestamp_ms, difficulty=spec.difficulty.initial, miner="",
-                  acc_after=0, records_root=ZERO_HASH, signature="")
+                  acc_after=0 if spec.is_paper else spec.evaluation.genesis_correct, records_root=ZERO_HASH,
+                  signature="")
     if spec.is_paper:
         return PaperHeader(batch=(), weights_hash=spec.model.genesis_weights_sha256, acc_before=0, **common)
     return BlockHeader(nonces=(), state_hash=spec.model.genesis_weights_sha256, **common)

@@ -130,6 +130,7 @@ class RecordsMismatch(BadBody):
 # -- invalid ----------------------------------------------------------------
 class InvalidBlock(BlockError):
     code = "invalid"
+    recorded = True         # the block's hash is stored as invalid (so its descendants are known bad)
 
 
 class Malformed(InvalidBlock):
@@ -146,6 +147,13 @@ class BadChainId(InvalidBlock):
 
 class BadSignature(InvalidBlock):
     code = "bad-signature"
+
+
+class BadTicket(InvalidBlock):
+    """No admission ticket (protocol v4): the header did not pay for being looked at, so nothing of it is
+    kept -- not even its hash as invalid (``recorded``): a ticketless header costs one scrypt evaluation."""
+    code = "bad-ticket"
+    recorded = False
 
 
 class BadParent(InvalidBlock):

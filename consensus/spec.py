@@ -16,9 +16,10 @@ from typing import Any
 
 from .hashing import canonical_json, sha256_hex
 
-SPEC_FORMAT = "polchain-spec/3"
-HEADER_VERSION = 3
-RULES_V3 = "v3"         # the node's rules: v2's proof with the exact step (docs/protocol.md §5)
+SPEC_FORMAT = "polchain-spec/4"
+HEADER_VERSION = 4
+RULES_V4 = "v4"         # the node's rules: v3's exact step, a ticket in every header, one R per candidate
+                        # (docs/protocol.md §1.3, §4.4)
 RULES_PAPER = "dgg-paper"   # research preset: the paper's rules (free W), forgeable
 
 
@@ -78,14 +79,18 @@ def unsupported_training(spec: "ChainSpec") -> str | None:
     return None
 
 
-BATCH_WORK_RANGE = (0, 16)     # scrypt N up to 2^16: 64 MiB of memory per derivation (r = 8)
+BATCH_WORK_RANGE = (1, 16)     # scrypt N up to 2^16: 64 MiB of memory per derivation (r = 8)
+TICKET_WORK_RANGE = (1, 16)
+TICKET_BITS_RANGE = (0, 64)
 
 
 def unsupported_proof(spec: "ChainSpec") -> str | None:
     """Why this spec's proof rules cannot be run, or None."""
-    w = spec.proof.batch_work
-    if not BATCH_WORK_RANGE[0] <= w <= BATCH_WORK_RANGE[1]:
-        return f"proof.batch_work = {w} outside {BATCH_WORK_RANGE[0]}..{BATCH_WORK_RANGE[1]}"
+    p = spec.proof
+    for name, (lo, hi) in (("batch_work", BATCH_WORK_RANGE), ("ticket_work", TICKET_WORK_RANGE),
+                           ("ticket_bits", TICKET_BITS_RANGE)):
+        if not lo <= getattr(p, name) <= hi:
+            return f"proof.{name} = {getattr(p, name)} outside {lo}..{hi}"
     return None
 
 
@@ -96,6 +101,8 @@ class EvaluationSpec:
     regression_tolerance: int   # dgg-paper: acc(W') >= parent's claimed acc(W') - this
     miner_logit_margin: str     # miner: a prediction whose top-2 logit gap is below this is borderline
     batch: int = 250            # evaluation chunk size (results do not depend on it beyond fp32 noise)
+    genesis_correct: int = 0    # the genesis model's correct count on E: the genesis block's claim (block 1's
+                                # floor), checked at start-up against a measurement (docs/protocol.md §6)
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,9 @@ class ProofSpec:
     r_excluded: tuple[str, ...] = ()    # parameter-name prefixes outside R's index space
     min_improvement: int = 0            # acc(W') >= parent's claimed acc(W') + this (negative: a slack) ...
     floor_relax: int = 0                # ... - this per redraw epoch since the parent (v3: no stall by claims)
-    batch_work: int = 0                 # log2 of scrypt's N in the batch derivation (0: one SHA-256, as in v2)
+    batch_work: int = 6                 # log2 of scrypt's N in the batch derivation
+    ticket_work: int = 8                # log2 of scrypt's N in the admission ticket (consensus.ticket)
+    ticket_bits: int = 0                # the ticket's hash must start with this many zero bits (0: any ticket)
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,7 @@ class ChainSpec:
     difficulty: DifficultySpec
     time: TimeSpec
     limits: LimitsSpec
-    proof: ProofSpec = ProofSpec(RULES_V3)
+    proof: ProofSpec = ProofSpec(RULES_V4)
     record_types: tuple[str, ...] = ("model-certificate",)
     format: str = SPEC_FORMAT
     header_version: int = HEADER_VERSION
@@ -303,9 +312,11 @@ INT_RANGES: dict[str, tuple[int | str | None, int | str | None]] = {
     "training.batch_size": (1, "dataset.train_size"), "training.exact_bits": (None, None),   # unsupported_training
     "evaluation.size": (1, "dataset.test_size"), "evaluation.claim_tolerance": (0, None),
     "evaluation.regression_tolerance": (0, None), "evaluation.batch": (1, None),
+    "evaluation.genesis_correct": (0, "evaluation.size"),
     "requirements.margin_ulps": (0, None), "requirements.band_ulps": (0, None),
     "proof.max_advance_steps": (0, None), "proof.redraw_interval_ms": (0, None), "proof.min_improvement": (None, None),
     "proof.floor_relax": (0, None), "proof.batch_work": (None, None),                        # unsupported_proof
+    "proof.ticket_work": (None, None), "proof.ticket_bits": (None, None),                  # unsupported_proof
     "difficulty.minimum": (1, "difficulty.maximum"), "difficulty.initial": ("difficulty.minimum", "difficulty.maximum"),
     "difficulty.maximum": (1, 256), "difficulty.target_interval_ms": (1, None), "difficulty.retarget_window": (1, None),
     "difficulty.max_step": (0, None),
@@ -378,6 +389,16 @@ TINY_TRAIN_SHA = "07779d6b06d50dfd783dd9240a7f994f540ee73c92e20e12feadc627c18857
 TINY_TEST_SHA = "7561e1a547161b863909143c1bdb38a03c650430cbb5d9ff358562b7e174bd83"
 PAPER_GENESIS_WEIGHTS = "2c9f278b7ba8f06b85e7cec72e28fde14f9bdbeb25505c340a4d816dbbb221f6"  # torch 2.x default init
 RESNET_GENESIS_WEIGHTS = "5f0df9e8df320161e787061f0b055a04df36004de9afb92e5701587e9bdf8ac4"
+# the genesis models' correct counts on E (the first 500 test images), measured by consensus.training's
+# accuracy function (ResNet-18: on the official test images 0..499, docs/protocol.md §6)
+TINY_GENESIS_CORRECT = 52
+RESNET_GENESIS_CORRECT = 56
+# admission tickets (consensus.ticket): scrypt N = 2^8, r = 8 (256 KiB, ~0.5 ms per evaluation on one
+# core); the zero bits price a ticket above what rejecting a ticketed junk block costs a node
+# (`polchain bench ticket`, docs/benchmarks.md section 14)
+TICKET_WORK = 8
+TINY_TICKET_BITS = 8
+RESNET_TICKET_BITS = 14
 
 
 def preset(name: str) -> ChainSpec:
@@ -389,7 +410,7 @@ def preset(name: str) -> ChainSpec:
                                 train_sha256=TINY_TRAIN_SHA, test_sha256=TINY_TEST_SHA),
             training=TrainingSpec(lr="0.01", batch_size=4, mean=("0.5", "0.5", "0.5"), std=("0.25", "0.25", "0.25")),
             evaluation=EvaluationSpec(size=500, claim_tolerance=2, regression_tolerance=25,
-                                      miner_logit_margin="0.0001"),
+                                      miner_logit_margin="0.0001", genesis_correct=TINY_GENESIS_CORRECT),
             requirements=RequirementsSpec(margin_ulps=4, margin_abs="1e-9", band_ulps=2, band_abs="5e-10"),
             # 10 s: 2.9 % orphans on the 12-node, 3-miner loopback net (2 s: 48.8 %, 5 s: 19-28 %;
             # docs/benchmarks.md section 9)
@@ -398,8 +419,9 @@ def preset(name: str) -> ChainSpec:
             time=TimeSpec(genesis_timestamp_ms=GENESIS_TIME_MS, max_future_ms=15_000, mtp_window=11),
             limits=LimitsSpec(max_header_bytes=8192, max_weights_bytes=1 << 20, max_records=64,
                               max_record_bytes=4096),
-            proof=ProofSpec(RULES_V3, max_advance_steps=8, redraw_interval_ms=30_000, r_excluded=("linear.", "bn3."),
-                            min_improvement=-3, floor_relax=3, batch_work=6),
+            proof=ProofSpec(RULES_V4, max_advance_steps=8, redraw_interval_ms=30_000, r_excluded=("linear.", "bn3."),
+                            min_improvement=-3, floor_relax=3, batch_work=6,
+                            ticket_work=TICKET_WORK, ticket_bits=TINY_TICKET_BITS),
         )
     if name == "cifar10-resnet18":
         return ChainSpec(
@@ -409,7 +431,7 @@ def preset(name: str) -> ChainSpec:
                                 test_sha256=None, archive_md5="c32a1d4ab5d03f1284b67883e8d87530"),
             training=TrainingSpec(lr="0.001", batch_size=4, mean=CIFAR_MEAN, std=CIFAR_STD),
             evaluation=EvaluationSpec(size=500, claim_tolerance=2, regression_tolerance=25,
-                                      miner_logit_margin="0.0001", batch=100),
+                                      miner_logit_margin="0.0001", batch=100, genesis_correct=RESNET_GENESIS_CORRECT),
             requirements=RequirementsSpec(margin_ulps=4, margin_abs="1e-9", band_ulps=2, band_abs="5e-10"),
             # 300 s: a block reaches 12 CPU validators in ~37.5 s; the calibrated model gives 9.5 % orphans
             # at 240 s, 4.5 % at 480 s (docs/benchmarks.md section 9)
@@ -421,10 +443,10 @@ def preset(name: str) -> ChainSpec:
             # out of R: the head and the BatchNorm layers whose outputs reach it through identity paths
             # only (the last block's bn2, the block before's bn2 and shortcut BatchNorm): their update
             # signs follow the batch's labels (77-93 % predicted, `polchain bench labels`, docs/benchmarks.md)
-            proof=ProofSpec(RULES_V3, max_advance_steps=4, redraw_interval_ms=600_000,
+            proof=ProofSpec(RULES_V4, max_advance_steps=4, redraw_interval_ms=600_000,
                             r_excluded=("linear.", "layer4.0.bn2.", "layer4.0.shortcut.1.", "layer4.1.bn2."),
-                            min_improvement=-3, floor_relax=5,
-                            batch_work=12),
+                            min_improvement=-3, floor_relax=5, batch_work=12,
+                            ticket_work=TICKET_WORK, ticket_bits=RESNET_TICKET_BITS),
         )
     if name == "dgg-paper":
         # RESEARCH ONLY: the DGG paper's rules on the tiny model and data (W free in the body, batch

@@ -1,7 +1,8 @@
-"""Block validation (protocol v3): four stages, cheapest rule first (``validate_block`` runs them).
+"""Block validation (protocol v4): four stages, cheapest rule first (``validate_block`` runs them).
 
-    header     -- syntax and limits, nonce count, signature, time not too new,
-                  parent known and valid, height, difficulty, median time past
+    header     -- syntax and limits, nonce count, signature, admission ticket, time not too new,
+                  parent known and valid, height, difficulty, time after the parent and after
+                  the median time past
     records    -- the records match the header's root (on the raw JSON), then parse and are valid
     replay     -- from the parent's post-state, the j advance steps and the winning
                   step on the miner-bound batches; R (from the parent's post-state and
@@ -34,6 +35,7 @@ from .proof import derive_batch, r_seed, redraw_epoch, requirements_for
 from .records import Record
 from .requirements import first_failed, requirements_hold_with_margin
 from .spec import ChainSpec
+from .ticket import ticket_holds
 from .training import Accuracy, CanonicalStep
 from .weights import State, all_finite, weights_hash
 
@@ -94,6 +96,13 @@ def validate_signature(header: BlockHeader) -> None:
         raise errors.BadSignature("Ed25519 signature does not verify")
 
 
+def validate_ticket(header: BlockHeader, spec: ChainSpec) -> None:
+    """v4: the header paid for being looked at (consensus.ticket): one scrypt evaluation, before anything
+    that costs more."""
+    if not ticket_holds(spec, header):
+        raise errors.BadTicket(f"the ticket does not give {spec.proof.ticket_bits} leading zero bits")
+
+
 def validate_not_from_future(header: BlockHeader, spec: ChainSpec, now_ms: int) -> None:
     if header.timestamp_ms > now_ms + spec.time.max_future_ms:
         raise errors.TimeTooNew(f"timestamp {header.timestamp_ms - now_ms} ms ahead of local clock")
@@ -123,6 +132,9 @@ def validate_timestamp(header: BlockHeader, parent: BlockHeader, spec: ChainSpec
     mtp = median_time_past(spec, parent, view)
     if header.timestamp_ms <= mtp:
         raise errors.TimeTooOld(f"timestamp not after median time past {mtp}")
+    if not spec.is_paper and header.timestamp_ms <= parent.timestamp_ms:
+        # v4: a miner cannot stamp its block before its parent to open later redraw epochs for its next one
+        raise errors.TimeTooOld(f"timestamp not after the parent's {parent.timestamp_ms}")
 
 
 def validate_header_standalone(header, spec: ChainSpec, now_ms: int) -> None:
@@ -135,8 +147,16 @@ def validate_header_standalone(header, spec: ChainSpec, now_ms: int) -> None:
         validate_batch_indices(header, spec)
     else:
         validate_nonces(header, spec)
-    validate_signature(header)
+    validate_paid(header, spec)
     validate_not_from_future(header, spec, now_ms)
+
+
+def validate_paid(header, spec: ChainSpec) -> None:
+    """The signature, then (v4) the ticket: the rules a node checks before a header takes any of its
+    time beyond them (a POSTed block before it waits for the validator, too)."""
+    validate_signature(header)
+    if not spec.is_paper:
+        validate_ticket(header, spec)
 
 
 def validate_header(header, spec: ChainSpec, view: ChainView, now_ms: int) -> BlockHeader:
@@ -167,9 +187,11 @@ def validate_records(header, records: Sequence[Record], spec: ChainSpec) -> None
 
 
 # == proof rules ===================================================================
-def batches(header: BlockHeader, spec: ChainSpec) -> list[tuple[int, ...]]:
-    """The train indices of each of the block's steps (advance steps, then the winning one)."""
-    return [derive_batch(spec, header.parent, header.miner, n) for n in header.nonces]
+def batches(header: BlockHeader, parent: BlockHeader, spec: ChainSpec) -> list[tuple[int, ...]]:
+    """The train indices of each of the block's steps (advance steps, then the winning one), all derived
+    in the block's redraw epoch."""
+    epoch = redraw_epoch(spec, parent.timestamp_ms, header.timestamp_ms)
+    return [derive_batch(spec, header.parent, header.miner, epoch, n) for n in header.nonces]
 
 
 def validator_band(spec: ChainSpec) -> tuple[int, float]:
@@ -184,7 +206,7 @@ def replay_steps(header: BlockHeader, parent: BlockHeader, parent_state: State, 
     step, after it). Leaves W' loaded in the replayer. ``should_stop()`` is asked before each step; true
     stops the replay with ``errors.ReplayStopped`` (the block is then not judged)."""
     reqs = requirements_for(spec, parent, header.timestamp_ms, header.difficulty, replayer.r_space)
-    steps = batches(header, spec)
+    steps = batches(header, parent, spec)
     replayer.load(parent_state)
     before = None
     for i, batch in enumerate(steps):

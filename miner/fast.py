@@ -38,7 +38,6 @@ from torch import nn
 
 from consensus.data import normalize
 from consensus.model import genesis_model
-from consensus.proof import redraw_epoch
 from consensus.requirements import Requirement, ulp
 from consensus.spec import ChainSpec
 from consensus.training import CanonicalStep
@@ -265,19 +264,21 @@ class FastMiner(ReferenceMiner):
         t0, attempts, epoch = time.perf_counter(), 0, None
         while not should_stop() and (max_attempts is None or attempts < max_attempts):
             ts = job.timestamp()
-            if redraw_epoch(self.spec, job.parent.timestamp_ms, ts) != epoch:
-                epoch, reqs = redraw_epoch(self.spec, job.parent.timestamp_ms, ts), self.requirements(job, ts)
+            if job.epoch(self.spec, ts) != epoch:
+                if epoch is not None:           # new batches: the path so far is not this epoch's (v4)
+                    path, w_j = self.new_epoch(parent_state)
+                epoch, reqs = job.epoch(self.spec, ts), self.requirements(job, ts)
                 targets = locate_targets(self.search.model, reqs, r)
             if len(path) < self.min_advance:      # advance steps first: no search before them
                 nonce = self.random_nonce()
-                self.advance(job, nonce)
+                self.advance(job, epoch, nonce)
                 attempts += 1                     # a step, if not a search: it counts against max_attempts
                 path.append(nonce)
                 path, w_j = self.after_advance(job, path, parent_state, w_j)
                 continue
             nonces = [self.random_nonce() for _ in range(self.groups)]
             c0 = time.process_time()
-            batches = [self.batch(job, n) for n in nonces]
+            batches = [self.batch(job, epoch, n) for n in nonces]
             hits = self.search_pass(batches, reqs, targets)
             self.progress.search_cpu_s += time.process_time() - c0
             attempts += len(batches)
@@ -291,7 +292,7 @@ class FastMiner(ReferenceMiner):
                         return found
                 r.load(w_j)
             if len(path) < J and not should_stop():   # no block at W_j: one canonical step, an advance step
-                self.advance(job, nonces[0])
+                self.advance(job, epoch, nonces[0])
                 path.append(nonces[0])
                 path, w_j = self.after_advance(job, path, parent_state, w_j)
         return None
@@ -300,6 +301,6 @@ class FastMiner(ReferenceMiner):
         """Every searched W_j is reloaded after a confirmation step; none before ``min_advance``."""
         return j >= self.min_advance
 
-    def advance(self, job: Job, nonce: int) -> None:
-        self.replayer.step(self.batch(job, nonce))
+    def advance(self, job: Job, epoch: int, nonce: int) -> None:
+        self.replayer.step(self.batch(job, epoch, nonce))
 

@@ -73,7 +73,12 @@ class Job:
     now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
 
     def timestamp(self) -> int:
-        return max(self.now_ms(), self.mtp_ms + 1)
+        """Now, but after the median time past and (v4) after the parent."""
+        return max(self.now_ms(), self.mtp_ms + 1, self.parent.timestamp_ms + 1)
+
+    def epoch(self, spec: ChainSpec, ts: int) -> int:
+        """The redraw epoch of a block stamped ``ts``: its batches and R are this epoch's."""
+        return redraw_epoch(spec, self.parent.timestamp_ms, ts)
 
 
 def make_job(spec: ChainSpec, parent: BlockHeader, k: int, miner: str, view,
@@ -98,8 +103,8 @@ class ReferenceMiner:
     def random_nonce(self) -> int:
         return self.rng.getrandbits(64)
 
-    def batch(self, job: Job, nonce: int) -> tuple[int, ...]:
-        return derive_batch(self.spec, job.parent.hash, job.miner, nonce)
+    def batch(self, job: Job, epoch: int, nonce: int) -> tuple[int, ...]:
+        return derive_batch(self.spec, job.parent.hash, job.miner, epoch, nonce)
 
     def requirements(self, job: Job, ts: int):
         return requirements_for(self.spec, job.parent, ts, job.k, self.replayer.r_space)
@@ -132,12 +137,14 @@ class ReferenceMiner:
         t0, attempts, epoch, reqs = time.perf_counter(), 0, None, ()
         while not should_stop() and (max_attempts is None or attempts < max_attempts):
             ts = job.timestamp()
-            if redraw_epoch(self.spec, job.parent.timestamp_ms, ts) != epoch:
-                epoch, reqs = redraw_epoch(self.spec, job.parent.timestamp_ms, ts), self.requirements(job, ts)
+            if job.epoch(self.spec, ts) != epoch:
+                if epoch is not None:           # a new epoch: new batches, so the path so far is not this epoch's
+                    path, w_j = self.new_epoch(parent_state)
+                epoch, reqs = job.epoch(self.spec, ts), self.requirements(job, ts)
             nonce = self.random_nonce()
             c0 = time.process_time()
             before = r.values(reqs)
-            r.step(self.batch(job, nonce))
+            r.step(self.batch(job, epoch, nonce))
             after = r.values(reqs)
             self.progress.search_cpu_s += time.process_time() - c0
             attempts += 1
@@ -152,6 +159,13 @@ class ReferenceMiner:
             else:
                 r.load(w_j)
         return None
+
+    def new_epoch(self, parent_state: State) -> tuple[list[int], State]:
+        """A redraw epoch began: every batch of a block is its epoch's (v4), so the advance steps taken so
+        far cannot be part of this epoch's block; start again from the parent's state."""
+        self.progress.restarts += 1
+        self.replayer.load(parent_state)
+        return [], parent_state
 
     def after_advance(self, job: Job, path: list[int], parent_state: State, w_j: State) -> tuple[list[int], State]:
         """The path and the state later attempts start from: the parent's state when W_J has fallen too

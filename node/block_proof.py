@@ -88,7 +88,8 @@ class BlockProofs:
         """What needs no replay: R (with the parent's header), the steps and their batches, the accuracies."""
         spec, hd = self.spec, block.header
         band_ulps, band_abs = validator_band(spec)
-        steps = batches(hd, spec)
+        # the batches are the block's redraw epoch's: known with the parent's header only
+        steps = batches(hd, parent_row.header, spec) if parent_row is not None else []
         out = {
             "hash": block.hash, "height": block.height, "status": block.status, "parent": hd.parent,
             "miner": hd.miner, "difficulty": hd.difficulty,

@@ -304,10 +304,12 @@ class Chain:
     def _reject(self, block: Block, exc: errors.InvalidBlock, peer) -> Outcome:
         header = block.header
         verdict = Outcome(Verdict.INVALID, exc.code, exc.detail, header.hash, stage=exc.stage or Stage.HEADER)
-        if len(header.encode()) > self.spec.limits.max_header_bytes:
-            # never store an oversized header (it would cost the store its size); nothing
-            # can descend from it and it is rejected again as cheaply as it would be looked up
-            log.warning("rejected oversized header %s from %s", header.hash[:16], peer or "local")
+        if len(header.encode()) > self.spec.limits.max_header_bytes or not exc.recorded:
+            # never store an oversized header (it would cost the store its size) or one without a ticket
+            # (it paid for nothing): nothing can descend from it and it is rejected again as cheaply as it
+            # would be looked up
+            log.warning("rejected header %s from %s without storing it: %s", header.hash[:16], peer or "local",
+                        exc.code)
             return verdict
         self.store.put_block(header, block.wire_records, INVALID, 0, reason=exc.code, detail=exc.detail, peer=peer)
         n = self.store.mark_invalid_descendants(header.hash, exc.code)

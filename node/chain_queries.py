@@ -127,7 +127,8 @@ class ChainQueries:
     def batch_images(self, b: StoredBlock, step: int) -> tuple[int, Tensor | None]:
         """How many steps ``b``'s proof has, and the train images of its step ``step`` (N x C x H x W uint8, the
         batch's order; None when it has no such step)."""
-        steps = batches(b.header, self.spec) if b.height > 0 else []
+        parent = self.store.get(b.header.parent) if b.height > 0 else None
+        steps = batches(b.header, parent.header, self.spec) if parent is not None else []
         if step >= len(steps):
             return len(steps), None
         import torch

@@ -68,7 +68,10 @@ def spec_for_archive(base, archive: Path, name: str | None = None):
     The split sizes come from the archive (every training file must hold the
     same number of records), the MD5 from the file, the split SHA-256s from the
     decoded tensors. The name is ``base.name`` for the official archive and
-    ``<base.name>-sample`` for any other, unless ``name`` is given.
+    ``<base.name>-sample`` for any other, unless ``name`` is given. The genesis
+    block's claim (v4: block 1's floor) is the genesis model's correct count on
+    this archive's E, measured here (on a sample of the official archive E is the
+    same images, and so the same count as the preset pins).
     """
     if base.dataset.id != "cifar10":
         raise DatasetError(f"spec {base.name!r} uses {base.dataset.id} data, not a CIFAR-10 archive")
@@ -92,7 +95,10 @@ def spec_for_archive(base, archive: Path, name: str | None = None):
                                   test_sha256=split_hash(c.test_x, c.test_y))
     if name is None:
         name = base.name if md5 == ARCHIVE_MD5 else f"{base.name}-sample"
-    return dataclasses.replace(base, name=name, dataset=dataset)
+    from consensus.training import Replayer, genesis_state   # torch: only when a spec is made from an archive
+    spec = dataclasses.replace(base, name=name, dataset=dataset)
+    measured = Replayer(spec, Dataset(c.train_x, c.train_y, c.test_x, c.test_y)).accuracy(genesis_state(spec)).correct
+    return dataclasses.replace(spec, evaluation=dataclasses.replace(spec.evaluation, genesis_correct=measured))
 
 
 # -- download ----------------------------------------------------------------

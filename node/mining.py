@@ -40,7 +40,8 @@ def mine_on_tip(chain, miner, key, *, records: Callable[[], list] = list, should
     found = miner.mine(job, w_prime, should_stop=should_stop, max_attempts=max_attempts)
     if found is None:
         return None
-    return build_block(chain.spec, job, found, key, tuple(records())), found
+    block = build_block(chain.spec, job, found, key, tuple(records()), should_stop)
+    return (block, found) if block is not None else None
 
 
 class RateMeter:

@@ -8,7 +8,7 @@ from typing import Callable
 
 from consensus import errors
 from consensus.block import BlockHeader
-from consensus.proof import derive_batch
+from consensus.validation import batches
 from consensus.spec import ChainSpec
 from consensus.training import CanonicalStep
 from consensus.weights import State, decode_state, encode_state, weights_hash
@@ -100,15 +100,15 @@ class PostStates:
             cur = row.header
         log.info("rebuilding the post-state of block %s (height %d): replaying %d block(s) from height %d",
                  parent.hash[:16], parent.height, len(path), cur.height)
-        done = 0
+        done, on = 0, cur
         for h in reversed(path):
             step.load(state)
-            for n in h.nonces:
+            for batch in batches(h, on, self.spec):
                 if should_stop is not None and should_stop():
                     raise errors.ReplayStopped(done)
-                step.step(derive_batch(self.spec, h.parent, h.miner, n))
+                step.step(batch)
                 done += 1
-            state = step.state()
+            state, on = step.state(), h
             if weights_hash(state) != h.state_hash:
                 log.error("rebuilding: block %s (height %d) replays to another state than it commits to",
                           h.hash[:16], h.height)

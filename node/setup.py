@@ -85,7 +85,8 @@ def _stored_spec(stored: Path) -> ChainSpec:
 def upgrade_hint(version) -> str:
     """Why an older datadir cannot be upgraded in place, and what to do."""
     why = ("v2 and later blocks carry no weights" if version == 1 else
-           "v3 replays every block with the exact step, so v2 post-states differ")
+           "v3 replays every block with the exact step, so v2 post-states differ" if version == 2 else
+           "v4 headers carry an admission ticket and derive batches in their redraw epoch")
     return (f"a protocol v{version} datadir cannot be upgraded in place ({why}): keep it for a v{version} node, "
             "or use another --datadir")
 

@@ -51,19 +51,31 @@ def init_genesis(store: Store, spec: ChainSpec, genesis: BlockHeader, state: Sta
     if stored_genesis is None:
         store.weights.put(got, encode_state(state))
         log.info("start-up: a new datadir: measuring the genesis model on E once (%d images)", spec.evaluation.size)
-        # the genesis model measured on E once, so every learning curve starts at a true point (its
-        # header claims 0: the floor for block 1, not a measurement)
         measured = step.accuracy(state).correct
-        log.info("genesis model: %d/%d on E (measured once)", measured, spec.evaluation.size)
+        check_genesis_accuracy(spec, measured)
+        log.info("genesis model: %d/%d on E (the spec pins %d)", measured, spec.evaluation.size, genesis.acc_after)
         store.put_block(genesis, [], VALID, work(genesis.difficulty), acc=(None, measured))
         store.set_tip(genesis, [genesis.hash])
     elif stored_genesis != genesis.hash:
         other = store.raw_chain_id(stored_genesis) or "unknown"
         raise StartupError(
             f"the datadir holds chain {other[:16]}..., not this node's chain {spec.chain_id[:16]}... "
-            f"({spec.name}, protocol v{spec.header_version}); a protocol v1 or v2 datadir cannot be "
-            "upgraded in place (v1 stored weights in blocks; v3 replays with the exact step): keep it for "
-            "its node, or use another --datadir")
+            f"({spec.name}, protocol v{spec.header_version}); a protocol v1, v2 or v3 datadir cannot be "
+            "upgraded in place (v1 stored weights in blocks; v3 replays with the exact step; v4 headers carry "
+            "a ticket and batches their redraw epoch): keep it for its node, or use another --datadir")
+
+
+def check_genesis_accuracy(spec: ChainSpec, measured: int) -> None:
+    """The genesis block claims the spec's pinned accuracy of the genesis model on E (block 1's floor, v4); a
+    measurement outside the claim tolerance means this node's E is not the chain's (another dataset, or a
+    damaged one) and every accuracy verdict it gave would be wrong."""
+    pinned, tol = spec.evaluation.genesis_correct, spec.evaluation.claim_tolerance
+    if spec.is_paper or abs(measured - pinned) <= tol:
+        return
+    raise StartupError(
+        f"the genesis model scores {measured}/{spec.evaluation.size} on E here, but the chain spec pins "
+        f"{pinned} (tolerance {tol}): this node's test split is not the chain's; check the dataset "
+        "(--dataset-dir) against the spec's hashes")
 
 
 def check_tip_weights(store: Store) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check. First (protocol v3, consensus): the exact step on the GPU against the committed
-# known answers (tests/known-answers-v3.json, tiny and ResNet-18: bit-identical or exit 1), and a tiny
+# known answers (tests/known-answers-v4.json, tiny and ResNet-18: bit-identical or exit 1), and a tiny
 # chain mined on the GPU verified by `polchain verify` on the CPU. Then the measurements of
 # scripts/gpu_check.py: attempts/s of both miners on CUDA, share of the GPU's fp32 peak, validation
 # time on the GPU, and GPU -> CPU agreement.

@@ -103,7 +103,7 @@ def measure(name: str, *, steps: int, acc_steps: int, warmup: int, parents: int,
     miner = sha256_hex(f"measure-rates {name} miner".encode())
     r.load(genesis_state(spec))
     for _ in range(warmup):
-        r.step(derive_batch(spec, parent_hash, miner, rng.getrandbits(64)))
+        r.step(derive_batch(spec, parent_hash, miner, 0, rng.getrandbits(64)))
     w = r.state()
     n = r.r_space.size
     eligible = torch.cat([torch.arange(start, start + length) for start, length in r.r_space.segments])
@@ -129,7 +129,7 @@ def measure(name: str, *, steps: int, acc_steps: int, warmup: int, parents: int,
     spot = random.Random(seed + 1)
     t0 = time.perf_counter()
     for step in range(steps):
-        batch = derive_batch(spec, parent_hash, miner, rng.getrandbits(64))
+        batch = derive_batch(spec, parent_hash, miner, 0, rng.getrandbits(64))
         r.load(w)
         before = flat(r)
         r.step(batch)

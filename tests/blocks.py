@@ -16,6 +16,9 @@
   them; only the headers-first path can use them), the spec's target interval apart unless told;
   every header rule holds (k by the retarget rule). ``junk(on, rng)`` is a random one of those, as
   a spammer sends; ``resign`` changes fields and signs again, so that only the intended rule breaks.
+  Every header the smith signs carries a valid admission ticket (consensus.ticket); the module-level
+  ``resign(header, key, spec)`` solves one when given the spec, and without it signs a header whose
+  ticket is left as it was (a spec with ``ticket_bits`` 0 takes any ticket).
 
 Blocks come back as ``MinedBlock`` (header, records as JSON objects, post-state W'). Everything is
 deterministic given the seeds and the clock: ``gap_ms`` after the parent, for ``BlockSmith.open`` too
@@ -35,9 +38,10 @@ from consensus.block import Block, BlockHeader, genesis_header, public_key_hex
 from consensus.data import Dataset
 from consensus.difficulty import next_difficulty
 from consensus.hashing import ZERO_HASH, sha256_hex
-from consensus.proof import derive_batch
+from consensus.proof import derive_batch, redraw_epoch
 from consensus.records import Record
 from consensus.spec import ChainSpec
+from consensus.ticket import sign_with_ticket
 from consensus.training import Accuracy, Replayer
 from consensus.weights import State, encode_state, weights_hash
 
@@ -52,9 +56,11 @@ def low_difficulty(spec: ChainSpec, k: int) -> ChainSpec:
                                difficulty=dataclasses.replace(spec.difficulty, initial=k, minimum=1))
 
 
-def resign(header: BlockHeader, key: Ed25519PrivateKey, **changes) -> BlockHeader:
-    """The header with ``changes``, signed again by ``key`` (so only the intended rule breaks)."""
-    return dataclasses.replace(header, **changes).signed(key)
+def resign(header: BlockHeader, key: Ed25519PrivateKey, spec: ChainSpec | None = None, **changes) -> BlockHeader:
+    """The header with ``changes``, signed again by ``key`` (so only the intended rule breaks); with ``spec``,
+    with a new admission ticket for ``spec`` first."""
+    changed = dataclasses.replace(header, **changes)
+    return sign_with_ticket(spec, changed, key) if spec is not None else changed.signed(key)
 
 
 class MemoryView:
@@ -97,12 +103,14 @@ class MinedBlock:
         return encode_state(self.state)
 
 
-def replay(spec: ChainSpec, r: Replayer, parent_state: State, parent_hash: str, miner: str,
-           nonces: Sequence[int]) -> State:
-    """The post-state of these nonces, written out from the protocol (not through validation)."""
+def replay(spec: ChainSpec, r: Replayer, parent_state: State, parent: BlockHeader, miner: str,
+           nonces: Sequence[int], timestamp_ms: int) -> State:
+    """The post-state of these nonces for a child of ``parent`` stamped ``timestamp_ms`` (its batches are its
+    redraw epoch's), written out from the protocol (not through validation)."""
+    epoch = redraw_epoch(spec, parent.timestamp_ms, timestamp_ms)
     r.load(parent_state)
     for n in nonces:
-        r.step(derive_batch(spec, parent_hash, miner, n))
+        r.step(derive_batch(spec, parent.hash, miner, epoch, n))
     return r.state()
 
 
@@ -182,7 +190,7 @@ class BlockSmith:
         from ``parent_state`` (k: the parent's unless given); R is not looked at (the caller picks
         nonces that meet it, or not)."""
         r = replayer or self.replayer
-        state = replay(self.spec, r, parent_state, parent.hash, public_key_hex(self.key), nonces)
+        state = replay(self.spec, r, parent_state, parent, public_key_hex(self.key), nonces, timestamp_ms)
         acc = r.accuracy(state)
         header = self.header(parent, timestamp_ms=timestamp_ms, k=k, nonces=tuple(nonces),
                              state_hash=weights_hash(state), acc_after=acc.correct, records_root=records_root)
@@ -264,7 +272,7 @@ class BlockSmith:
                         parent=on.hash, timestamp_ms=timestamp_ms, difficulty=k, miner="", nonces=(1,),
                         state_hash=sha256_hex(f"{salt}{on.hash}".encode()), acc_after=0,
                         records_root=ZERO_HASH)
-        return resign(h, key or self.key, **fields)
+        return resign(h, key or self.key, self.spec, **fields)
 
     def headers(self, n: int | None = None, *, ancestors: Sequence[BlockHeader] | None = None,
                 timestamps: Sequence[int] | None = None, gap_ms: int | None = None, salt: str = "",
@@ -293,8 +301,8 @@ class BlockSmith:
         return self.header(on, view=view, timestamp_ms=on.timestamp_ms + 1, key=key, **{**fields, **changes})
 
     def resign(self, header: BlockHeader, **changes) -> BlockHeader:
-        """``header`` with ``changes``, signed again by this smith's key."""
-        return resign(header, self.key, **changes)
+        """``header`` with ``changes``, a new ticket, signed again by this smith's key."""
+        return resign(header, self.key, self.spec, **changes)
 
 
 def mine_block(spec: ChainSpec, dataset: Dataset, parent: BlockHeader, state: State, view, key: Ed25519PrivateKey,

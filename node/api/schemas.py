@@ -86,6 +86,8 @@ class Header(BaseModel):
     state_hash: str = Field(pattern=HASH, description="weights hash of the block's post-state W'")
     acc_after: int = Field(**U63, description="claimed correct count of W' on the evaluation set E")
     records_root: str = Field(pattern=HASH)
+    ticket: int = Field(**U63, description="the admission ticket: scrypt of the header without signature and "
+                        "ticket starts with the spec's ticket_bits zero bits (docs/protocol.md §1.3)")
     signature: str = Field(description="Ed25519 signature, hex ('' at genesis)")
 
 

@@ -46,7 +46,8 @@ def outcome_class(code: str) -> type[errors.BlockError]:
 
 
 def signed(header: BlockHeader, key: Ed25519PrivateKey = CHEATER_KEY, **changes) -> BlockHeader:
-    return resign(header, key, **changes)
+    """``header`` with ``changes``, a valid ticket of the tiny chain (the attacks here pay it), signed by ``key``."""
+    return resign(header, key, preset("tiny"), **changes)
 
 
 def owner_certificate(n: int = 0) -> Record:

@@ -20,12 +20,13 @@ import torch
 from consensus import errors
 from consensus.block import Block, BlockHeader, public_key_hex
 from consensus.proof import derive_batch, requirements_for
+from consensus.validation import batches
 from consensus.requirements import DECREASE, Requirement, derive_requirements, requirements_hold
 from consensus.training import Replayer
 from consensus.weights import State, clone_state, weights_hash
 from consensus.weights import encode_state as _body
 from node.chain import Chain
-from tests.blocks import BLOCK_GAP_MS, BlockSmith, low_difficulty
+from tests.blocks import BLOCK_GAP_MS, BlockSmith, low_difficulty, resign
 
 from .paper_chain import (
     HONEST_KEY,
@@ -146,7 +147,7 @@ def test_flip_rejected_under_v2(v2):
     reqs = requirements_for(spec, v2.tip, v2.tip.timestamp_ms + 2000, v2.tip.difficulty, r.r_space)
     thief = public_key_hex(THIEF_KEY)
     for nonce in range(500):
-        before, after = step_deltas(r, v2.tip_state, derive_batch(spec, v2.tip.hash, thief, nonce), reqs)
+        before, after = step_deltas(r, v2.tip_state, derive_batch(spec, v2.tip.hash, thief, 0, nonce), reqs)
         flips = flips_for(r, reqs, before, after)
         if flips:
             break
@@ -175,7 +176,7 @@ def test_permutation_rejected_under_v2(v2):
     """Under v2 the header commits to the post-state the replay produces: a permuted state, with an honest
     proof's nonces, does not hash to it."""
     w_p = permute_layer3(v2.next_state, 0, 1)
-    forged = replace(v2.next, state_hash=weights_hash(w_p)).signed(HONEST_KEY)
+    forged = resign(v2.next, HONEST_KEY, v2.chain.spec, state_hash=weights_hash(w_p))
     submit_v2(v2, forged, "state-mismatch")
 
 
@@ -209,7 +210,7 @@ def test_crafted_weights_rejected_under_v2(v2):
     the honest nonces the crafted state has no steps that produce it at all: requirements-not-met."""
     w = clone_state(v2.next_state)
     w["conv1.weight"] += 1e-3
-    submit_v2(v2, replace(v2.next, state_hash=weights_hash(w)).signed(HONEST_KEY), "state-mismatch")
+    submit_v2(v2, resign(v2.next, HONEST_KEY, v2.chain.spec, state_hash=weights_hash(w)), "state-mismatch")
     submit_v2(v2, v2_header(v2, [12345], w, v2.next.acc_after), "requirements-not-met")
 
 
@@ -226,7 +227,7 @@ def test_stolen_block_accepted_by_paper(paper):
 def test_stolen_block_rejected_under_v2(v2):
     """Under v2 the batches derive from the miner key: the thief's key names other batches, whose replay
     does not meet R."""
-    stolen = v2.next.signed(THIEF_KEY)
+    stolen = resign(v2.next, THIEF_KEY, v2.chain.spec)
     assert stolen.nonces == v2.next.nonces and stolen.miner != v2.next.miner
     submit_v2(v2, stolen, "requirements-not-met")
 
@@ -341,10 +342,11 @@ def test_thread_count_cannot_split_v2(v2):
         torch.set_num_threads(saved)
     # the honest block's required changes all clear the validators' band with room (the miner's margin)
     reqs = requirements_for(spec, v2.tip, v2.next.timestamp_ms, v2.next.difficulty, r.r_space)
+    steps = batches(v2.next, v2.tip, spec)
     w = v2.tip_state
-    for n in v2.next.nonces[:-1]:
-        w = r.update(w, derive_batch(spec, v2.tip.hash, v2.next.miner, n))
-    before, after = step_deltas(r, w, derive_batch(spec, v2.tip.hash, v2.next.miner, v2.next.nonces[-1]), reqs)
+    for b in steps[:-1]:
+        w = r.update(w, b)
+    before, after = step_deltas(r, w, steps[-1], reqs)
     assert requirements_hold(before, after, reqs, spec.requirements.margin_ulps, float(spec.requirements.margin_abs))
 
 
@@ -455,7 +457,7 @@ def test_sibling_flood_costs_no_replay_under_v2(v2, tmp_path):
     first = chain.submit(Block(v2.next, []), None)
     assert first.status == "accepted"
     for i in range(1, 21):
-        sib = replace(v2.next, timestamp_ms=v2.next.timestamp_ms + i).signed(HONEST_KEY)
+        sib = resign(v2.next, HONEST_KEY, v2.chain.spec, timestamp_ms=v2.next.timestamp_ms + i)
         out = chain.submit(Block(sib, []), None)
         assert out.status == "accepted", out
     assert chain.replays == replays + 1

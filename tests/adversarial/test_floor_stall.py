@@ -24,6 +24,7 @@ from consensus.spec import preset
 from consensus.training import Replayer, genesis_state
 from consensus.validation import accuracy_floor
 from node.chain import Chain
+from tests.blocks import resign
 from tests.conftest import mine_block
 
 ATTACKER = Ed25519PrivateKey.from_private_bytes(bytes([11]) * 32)
@@ -46,7 +47,7 @@ def test_an_over_claim_cannot_stall_the_chain(tiny_dataset, tmp_path):
         b1 = mine_block(spec, tiny_dataset, g, genesis_state(spec), chain.view, ATTACKER,
                         now_ms=g.timestamp_ms + 30 * interval)
         measured = Replayer(spec, tiny_dataset).accuracy(b1.state).correct
-        claim = replace(b1.header, acc_after=measured + tol).signed(ATTACKER)
+        claim = resign(b1.header, ATTACKER, spec, acc_after=measured + tol)
         out = chain.submit(Block(claim, b1.records))
         assert out.status == "accepted", out
 

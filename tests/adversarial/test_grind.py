@@ -83,11 +83,11 @@ def test_a_surrogate_filter_costs_more_than_honest_candidates():
         # the honest miner: every candidate is trained
         while True:
             honest_candidates += 1
-            if meets(reqs, derive_batch(spec, parent.hash, MINER, rng.getrandbits(64))):
+            if meets(reqs, derive_batch(spec, parent.hash, MINER, epoch, rng.getrandbits(64))):
                 break
         # the grinder: derive, score with the surrogate, train only the batches it predicts
         while True:
-            batch = derive_batch(spec, parent.hash, MINER, rng.getrandbits(64))
+            batch = derive_batch(spec, parent.hash, MINER, epoch, rng.getrandbits(64))
             grinder_derivations += 1
             predicted = -sum(grads(i, coords) for i in batch)        # SGD moves against the gradient
             if not bool(((predicted * dirs) > 0).all()):

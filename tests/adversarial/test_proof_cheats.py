@@ -7,7 +7,6 @@ in tests/consensus/test_validation.py.)
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 from consensus.block import Block
 from consensus import errors
@@ -20,8 +19,8 @@ def test_old_proof_replayed_onto_new_parent(chain, honest, attack):
     parent, so the replay from the tip's post-state neither meets R nor reproduces the state."""
     tip = chain.tip().header
     for old in honest.blocks[2:6]:
-        h = replace(old.header, height=tip.height + 1, parent=tip.hash, timestamp_ms=tip.timestamp_ms + 2000,
-                    difficulty=tip.difficulty).signed(HONEST_KEY)
+        h = signed(old.header, HONEST_KEY, height=tip.height + 1, parent=tip.hash,
+                   timestamp_ms=tip.timestamp_ms + 2000, difficulty=tip.difficulty)
         out = chain.submit(Block(h, old.records), "http://cheater.invalid:1")
         assert (out.status, out.code) in {("invalid", "requirements-not-met"), ("invalid", "state-mismatch")}, out
 
@@ -30,8 +29,8 @@ def test_fresh_proof_moved_to_sibling_parent(chain, honest, attack):
     """The next block's proof (valid on the tip) claimed as a child of the tip's parent."""
     tip = chain.tip().header
     parent = honest.blocks[-2].header
-    moved = replace(honest.next.header, height=parent.height + 1, parent=parent.hash,
-                    timestamp_ms=tip.timestamp_ms + 1).signed(HONEST_KEY)
+    moved = signed(honest.next.header, HONEST_KEY, height=parent.height + 1, parent=parent.hash,
+                   timestamp_ms=tip.timestamp_ms + 1)
     out = chain.submit(Block(moved, honest.next.records), "http://cheater.invalid:1")
     assert out.status == "invalid" and out.code in ("requirements-not-met", "state-mismatch"), out
 

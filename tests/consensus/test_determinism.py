@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from consensus import exact
 from consensus.data import normalize
 from consensus.model import genesis_model
-from consensus.proof import derive_batch
+from consensus.block import genesis_header
+from consensus import validation
 from consensus.block import Block
 from consensus.validation import validate_block
 from consensus.weights import weights_hash
@@ -80,7 +81,7 @@ def test_the_fp32_step_is_not_portable_but_the_exact_step_is(tiny_spec, tiny_dat
     """A control that shows the rule has a subject: fp32 autograd steps on 1 and 2 threads round
     differently on this machine, while the exact step gives one hash."""
     h = tiny_block.header
-    batches = [derive_batch(tiny_spec, h.parent, h.miner, n) for n in h.nonces]
+    batches = validation.batches(h, genesis_header(tiny_spec), tiny_spec)
     fp32 = {_fp32_steps(tiny_spec, tiny_dataset, tiny_genesis_state, batches, n) for n in (1, 2)}
     exact_hashes = set()
     for n in (1, 2):

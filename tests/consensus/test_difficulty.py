@@ -145,20 +145,20 @@ def test_mtp_is_the_median_of_the_last_11(offsets):
             list(range(h, max(-1, h - SPEC.time.mtp_window), -1))
 
 
-def test_time_too_old_against_mtp(miner_key):
-    """Timestamps may go backwards, but never to or below the median of the last 11."""
+def test_time_too_old_against_parent_and_mtp(miner_key):
+    """v4: a timestamp is after its parent's (v3 let it go back to the median of the last 11 + 1 ms, so a
+    miner could stamp its own block up to a minute early and open later redraw epochs for its next one)."""
     ts = regular(15, 1000)
-    ts[14] = ts[12]                                           # earlier than its parent, later than its MTP
     chain, view = build_chain(ts, key=miner_key)
     parent = chain[14]
     mtp = median_time_past(SPEC, parent, view)
-    assert mtp == ts[9]       # heights 4..14 sorted: ts4..ts9 | ts10, ts11, ts12, ts12, ts13
+    assert mtp == ts[9] < ts[14] == parent.timestamp_ms      # heights 4..14: the median is height 9's
 
     def mk(t):
         return smith(key=miner_key).header(parent, timestamp_ms=t, k=8)
 
-    now = ts[13] + 10_000
-    validate_header(mk(mtp + 1), SPEC, view, now)
-    for t in (mtp, mtp - 1, ts[0]):
+    now = ts[14] + 10_000
+    validate_header(mk(parent.timestamp_ms + 1), SPEC, view, now)
+    for t in (parent.timestamp_ms, parent.timestamp_ms - 1, mtp + 1, mtp, ts[0]):
         with pytest.raises(errors.TimeTooOld):
             validate_header(mk(t), SPEC, view, now)

@@ -87,7 +87,7 @@ def test_exact_backward_is_the_gradient(case, tiny_dataset, monkeypatch):
     bits = spec.training.exact_bits
     tol = tolerance(case, bits)
     parent = genesis_header(spec)
-    idx = torch.tensor(derive_batch(spec, parent.hash, MINER_KEY, 0))
+    idx = torch.tensor(derive_batch(spec, parent.hash, MINER_KEY, 0, 0))
     images, labels = data.train_x[idx], data.train_y[idx].to(torch.int64)
     assert images.shape == (4, 3, 32, 32)
     state = moved_state(spec)
@@ -150,7 +150,7 @@ def test_exact_backward_is_the_gradient(case, tiny_dataset, monkeypatch):
 def test_the_step_applies_these_gradients(tiny_dataset):
     """exact_sgd_step is exact_gradients plus ``w' = fp32(w - fp32(lr * fp32(g)))`` (tiny: one step)."""
     spec = case_spec("tiny")
-    idx = torch.tensor(derive_batch(spec, genesis_header(spec).hash, MINER_KEY, 0))
+    idx = torch.tensor(derive_batch(spec, genesis_header(spec).hash, MINER_KEY, 0, 0))
     images, labels = tiny_dataset.train_x[idx], tiny_dataset.train_y[idx].to(torch.int64)
     state = moved_state(spec)
     rule = exact_step.Rule(spec.training.exact_bits, float(torch.tensor(spec.lr, dtype=torch.float32)),

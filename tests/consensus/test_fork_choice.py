@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from consensus.ticket import sign_with_ticket
 from consensus.block import Block, genesis_header
 from consensus.difficulty import work
 from consensus.training import genesis_state
@@ -98,12 +99,13 @@ def test_invalid_block_never_becomes_tip_and_poisons_descendants(k1_spec, tiny_d
     g, a, b, c = blocks
     chain = open_chain(k1_spec, tiny_dataset, tmp_path / "d")
     bad_b = b.header.__class__.from_dict({**b.header.to_dict(), "acc_after": 0})
-    bad_b = bad_b.signed(miner_key)                                  # a false accuracy claim
+    bad_b = sign_with_ticket(k1_spec, bad_b, miner_key)             # a false accuracy claim
     out = chain.submit(Block(bad_b, b.records))
     assert (out.status, out.code) == ("invalid", "bad-accuracy-claim")
     assert chain.tip().hash == g.hash
     # a child of the invalid block is invalid without any replay
-    child = c.header.__class__.from_dict({**c.header.to_dict(), "parent": bad_b.hash}).signed(miner_key)
+    child = sign_with_ticket(k1_spec, c.header.__class__.from_dict({**c.header.to_dict(), "parent": bad_b.hash}),
+                             miner_key)
     out = chain.submit(Block(child, c.records))
     assert (out.status, out.code) == ("invalid", "bad-parent")
     assert chain.tip().hash == g.hash

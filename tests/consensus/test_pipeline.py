@@ -54,7 +54,7 @@ def test_a_failed_claim_is_judged_in_the_accuracy_stage(tiny_spec, tiny_block, t
     accuracy stage, which is what spares its relays a ban (p2p/punishment.py)."""
     rec = Recorder()
     h = tiny_block.header
-    bad = Block(resign(h, miner_key, acc_after=h.acc_after + tiny_spec.evaluation.claim_tolerance + 1))
+    bad = Block(resign(h, miner_key, tiny_spec, acc_after=h.acc_after + tiny_spec.evaluation.claim_tolerance + 1))
     exc = expect(errors.BadAccuracyClaim, INVALID, run, tiny_spec, bad, replayer(), tiny_block.parent_state, rec,
                  genesis=tiny_genesis)
     assert exc.stage is Stage.ACCURACY and rec.events[-2:] == ["state_hash", "accuracy"]
@@ -62,7 +62,7 @@ def test_a_failed_claim_is_judged_in_the_accuracy_stage(tiny_spec, tiny_block, t
 
 def test_a_failed_work_is_judged_in_the_replay_stage(tiny_spec, tiny_block, tiny_genesis, replayer, miner_key):
     rec = Recorder()
-    bad = Block(resign(tiny_block.header, miner_key, state_hash="33" * 32))
+    bad = Block(resign(tiny_block.header, miner_key, tiny_spec, state_hash="33" * 32))
     exc = expect(errors.StateMismatch, INVALID, run, tiny_spec, bad, replayer(), tiny_block.parent_state, rec,
                  genesis=tiny_genesis)
     assert exc.stage is Stage.REPLAY and "accuracy" not in rec.events
@@ -85,7 +85,7 @@ def test_should_stop_stops_the_replay_between_steps(tiny_spec, tiny_block, tiny_
 
 def test_header_failure_touches_no_records_and_no_tensor(tiny_spec, tiny_block, tiny_genesis, replayer, miner_key):
     rec = Recorder()
-    bad = Block(resign(tiny_block.header, miner_key, height=5), [{"not": "a record"}])
+    bad = Block(resign(tiny_block.header, miner_key, tiny_spec, height=5), [{"not": "a record"}])
     exc = expect(errors.BadHeight, INVALID, run, tiny_spec, bad, replayer(), tiny_block.parent_state, rec,
                  genesis=tiny_genesis)
     assert exc.stage is Stage.HEADER and rec.events == ["header"]
@@ -97,7 +97,7 @@ def test_committed_junk_records_are_an_invalid_block_not_a_bad_body(tiny_spec, t
     invalid. The wire constructor checks the commitment first and parses nothing."""
     junk = [{"type": "junk", "x": 1}]
     root = merkle_root(canonical_json(j) for j in junk)
-    header = resign(tiny_block.header, miner_key, records_root=root)
+    header = resign(tiny_block.header, miner_key, tiny_spec, records_root=root)
     block = Block.from_wire(header, junk)          # the commitment holds: no error here
     rec = Recorder()
     exc = expect(errors.BadRecord, INVALID, run, tiny_spec, block, replayer(), tiny_block.parent_state, rec,
@@ -127,7 +127,7 @@ def test_proof_memo_skips_the_replay_of_a_resigned_sibling(tiny_spec, tiny_block
     first = run(tiny_spec, Block(tiny_block.header), replayer(), tiny_block.parent_state, memo=memo,
                 genesis=tiny_genesis)
     memo.put(first.proof_key, tiny_block.header.state_hash, first.after)
-    sib = Block(resign(tiny_block.header, miner_key, timestamp_ms=tiny_block.header.timestamp_ms + 1))
+    sib = Block(resign(tiny_block.header, miner_key, tiny_spec, timestamp_ms=tiny_block.header.timestamp_ms + 1))
     rec = Recorder()
     no_state = {}          # a memoised proof never reads the parent's state
     out = validate_block(sib, tiny_spec, MemoryView([tiny_genesis]), sib.header.timestamp_ms + 1000,
@@ -135,7 +135,7 @@ def test_proof_memo_skips_the_replay_of_a_resigned_sibling(tiny_spec, tiny_block
     assert not out.replayed and out.after == first.after
     assert rec.events == ["header", "records", "replay", "accuracy"]
     # a sibling claiming another post-state for the same proof is caught without a replay
-    liar = Block(resign(tiny_block.header, miner_key, timestamp_ms=tiny_block.header.timestamp_ms + 2,
+    liar = Block(resign(tiny_block.header, miner_key, tiny_spec, timestamp_ms=tiny_block.header.timestamp_ms + 2,
                         state_hash="44" * 32))
     exc = expect(errors.StateMismatch, INVALID, validate_block, liar, tiny_spec, MemoryView([tiny_genesis]),
                  liar.header.timestamp_ms + 1000, replayer=replayer(), parent_state=no_state, memo=memo)

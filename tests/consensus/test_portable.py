@@ -4,7 +4,7 @@ Each configuration runs in its own process (the kernel choice is fixed at start-
 ``ATEN_CPU_CAPABILITY`` in {default (scalar), avx2, avx512 where this CPU has it} x
 ``ONEDNN_MAX_CPU_ISA`` in {SSE41, AVX2, native} x 1 and 2 torch threads. In each, 9 tiny steps
 (a full block's replay: J + 1) and one ResNet-18 step from genesis must give the committed known
-answers of tests/known-answers-v3.json, and ``polchain verify`` must pass on a tiny chain mined
+answers of tests/known-answers-v4.json, and ``polchain verify`` must pass on a tiny chain mined
 natively in this process's parent. The capability each child really ran is read back from
 ``torch.backends.cpu.get_cpu_capability()``, so a variable that had no effect is seen.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from ..test_cli_mine_verify import polchain
-from ..vectors import load
+from ..vectors import case_spec, load
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 600
@@ -55,11 +55,11 @@ torch.set_num_threads({threads})
 from consensus.data import load_dataset
 from tests.vectors import case_spec, compute
 data = load_dataset(case_spec("tiny").dataset, None)
-tiny = compute("tiny", evaluate=False, dataset=data)
+tiny = compute("tiny", dataset=data)
 resnet = compute("resnet18-synthetic", steps=1, evaluate=False, dataset=data)
 print(json.dumps(dict(capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
                       tiny=tiny["after_all"], tiny_genesis=tiny["genesis"], resnet=resnet["after_1"],
-                      resnet_genesis=resnet["genesis"])))
+                      resnet_genesis=resnet["genesis"], tiny_genesis_correct=tiny["genesis_correct_on_E"])))
 """
 
 
@@ -88,6 +88,9 @@ def test_known_answers_under_every_kernel(capability, isa, threads):
     assert got["resnet_genesis"] == want["resnet18-synthetic"]["genesis"]
     assert got["tiny"] == want["tiny"]["after_all"], "9 tiny exact steps differ from the known answer"
     assert got["resnet"] == want["resnet18-synthetic"]["after_1"], "one ResNet-18 exact step differs"
+    # the genesis block's claim (block 1's floor, pinned in the spec) holds on every kernel (fp32 evaluation)
+    spec = case_spec("tiny")
+    assert abs(got["tiny_genesis_correct"] - spec.evaluation.genesis_correct) <= spec.evaluation.claim_tolerance
 
 
 @pytest.fixture(scope="module")

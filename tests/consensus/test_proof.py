@@ -30,15 +30,13 @@ hashes = st.binary(min_size=32, max_size=32).map(bytes.hex)
 u64 = st.integers(0, (1 << 64) - 1)
 
 
-def reference_batch(spec, parent: str, miner: str, nonce: int) -> list[int]:
+def reference_batch(spec, parent: str, miner: str, epoch: int, nonce: int) -> list[int]:
     """docs/protocol.md, "Proof": written out independently of consensus/proof.py."""
     n, s = spec.dataset.train_size, spec.training.batch_size
-    inputs = bytes.fromhex(spec.chain_id) + bytes.fromhex(parent) + bytes.fromhex(miner) + nonce.to_bytes(8, "big")
-    if spec.proof.batch_work:      # v3: a memory-hard seed first
-        prefix = b"polchain-batch/3" + hashlib.scrypt(inputs, salt=b"polchain-batch/3", n=2 ** spec.proof.batch_work,
-                                                      r=8, p=1, maxmem=1 << 27, dklen=32)
-    else:
-        prefix = b"polchain-batch/2" + inputs
+    inputs = (bytes.fromhex(spec.chain_id) + bytes.fromhex(parent) + bytes.fromhex(miner) + epoch.to_bytes(8, "big")
+              + nonce.to_bytes(8, "big"))
+    prefix = b"polchain-batch/4" + hashlib.scrypt(inputs, salt=b"polchain-batch/4", n=2 ** spec.proof.batch_work,
+                                                  r=8, p=1, maxmem=1 << 27, dklen=32)
     out: list[int] = []
     counter = 0
     while len(out) < s:
@@ -60,20 +58,17 @@ def reference_seed(spec, state_hash: str, height: int, epoch: int) -> str:
 
 
 # == batches ===================================================================================
-PINNED_V3 = ((5944, 6161, 631, 9412), (7332, 9268, 9584, 8954))   # scrypt is RFC 7914 (OpenSSL)
+PINNED_V4 = ((0, 0, (2889, 2928, 2031, 3522)), (0, (1 << 64) - 1, (7481, 644, 681, 8823)), (7, 0, (7789, 4617, 9546, 726)))   # (epoch, nonce, batch); scrypt is RFC 7914 (OpenSSL)
 
 def test_pinned_batches_and_seed():
     """The derivations must never drift. Pinned on a stand-in spec (derive_batch reads the chain id,
     the train-set size and S; r_seed the chain id), so a change of a preset (a new chain id) does not
     move the pins, only a change of the derivation does."""
     spec = SimpleNamespace(chain_id=sha256_hex(b"pinned chain"), dataset=SimpleNamespace(train_size=10_000),
-                           training=SimpleNamespace(batch_size=4), proof=SimpleNamespace(batch_work=0))
+                           training=SimpleNamespace(batch_size=4), proof=SimpleNamespace(batch_work=6))
     p, m = sha256_hex(b"parent"), sha256_hex(b"miner")
-    assert derive_batch(spec, p, m, 0) == (8378, 4663, 3784, 9378)                 # v2: one SHA-256
-    assert derive_batch(spec, p, m, (1 << 64) - 1) == (5155, 7130, 9272, 7318)
-    v3 = SimpleNamespace(**{**vars(spec), "proof": SimpleNamespace(batch_work=6)})
-    assert derive_batch(v3, p, m, 0) == PINNED_V3[0]                               # v3: scrypt N = 2^6 first
-    assert derive_batch(v3, p, m, (1 << 64) - 1) == PINNED_V3[1]
+    for epoch, nonce, batch in PINNED_V4:                                          # v4: scrypt N = 2^6, the epoch in it
+        assert derive_batch(spec, p, m, epoch, nonce) == batch
     assert r_seed(spec, p, 7, 3) == "082eeceb83ad3801bbc1ab579dfdf19ef20e2c3c5f9e17e707684fb475a50f88"
 
 
@@ -88,18 +83,18 @@ def test_batch_work_is_part_of_the_spec_and_bounded():
     assert (SPEC.proof.batch_work, RESNET.proof.batch_work) == (6, 12)
     d = json.loads(SPEC.to_json())
     d["proof"]["batch_work"] = 17
-    with pytest.raises(ValueError, match=r"proof.batch_work = 17 outside 0..16"):
+    with pytest.raises(ValueError, match=r"proof.batch_work = 17 outside 1..16"):
         ChainSpec.from_dict(d)
 
 
 @SETTINGS
-@given(parent=hashes, miner=hashes, nonce=u64, spec=st.sampled_from([SPEC, RESNET]))
-def test_batch_is_s_distinct_indices_in_range(parent, miner, nonce, spec):
-    b = derive_batch(spec, parent, miner, nonce)
+@given(parent=hashes, miner=hashes, epoch=st.integers(0, 1000), nonce=u64, spec=st.sampled_from([SPEC, RESNET]))
+def test_batch_is_s_distinct_indices_in_range(parent, miner, epoch, nonce, spec):
+    b = derive_batch(spec, parent, miner, epoch, nonce)
     assert len(b) == spec.training.batch_size == len(set(b))
     assert all(0 <= i < spec.dataset.train_size for i in b)
-    assert b == derive_batch(spec, parent, miner, nonce)                      # deterministic
-    assert list(b) == reference_batch(spec, parent, miner, nonce)
+    assert b == derive_batch(spec, parent, miner, epoch, nonce)               # deterministic
+    assert list(b) == reference_batch(spec, parent, miner, epoch, nonce)
 
 
 def test_distinct_even_when_the_set_is_tiny():
@@ -108,7 +103,7 @@ def test_distinct_even_when_the_set_is_tiny():
     small = dataclasses.replace(SPEC, dataset=dataclasses.replace(SPEC.dataset, train_size=5))
     seen = set()
     for nonce in range(200):
-        b = derive_batch(small, ZERO_HASH, sha256_hex(b"m"), nonce)
+        b = derive_batch(small, ZERO_HASH, sha256_hex(b"m"), 0, nonce)
         assert sorted(b) == sorted(set(b)) and len(b) == 4 and all(0 <= i < 5 for i in b)
         seen.add(b)
     assert len(seen) > 60          # of the 120 ordered choices, most occur: nonces select among them
@@ -116,15 +111,17 @@ def test_distinct_even_when_the_set_is_tiny():
 
 @SETTINGS
 @given(parent=hashes, other=hashes, miner=hashes, other_miner=hashes, nonce=u64)
-def test_batch_depends_on_parent_miner_and_nonce(parent, other, miner, other_miner, nonce):
-    """Any one input changed gives another batch (a collision of two 4-of-10,000 draws is ~1e-16)."""
-    b = derive_batch(SPEC, parent, miner, nonce)
+def test_batch_depends_on_parent_miner_epoch_and_nonce(parent, other, miner, other_miner, nonce):
+    """Any one input changed gives another batch (a collision of two 4-of-10,000 draws is ~1e-16): the
+    epoch too (v4), so one step is a candidate for one epoch's R only."""
+    b = derive_batch(SPEC, parent, miner, 0, nonce)
     if other != parent:
-        assert derive_batch(SPEC, other, miner, nonce) != b
+        assert derive_batch(SPEC, other, miner, 0, nonce) != b
     if other_miner != miner:
-        assert derive_batch(SPEC, parent, other_miner, nonce) != b                  # a thief's key
-    assert derive_batch(SPEC, parent, miner, nonce ^ 1) != b
-    assert derive_batch(RESNET, parent, miner, nonce) != b                          # another chain
+        assert derive_batch(SPEC, parent, other_miner, 0, nonce) != b               # a thief's key
+    assert derive_batch(SPEC, parent, miner, 0, nonce ^ 1) != b
+    assert derive_batch(SPEC, parent, miner, 1, nonce) != b                          # another redraw epoch
+    assert derive_batch(RESNET, parent, miner, 0, nonce) != b                       # another chain
 
 
 def test_batch_indices_are_uniform():
@@ -133,7 +130,7 @@ def test_batch_indices_are_uniform():
     bins = [0] * 16
     m = sha256_hex(b"uniform")
     for nonce in range(2000):
-        for i in derive_batch(SPEC, ZERO_HASH, m, nonce):
+        for i in derive_batch(SPEC, ZERO_HASH, m, nonce % 3, nonce):
             bins[i * 16 // SPEC.dataset.train_size] += 1
     expected = sum(bins) / 16
     assert sum((b - expected) ** 2 / expected for b in bins) < 50, bins

@@ -21,6 +21,7 @@ from consensus import errors
 from consensus.block import MAX_U64, BlockHeader, genesis_header, parse_records, records_root
 from consensus.certificates import make_certificate
 from consensus.hashing import ZERO_HASH, canonical_json, merkle_root, sha256_hex
+from consensus.ticket import sign_with_ticket, ticket_holds
 from consensus.training import Accuracy, Replayer, genesis_state
 from consensus.validation import (accuracy_floor, check_accuracy_claim, check_accuracy_floor, check_state_commitment, miner_accuracy_ok,
                                   validate_header, validate_records)
@@ -48,7 +49,7 @@ class Ctx:
                               self.block.parent_state if parent_state is None else parent_state)
 
     def resign(self, **changes) -> BlockHeader:
-        return resign(self.header, self.key, **changes)
+        return resign(self.header, self.key, self.spec, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def certificate(key, n: int = 0, **meta):
 # == the valid block ==============================================================
 def test_valid_block_is_accepted(ctx):
     h, spec = ctx.header, ctx.spec
-    assert h.version == 3 and h.height == 1 and h.parent == ctx.genesis.hash
+    assert h.version == 4 and h.height == 1 and h.parent == ctx.genesis.hash
     assert h.difficulty == spec.difficulty.initial == 8 and h.signature_valid()
     assert 1 <= len(h.nonces) <= spec.proof.max_advance_steps + 1
     result = ctx.validate()
@@ -73,14 +74,16 @@ def test_valid_block_is_accepted(ctx):
     assert result.after.correct >= ctx.genesis.acc_after + spec.proof.min_improvement
     # the protocol written out (batches from parent, miner key and nonces; steps from the parent's
     # post-state) gives the miner's W' bit for bit
-    state = replay(spec, Replayer(spec, ctx.dataset), ctx.block.parent_state, h.parent, h.miner, h.nonces)
+    state = replay(spec, Replayer(spec, ctx.dataset), ctx.block.parent_state, ctx.genesis, h.miner, h.nonces,
+                   h.timestamp_ms)
     assert weights_hash(state) == h.state_hash
 
 
 def test_proof_is_replayed_from_the_parents_post_state(ctx):
     """The same block checked from another starting state (the parent's W' moved by one step) fails:
     a block commits to a post-state only training from its parent's post-state reaches."""
-    other = replay(ctx.spec, ctx.r, ctx.block.parent_state, ctx.genesis.hash, ctx.header.miner, (12345,))
+    other = replay(ctx.spec, ctx.r, ctx.block.parent_state, ctx.genesis, ctx.header.miner, (12345,),
+                   ctx.header.timestamp_ms)
     with pytest.raises(errors.InvalidBlock) as info:
         ctx.validate(parent_state=other)
     assert info.value.code in ("state-mismatch", "requirements-not-met")
@@ -208,6 +211,23 @@ def test_bad_signature_edited_field(ctx, edit):
     """Any edit after signing (the claim, the nonces, the state commitment) breaks the signature,
     which is checked before the rules that would look at those fields."""
     expect(errors.BadSignature, INVALID, ctx.validate, replace(ctx.header, **edit(ctx.header)))
+
+
+def test_bad_ticket(ctx):
+    """v4: a header signed by its miner without a ticket that holds is refused right after the signature,
+    before any rule that reads the chain (the parent here is unknown: the ticket is judged first), and it
+    is not recorded (``recorded``: it paid for nothing)."""
+    h = ctx.header
+    assert ticket_holds(ctx.spec, h) and ctx.spec.proof.ticket_bits == 8
+    bad = next(t for t in range(h.ticket + 1, h.ticket + 100_000) if not ticket_holds(ctx.spec, replace(h, ticket=t)))
+    unpaid = replace(h, ticket=bad, parent="77" * 32).signed(ctx.key)
+    exc = expect(errors.BadTicket, INVALID, ctx.validate, unpaid)
+    assert exc.recorded is False and errors.BadSignature.recorded is True
+    # the same header with the miner's own ticket search passes the rule (and then meets the unknown parent)
+    expect(errors.UnknownParent, IGNORED, ctx.validate, sign_with_ticket(ctx.spec, unpaid, ctx.key))
+    # a ticket is bound to everything the header says: moved to another claim it no longer holds
+    moved = [t for t in range(40) if ticket_holds(ctx.spec, replace(h, acc_after=h.acc_after - 1 - t))]
+    assert len(moved) < 5                # about 40 / 2^8 expected
 
 
 @pytest.mark.parametrize("field,value", [("miner", "ab" * 31), ("signature", "cd" * 63), ("miner", "")])
@@ -361,7 +381,7 @@ def test_requirements_are_redrawn_in_the_next_epoch(ctx):
 
 def test_proof_is_bound_to_the_miner_key(ctx):
     """The same nonces under another key derive other batches: a re-signed (stolen) proof fails."""
-    stolen = resign(ctx.header, ctx.other_key)
+    stolen = resign(ctx.header, ctx.other_key, ctx.spec)
     with pytest.raises(errors.InvalidBlock) as info:
         ctx.validate(stolen)
     assert info.value.code in ("requirements-not-met", "state-mismatch")
@@ -439,8 +459,10 @@ class LowK:
 @pytest.fixture(scope="module")
 def lowk(k1_spec, tiny_dataset, replayer, miner_key, block_miner) -> LowK:
     """min_improvement +1 here: the floor sits above the parent's claim, so that steps on both sides
-    of it are common (with the tiny preset's slack of 3 a single exact step rarely falls below it)."""
-    spec = dataclasses.replace(k1_spec, proof=dataclasses.replace(k1_spec.proof, min_improvement=1))
+    of it are common (with the tiny preset's slack of 3 a single exact step rarely falls below it); a genesis
+    claim of 0, so that block A is a plain step from genesis, not one that had to beat the genesis model."""
+    spec = dataclasses.replace(k1_spec, proof=dataclasses.replace(k1_spec.proof, min_improvement=1),
+                               evaluation=dataclasses.replace(k1_spec.evaluation, genesis_correct=0))
     return LowK(spec, tiny_dataset, replayer, miner_key, block_miner)
 
 
@@ -532,7 +554,7 @@ def test_every_code_is_tested():
     for path in root.glob("*.py"):
         raised |= set(re.findall(r"errors\.(\w+)\(", path.read_text()))
     codes = {getattr(errors, name).code for name in raised}
-    expected = {"bad-signature", "bad-parent", "bad-height", "bad-difficulty", "time-too-new", "time-too-old",
+    expected = {"bad-signature", "bad-ticket", "bad-parent", "bad-height", "bad-difficulty", "time-too-new", "time-too-old",
                 "bad-nonces", "state-mismatch", "requirements-not-met", "accuracy-not-improved", "bad-accuracy-claim",
                 "bad-chain-id", "bad-version", "malformed", "non-finite-weights", "records-mismatch", "bad-record",
                 "unknown-parent",

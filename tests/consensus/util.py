@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consensus import errors
 from consensus.block import Block, BlockHeader
 from consensus.hashing import ZERO_HASH
-from consensus.proof import derive_batch, requirements_for
+from consensus.proof import derive_batch, redraw_epoch, requirements_for
 from consensus.requirements import requirements_hold
 from consensus.spec import ChainSpec
 from consensus.training import Accuracy, Replayer
@@ -66,12 +66,13 @@ def trials(spec: ChainSpec, r: Replayer, parent: BlockHeader, parent_state: Stat
     (from the parent's post-state and the epoch of ``timestamp_ms``) hold with the validators' band?"""
     rng = random.Random(seed)
     reqs = requirements_for(spec, parent, timestamp_ms, k, r.r_space)
+    epoch = redraw_epoch(spec, parent.timestamp_ms, timestamp_ms)
     band = (spec.requirements.band_ulps, float(spec.requirements.band_abs))
     for _ in range(count):
         nonce = rng.getrandbits(64)
         r.load(parent_state)
         before = r.index.gather(reqs)
-        r.step(derive_batch(spec, parent.hash, miner, nonce))
+        r.step(derive_batch(spec, parent.hash, miner, epoch, nonce))
         after = r.index.gather(reqs)
         yield Trial(nonce, requirements_hold(before, after, reqs, *band))
 

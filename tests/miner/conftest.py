@@ -23,12 +23,16 @@ def seed_hash(label: str) -> str:
 
 def job_on_genesis(spec, k: int, miner: str = MINER):
     """A mining job on the spec's genesis at difficulty ``k`` (an in-memory view holding genesis), its
-    clock stopped 2 s after genesis (redraw epoch 0: R and the floor do not depend on the wall clock)."""
+    clock stopped 2 s after genesis (redraw epoch 0: R and the floor do not depend on the wall clock).
+    The tests mine from other states than the genesis W' (``tiny_states``), so the genesis claim is 0 here:
+    the floor is the subject only of the tests that set the parent's claim."""
+    import dataclasses
+
     from consensus.block import genesis_header
     from miner.reference import make_job
 
     from tests.blocks import BLOCK_GAP_MS, MemoryView
-    g = genesis_header(spec)
+    g = dataclasses.replace(genesis_header(spec), acc_after=0)
     ts = g.timestamp_ms + BLOCK_GAP_MS
     return make_job(spec, g, k, miner, MemoryView([g]), now_ms=lambda: ts)
 

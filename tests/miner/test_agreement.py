@@ -29,7 +29,7 @@ from .conftest import MINER, seed_hash
 def candidates(n: int, spec, seed: int) -> list[tuple[int, ...]]:
     """The batches of ``n`` random nonces (as a miner draws them) on a stand-in parent."""
     rng = random.Random(seed)
-    return [derive_batch(spec, seed_hash(f"parent {seed}"), MINER, rng.getrandbits(64)) for _ in range(n)]
+    return [derive_batch(spec, seed_hash(f"parent {seed}"), MINER, 0, rng.getrandbits(64)) for _ in range(n)]
 
 
 def reference_accepts(replayer: Replayer, w, reqs, batches, spec) -> set[int]:

@@ -31,7 +31,7 @@ def test_found_blocks_are_accepted(tiny_spec, tiny_data, tmp_path, kind):
         assert mined is not None, "no block within 20k attempts at k=4"
         block, found = mined
         header, records = block.header, block.wire_records
-        assert header.version == 3 and header.parent == parent.hash and header.difficulty == 4
+        assert header.version == 4 and header.parent == parent.hash and header.difficulty == 4
         assert 1 <= len(header.nonces) <= spec.proof.max_advance_steps + 1
         assert header.state_hash == weights_hash(found.state) and records == []
         out = chain.submit(Block(header, records))

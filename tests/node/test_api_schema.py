@@ -57,7 +57,7 @@ def test_header_schema_says_what_the_spec_fixes():
     assert schema["additionalProperties"] is False
     header = {"version": spec.header_version, "chain_id": spec.chain_id, "height": 1, "parent": "0" * 64,
               "timestamp_ms": 1, "difficulty": spec.difficulty.minimum, "miner": "a" * 64, "nonces": [0],
-              "state_hash": "0" * 64, "acc_after": 0, "records_root": "0" * 64, "signature": "b" * 128}
+              "state_hash": "0" * 64, "acc_after": 0, "records_root": "0" * 64, "ticket": 0, "signature": "b" * 128}
     valid = jsonschema_rs.validator_for(schema).is_valid
     assert valid(header)
     assert not valid({**header, "height": 0}) and not valid({**header, "nonces": []})

@@ -9,7 +9,7 @@ import zlib
 import pytest
 import torch
 
-from consensus.proof import derive_batch
+from consensus.proof import derive_batch, redraw_epoch
 from consensus.validation import accuracy_floor
 
 from .conftest import TEMPLATE_BLOCKS
@@ -43,8 +43,9 @@ def test_proof_lays_out_r_the_steps_and_the_floor(static_node, smith):
     # the steps: one per nonce, the batches the nonces derive, the last one wins
     assert [s["nonce"] for s in p["steps"]] == hd["nonces"]
     assert [s["winning"] for s in p["steps"]] == [False] * (len(hd["nonces"]) - 1) + [True]
+    epoch = redraw_epoch(smith.spec, parent.timestamp_ms, hd["timestamp_ms"])
     for s in p["steps"]:
-        want = derive_batch(smith.spec, hd["parent"], hd["miner"], s["nonce"])
+        want = derive_batch(smith.spec, hd["parent"], hd["miner"], epoch, s["nonce"])
         assert s["batch"] == list(want)
         assert s["labels"] == [int(smith.chain.dataset.train_y[i]) for i in want]
     # acc(W') against the floor

@@ -196,8 +196,11 @@ def test_spec_for_archive_pins_the_archive(tmp_path):
     assert d.train_sha256 == split_hash(ds.train_x, ds.train_y) and d.test_sha256 == split_hash(ds.test_x, ds.test_y)
     assert ChainSpec.from_json(spec.to_json()).chain_id == spec.chain_id
     assert spec_for_archive(base, tmp_path / "s.tar.gz", name="mine").name == "mine"
-    # everything but the data (and the name) is the preset's
-    assert dataclasses.replace(spec, name=base.name, dataset=base.dataset) == base
+    # the genesis claim is the genesis model's count on this archive's E, measured
+    from consensus.training import Replayer, genesis_state
+    assert spec.evaluation.genesis_correct == Replayer(spec, ds).accuracy(genesis_state(spec)).correct
+    # everything but the data, the genesis claim (and the name) is the preset's
+    assert dataclasses.replace(spec, name=base.name, dataset=base.dataset, evaluation=base.evaluation) == base
 
 
 def test_spec_for_archive_refusals(tmp_path):

@@ -53,7 +53,7 @@ def test_a_batch_is_checked_and_stored(tiny_spec, tiny_dataset, tmp_path, header
 
 def test_a_bad_header_stops_the_batch_and_keeps_the_prefix(tiny_spec, tiny_dataset, tmp_path, headers):
     key = Ed25519PrivateKey.generate()
-    bad = resign(headers[30], key, difficulty=headers[30].difficulty + 1)     # k off by one: bad-difficulty
+    bad = resign(headers[30], key, tiny_spec, difficulty=headers[30].difficulty + 1)     # k off by one: bad-difficulty
     batch = headers[:30] + [bad] + headers[31:]            # (the rest no longer links, and is not looked at)
     chain = open_chain(tiny_spec, tiny_dataset, tmp_path, headers)
     outs = chain.submit_headers(batch)

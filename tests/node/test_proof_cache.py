@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import pytest
 
+from consensus.ticket import sign_with_ticket
 from consensus.block import Block
 from consensus.proof import redraw_epoch
 from node.chain import Chain
@@ -52,7 +53,7 @@ def chain(smith, tmp_path):
 
 
 def sibling(side, header, dt_ms: int, **changes):
-    return replace(header, timestamp_ms=header.timestamp_ms + dt_ms, **changes).signed(side.key)
+    return sign_with_ticket(side.spec, replace(header, timestamp_ms=header.timestamp_ms + dt_ms, **changes), side.key)
 
 
 def test_resigned_sibling_is_judged_without_a_second_replay(chain, side):

@@ -150,8 +150,9 @@ def test_research_preset_refused_and_leaves_nothing_behind(tmp_path):
 
 
 def test_genesis_row_holds_the_measured_accuracy_not_the_claimed_floor(tiny_spec, tiny_dataset, tmp_path):
-    """The genesis header claims 0 correct (block 1's floor); the row's measured accuracy is the genesis
-    model's real count on E, so a learning curve starts at a true point (issue 21.8: it showed 0/500)."""
+    """The row's measured accuracy is the genesis model's real count on E, so a learning curve starts at a
+    true point (issue 21.8: it showed 0/500); v4: the header claims the spec's pinned count, the same one
+    within the claim tolerance (block 1's floor, issue 33.4)."""
     from consensus.training import Replayer, genesis_state
     from node.chain import Chain
 
@@ -159,6 +160,8 @@ def test_genesis_row_holds_the_measured_accuracy_not_the_claimed_floor(tiny_spec
     try:
         g = chain.store.get(chain.store.hash_at(0))
         want = Replayer(tiny_spec, tiny_dataset).accuracy(genesis_state(tiny_spec)).correct
-        assert g.header.acc_after == 0 and g.acc_after == want and want > 0
+        assert g.acc_after == want and want > 0
+        assert g.header.acc_after == tiny_spec.evaluation.genesis_correct
+        assert abs(g.header.acc_after - want) <= tiny_spec.evaluation.claim_tolerance
     finally:
         chain.store.close()

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from consensus.ticket import sign_with_ticket
 from consensus.block import BlockHeader
 from consensus.spec import preset
 from node.keys import load_or_create_key
@@ -40,7 +41,7 @@ def test_relay_after_work_ban_only_for_failed_work(nodes):
     # post-state hold (they do not depend on the claim), the accuracy check fails
     key = load_or_create_key(a.datadir / "node.key")
     tol = preset("tiny").evaluation.claim_tolerance
-    wrong_claim = replace(own, acc_after=own.acc_after + tol + 1).signed(key)
+    wrong_claim = sign_with_ticket(preset("tiny"), replace(own, acc_after=own.acc_after + tol + 1), key)
     with FakePeer() as origin, FakePeer() as listener:
         for fake in (origin, listener):
             fake.serve_json("/status", a.status())             # passes the handshake: same chain id

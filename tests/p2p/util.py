@@ -7,6 +7,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from consensus.spec import preset
+from consensus.ticket import sign_with_ticket
 from tests.nodeproc import NodeProc, free_port
 
 
@@ -102,8 +104,8 @@ def tampered_block(node: NodeProc, height: int):
     from consensus.hashing import sha256_hex
 
     header = BlockHeader.from_dict(node.block(str(height))["header"])
-    return replace(header, state_hash=sha256_hex(header.state_hash.encode()), signature="").signed(
-        Ed25519PrivateKey.generate())
+    return sign_with_ticket(preset("tiny"), replace(header, state_hash=sha256_hex(header.state_hash.encode())),
+                            Ed25519PrivateKey.generate())
 
 
 class SilentPeer:
