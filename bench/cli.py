@@ -23,6 +23,7 @@ BENCHMARKS = (
     "bench.labels",
     "bench.floor",
     "bench.hostile",
+    "bench.ticket",
 )
 
 

@@ -1,12 +1,11 @@
 """Synthetic header chains for header-sync measurements and tests.
 
-Every header rule (signature, nonces, difficulty retarget, median time past) holds; the
+Every header rule (signature, admission ticket, nonces, difficulty retarget, median time past) holds; the
 proofs do not exist (no steps were trained), so only the headers-first path can use them.
 Timestamps are spaced by the target interval, so k stays at the spec's initial value.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -14,6 +13,7 @@ from consensus.block import BlockHeader, genesis_header
 from consensus.difficulty import next_difficulty
 from consensus.hashing import ZERO_HASH, sha256_hex
 from consensus.spec import ChainSpec
+from consensus.ticket import sign_with_ticket
 
 
 class _Headers:
@@ -44,13 +44,9 @@ def header_chain(spec: ChainSpec, n: int, key: Ed25519PrivateKey, *, ancestors: 
                         difficulty=next_difficulty(spec, parent, view), miner="", nonces=(1,),
                         state_hash=sha256_hex(f"{salt}{parent.hash}".encode()), acc_after=0,
                         records_root=ZERO_HASH)
-        h = h.signed(key)
+        h = sign_with_ticket(spec, h, key)
         view.by_hash[h.hash] = h
         out.append(h)
         parent = h
     return out
 
-
-def corrupt(header: BlockHeader, key: Ed25519PrivateKey) -> BlockHeader:
-    """The same header with a difficulty the retarget rule does not give (re-signed: only that rule fails)."""
-    return replace(header, difficulty=header.difficulty + 1, signature="").signed(key)

@@ -49,9 +49,18 @@ class _Header:
         return d
 
     def encode(self) -> bytes:
-        return canonical_json(self.to_dict())
+        return self._encoded
 
     def signing_bytes(self) -> bytes:
+        return self._signing_bytes
+
+    # computed once per (frozen) header: the size rule, the hash, the signature and the ticket all read them
+    @cached_property
+    def _encoded(self) -> bytes:
+        return canonical_json(self.to_dict())
+
+    @cached_property
+    def _signing_bytes(self) -> bytes:
         return SIGN_DOMAIN + canonical_json(self.to_dict(with_signature=False))
 
     @cached_property

@@ -146,7 +146,9 @@ class BadChainId(InvalidBlock):
 
 
 class BadSignature(InvalidBlock):
+    """Not signed by the key it names: anyone can make one, so nothing of it is kept (``recorded``)."""
     code = "bad-signature"
+    recorded = False
 
 
 class BadTicket(InvalidBlock):

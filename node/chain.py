@@ -31,7 +31,7 @@ from consensus.spec import HEADER_VERSION, NODE_PRESETS, ChainSpec
 from consensus.training import Accuracy, canonical_step, genesis_state
 from consensus.validation import (ProofMemo, StageTimer, Validated, check_accuracy, check_header_and_records,
                                   check_recalled_commitment, check_work, judged_at, no_timer, recall_proof,
-                                  validate_header)
+                                  validate_header, validate_paid, validate_size)
 from consensus.weights import State, weights_hash
 
 from .fork_choice import branch_claims_more_work, path_from_best, work_of
@@ -159,8 +159,24 @@ class Chain:
         on ``after``) and no replay or evaluation, so mining goes on at the new tip at once."""
         return self._submit(block, None, mined=(state, after))
 
+    def unpaid(self, header: BlockHeader) -> Outcome | None:
+        """The invalid outcome of a header too large, or without a valid signature or ticket (v4), or None:
+        at most one Ed25519 check and one scrypt evaluation, without the lock or the store (nothing of such a
+        header is kept, ``errors.InvalidBlock.recorded``)."""
+        try:
+            with judged_at(Stage.HEADER):
+                validate_size(header, self.spec)
+                validate_paid(header, self.spec)
+        except errors.InvalidBlock as exc:
+            log.debug("refused header %s: %s", header.hash[:16], exc.code)
+            return Outcome(Verdict.INVALID, exc.code, exc.detail, header.hash, stage=Stage.HEADER)
+        return None
+
     def _submit(self, block: Block, peer: str | None, *, assumed: bool = False,
                 mined: tuple[State, Accuracy] | None = None, should_stop: Callable[[], bool] | None = None) -> Outcome:
+        refused = self.unpaid(block.header)
+        if refused is not None:
+            return refused
         with self.lock:
             if self.health.error is not None and not self.probe_store():
                 # fail fast: a replay whose result could not be kept is wasted
@@ -308,8 +324,8 @@ class Chain:
             # never store an oversized header (it would cost the store its size) or one without a ticket
             # (it paid for nothing): nothing can descend from it and it is rejected again as cheaply as it
             # would be looked up
-            log.warning("rejected header %s from %s without storing it: %s", header.hash[:16], peer or "local",
-                        exc.code)
+            log.debug("rejected header %s from %s without storing it: %s", header.hash[:16], peer or "local",
+                      exc.code)
             return verdict
         self.store.put_block(header, block.wire_records, INVALID, 0, reason=exc.code, detail=exc.detail, peer=peer)
         n = self.store.mark_invalid_descendants(header.hash, exc.code)

@@ -13,8 +13,7 @@ from typing import Callable
 
 from consensus.block import Block, BlockHeader
 from consensus import errors
-from consensus.errors import BlockStatus, Stage, Verdict
-from consensus.validation import judged_at, validate_paid
+from consensus.errors import BlockStatus, Verdict
 from consensus.records import Record
 from consensus.training import Accuracy
 from consensus.weights import State
@@ -111,7 +110,7 @@ class NodeService:
                 return Outcome(Verdict.IGNORED, Announcement.FETCHING, "", block.hash)
             return Outcome(Verdict.IGNORED, Announcement.NOT_FETCHED, "not fetched: the origin is not a known peer, "
                            "or it is busy", block.hash)
-        unpaid = await asyncio.to_thread(self._unpaid, block.header)
+        unpaid = await asyncio.to_thread(self.chain.unpaid, block.header)     # before any lane
         if unpaid is not None:
             self._judged(unpaid, client)
             return unpaid
@@ -150,17 +149,6 @@ class NodeService:
             fut = Future()
             fut.set_result(_busy(block, f"{why}; retry later"))
         return fut
-
-    def _unpaid(self, header: BlockHeader) -> Outcome | None:
-        """The invalid outcome of a header without a valid signature or ticket (``validate_paid``: one
-        Ed25519 check and one scrypt evaluation, off the event loop), before it waits in any lane; None
-        when it paid. Nothing of it is stored."""
-        try:
-            with judged_at(Stage.HEADER):
-                validate_paid(header, self.spec)
-        except errors.InvalidBlock as exc:
-            return Outcome(Verdict.INVALID, exc.code, exc.detail, header.hash, stage=Stage.HEADER)
-        return None
 
     def _judged_now(self, block: Block) -> bool:
         """Whether ``block`` will be replayed as soon as the validator takes it: its parent is valid here

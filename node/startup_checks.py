@@ -31,6 +31,7 @@ def open_store(datadir: Path) -> Store:
     except DatabaseError as exc:
         problem = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
     if problem:
+        problem = " ".join(problem.split())     # SQLite's report spans lines: the error is one
         raise StartupError(f"SQLite store {datadir / 'chain.sqlite'} is corrupt: {problem}. Restore the datadir "
                            "from a backup, or move it aside and sync again from peers")
     return store

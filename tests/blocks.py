@@ -56,6 +56,13 @@ def low_difficulty(spec: ChainSpec, k: int) -> ChainSpec:
                                difficulty=dataclasses.replace(spec.difficulty, initial=k, minimum=1))
 
 
+def cheap_tickets(spec: ChainSpec, bits: int = 2) -> ChainSpec:
+    """``spec`` with admission tickets of ``bits`` zero bits (about 2^bits scrypt evaluations each): another
+    chain id, for tests of paths that take thousands of headers, not of the ticket's price."""
+    return dataclasses.replace(spec, name=f"{spec.name}-t{bits}",
+                               proof=dataclasses.replace(spec.proof, ticket_bits=bits))
+
+
 def resign(header: BlockHeader, key: Ed25519PrivateKey, spec: ChainSpec | None = None, **changes) -> BlockHeader:
     """The header with ``changes``, signed again by ``key`` (so only the intended rule breaks); with ``spec``,
     with a new admission ticket for ``spec`` first."""

@@ -74,11 +74,11 @@ def test_wrong_height(chain, nxt, attack):
 
 
 def test_other_chain_and_version(chain, nxt, attack):
-    """Another chain's id (the research preset's among them), a v1 or v2 or a future version number."""
+    """Another chain's id (the research preset's among them), a v1, v2 or v3 or a future version number."""
     from consensus.spec import preset
     for chain_id in ("ab" * 32, preset("dgg-paper").chain_id):
         attack(signed(nxt.header, HONEST_KEY, chain_id=chain_id), nxt.records, "bad-chain-id", errors.InvalidBlock)
-    for version in (1, 2, 4):
+    for version in (1, 2, 3, 5):
         attack(signed(nxt.header, HONEST_KEY, version=version), nxt.records, "bad-version", errors.InvalidBlock)
 
 
@@ -120,15 +120,16 @@ def test_future_timestamp_ignored_without_ban(node, honest):
     assert out.status == "accepted" and out.new_tip, out
 
 
-def test_timestamp_not_after_median_time_past(chain, nxt, attack):
-    """timestamp <= median of the last 11 blocks: time-too-old; one ms later it is fine."""
+def test_timestamp_not_after_the_parent_or_median_time_past(chain, nxt, attack):
+    """timestamp <= the parent's (v4), or <= median of the last 11 blocks: time-too-old. (The honest block
+    itself is stamped after its parent: a block 1 ms after it, in the same redraw epoch, is accepted in
+    test_proof_cheats' sibling tests.)"""
     tip = chain.tip().header
     mtp = median_time_past(chain.spec, tip, chain.view)
-    assert mtp < tip.timestamp_ms
-    attack(signed(nxt.header, HONEST_KEY, timestamp_ms=mtp), nxt.records, "time-too-old", errors.InvalidBlock)
-    attack(signed(nxt.header, HONEST_KEY, timestamp_ms=mtp - 10_000), nxt.records, "time-too-old",
-           errors.InvalidBlock)
-    out = chain.submit(Block(signed(nxt.header, HONEST_KEY, timestamp_ms=mtp + 1), nxt.records))
+    assert mtp < tip.timestamp_ms < nxt.header.timestamp_ms
+    for ts in (tip.timestamp_ms, tip.timestamp_ms - 1, mtp + 1, mtp, mtp - 10_000):
+        attack(signed(nxt.header, HONEST_KEY, timestamp_ms=ts), nxt.records, "time-too-old", errors.InvalidBlock)
+    out = chain.submit(Block(nxt.header, nxt.records))
     assert out.status == "accepted" and out.new_tip
 
 
