@@ -18,6 +18,8 @@ from .store import VALID, Store
 log = logging.getLogger("polchain.chain")
 
 REBUILD_LIMIT = 10_000   # blocks replayed at most to rebuild a post-state that is not kept
+CHECKPOINT_EVERY = 32    # pruning keeps the best chain's post-state at every 32nd height (node/pruning.py), so
+                         # rebuilding a pruned best-chain state replays at most 31 blocks, whatever its height
 REBUILT_IN_MEMORY = 4    # rebuilt post-states below the pruning line kept in memory (a deep fork's tip and parent)
 PRUNED_BELOW = "states_pruned_below"   # meta key: post-states below this height are pruned (node/pruning.py)
 
@@ -80,7 +82,8 @@ class PostStates:
                 should_stop: Callable[[], bool] | None = None) -> State | None:
         """The post-state of a valid block whose state is not kept (pruned, on a fork deeper than the
         window, or damaged on disk), rebuilt by replaying the stored headers' nonces from the nearest
-        ancestor whose state is kept (genesis at worst), each block checked against its state_hash. The
+        ancestor whose state is kept (a best-chain checkpoint within CHECKPOINT_EVERY blocks, genesis at worst),
+        each block checked against its state_hash. The
         result goes to disk where pruning will visit it again, else to memory, so a deep fork's next
         block does not replay the path again. Costs at most REBUILD_LIMIT blocks of J+1 steps; every
         block on the path carried its own 2^k work. None when it cannot be rebuilt; raises

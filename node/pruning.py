@@ -5,7 +5,7 @@ import logging
 
 from consensus.spec import ChainSpec
 
-from .post_states import PRUNED_BELOW
+from .post_states import CHECKPOINT_EVERY, PRUNED_BELOW
 from .store import INVALID, Store
 
 log = logging.getLogger("polchain.chain")
@@ -29,7 +29,9 @@ class Pruner:
     def after_tip_change(self, tip_height: int, fork: int | None = None) -> None:
         """Stale header-only rows (``prune_headers``), then the post-states of every valid block, best chain
         and side branches alike, below ``tip - keep_weights`` (genesis stays; the best chain's recent states
-        stay, snapshot sync serves them, and a state shared with one of them stays).
+        stay, snapshot sync serves them, and a state shared with one of them stays; so do the best chain's
+        checkpoints, every CHECKPOINT_EVERY-th height, from which a pruned state is rebuilt in at most that
+        many blocks, whatever its height: issue 33.3).
 
         The meta key ``states_pruned_below`` records how far pruning got, so a tip change visits only
         the new heights, a jump of many blocks (sync, reorg) leaves nothing behind, and a restart with
@@ -49,11 +51,22 @@ class Pruner:
             return
         keep = {self.spec.model.genesis_weights_sha256}
         keep.update(b.header.state_hash for b in self.store.best_range(cutoff, self.keep_weights + 1))
+        keep.update(self.checkpoints(start, cutoff))
         for lo in range(start, cutoff, 500):
             for _, state_hash in self.store.valid_states(lo, min(lo + 500, cutoff)):
                 if state_hash not in keep:
                     self.store.weights.delete(state_hash)
         self.store.set_meta(PRUNED_BELOW, str(cutoff))
+
+    def checkpoints(self, start: int, stop: int) -> set[str]:
+        """The post-state hashes of the best chain's checkpoints at heights in [start, stop)."""
+        out = set()
+        for h in range(-(-start // CHECKPOINT_EVERY) * CHECKPOINT_EVERY, stop, CHECKPOINT_EVERY):
+            block_hash = self.store.hash_at(h)
+            row = self.store.get(block_hash) if block_hash is not None else None
+            if row is not None:
+                out.add(row.header.state_hash)
+        return out
 
     def prune_headers(self, tip_height: int) -> None:
         """Header-only rows (headers-first, never validated) are bounded two ways, each deletion one

@@ -42,7 +42,7 @@ def test_an_over_claim_cannot_stall_the_chain(tiny_dataset, tmp_path):
     chain = Chain(spec, tmp_path / "d", tiny_dataset, archival=True, clock=lambda: 4e9)
     try:
         g = chain.genesis
-        # block 1, the attacker's: mined late enough after genesis that its own floor is 0, then
+        # block 1, the attacker's: mined late enough after genesis that its own floor is the genesis floor (v4), then
         # re-signed with the largest claim the tolerance admits (a legal block)
         b1 = mine_block(spec, tiny_dataset, g, genesis_state(spec), chain.view, ATTACKER,
                         now_ms=g.timestamp_ms + 30 * interval)
