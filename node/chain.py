@@ -65,6 +65,7 @@ class Chain:
         self.store = open_store(Path(datadir))
         self.view = StoreView(self.store)
         self.replayer = canonical_step(spec, dataset)    # the canonical step every replay here runs
+        self._rebuild_step = None                         # another one for rebuilds outside the lock (lazily)
         self.template = genesis_state(spec)
         self.states = PostStates(self.store, spec, self.template, archival=archival)
         self.pruner = Pruner(self.store, spec, keep_weights=keep_weights, archival=archival,
@@ -177,6 +178,17 @@ class Chain:
         refused = self.unpaid(block.header)
         if refused is not None:
             return refused
+        try:
+            base = self._heavier_branch_base(block.header)
+            if base is not None:            # the block makes a held branch heavier: its first block is judged next
+                self.rebuild_unlocked(base, should_stop, heavier=True)
+            else:
+                self.rebuild_unlocked(block.header, should_stop)
+        except errors.ReplayStopped:
+            return Outcome(Verdict.IGNORED, errors.ReplayStopped.code, "a rebuild for this block gave way to a known "
+                           "sender's block", block.hash)
+        except STORE_FAILURES as exc:
+            return self._store_failed(block.hash, exc)
         with self.lock:
             if self.health.error is not None and not self.probe_store():
                 # fail fast: a replay whose result could not be kept is wasted
@@ -289,6 +301,23 @@ class Chain:
                                               "could not be rebuilt")
         self.replays += 1      # the replay follows
         return state
+
+    def rebuild_unlocked(self, header: BlockHeader, should_stop=None, *, heavier: bool = False) -> None:
+        """Before ``header`` is judged: when its parent's post-state is pruned and its branch claims more work
+        than the tip (``_parent_state``'s condition for a rebuild; ``heavier``: the caller knows it does),
+        rebuild the state now -- outside the chain's lock, on a canonical step of its own, one rebuild at a
+        time -- so the tip's blocks are judged meanwhile (issue 33.3; v3 replayed up to the parent's height
+        under the lock). The judgment that follows finds the state in memory. A no-op otherwise."""
+        parent = self.store.get(header.parent)
+        if parent is None or parent.status != VALID or self.states.kept_on_disk(parent.height):
+            return
+        if not heavier and not branch_claims_more_work(self.store, header, self.tip().cumulative_work):
+            return
+        with self.states.rebuild_lock:
+            if self.states.stored(parent.header) is None:
+                if self._rebuild_step is None:
+                    self._rebuild_step = canonical_step(self.spec, self.dataset)
+                self.states.rebuild(parent.header, self._rebuild_step, should_stop)
 
     def _keep(self, block: Block, checked: Validated, peer: str | None) -> None:
         """W' into the state store first (a crash leaves at most an unreferenced file), the proof
@@ -404,6 +433,19 @@ class Chain:
         return outs
 
     # -- fork choice (node/fork_choice.py) -------------------------------------------------------------------
+    def _heavier_branch_base(self, header: BlockHeader) -> BlockHeader | None:
+        """The first block of the header-only branch below ``header`` (its parent valid), when ``header``
+        makes that branch claim more work than the tip; else None. (Store reads only: no lock.)"""
+        row = self.store.get(header.parent)
+        if row is None or row.status != HEADER_ONLY or work_of(self.store, header) <= self.tip().cumulative_work:
+            return None
+        while True:
+            parent = self.store.get(row.header.parent)
+            if parent is None or parent.status != HEADER_ONLY:
+                break
+            row = parent
+        return row.header if parent is not None and parent.status == VALID else None
+
     def _judge_heavier_branch(self, header: BlockHeader) -> list[str]:
         """A block just held header-only on top of a deferred one: once its branch claims more work than
         the tip, the branch's first held block (its parent valid, its state not kept) is judged, with a

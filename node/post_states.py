@@ -3,6 +3,7 @@ rebuilt by replay when not kept."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from typing import Callable
 
@@ -32,6 +33,8 @@ class PostStates:
     def __init__(self, store: Store, spec: ChainSpec, template: State, *, archival: bool = False):
         self.store, self.spec, self.template, self.archival = store, spec, template, archival
         self.rebuilt: OrderedDict[str, State] = OrderedDict()
+        self._rebuilt_lock = threading.Lock()      # a rebuild runs outside the chain's lock (Chain.rebuild_unlocked)
+        self.rebuild_lock = threading.Lock()       # one rebuild at a time
 
     def kept_on_disk(self, height: int) -> bool:
         """Whether a post-state at ``height`` belongs on disk: pruning has not passed it (a state below the
@@ -40,17 +43,19 @@ class PostStates:
 
     def load(self, state_hash: str) -> State | None:
         """W' by hash, unchecked (the tip's working state; ``stored`` checks the hash)."""
-        if state_hash in self.rebuilt:
-            return self.rebuilt[state_hash]
+        with self._rebuilt_lock:
+            if state_hash in self.rebuilt:
+                return self.rebuilt[state_hash]
         data = self.store.weights.get(state_hash)
         return decode_state(data) if data is not None else None
 
     def stored(self, header: BlockHeader) -> State | None:
         """The post-state of ``header`` from memory or disk, or None where it is absent or damaged (a
         damaged file is logged: it says nothing about the block)."""
-        if header.state_hash in self.rebuilt:
-            self.rebuilt.move_to_end(header.state_hash)
-            return self.rebuilt[header.state_hash]
+        with self._rebuilt_lock:
+            if header.state_hash in self.rebuilt:
+                self.rebuilt.move_to_end(header.state_hash)
+                return self.rebuilt[header.state_hash]
         data = self.store.weights.get(header.state_hash)
         if data is None:
             return None
@@ -73,10 +78,11 @@ class PostStates:
             self.store.weights.put(header.state_hash, encode_state(state))
 
     def _remember(self, state_hash: str, state: State) -> None:
-        self.rebuilt[state_hash] = state
-        self.rebuilt.move_to_end(state_hash)
-        while len(self.rebuilt) > REBUILT_IN_MEMORY:
-            self.rebuilt.popitem(last=False)
+        with self._rebuilt_lock:
+            self.rebuilt[state_hash] = state
+            self.rebuilt.move_to_end(state_hash)
+            while len(self.rebuilt) > REBUILT_IN_MEMORY:
+                self.rebuilt.popitem(last=False)
 
     def rebuild(self, parent: BlockHeader, step: CanonicalStep,
                 should_stop: Callable[[], bool] | None = None) -> State | None:
