@@ -109,15 +109,20 @@ def held_out_start(spec, choice: str = "auto") -> int:
 
 
 class StepCounter:
-    """Counts calls to one Replayer's ``step`` (instance attribute shadows the method)."""
+    """Counts calls to one Replayer's ``step`` and their CPU seconds (instance attribute shadows the method)."""
 
     def __init__(self, replayer):
         self.n = 0
+        self.cpu_s = 0.0
         inner = replayer.step
 
         def step(indices):
             self.n += 1
-            return inner(indices)
+            c0 = time.process_time()
+            try:
+                return inner(indices)
+            finally:
+                self.cpu_s += time.process_time() - c0
         replayer.step = step
 
 
@@ -185,12 +190,15 @@ def measure_chain(args) -> dict:
         steps = StepCounter(miner.replayer)
         rows = []
         effective = 0
+        mining_cpu = 0.0
         t_start = time.perf_counter()
         for i in range(args.blocks):
             t0 = time.perf_counter()
             tip = chain.tip()
             p0 = miner.progress.snapshot()
+            c0 = time.process_time()
             block, found = mine_on_tip(chain, miner, key)
+            mining_cpu += time.process_time() - c0
             header = block.header
             mine_s = time.perf_counter() - t0
             out = chain.submit(block)
@@ -253,6 +261,15 @@ def measure_chain(args) -> dict:
             sgd_end_accuracy=round(sgd[steps.n], 4), sgd_end_accuracy_effective=round(sgd[rows[-1]["effective_steps"]], 4),
             total_steps=steps.n, effective_steps=rows[-1]["effective_steps"],
             total_attempts=sum(r["attempts"] for r in rows),
+            # the useful-work fraction: the steps the chain kept over the work done to find them -- per candidate
+            # (every batch the miner judged), per exact step computed, and in CPU seconds (search + exact steps +
+            # tickets, against the kept steps at the mean CPU cost of an exact step)
+            useful_work=dict(
+                per_candidate=round(rows[-1]["effective_steps"] / sum(r["attempts"] for r in rows), 5),
+                per_exact_step=round(rows[-1]["effective_steps"] / steps.n, 4) if steps.n else None,
+                cpu=round(rows[-1]["effective_steps"] * (steps.cpu_s / steps.n) / mining_cpu, 5)
+                if steps.n and mining_cpu else None,
+                mining_cpu_s=round(mining_cpu, 1), exact_step_cpu_s=round(steps.cpu_s / steps.n, 5) if steps.n else None),
             interval_s=common.summary(intervals), wall_s=common.summary([r["wall_s"] for r in rows]),
             attempts=common.summary([r["attempts"] for r in rows], 1),
             attempts_over_2k=common.summary([r["attempts"] / 2 ** r["k"] for r in rows]),
@@ -393,6 +410,12 @@ def table(res: dict) -> str:
         + "; "
         f"same {res['effective_steps']} effective steps: {100 * res['sgd_end_accuracy_effective']:.1f}%",
     ]
+    if res.get("useful_work"):
+        u = res["useful_work"]
+        lines.append(f"useful work: {res['effective_steps']} steps kept in the chain = {100 * u['per_candidate']:.2f}% of "
+                     f"{res['total_attempts']} candidates judged, {100 * (u['per_exact_step'] or 0):.1f}% of "
+                     f"{res['total_steps']} exact steps computed, {100 * (u['cpu'] or 0):.2f}% of "
+                     f"{u['mining_cpu_s']} CPU-s of mining (search + exact steps + tickets)")
     if "acc_pass_rate" in res:
         lines.append(f"accuracy rule: passed {res['blocks']} of {res['r_hits']} R hits ({100 * res['acc_pass_rate']:.1f}%); "
                      "by height: " + ", ".join(f"{b['heights'][0]}-{b['heights'][1]} {100 * b['pass_rate']:.0f}%"

@@ -42,6 +42,10 @@ def test_chain_tiny_json(bench_json, shared_data, tmp_path):
     assert res["sgd_runs"] == 2 and res["sgd_end_range"][0] <= res["sgd_end_accuracy"] <= res["sgd_end_range"][1]
     assert res["duration_s"] > 0 and res["machine"]["torch"]
     assert (tmp_path / "chain-tiny.json").exists()
+    # the useful-work fraction: steps kept over candidates judged, exact steps computed, and mining CPU
+    u = res["useful_work"]
+    assert u["per_candidate"] == round(res["effective_steps"] / res["total_attempts"], 5)
+    assert 0 < u["per_candidate"] <= u["per_exact_step"] <= 1 and 0 < u["cpu"] <= 1
 
 
 def test_chain_figure(tmp_path):
