@@ -29,6 +29,9 @@ V1_TINY_CHAIN_ID = "3665c6a87688975cfa933ba3ec78857efa7e491b7926ebe2d8bb943ed90a
 # `polchain mine --preset tiny --blocks 1 --seed 1` (node.key left out).
 V2_ARCHIVE = Path(__file__).parent / "data" / "v2-tiny-datadir.tar.gz"
 V2_TINY_CHAIN_ID = "59962227c226b3b6cfc00dae3e6a5e1f97cbd10b2a837c586693a2202ed5fabe"
+# A real protocol v3 datadir: written by the v3 code (commit 882959f, the last before protocol v4) the same way.
+V3_ARCHIVE = Path(__file__).parent / "data" / "v3-tiny-datadir.tar.gz"
+V3_TINY_CHAIN_ID = "0c1a6f6375553e46fb190d0a34f5cf449be554864fe44320880f868723b539f2"
 
 
 def old_datadir(archive: Path, tmp_path: Path, name: str, fmt: str, chain_id: str) -> Path:
@@ -51,6 +54,11 @@ def v1_datadir(tmp_path) -> Path:
 @pytest.fixture
 def v2_datadir(tmp_path) -> Path:
     return old_datadir(V2_ARCHIVE, tmp_path, "v2-tiny", "polchain-spec/2", V2_TINY_CHAIN_ID)
+
+
+@pytest.fixture
+def v3_datadir(tmp_path) -> Path:
+    return old_datadir(V3_ARCHIVE, tmp_path, "v3-tiny", "polchain-spec/3", V3_TINY_CHAIN_ID)
 
 
 def tree(d: Path) -> dict[str, tuple[str, int]]:
@@ -107,6 +115,19 @@ def test_v2_datadir_is_refused_and_left_untouched(command, v2_datadir):
     line = assert_refused(proc, V2_TINY_CHAIN_ID[:16], "protocol v2")
     assert "cannot be upgraded" in line and "exact step" in line
     assert tree(v2_datadir) == before
+
+
+@pytest.mark.parametrize("command", sorted(V1_COMMANDS))
+def test_v3_datadir_is_refused_and_left_untouched(command, v3_datadir):
+    """The same for a protocol v3 datadir: v4 headers carry a ticket and derive their batches in their redraw
+    epoch, so no v3 block is a v4 block; refused naming its chain id, nothing touched (issue 33.6)."""
+    before = tree(v3_datadir)
+    args = V1_COMMANDS[command]
+    port = ("--port", str(free_port())) if args[0] == "node" else ()
+    proc = polchain(args[0], "--datadir", str(v3_datadir), *args[1:], *port)
+    line = assert_refused(proc, V3_TINY_CHAIN_ID[:16], "protocol v3")
+    assert "cannot be upgraded" in line and "ticket" in line
+    assert tree(v3_datadir) == before
 
 
 @pytest.mark.slow
