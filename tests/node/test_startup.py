@@ -91,43 +91,29 @@ V1_COMMANDS = {
 }
 
 
+# why each older protocol's datadir cannot be upgraded: (fixture, chain id, words the refusal must hold)
+OLD_DATADIRS = {
+    "v1": ("v1_datadir", V1_TINY_CHAIN_ID, ("v1",)),
+    "v2": ("v2_datadir", V2_TINY_CHAIN_ID, ("protocol v2", "exact step")),     # v3 replays with the exact step
+    "v3": ("v3_datadir", V3_TINY_CHAIN_ID, ("protocol v3", "ticket")),         # v4: tickets, epoch-bound batches
+}
+
+
+@pytest.mark.parametrize("version", sorted(OLD_DATADIRS))
 @pytest.mark.parametrize("command", sorted(V1_COMMANDS))
-def test_v1_datadir_is_refused_and_left_untouched(command, v1_datadir):
-    """`polchain node` (with or without --preset tiny), `mine` and `verify` on a v1 datadir: refused,
-    naming the datadir's chain id and its protocol version; not one file added, changed or removed."""
-    before = tree(v1_datadir)
+def test_old_datadir_is_refused_and_left_untouched(command, version, request):
+    """`polchain node` (with or without --preset tiny), `mine` and `verify` on a v1, v2 or v3 datadir (each
+    written by that protocol's code): refused, naming the datadir's chain id, its protocol version and why
+    it cannot be upgraded; not one file added, changed or removed."""
+    fixture, chain_id, words = OLD_DATADIRS[version]
+    datadir = request.getfixturevalue(fixture)
+    before = tree(datadir)
     args = V1_COMMANDS[command]
     port = ("--port", str(free_port())) if args[0] == "node" else ()
-    proc = polchain(args[0], "--datadir", str(v1_datadir), *args[1:], *port)
-    line = assert_refused(proc, V1_TINY_CHAIN_ID[:16], "v1")
+    proc = polchain(args[0], "--datadir", str(datadir), *args[1:], *port)
+    line = assert_refused(proc, chain_id[:16], *words)
     assert "cannot be upgraded" in line
-    assert tree(v1_datadir) == before
-
-
-@pytest.mark.parametrize("command", sorted(V1_COMMANDS))
-def test_v2_datadir_is_refused_and_left_untouched(command, v2_datadir):
-    """The same for a protocol v2 datadir: v3 replays blocks with the exact step, so a v2 chain's
-    post-states are not v3's; refused naming its chain id, nothing touched."""
-    before = tree(v2_datadir)
-    args = V1_COMMANDS[command]
-    port = ("--port", str(free_port())) if args[0] == "node" else ()
-    proc = polchain(args[0], "--datadir", str(v2_datadir), *args[1:], *port)
-    line = assert_refused(proc, V2_TINY_CHAIN_ID[:16], "protocol v2")
-    assert "cannot be upgraded" in line and "exact step" in line
-    assert tree(v2_datadir) == before
-
-
-@pytest.mark.parametrize("command", sorted(V1_COMMANDS))
-def test_v3_datadir_is_refused_and_left_untouched(command, v3_datadir):
-    """The same for a protocol v3 datadir: v4 headers carry a ticket and derive their batches in their redraw
-    epoch, so no v3 block is a v4 block; refused naming its chain id, nothing touched (issue 33.6)."""
-    before = tree(v3_datadir)
-    args = V1_COMMANDS[command]
-    port = ("--port", str(free_port())) if args[0] == "node" else ()
-    proc = polchain(args[0], "--datadir", str(v3_datadir), *args[1:], *port)
-    line = assert_refused(proc, V3_TINY_CHAIN_ID[:16], "protocol v3")
-    assert "cannot be upgraded" in line and "ticket" in line
-    assert tree(v3_datadir) == before
+    assert tree(datadir) == before
 
 
 @pytest.mark.slow
