@@ -66,7 +66,7 @@ def test_mine_then_verify_ok(mined):
     spec = preset("tiny")
     assert [b["height"] for b in chain] == [0, 1, 2, 3]
     assert all(c["header"]["parent"] == p["hash"] for p, c in zip(chain, chain[1:]))
-    assert all(b["header"]["chain_id"] == spec.chain_id and b["header"]["version"] == 3 for b in chain)
+    assert all(b["header"]["chain_id"] == spec.chain_id and b["header"]["version"] == 4 for b in chain)
     assert all(1 <= len(b["header"]["nonces"]) <= spec.proof.max_advance_steps + 1 for b in chain[1:])
     assert all(state_file(mined, b["header"]["state_hash"]).exists() for b in chain)   # archival: every W' kept
     res = run("verify", "--datadir", str(mined))

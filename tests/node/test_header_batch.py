@@ -30,23 +30,23 @@ from tests.blocks import BlockSmith, cheap_tickets, resign
 
 
 @pytest.fixture(scope="module")
-def tiny_spec():
+def batch_spec():
     """tiny with 2-bit tickets: these tests are about the batch path (up to 1,500 headers), not the price
     of a header (tests/adversarial/test_ticket.py)."""
     return cheap_tickets(preset("tiny"))
 
 
 @pytest.fixture(scope="module")
-def headers(tiny_spec):
-    return BlockSmith(tiny_spec, None, Ed25519PrivateKey.generate()).headers(60)
+def headers(batch_spec):
+    return BlockSmith(batch_spec, None, Ed25519PrivateKey.generate()).headers(60)
 
 
-def open_chain(tiny_spec, tiny_dataset, datadir: Path, headers) -> Chain:
-    return Chain(tiny_spec, datadir, tiny_dataset, clock=lambda: headers[-1].timestamp_ms / 1000 + 60)
+def open_chain(batch_spec, tiny_dataset, datadir: Path, headers) -> Chain:
+    return Chain(batch_spec, datadir, tiny_dataset, clock=lambda: headers[-1].timestamp_ms / 1000 + 60)
 
 
-def test_a_batch_is_checked_and_stored(tiny_spec, tiny_dataset, tmp_path, headers):
-    chain = open_chain(tiny_spec, tiny_dataset, tmp_path, headers)
+def test_a_batch_is_checked_and_stored(batch_spec, tiny_dataset, tmp_path, headers):
+    chain = open_chain(batch_spec, tiny_dataset, tmp_path, headers)
     outs = chain.submit_headers(headers)
     assert [o.status for o in outs] == ["header-ok"] * len(headers)
     assert chain.store.count_by_status()[HEADER_ONLY] == len(headers)
@@ -59,11 +59,11 @@ def test_a_batch_is_checked_and_stored(tiny_spec, tiny_dataset, tmp_path, header
     assert chain.store.count_by_status()[HEADER_ONLY] == len(headers)
 
 
-def test_a_bad_header_stops_the_batch_and_keeps_the_prefix(tiny_spec, tiny_dataset, tmp_path, headers):
+def test_a_bad_header_stops_the_batch_and_keeps_the_prefix(batch_spec, tiny_dataset, tmp_path, headers):
     key = Ed25519PrivateKey.generate()
-    bad = resign(headers[30], key, tiny_spec, difficulty=headers[30].difficulty + 1)     # k off by one: bad-difficulty
+    bad = resign(headers[30], key, batch_spec, difficulty=headers[30].difficulty + 1)     # k off by one: bad-difficulty
     batch = headers[:30] + [bad] + headers[31:]            # (the rest no longer links, and is not looked at)
-    chain = open_chain(tiny_spec, tiny_dataset, tmp_path, headers)
+    chain = open_chain(batch_spec, tiny_dataset, tmp_path, headers)
     outs = chain.submit_headers(batch)
     assert len(outs) == 31
     assert [o.status for o in outs[:30]] == ["header-ok"] * 30
@@ -77,8 +77,8 @@ def test_a_bad_header_stops_the_batch_and_keeps_the_prefix(tiny_spec, tiny_datas
     assert [o.status for o in chain.submit_headers(headers[30:])] == ["header-ok"] * 30
 
 
-def test_an_unknown_parent_stops_the_batch(tiny_spec, tiny_dataset, tmp_path, headers):
-    chain = open_chain(tiny_spec, tiny_dataset, tmp_path, headers)
+def test_an_unknown_parent_stops_the_batch(batch_spec, tiny_dataset, tmp_path, headers):
+    chain = open_chain(batch_spec, tiny_dataset, tmp_path, headers)
     outs = chain.submit_headers(headers[:10] + headers[20:30])
     assert [o.status for o in outs] == ["header-ok"] * 10 + ["orphan"]
     assert outs[-1].code == "unknown-parent"
@@ -106,10 +106,10 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_a_killed_batch_is_stored_whole_or_not_at_all(tiny_spec, tmp_path):
+def test_a_killed_batch_is_stored_whole_or_not_at_all(batch_spec, tmp_path):
     """SIGKILL at spread-out moments while batches of 50 headers are submitted: the header-only rows
     are always a whole number of batches, and each stored header's parent is stored."""
-    headers = BlockSmith(tiny_spec, None, Ed25519PrivateKey.generate()).headers(1500)
+    headers = BlockSmith(batch_spec, None, Ed25519PrivateKey.generate()).headers(1500)
     blob = tmp_path / "headers.json"
     blob.write_text(json.dumps([h.to_dict() for h in headers]))
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
