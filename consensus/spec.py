@@ -101,8 +101,8 @@ class EvaluationSpec:
     regression_tolerance: int   # dgg-paper: acc(W') >= parent's claimed acc(W') - this
     miner_logit_margin: str     # miner: a prediction whose top-2 logit gap is below this is borderline
     batch: int = 250            # evaluation chunk size (results do not depend on it beyond fp32 noise)
-    genesis_correct: int = 0    # the genesis model's correct count on E: the genesis block's claim (block 1's
-                                # floor), checked at start-up against a measurement (docs/protocol.md §6)
+    genesis_correct: int = 0    # the genesis model's correct count on E: the genesis block's claim (what block 1's
+                                # floor starts from), checked at start-up against a measurement (docs/protocol.md §6)
 
 
 @dataclass(frozen=True)

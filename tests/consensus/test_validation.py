@@ -23,7 +23,7 @@ from consensus.certificates import make_certificate
 from consensus.hashing import ZERO_HASH, canonical_json, merkle_root, sha256_hex
 from consensus.ticket import sign_with_ticket, ticket_holds
 from consensus.training import Accuracy, Replayer, genesis_state
-from consensus.validation import (accuracy_floor, genesis_floor, check_accuracy_claim, check_accuracy_floor, check_state_commitment, miner_accuracy_ok,
+from consensus.validation import (accuracy_floor, lowest_floor, check_accuracy_claim, check_accuracy_floor, check_state_commitment, miner_accuracy_ok,
                                   validate_header, validate_records)
 from consensus.weights import weights_hash
 
@@ -494,8 +494,7 @@ def test_accuracy_floor_is_inclusive_and_follows_the_spec(tiny_spec, tiny_genesi
 
 def test_accuracy_floor_relaxes_per_redraw_epoch(tiny_spec, tiny_genesis):
     """v3: each redraw epoch since the parent lowers the floor by floor_relax, so no claim can hold the chain
-    still for ever (docs/protocol.md §6); v4: down to the genesis model's accuracy less the slack (52 - 3),
-    not to 0."""
+    still for ever (docs/protocol.md §6); v4: down to half of chance on E (25 of 500), not to 0."""
     relax, interval = tiny_spec.proof.floor_relax, tiny_spec.proof.redraw_interval_ms
     assert relax > 0 and interval > 0
     parent = replace(tiny_genesis, height=5, acc_after=70)
@@ -506,8 +505,10 @@ def test_accuracy_floor_relaxes_per_redraw_epoch(tiny_spec, tiny_genesis):
         check_accuracy_floor(Accuracy(base - relax * epoch, 0), parent, tiny_spec, ts)
         expect(errors.AccuracyNotImproved, INVALID, check_accuracy_floor, Accuracy(base - relax * epoch - 1, 0),
                parent, tiny_spec, ts)
-    assert accuracy_floor(tiny_spec, parent, parent.timestamp_ms + 10 ** 9) == genesis_floor(tiny_spec) == 49
-    assert accuracy_floor(tiny_spec, tiny_genesis, tiny_genesis.timestamp_ms + 10 ** 9) == 49    # block 1's too
+    assert accuracy_floor(tiny_spec, parent, parent.timestamp_ms + 10 ** 9) == lowest_floor(tiny_spec) == 25
+    assert accuracy_floor(tiny_spec, tiny_genesis, tiny_genesis.timestamp_ms + 10 ** 9) == 25    # block 1's too
+    # block 1 a redraw epoch after genesis: the genesis model's pinned score less the slack (52 - 3)
+    assert accuracy_floor(tiny_spec, tiny_genesis, tiny_genesis.timestamp_ms + 1) == 49
 
 
 # == the miner's accuracy policy (stricter than the validator's) ==========================
