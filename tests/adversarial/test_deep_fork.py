@@ -19,10 +19,11 @@ FORK_AT = 1          # the fork branches on block 1
 FORK_LEN = TEMPLATE_BLOCKS   # heights 2 .. TEMPLATE_BLOCKS + 1: one block more than the main chain
 
 
-@pytest.fixture
-def fork_blocks(smith, tmp_path):  # noqa: F811
-    """A heavier side branch on block 1, mined on an archival copy of the template chain."""
-    c = open_copy(smith, tmp_path / "builder", archival=True)
+@pytest.fixture(scope="module")
+def fork_blocks(smith, tmp_path_factory):  # noqa: F811
+    """A heavier side branch on block 1, mined on an archival copy of the template chain (once per module:
+    the blocks are deterministic and every test submits them to a copy of its own)."""
+    c = open_copy(smith, tmp_path_factory.mktemp("fork-builder") / "builder", archival=True)
     try:
         parent = c.store.get(c.store.hash_at(FORK_AT)).header
         fork = BlockSmith(smith.spec, c.dataset, smith.key).blocks(FORK_LEN, parent, c.load_weights(parent.state_hash),

@@ -53,9 +53,16 @@ def test_a_ticketless_block_is_refused_before_any_replay_or_store_write(chain):
     c0 = time.process_time()
     outs = [chain.submit(b, "http://junk.invalid:1") for b in junk]
     per_block = (time.process_time() - c0) / JUNK
+    c0 = time.process_time()
+    for b in junk:                      # the floor: one scrypt evaluation per header, measured in this run
+        ticket_holds(SPEC, b.header)
+    per_check = (time.process_time() - c0) / JUNK
     assert {(o.status, o.code) for o in outs} == {("invalid", "bad-ticket")}
     assert chain.replays == 0 and chain.store.count_by_status() == rows       # nothing replayed, nothing stored
-    assert per_block < 1e-3, f"{per_block * 1e3:.2f} ms of CPU per ticketless junk block"
+    # the node's whole cost of a ticketless block is a few ticket checks (the goal, < 1 ms on this
+    # machine, is a ratio here so a slow or loaded machine does not fail it: 0.63 ms = 1.3 checks measured)
+    assert per_block < 4 * per_check, \
+        f"{per_block * 1e3:.2f} ms of CPU per ticketless junk block = {per_block / per_check:.1f} ticket checks"
     # the same junk with a ticket is judged as far as its proof (the ticket price: tests/bench ticket)
     out = chain.submit(junk_block(SPEC, g, rng), "http://junk.invalid:1")
     assert out.status == "invalid" and out.code in ("requirements-not-met", "state-mismatch")
