@@ -46,7 +46,7 @@ Figures, attack phase over quiet phase of the same run: the bystander's p99; the
 block latency; the new miner's median first-block latency; the node's CPU per junk block (the node
 process's CPU time from /proc/PID/stat over the attack phase, divided by the blocks it judged
 invalid then, from its /metrics) over the attacker's CPU per junk block (``time.process_time`` of
-making 200 of them, before the attack); bans held (the node's GET /peers banned entries at the end
+making 200 of them, 20 with --quick, before the attack); bans held (the node's GET /peers banned entries at the end
 against every attacker identity that sent a block the node judged invalid; each is also probed with a
 POST, which a ban answers 403). Goals printed beside: 2x, 2x, 3x, 2 (only with protocol v4's admission
 tickets, not built yet), all bans held.
@@ -95,6 +95,7 @@ BYSTANDER_EVERY_S = 0.05
 CLIENT_TIMEOUT_S = 10.0                # the bystander's timeout: a failed request counts this long
 RETRY_PAUSE_S = 0.25                   # an honest miner's pause after a 503 busy
 JUNK_SENDERS = 16
+PRICE_SAMPLES = 200                    # junk blocks made alone to price one (--quick: 20; a ticket's cost is geometric)
 SOCKETS_PER_TICK = 12                  # idle/slow sockets opened per 0.25 s at most (~50/s, reopening included)
 GOALS = {"bystander_p99": 2.0, "known_latency": 2.0, "new_latency": 3.0, "node_over_attacker_cpu": 2.0}
 
@@ -795,10 +796,11 @@ class Attacker:
         rng = random.Random(cfg["seed"])
         from consensus.block import genesis_header
         g = genesis_header(self.spec)
+        n = cfg["price_samples"]
         t0 = time.process_time()
-        for _ in range(200):
+        for _ in range(n):
             junk_block(self.spec, g, rng)
-        making = (time.process_time() - t0) / 200
+        making = (time.process_time() - t0) / n
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         self._thread(self.watch_tip)
         deadline = time.monotonic() + 60
@@ -972,7 +974,7 @@ def run(args) -> dict:
 
         common.progress(f"quiet phase: {args.quiet_seconds:.0f} s, an honest block every {args.interval} s")
         quiet = phase("quiet", args.quiet_seconds)
-        cfg = {"url": node.url, "seed": args.seed, **budget_cfg}
+        cfg = {"url": node.url, "seed": args.seed, "price_samples": 20 if args.quick else PRICE_SAMPLES, **budget_cfg}
         common.progress(f"attack phase: {args.attack_seconds:.0f} s: {args.idle_sockets} idle/slow sockets, "
                         f"junk {args.junk_rate}/s, {args.fake_peers} fake peers, orphans {args.orphan_rate}/s, "
                         f"{args.header_branches} header branch(es)")

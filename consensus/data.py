@@ -63,18 +63,19 @@ def make_synthetic(seed: int, train_size: int, test_size: int, num_classes: int 
     grid = torch.randint(0, 256, (num_classes, 3, 8, 8), generator=g, dtype=torch.int64)
     protos = grid.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
 
+    protos16 = protos.to(torch.int16)          # every value below fits: 5 x 255 at most
+
     def split(n: int):
         y = torch.randint(0, num_classes, (n,), generator=g, dtype=torch.int64)
         other = (y + torch.randint(1, num_classes, (n,), generator=g, dtype=torch.int64)) % num_classes
-        img = (3 * protos[y] + 2 * protos[other]) // 5
+        img = (3 * protos16[y] + 2 * protos16[other]) // 5
         shifts = torch.randint(-4, 5, (n, 2), generator=g, dtype=torch.int64)
-        # roll each image by its own offset: out[i, j] = img[(i - dy) % 32, (j - dx) % 32]
-        ar = torch.arange(32)
-        rows = (ar.view(1, 32) - shifts[:, :1]) % 32
-        cols = (ar.view(1, 32) - shifts[:, 1:]) % 32
-        img = img[torch.arange(n).view(n, 1, 1, 1), torch.arange(3).view(1, 3, 1, 1),
-                  rows.view(n, 1, 32, 1), cols.view(n, 1, 1, 32)]
-        noise = torch.randint(-70, 71, img.shape, generator=g, dtype=torch.int64)
+        # roll each image by its own offset: out[i, j] = img[(i - dy) % 32, (j - dx) % 32], one roll per
+        # offset (81 of them) rather than a gather over every pixel (the same values, ~10x faster)
+        for dy, dx in torch.unique(shifts, dim=0).tolist():
+            sel = ((shifts[:, 0] == dy) & (shifts[:, 1] == dx)).nonzero().view(-1)
+            img[sel] = torch.roll(img[sel], shifts=(dy, dx), dims=(2, 3))
+        noise = torch.randint(-70, 71, img.shape, generator=g, dtype=torch.int16)   # the same draws as int64
         img = (img + noise).clamp_(0, 255).to(torch.uint8)
         return img, y.to(torch.uint8)
 

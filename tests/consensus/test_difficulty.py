@@ -13,12 +13,13 @@ from consensus.block import BlockHeader, genesis_header
 from consensus.difficulty import (ancestors, is_retarget_height, median_time_past, next_difficulty, work)
 from consensus.spec import preset
 from consensus.validation import validate_header
-from tests.blocks import BlockSmith, MemoryView
+from tests.blocks import BlockSmith, MemoryView, cheap_tickets
 
 # tiny's rule at a 2,000 ms target (the thresholds below are written for it): window 10, max step 1,
-# k in [1, 40], k0 = 8
-SPEC = dataclasses.replace(preset("tiny"), difficulty=dataclasses.replace(preset("tiny").difficulty,
-                                                                          target_interval_ms=2000))
+# k in [1, 40], k0 = 8; admission tickets of 0 bits (any ticket holds: the header chains here are about time
+# and difficulty, and a tiny ticket costs 0.12 s per header, tests/adversarial/test_ticket.py prices them)
+SPEC = cheap_tickets(dataclasses.replace(preset("tiny"), difficulty=dataclasses.replace(preset("tiny").difficulty,
+                                                                                        target_interval_ms=2000)), 0)
 W, TARGET = SPEC.difficulty.retarget_window, SPEC.difficulty.target_interval_ms
 HEADER_KEY = Ed25519PrivateKey.from_private_bytes(bytes([4]) * 32)     # signs the synthetic headers
 
