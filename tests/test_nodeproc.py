@@ -1,7 +1,7 @@
 """Node processes die with the pytest that started them (issue 31.13).
 
-A pytest run of a small test file holds a node through the node tests' own session fixture
-(``static_node``, tests/node/conftest.py) and sleeps; this test ends that pytest with SIGTERM or
+A pytest run of a small test file holds a node through a session fixture (as the node tests'
+``static_node`` does, tests/node/conftest.py) and sleeps; this test ends that pytest with SIGTERM or
 SIGKILL and the node must be gone: after SIGTERM the run tears down as after Ctrl-C (the fixture
 stops its node before pytest exits); after SIGKILL nothing in pytest runs, and the kernel's
 parent-death signal (``tests.nodeproc.die_with_parent``) stops the node.
@@ -26,11 +26,23 @@ import os
 import time
 from pathlib import Path
 
-from tests.node.conftest import smith, static_node  # noqa: F401  (the node tests' session fixtures)
+import pytest
+
+from tests.nodeproc import NodeProc
 
 
-def test_holds_a_session_node(static_node):
-    Path(os.environ["NODEPROC_TEST_PID_FILE"]).write_text(str(static_node.proc.pid))
+@pytest.fixture(scope="session")
+def session_node(tmp_path_factory):
+    """A session fixture's node as the suites hold theirs (tests/node/conftest.py ``_session_node``), on an
+    empty chain: the template chain's mining is not this test's subject."""
+    n = NodeProc(tmp_path_factory.mktemp("held") / "data").start()
+    yield n
+    if n.alive():
+        n.stop()
+
+
+def test_holds_a_session_node(session_node):
+    Path(os.environ["NODEPROC_TEST_PID_FILE"]).write_text(str(session_node.proc.pid))
     time.sleep(3600)
 '''
 
