@@ -26,10 +26,19 @@ step counts (mean, and the min..max band), so the cost of consensus on learning
 is visible. The figure (PNG and SVG, matplotlib, imported only here)
 puts the accuracy lines over the block-interval bars, paper-style, and plots
 accuracy against gradient steps below.
+
+A long run (ResNet-18 on a CPU: hours) can be stopped and resumed. ``--datadir DIR``
+keeps the chain in DIR with the miner's key and one JSON line per mined block
+(``bench-chain-rows.jsonl``, appended as each block is accepted); a later run with
+the same DIR and spec goes on from the tip until the chain has ``--blocks`` blocks.
+``--minutes M`` stops mining after M minutes (the block under way is given up) and
+Ctrl-C stops it at once; either way the blocks mined so far are evaluated and
+reported, and the figures say how many of the requested blocks there are.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shutil
 import statistics
@@ -39,7 +48,7 @@ from pathlib import Path
 
 from consensus.errors import Verdict
 
-from node.argtypes import nonneg_int, positive_int
+from node.argtypes import nonneg_int, positive_float, positive_int
 from node.devices import device_arg
 from node.threads import threads_arg
 
@@ -50,7 +59,13 @@ def register(sub) -> None:
     p = sub.add_parser("chain", help="mine N blocks solo; learning curve vs plain SGD (figure)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_spec_arguments(p, "tiny")
-    p.add_argument("--blocks", type=positive_int, default=50)
+    p.add_argument("--blocks", type=positive_int, default=50,
+                   help="blocks in the chain at the end (with --datadir: counting those mined before)")
+    p.add_argument("--datadir", type=Path, default=None,
+                   help="keep the chain (and the miner's key and per-block rows) here; a datadir from an earlier "
+                        "run goes on from its tip (default: a temp dir, removed after)")
+    p.add_argument("--minutes", type=positive_float, default=None,
+                   help="stop mining after this many minutes and report the blocks so far (Ctrl-C does it at once)")
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--miner", choices=("fast", "reference"), default="fast")
     p.add_argument("--groups", type=positive_int, default=None, help="fast miner: candidates per pass")
@@ -111,8 +126,8 @@ def held_out_start(spec, choice: str = "auto") -> int:
 class StepCounter:
     """Counts calls to one Replayer's ``step`` and their CPU seconds (instance attribute shadows the method)."""
 
-    def __init__(self, replayer):
-        self.n = 0
+    def __init__(self, replayer, start: int = 0):
+        self.n = start                  # steps of earlier runs (--datadir); cpu_s counts this run's only
         self.cpu_s = 0.0
         inner = replayer.step
 
@@ -157,6 +172,7 @@ def measure_chain(args) -> dict:
     from consensus.training import Replayer, genesis_state
     from miner.search import make_miner, pick_device
     from node.chain import Chain
+    from node.keys import load_or_create_key
     from node.mining import mine_on_tip
 
     spec = common.load_spec(args)
@@ -168,7 +184,8 @@ def measure_chain(args) -> dict:
     start = held_out_start(spec, args.held_out)
     device = pick_device(args.device)
     data, data_note = common.bench_dataset(spec, args.data_dir)
-    root = Path(tempfile.mkdtemp(prefix="polchain-bench-chain-"))
+    keep = args.datadir is not None
+    root = Path(args.datadir) if keep else Path(tempfile.mkdtemp(prefix="polchain-bench-chain-")) / "chain"
     result = common.result_header("chain", preset=args.preset, arch=spec.model.arch, data=data_note,
                                   data_generated=data_note == common.GENERATED_CIFAR, device=device,
                                   data_label=data_label(spec, data_note),
@@ -182,23 +199,37 @@ def measure_chain(args) -> dict:
                                   target_interval_s=spec.difficulty.target_interval_ms / 1000,
                                   machine=common.machine_info(device))
     try:
-        chain = Chain(spec, root / "chain", data, archival=True)
-        key = Ed25519PrivateKey.generate()
-        miner = make_miner(args.miner, spec, data, device=device, seed=args.seed, groups=args.groups,
+        chain = Chain(spec, root, data, archival=True)
+        rows = earlier_rows(root, chain) if keep else []
+        key = load_or_create_key(root / KEY_FILE) if keep else Ed25519PrivateKey.generate()
+        miner = make_miner(args.miner, spec, data, device=device, seed=args.seed + len(rows), groups=args.groups,
                            advance_first=not args.first_hit)
         result["groups"] = getattr(miner, "groups", None)
-        steps = StepCounter(miner.replayer)
-        rows = []
-        effective = 0
-        mining_cpu = 0.0
-        t_start = time.perf_counter()
-        for i in range(args.blocks):
+        result["resumed_at"] = len(rows)
+        if rows:
+            common.progress(f"{root}: {len(rows)} blocks mined by earlier runs; going on from height {len(rows)}")
+        steps = StepCounter(miner.replayer, start=rows[-1]["steps"] if rows else 0)
+        effective = rows[-1]["effective_steps"] if rows else 0
+        deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
+        stopped = None
+        while len(rows) < args.blocks:
+            if deadline is not None and time.monotonic() > deadline:
+                stopped = f"--minutes {args.minutes:g}"
+                break
             t0 = time.perf_counter()
             tip = chain.tip()
             p0 = miner.progress.snapshot()
-            c0 = time.process_time()
-            block, found = mine_on_tip(chain, miner, key)
-            mining_cpu += time.process_time() - c0
+            c0, e0, n0 = time.process_time(), steps.cpu_s, steps.n
+            try:
+                mined = mine_on_tip(chain, miner, key, should_stop=lambda: deadline is not None and
+                                    time.monotonic() > deadline)
+            except KeyboardInterrupt:
+                stopped = "Ctrl-C"
+                break
+            if mined is None:                       # --minutes ran out during the block: given up
+                continue
+            block, found = mined
+            mine_cpu = time.process_time() - c0
             header = block.header
             mine_s = time.perf_counter() - t0
             out = chain.submit(block)
@@ -216,13 +247,22 @@ def measure_chain(args) -> dict:
                          "acc_e_after": header.acc_after, "r_hits": r_hits, "acc_pass_rate": round(1 / r_hits, 4),
                          "acc_floor_failed": grew["acc_floor_failed"],
                          "acc_borderline_failed": grew["acc_borderline_failed"], "restarts": grew["restarts"],
-                         "redraw_epoch": redraw_epoch(spec, tip.header.timestamp_ms, header.timestamp_ms)})
-            common.progress(f"block {header.height}: k={header.difficulty} {found.attempts} attempts {wall:.2f} s, "
+                         "redraw_epoch": redraw_epoch(spec, tip.header.timestamp_ms, header.timestamp_ms),
+                         "mine_cpu_s": round(mine_cpu, 3), "exact_steps": steps.n - n0,
+                         "exact_cpu_s": round(steps.cpu_s - e0, 3)})
+            if keep:
+                with open(root / ROWS_FILE, "a") as f:
+                    f.write(json.dumps(rows[-1]) + "\n")
+            common.progress(f"block {header.height} of {args.blocks}: k={header.difficulty} {found.attempts} attempts {wall:.2f} s, "
                             f"{len(header.nonces)} steps in the block, {steps.n} canonical steps so far, acc on E "
                             f"{header.acc_after}/{spec.evaluation.size}, accuracy rule passed 1 of {r_hits} R hits "
                             f"({rows[-1]['acc_floor_failed']} below the floor, {rows[-1]['acc_borderline_failed']} "
                             f"borderline; {rows[-1]['restarts']} restarts)")
-        duration = time.perf_counter() - t_start
+        if stopped:
+            common.progress(f"mining stopped by {stopped} at {len(rows)} of {args.blocks} blocks")
+        if not rows:
+            raise RuntimeError(f"no block mined ({stopped}): nothing to evaluate")
+        result.update(stopped_by=stopped)
 
         # the tip model of every block on the held-out test images (after mining: timestamps stay honest)
         common.progress(f"evaluating every block's model on test[{start}:]")
@@ -255,7 +295,7 @@ def measure_chain(args) -> dict:
         n = len(rows)
         intervals = [r["interval_s"] for r in rows[1:]] or [rows[0]["interval_s"]]
         result.update(
-            blocks=n, duration_s=round(duration, 1), sgd_seconds=round(sgd_s, 1),
+            blocks=n, duration_s=round(sum(r["wall_s"] for r in rows), 1), sgd_seconds=round(sgd_s, 1),
             start_accuracy=round(genesis_acc, 4), end_accuracy=rows[-1]["test_accuracy"],
             best_accuracy=max(r["test_accuracy"] for r in rows), chance=1 / spec.model.num_classes,
             sgd_end_accuracy=round(sgd[steps.n], 4), sgd_end_accuracy_effective=round(sgd[rows[-1]["effective_steps"]], 4),
@@ -264,12 +304,7 @@ def measure_chain(args) -> dict:
             # the useful-work fraction: the steps the chain kept over the work done to find them -- per candidate
             # (every batch the miner judged), per exact step computed, and in CPU seconds (search + exact steps +
             # tickets, against the kept steps at the mean CPU cost of an exact step)
-            useful_work=dict(
-                per_candidate=round(rows[-1]["effective_steps"] / sum(r["attempts"] for r in rows), 5),
-                per_exact_step=round(rows[-1]["effective_steps"] / steps.n, 4) if steps.n else None,
-                cpu=round(rows[-1]["effective_steps"] * (steps.cpu_s / steps.n) / mining_cpu, 5)
-                if steps.n and mining_cpu else None,
-                mining_cpu_s=round(mining_cpu, 1), exact_step_cpu_s=round(steps.cpu_s / steps.n, 5) if steps.n else None),
+            useful_work=useful_work(rows, steps.n),
             interval_s=common.summary(intervals), wall_s=common.summary([r["wall_s"] for r in rows]),
             attempts=common.summary([r["attempts"] for r in rows], 1),
             attempts_over_2k=common.summary([r["attempts"] / 2 ** r["k"] for r in rows]),
@@ -287,7 +322,39 @@ def measure_chain(args) -> dict:
             load_average_after=common.load_average())
         return result
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(root.parent, ignore_errors=True)
+
+
+ROWS_FILE = "bench-chain-rows.jsonl"     # --datadir: one JSON object per mined block, appended as it is accepted
+KEY_FILE = "bench-miner.key"             # --datadir: the miner's key, so a resumed chain is one miner's
+
+
+def earlier_rows(root: Path, chain) -> list[dict]:
+    """The rows of the blocks an earlier run mined into ``root``, checked against its best chain (a row whose
+    block is not the chain's at its height, or a chain with blocks and no rows, is an error)."""
+    path = root / ROWS_FILE
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    tip = chain.tip().height
+    if len(rows) != tip or any(chain.store.hash_at(r["height"]) != r["hash"] for r in rows):
+        raise RuntimeError(f"{root}: its chain has {tip} blocks and {path.name} {len(rows)} rows that do not "
+                           "match them: give another --datadir")
+    return rows
+
+
+def useful_work(rows: list[dict], exact_steps: int) -> dict:
+    """The steps the chain kept over the work done to find them -- per candidate (every batch the miner
+    judged), per exact step computed, and in CPU seconds (search + exact steps + tickets, against the kept
+    steps at the mean CPU cost of an exact step; over the blocks whose row has the CPU figures)."""
+    kept = rows[-1]["effective_steps"]
+    timed = [r for r in rows if r.get("mine_cpu_s") is not None and r.get("exact_steps")]
+    mining_cpu = sum(r["mine_cpu_s"] for r in timed)
+    step_cpu = sum(r["exact_cpu_s"] for r in timed) / sum(r["exact_steps"] for r in timed) if timed else None
+    return dict(per_candidate=round(kept / sum(r["attempts"] for r in rows), 5),
+                per_exact_step=round(kept / exact_steps, 4) if exact_steps else None,
+                cpu=round(sum(r["block_steps"] for r in timed) * step_cpu / mining_cpu, 5) if timed and mining_cpu else None,
+                cpu_blocks=len(timed), mining_cpu_s=round(mining_cpu, 1),
+                exact_step_cpu_s=round(step_cpu, 5) if step_cpu is not None else None)
 
 
 def data_label(spec, data_note: str) -> str:
@@ -354,7 +421,8 @@ def draw(res: dict, out_dir: Path) -> list[Path]:
     kk = f"k {ks[0]}..{ks[-1]}" if len(ks) > 1 else f"k={ks[0]}"
     if res.get("k_lowered"):
         kk += f" (lowered for a CPU; spec {res['k_spec']})"
-    title = (f"polchain {res['preset']} ({res['arch']}): {res['blocks']} blocks mined solo in "
+    of = f" of {res['blocks_requested']} (stopped)" if res["blocks"] < res.get("blocks_requested", res["blocks"]) else ""
+    title = (f"polchain {res['preset']} ({res['arch']}): {res['blocks']} blocks{of} mined solo in "
              f"{res['duration_s']:.0f} s, {kk}")
     if res.get("data_label"):
         title += "\n" + res["data_label"]
@@ -398,6 +466,10 @@ def table(res: dict) -> str:
         common.format_table(["height", "k", "interval s", "attempts", "steps", "stuck", "test acc %", "SGD acc %",
                              "acc on E", "acc rule", "R epoch"], rows),
         "",
+        *([f"mining stopped by {res['stopped_by']} at {res['blocks']} of {res['blocks_requested']} blocks"]
+          if res.get("stopped_by") else []),
+        *([f"resumed: blocks 1-{res['resumed_at']} were mined by earlier runs into this datadir"]
+          if res.get("resumed_at") else []),
         f"duration {res['duration_s']:.1f} s (mining + validating); block interval median {res['interval_s']['median']} s "
         f"(target {res['target_interval_s']:g} s); attempts per block median {res['attempts']['median']:g}, "
         f"attempts / 2^k median {res['attempts_over_2k']['median']}",

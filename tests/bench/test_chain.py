@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from consensus.spec import preset
+from consensus.validation import lowest_floor
 
 
 def test_chain_tiny_json(bench_json, shared_data, tmp_path):
@@ -34,8 +35,9 @@ def test_chain_tiny_json(bench_json, shared_data, tmp_path):
         assert res[key] == sum(r[key] for r in rows) >= 0, key
     assert all(r["acc_floor_failed"] + r["acc_borderline_failed"] == r["r_hits"] - 1 for r in rows)
     assert [r["effective_steps"] for r in rows] == [sum(q["block_steps"] for q in rows[:i + 1]) for i in range(3)]
-    slack = preset("tiny").proof.min_improvement                               # the v2 accuracy floor
-    assert all(r["acc_e_after"] >= r["acc_e_parent"] + slack for r in rows)
+    spec = preset("tiny")                   # the accuracy floor, relaxed per redraw epoch down to half of chance
+    assert all(r["acc_e_after"] >= max(lowest_floor(spec), r["acc_e_parent"] + spec.proof.min_improvement
+                                        - spec.proof.floor_relax * r["redraw_epoch"]) for r in rows)
     assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
     assert 0 <= res["start_accuracy"] <= 1 and res["end_accuracy"] == rows[-1]["test_accuracy"]
     assert res["sgd_curve"][0][0] == 0 and res["sgd_curve"][-1][0] == res["total_steps"]
@@ -82,3 +84,22 @@ def test_held_out_excludes_e_on_small_test_splits():
     assert low.chain_id != full.chain_id
     with pytest.raises(ValueError):
         full.with_difficulty(0)
+
+
+def test_chain_resumes_in_its_datadir_and_stops_on_time(bench_json, tmp_path):
+    """--datadir keeps the chain, the miner's key and a row per block; a second run goes on from the tip,
+    and --minutes stops mining and still reports the blocks so far (a ResNet-18 run spans sessions)."""
+    from bench.chain import ROWS_FILE
+    d = tmp_path / "run"
+    common = ("chain", "--preset", "tiny", "--k", "4", "--sgd-runs", "1", "--sgd-points", "1", "--no-figure",
+              "--datadir", str(d))
+    first = bench_json(*common, "--blocks", "2")
+    assert first["blocks"] == 2 and first["resumed_at"] == 0 and not first["stopped_by"]
+    second = bench_json(*common, "--blocks", "3")
+    assert second["resumed_at"] == 2 and [r["height"] for r in second["per_block"]] == [1, 2, 3]
+    assert [r["hash"] for r in second["per_block"][:2]] == [r["hash"] for r in first["per_block"]]
+    assert second["per_block"][2]["steps"] > first["per_block"][1]["steps"]          # the counts go on
+    assert len((d / ROWS_FILE).read_text().splitlines()) == 3
+    assert second["useful_work"]["cpu_blocks"] == 3
+    late = bench_json(*common, "--blocks", "50", "--minutes", "0.0001")
+    assert late["stopped_by"] == "--minutes 0.0001" and late["blocks"] == 3 and late["blocks_requested"] == 50
