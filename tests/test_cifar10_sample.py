@@ -85,6 +85,7 @@ def test_spec_names_the_sample(sample_spec):
     assert dataclasses.replace(spec, name=base.name, dataset=base.dataset) == base
 
 
+@pytest.mark.slow      # ResNet-18 on the real sample
 def test_mine_and_verify_accept_the_spec(sample_spec, tmp_path):
     datadir = tmp_path / "chain"
     res = polchain("mine", "--spec", str(sample_spec), "--dataset-dir", str(SAMPLE_DIR), "--datadir", str(datadir),
@@ -106,6 +107,7 @@ def test_the_sample_is_refused_at_the_official_sizes(tmp_path):
     assert res.returncode == 2 and "expected 30730000 (10000 records" in res.stderr, res.stderr
 
 
+@pytest.mark.slow      # ResNet-18 on the real sample
 def test_node_runs_the_sample_spec(sample_spec, tmp_path):
     node = NodeProc(tmp_path / "node", "--spec", str(sample_spec), "--dataset-dir", str(SAMPLE_DIR))
     try:
@@ -119,6 +121,7 @@ def test_node_runs_the_sample_spec(sample_spec, tmp_path):
         node.stop()
 
 
+@pytest.mark.slow      # ResNet-18 on the real sample
 def test_spec_with_lowered_difficulty_is_another_named_chain(sample_spec, tmp_path):
     """`polchain spec --k 4`: the CPU testnet's chain: k at genesis and as the minimum, its own name and id."""
     path = tmp_path / "k4.json"

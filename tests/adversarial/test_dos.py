@@ -98,6 +98,7 @@ def test_junk_header_flood_is_cheap_and_bounded(chain, honest):
 
 
 # -- orphans -------------------------------------------------------------------------------
+@pytest.mark.slow      # thousands of orphans through the pipeline
 def test_orphan_flood_is_bounded_and_honest_orphans_still_connect(chain, honest):
     """Signed blocks on unknown parents, each with records: the pool keeps at most ORPHAN_LIMIT;
     the oldest go first. An honest orphan that arrives after the flood still connects when its

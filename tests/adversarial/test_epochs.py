@@ -18,6 +18,7 @@ import math
 import random
 import statistics
 
+import pytest
 import torch
 
 from consensus.block import genesis_header
@@ -28,6 +29,8 @@ from consensus.training import Replayer, genesis_state
 from consensus.validation import lowest_floor
 from consensus.weights import weights_hash
 from tests.blocks import low_difficulty
+
+pytestmark = pytest.mark.slow      # hundreds of exact steps and evaluations: in the full suite, not in `-m "not slow"`
 
 MINER = "5e" * 32
 EPOCHS = 4

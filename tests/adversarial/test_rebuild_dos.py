@@ -22,6 +22,8 @@ from node.chain import Chain
 from node.post_states import CHECKPOINT_EVERY
 from tests.blocks import BlockSmith, cheap_tickets, low_difficulty
 
+pytestmark = pytest.mark.slow      # mines and replays tiny chains for half a minute: in the full suite, not in `-m "not slow"`
+
 BLOCKS = 2 * CHECKPOINT_EVERY + 8        # heights 1..72: checkpoints at 32 and 64
 KEEP = 4
 

@@ -50,6 +50,7 @@ def test_validation_on_any_thread_count_gives_the_committed_state(tiny_spec, tin
         assert weights_hash(result.state) == h.state_hash
 
 
+@pytest.mark.slow      # mines the same block at 1 and 2 threads
 def test_mining_does_not_depend_on_the_callers_thread_count(tiny_spec, tiny_dataset, tiny_genesis,
                                                             tiny_genesis_state, tiny_block, miner_key):
     with threads(2):
