@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from . import errors
+from .ed25519 import small_order
 from .hashing import ZERO_HASH, canonical_json, is_hex_hash, merkle_root, sha256_hex
 from .records import Record, parse_record
 from . import certificates as _certificates  # noqa: F401  (registers the record type)
@@ -108,9 +109,13 @@ class _Header:
         return replace(unsigned, signature=key.sign(unsigned.signing_bytes()).hex())
 
     def signature_valid(self) -> bool:
+        """The miner's signature verifies, under a key nobody else can sign for (not a small-order point:
+        consensus.ed25519)."""
         try:
-            pub = Ed25519PublicKey.from_public_bytes(bytes.fromhex(self.miner))
-            pub.verify(bytes.fromhex(self.signature), self.signing_bytes())
+            raw = bytes.fromhex(self.miner)
+            if small_order(raw):
+                return False
+            Ed25519PublicKey.from_public_bytes(raw).verify(bytes.fromhex(self.signature), self.signing_bytes())
             return True
         except (ValueError, InvalidSignature):
             return False

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import errors
+from .ed25519 import small_order
 from .hashing import canonical_json, is_hex_hash
 from .records import Record, parse_record, register_record_type
 
@@ -54,10 +55,13 @@ def check_certificate(obj: dict[str, Any]) -> None:
                    for k, v in meta.items())):
         raise errors.BadRecord(f"metadata must be at most {MAX_METADATA_ITEMS} short string pairs")
     try:
-        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(obj["owner"]))
+        raw = bytes.fromhex(obj["owner"])
+        key = Ed25519PublicKey.from_public_bytes(raw)
         key.verify(bytes.fromhex(obj["signature"]), _signing_bytes(obj))
     except (ValueError, TypeError, InvalidSignature):
         raise errors.BadRecord("certificate signature does not verify") from None
+    if small_order(raw):
+        raise errors.BadRecord("certificate owner key is a small-order point: anyone can sign for it")
 
 
 register_record_type(TYPE, check_certificate)
