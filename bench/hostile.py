@@ -48,8 +48,8 @@ process's CPU time from /proc/PID/stat over the attack phase, divided by the blo
 invalid then, from its /metrics) over the attacker's CPU per junk block (``time.process_time`` of
 making 200 of them, 20 with --quick, before the attack); bans held (the node's GET /peers banned entries at the end
 against every attacker identity that sent a block the node judged invalid; each is also probed with a
-POST, which a ban answers 403). Goals printed beside: 2x, 2x, 3x, 2 (only with protocol v4's admission
-tickets, not built yet), all bans held.
+POST, which a ban answers 403). Goals printed beside: 2x, 2x, 3x, 2 (met through protocol v4's admission
+tickets: the junk's sender pays a ticket), all bans held.
 """
 from __future__ import annotations
 
@@ -1086,7 +1086,7 @@ def table(res: dict) -> str:
         ("new miner's first block latency s (median)", med(q, "new"), med(a, "new"), r["new_latency"],
          f"<= {g['new_latency']}x", mark("new_latency")),
         ("node CPU / attacker CPU per junk block", None, cpu["node_cpu_s_per_junk"], r["node_over_attacker_cpu"],
-         f"<= {g['node_over_attacker_cpu']} (v4 tickets, not built)", mark("node_over_attacker_cpu")),
+         f"<= {g['node_over_attacker_cpu']} (v4 tickets)", mark("node_over_attacker_cpu")),
         ("bans held / attacker identities", None, f"{bans['held']}/{bans['identities']}", None, "all",
          mark("bans")),
         ("  ... refused (403) when probed", None, f"{bans['refused_on_probe']}/{bans['identities']}", None, "", ""),
@@ -1112,8 +1112,8 @@ def table(res: dict) -> str:
         f"blocks judged ({cpu['junk_judged_per_s']}/s): {cpu['node_cpu_s_per_junk']} s each "
         f"({cpu['node_excess_cpu_s_per_junk']} s over the quiet rate); making one: "
         f"{cpu['attacker_making_cpu_s_per_junk'] * 1000:.3f} ms (the attacker process: "
-        f"{cpu['attacker_process_cpu_s_per_junk']} s per junk made, HTTP included). The goal of 2 needs v4's "
-        "admission tickets (not built): the ratio is printed as measured.",
+        f"{cpu['attacker_process_cpu_s_per_junk']} s per junk made, HTTP included; under v4 making one includes "
+        "its admission ticket).",
         f"bans: {bans['held']} of {bans['identities']} identities that sent an invalid block listed banned "
         f"({bans['by_kind']}); {bans['refused_on_probe']} refused (403) on a probe",
         f"attack: POST codes {res['attack']['posts']}; announcements {res['attack']['announcements']}; orphans "
