@@ -10,6 +10,7 @@ requests a second: a sender waiting for a free place asks again at once. The sen
 still share this machine's cores with the node, which a real attacker does not.
 
     with JunkFlood(node.url, parent_header, keep_alive=False) as flood:
+        flood.wait_judged(8)             # until the node judged (and refused) 8 junk blocks
         ...                              # the flood runs
     flood.codes, flood.reasons           # status codes, and the 503s by reason
 """
@@ -19,6 +20,7 @@ import json
 import multiprocessing
 import random
 import threading
+import time
 from collections import Counter
 
 import httpx
@@ -40,9 +42,10 @@ def reason_of(detail: str) -> str:
     return "gave way" if detail.startswith("gave way") else detail.split(";")[0].split("(")[0].strip()
 
 
-def flood(url: str, parent_json: str, keep_alive: bool, started, stop, out) -> None:
+def flood(url: str, parent_json: str, keep_alive: bool, started, stop, out, judged) -> None:
     """The child process: SENDERS threads post junk on ``parent`` from rotating addresses until ``stop``;
-    puts (status codes, 503 reasons) on ``out``."""
+    counts the blocks the node judged (any answer but 503) in ``judged`` as they come; puts (status codes,
+    503 reasons) on ``out``."""
     parent = BlockHeader.from_json(parent_json)
     spec = preset("tiny")
     codes, reasons = Counter(), Counter()
@@ -66,6 +69,9 @@ def flood(url: str, parent_json: str, keep_alive: bool, started, stop, out) -> N
                 codes[r.status_code] += 1
                 if r.status_code == 503:
                     reasons[reason_of(r.json()["detail"])] += 1
+            if r.status_code != 503:
+                with judged.get_lock():
+                    judged.value += 1
             if r.status_code != 503 or not keep_alive:    # judged (its address banned now), or refused
                 c.close()
                 c = None
@@ -87,8 +93,9 @@ class JunkFlood:
     def __init__(self, url: str, parent: BlockHeader, keep_alive: bool = False):
         ctx = multiprocessing.get_context("spawn")
         self._started, self._stop, self._out = ctx.Event(), ctx.Event(), ctx.Queue()
+        self._judged = ctx.Value("i", 0)
         self._proc = ctx.Process(target=flood, args=(url, parent.encode(), keep_alive, self._started, self._stop,
-                                                     self._out), daemon=True)
+                                                     self._out, self._judged), daemon=True)
         self.codes: Counter = Counter()
         self.reasons: dict[str, int] = {}
 
@@ -98,6 +105,20 @@ class JunkFlood:
             self._proc.kill()
             raise RuntimeError("the flood process did not start")
         return self
+
+    @property
+    def judged(self) -> int:
+        """Junk blocks the node has judged so far (answers other than 503)."""
+        return self._judged.value
+
+    def wait_judged(self, n: int, timeout: float = 120) -> None:
+        """Block until the node has judged ``n`` junk blocks: a count, not a time, so a loaded machine
+        only makes the wait longer."""
+        deadline = time.monotonic() + timeout
+        while self.judged < n:
+            if time.monotonic() > deadline or not self._proc.is_alive():
+                raise RuntimeError(f"the node judged {self.judged} of {n} junk blocks in {timeout:.0f} s")
+            time.sleep(0.05)
 
     def __exit__(self, *exc) -> None:
         self._stop.set()

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus.spec import preset
 from tests.blocks import BlockSmith
-from tests.nodeproc import NodeProc
+from tests.nodeproc import NodeProc, patient
 
 from .junk_flood import SENDERS, JunkFlood
 from .loopback import client_from, post
@@ -66,6 +66,7 @@ def test_a_known_senders_block_goes_first_during_a_junk_flood(node, tiny_dataset
 
         with JunkFlood(node.url, junk_parent) as flood:
             time.sleep(FLOOD_S / 2)
+            flood.wait_judged(1, timeout=patient(120))      # however loaded the machine, junk is being judged
             during = []
             for b in blocks[HONEST_BLOCKS:]:
                 during.append(post_timed(honest, b))
