@@ -44,6 +44,7 @@ from consensus.spec import ChainSpec
 from consensus.ticket import sign_with_ticket
 from consensus.training import Accuracy, Replayer
 from consensus.weights import State, encode_state, weights_hash
+from tests.chain_spec import TINY_TEST_FILE
 
 MINER_SEED = 0            # the reference miner's seed when a call names none
 BLOCK_GAP_MS = 2000       # a block is stamped its parent's time + 2 s
@@ -205,9 +206,11 @@ class BlockSmith:
 
     # -- on a node chain's tip (the node's own miner) --------------------------------------------
     @classmethod
-    def open(cls, datadir: Path, preset: str = "tiny", seed: int = MINER_SEED, dataset: Dataset | None = None, *,
+    def open(cls, datadir: Path, spec_file: Path | None = TINY_TEST_FILE, seed: int = MINER_SEED,
+             dataset: Dataset | None = None, *,
              key: Ed25519PrivateKey = SMITH_KEY, gap_ms: int | None = BLOCK_GAP_MS) -> "BlockSmith":
-        """A smith on an archival node chain in ``datadir`` (spec.json written as a node writes it; the
+        """A smith on an archival node chain in ``datadir`` of the chain in ``spec_file`` (default: the tests'
+        chain, tests/chain_spec.py; None: the datadir's own spec.json), written as a node writes it; the
         dataset loaded as a node loads it unless given), stamping each block ``gap_ms`` after its parent
         (None: the wall clock, which made the node tests' template a new chain on every run and once
         left a fork on its block 2 without a block in 20000 attempts: issue 31.3)."""
@@ -215,7 +218,7 @@ class BlockSmith:
         from node.setup import open_chain, resolve_spec
 
         datadir = Path(datadir)
-        spec = resolve_spec(datadir, preset)
+        spec = resolve_spec(datadir, None, spec_file)
         if dataset is None:
             chain = open_chain(datadir, spec, archival=True, progress=False)
         else:  # share an already loaded dataset (building it takes seconds)
@@ -255,7 +258,7 @@ class BlockSmith:
 
     def fork(self, dest: Path, seed: int) -> "BlockSmith":
         """Another smith on a copy of this chain (same dataset, key and clock, its own miner seed)."""
-        return BlockSmith.open(self.copy_datadir(dest), self.spec.name, seed, dataset=self.dataset, key=self.key,
+        return BlockSmith.open(self.copy_datadir(dest), None, seed, dataset=self.dataset, key=self.key,
                                gap_ms=self.gap_ms)
 
     def copy_datadir(self, dest: Path) -> Path:

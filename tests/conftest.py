@@ -25,6 +25,7 @@ from consensus.weights import State
 # the block factory (tests/blocks.py); the suites import these names from here too
 from tests.blocks import (BLOCK_GAP_MS, MINER_SEED, MemoryView, MinedBlock, low_difficulty,  # noqa: F401
                           mine_block)
+from tests.chain_spec import TINY_TEST
 
 
 def pytest_configure(config):
@@ -51,7 +52,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_spec() -> ChainSpec:
-    return preset("tiny")
+    return TINY_TEST
 
 
 @pytest.fixture(scope="session")

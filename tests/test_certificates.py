@@ -10,13 +10,14 @@ import pytest
 
 from pol.proof import proof_summary
 from tests.nodeproc import REPO, NodeGroup, node_env, wait_for
+from tests.chain_spec import TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
 
 @pytest.fixture
 def group(tmp_path):
-    g = NodeGroup(tmp_path / "nodes", ("--preset", "tiny", "--poll-interval", "0.5"))
+    g = NodeGroup(tmp_path / "nodes", (*TINY_TEST_ARGS, "--poll-interval", "0.5"))
     yield g
     g.close()
 

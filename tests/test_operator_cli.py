@@ -16,6 +16,7 @@ import pytest
 
 from node.progress import Progress
 from tests.nodeproc import REPO, NodeProc, free_port, node_env, patient
+from tests.chain_spec import TINY_TEST_ARGS
 
 
 def polchain(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -36,7 +37,7 @@ def miner(tmp_path_factory):
     key = root / "miner.key"
     r = polchain("keys", "new", "--key", str(key))
     assert r.returncode == 0, r.stderr
-    node = NodeProc(root / "data", "--mine", "--key", str(key)).start()
+    node = NodeProc(root / "data", *TINY_TEST_ARGS, "--mine", "--key", str(key)).start()
     node.key_file = key
     node.key_public = r.stdout.split()[2]
     yield node

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.chain_spec import TINY_TEST_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def _no_node_left(datadir: Path) -> None:
 def test_testnet_converges_and_resumes(tmp_path):
     datadir = tmp_path / "tn"
     base = _free_base_port(3)
-    common = ["--nodes", "3", "--preset", "tiny", "--datadir", str(datadir), "--base-port", str(base)]
+    common = ["--nodes", "3", *TINY_TEST_ARGS, "--datadir", str(datadir), "--base-port", str(base)]
 
     proc, first = _testnet(*common, "--until-height", "5", "--duration", "150", timeout=240)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
@@ -80,7 +81,7 @@ def test_testnet_sigterm_stops_all_nodes(tmp_path):
     base = _free_base_port(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLCHAIN_")}
     proc = subprocess.Popen([sys.executable, "-m", "node.cli", "testnet", "--nodes", "2", "--miners", "1",
-                             "--preset", "tiny", "--datadir", str(datadir), "--base-port", str(base),
+                             *TINY_TEST_ARGS, "--datadir", str(datadir), "--base-port", str(base),
                              "--duration", "120"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

@@ -27,12 +27,13 @@ from consensus.block import Block, BlockHeader
 from consensus.certificates import make_certificate
 from consensus.data import load_dataset
 from consensus.records import Record
-from consensus.spec import ChainSpec, preset
+from consensus.spec import ChainSpec
 from consensus.weights import State
 from node.chain import Chain
 from node.outcome import Outcome
 from node.store import VALID
 from tests.blocks import BlockSmith, MinedBlock, resign
+from tests.chain_spec import TINY_TEST, TINY_TEST_FILE
 
 HONEST_BLOCKS = 14   # > mtp_window (11), below the first retarget height (21)
 BLOCK_INTERVAL_MS = 2000
@@ -47,7 +48,7 @@ def outcome_class(code: str) -> type[errors.BlockError]:
 
 def signed(header: BlockHeader, key: Ed25519PrivateKey = CHEATER_KEY, **changes) -> BlockHeader:
     """``header`` with ``changes``, a valid ticket of the tiny chain (the attacks here pay it), signed by ``key``."""
-    return resign(header, key, preset("tiny"), **changes)
+    return resign(header, key, TINY_TEST, **changes)
 
 
 def owner_certificate(n: int = 0) -> Record:
@@ -69,7 +70,7 @@ class Honest:
 
 @pytest.fixture(scope="session")
 def spec() -> ChainSpec:
-    return preset("tiny")
+    return TINY_TEST
 
 
 @pytest.fixture(scope="session")
@@ -175,7 +176,7 @@ def node(honest, tmp_path, monkeypatch):
     datadir = tmp_path / "svc"
     shutil.copytree(honest.datadir, datadir)
     monkeypatch.setattr(node.setup, "load_dataset", lambda *a, **k: honest.dataset)
-    service = NodeService(Settings(datadir=datadir, preset="tiny", threads=1, port=1))
+    service = NodeService(Settings(datadir=datadir, spec_file=TINY_TEST_FILE, threads=1, port=1))
     app = create_app(service, manage_lifecycle=False)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield InProcessNode(service, client, datadir)

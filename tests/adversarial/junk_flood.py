@@ -27,7 +27,7 @@ import httpx
 
 from bench.give_way import junk_block
 from consensus.block import BlockHeader
-from consensus.spec import preset
+from tests.chain_spec import TINY_TEST
 
 SENDERS = 32
 NETWORKS = 8
@@ -47,7 +47,7 @@ def flood(url: str, parent_json: str, keep_alive: bool, started, stop, out, judg
     counts the blocks the node judged (any answer but 503) in ``judged`` as they come; puts (status codes,
     503 reasons) on ``out``."""
     parent = BlockHeader.from_json(parent_json)
-    spec = preset("tiny")
+    spec = TINY_TEST
     codes, reasons = Counter(), Counter()
     lock = threading.Lock()
 

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from tests.nodeproc import REPO, NodeProc, patient
+from tests.chain_spec import TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
@@ -37,7 +38,7 @@ STRANGER = "127.0.30.1"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    n = NodeProc(tmp_path_factory.mktemp("conn") / "d", "--preset", "tiny", "--cap-local-networks").start()
+    n = NodeProc(tmp_path_factory.mktemp("conn") / "d", *TINY_TEST_ARGS, "--cap-local-networks").start()
     yield n
     n.stop()
 

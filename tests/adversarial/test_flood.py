@@ -29,12 +29,12 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consensus.spec import preset
 from tests.blocks import BlockSmith
 from tests.nodeproc import NodeProc, patient
 
 from .junk_flood import SENDERS, JunkFlood
 from .loopback import client_from, post
+from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
@@ -45,13 +45,13 @@ HONEST_BLOCKS = 3          # posted quiet, then as many during the flood (median
 
 @pytest.fixture
 def node(tmp_path):
-    n = NodeProc(tmp_path / "d", "--preset", "tiny", "--validation-queue", "16").start()
+    n = NodeProc(tmp_path / "d", *TINY_TEST_ARGS, "--validation-queue", "16").start()
     yield n
     n.stop()
 
 
 def test_a_known_senders_block_goes_first_during_a_junk_flood(node, tiny_dataset):
-    blocks = BlockSmith(preset("tiny"), tiny_dataset, HONEST).blocks(2 * HONEST_BLOCKS, seed=5)
+    blocks = BlockSmith(TINY_TEST, tiny_dataset, HONEST).blocks(2 * HONEST_BLOCKS, seed=5)
 
     def post_timed(c: httpx.Client, b) -> float:
         t0 = time.perf_counter()

@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus.block import Block
 from consensus.proof import redraw_epoch
-from consensus.spec import preset
 from consensus.training import Replayer, genesis_state
 from consensus.validation import accuracy_floor
 from node.chain import Chain
 from tests.blocks import resign
 from tests.conftest import mine_block
+from tests.chain_spec import TINY_TEST
 
 ATTACKER = Ed25519PrivateKey.from_private_bytes(bytes([11]) * 32)
 HONEST = Ed25519PrivateKey.from_private_bytes(bytes([12]) * 32)
@@ -34,7 +34,7 @@ LOSS = 10           # what the honest step may lose on E (it trains on 4 images,
 
 
 def test_an_over_claim_cannot_stall_the_chain(tiny_dataset, tmp_path):
-    base = preset("tiny")
+    base = TINY_TEST
     spec = replace(base, name="tiny-floor-stall",
                    proof=replace(base.proof, min_improvement=RAISE)).with_difficulty(4)
     relax, interval, tol = spec.proof.floor_relax, spec.proof.redraw_interval_ms, spec.evaluation.claim_tolerance

@@ -25,8 +25,8 @@ from consensus.data import load_dataset
 from consensus.model import build_model
 from consensus.proof import derive_batch, requirements_for
 from consensus.requirements import requirements_hold
-from consensus.spec import preset
 from consensus.training import canonical_step, genesis_state
+from tests.chain_spec import TINY_TEST
 
 K = 6
 BLOCKS = 12                 # R re-drawn per redraw epoch: twelve independent requirement sets
@@ -55,7 +55,7 @@ def _surrogate(spec, step, module):
 @pytest.mark.slow
 def test_a_surrogate_filter_costs_more_than_honest_candidates():
     torch.manual_seed(0)
-    spec = preset("tiny")
+    spec = TINY_TEST
     assert spec.proof.batch_work == 6
     data = load_dataset(spec.dataset, None)
     step = canonical_step(spec, data)

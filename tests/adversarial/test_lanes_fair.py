@@ -33,13 +33,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.give_way import junk_block
-from consensus.spec import preset
 from node.admission import GaveWay, Lane, LaneQueue
 from tests.blocks import BlockSmith
 from tests.nodeproc import NodeProc, patient
 
 from .junk_flood import NETWORKS, JunkFlood
 from .loopback import client_from, post, post_until_judged
+from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
@@ -53,7 +53,7 @@ MAX_TRIES = 40
 @pytest.fixture
 def node(tmp_path):
     # rate limits out of the way: these tests are about the order of validation, not about quotas
-    n = NodeProc(tmp_path / "d", "--preset", "tiny", "--validation-queue", "16", "--rate-limit", "1000",
+    n = NodeProc(tmp_path / "d", *TINY_TEST_ARGS, "--validation-queue", "16", "--rate-limit", "1000",
                  "--rate-burst", "1000").start()
     yield n
     n.stop()
@@ -61,7 +61,7 @@ def node(tmp_path):
 
 @pytest.fixture(scope="module")
 def blocks(tiny_dataset):
-    return BlockSmith(preset("tiny"), tiny_dataset, HONEST).blocks(2 * MINERS, seed=31)
+    return BlockSmith(TINY_TEST, tiny_dataset, HONEST).blocks(2 * MINERS, seed=31)
 
 
 def first_try(node: NodeProc, ip: str, block):
@@ -76,7 +76,7 @@ def test_orphans_of_a_known_host_make_no_replay_give_way(node, blocks):
     first_try(node, "127.0.11.1", blocks[0])                      # the known host: a valid block delivered
     quiet = first_try(node, "127.0.12.1", blocks[1])               # a stranger's first block, quiet
 
-    spec, stop, sent = preset("tiny"), threading.Event(), []
+    spec, stop, sent = TINY_TEST, threading.Event(), []
 
     def orphans(i: int) -> None:
         rng = random.Random(100 + i)

@@ -23,6 +23,7 @@ import pytest
 
 from tests.node.test_store_refuses import fill, tmpfs
 from tests.nodeproc import NodeProc, patient, wait_for
+from tests.chain_spec import TINY_TEST_ARGS
 
 BOUND_S = 60
 P_HEIGHT = 12
@@ -34,14 +35,14 @@ def _stamp(line: str) -> float:
 
 @pytest.mark.slow
 def test_a_node_whose_store_recovers_syncs_at_once_and_mines_nothing_stale(tmp_path):
-    peer = NodeProc(tmp_path / "p", "--preset", "tiny", "--mine", name="p")
+    peer = NodeProc(tmp_path / "p", *TINY_TEST_ARGS, "--mine", name="p")
     mnt = tmp_path / "mnt"
     with tmpfs(mnt, "48m"):
-        node = NodeProc(mnt / "n", "--preset", "tiny", "--mine", "--no-discover", log=tmp_path / "n.log", name="n")
+        node = NodeProc(mnt / "n", *TINY_TEST_ARGS, "--mine", "--no-discover", log=tmp_path / "n.log", name="n")
         try:
             peer.start(timeout=BOUND_S)
             peer.wait_height(P_HEIGHT, timeout=2 * BOUND_S)
-            peer.restart("--preset", "tiny", timeout=BOUND_S)            # P stands still from here
+            peer.restart(*TINY_TEST_ARGS, timeout=BOUND_S)            # P stands still from here
             target = peer.status()
             node.start(timeout=BOUND_S)
             node.wait_height(1, timeout=BOUND_S)

@@ -18,15 +18,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.give_way import junk_block
 from consensus.block import genesis_header
-from consensus.spec import preset
 from consensus.ticket import ticket_holds
 from node.chain import Chain
 from tests.blocks import BlockSmith
 from tests.nodeproc import NodeProc, wait_for
 
 from .loopback import announce, client_from, peers_on, post
+from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 
-SPEC = preset("tiny")
+SPEC = TINY_TEST
 JUNK = 200
 
 
@@ -84,7 +84,7 @@ def test_headers_first_stops_at_the_first_ticketless_header(chain, tiny_dataset)
 
 @pytest.mark.slow
 def test_a_real_node_refuses_ticketless_posts_and_announcements(tmp_path):
-    node = NodeProc(tmp_path / "d", "--preset", "tiny").start()
+    node = NodeProc(tmp_path / "d", *TINY_TEST_ARGS).start()
     try:
         g = genesis_header(SPEC)
         rng = random.Random(2)

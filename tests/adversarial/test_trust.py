@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.give_way import junk_block
 from consensus.block import genesis_header
-from consensus.spec import preset
 from tests.blocks import BlockSmith
 from tests.nodeproc import NodeProc, patient, wait_for
 
 from .loopback import announce, client_from, peers_on, post, post_until_judged
+from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
@@ -43,18 +43,18 @@ HEAD_START_S = 0.15      # the honest stranger's block is in the lane before the
 
 @pytest.fixture
 def node(tmp_path):
-    n = NodeProc(tmp_path / "d", "--preset", "tiny", "--validation-queue", "16").start()
+    n = NodeProc(tmp_path / "d", *TINY_TEST_ARGS, "--validation-queue", "16").start()
     yield n
     n.stop()
 
 
 @pytest.fixture(scope="module")
 def honest_block(tiny_dataset):
-    return BlockSmith(preset("tiny"), tiny_dataset, HONEST).blocks(1, seed=11)[0]
+    return BlockSmith(TINY_TEST, tiny_dataset, HONEST).blocks(1, seed=11)[0]
 
 
 def junk(n: int, seed: int):
-    spec, rng = preset("tiny"), random.Random(seed)
+    spec, rng = TINY_TEST, random.Random(seed)
     return [junk_block(spec, genesis_header(spec), rng).header for _ in range(n)]
 
 

@@ -17,6 +17,7 @@ from consensus.hashing import ZERO_HASH, canonical_json, merkle_root, sha256, sh
 from consensus.spec import PRESETS, ChainSpec, preset
 from consensus.training import genesis_state
 from consensus.weights import decode_state, encode_state, weights_hash
+from tests.chain_spec import TINY_TEST, TINY_TEST_FILE
 
 SETTINGS = settings(max_examples=60, deadline=None)
 hexhash = st.binary(min_size=32, max_size=32).map(bytes.hex)
@@ -111,23 +112,24 @@ def test_header_signature_round_trip(tiny_spec, miner_key, other_key):
     assert not dataclasses.replace(h, signature="zz" * 64).signature_valid()
 
 
-def test_genesis_header_is_pinned(tiny_spec):
+def test_genesis_header_is_pinned():
     """v4 genesis: no miner, nonces, ticket or signature; its post-state is the genesis weights; its claim is
     the genesis model's pinned accuracy on E."""
-    g = genesis_header(tiny_spec)
+    spec = preset("tiny")
+    g = genesis_header(spec)
     assert type(g) is BlockHeader and g.version == 4
     assert g.height == 0 and g.parent == ZERO_HASH and g.miner == "" and g.signature == "" and g.nonces == ()
-    assert g.state_hash == tiny_spec.model.genesis_weights_sha256 and g.acc_after == tiny_spec.evaluation.genesis_correct == 52
-    assert g.hash == "fbc163bf49b6ae241530b491025fa3c5327fedbf8f1d7ab816e3ae9496d54a7b"
+    assert g.state_hash == spec.model.genesis_weights_sha256 and g.acc_after == spec.evaluation.genesis_correct == 52
+    assert g.hash == "4e5846e682e4a5883a915c5993c5e0057e898362f2fa88d0587211fc583f0064"
     p = genesis_header(preset("dgg-paper"))
     assert type(p) is PaperHeader and p.version == 1 and p.batch == () and p.weights_hash == preset("dgg-paper").model.genesis_weights_sha256
     assert p.hash == "093e9cc606657a2fb61a284d6378a95e50b22bf25dd57c2429a796bec3c99314"
 
 
 # -- chain specs ------------------------------------------------------------------------------
-PINNED_CHAIN_IDS = {    # protocol v3 chain ids (ResNet-18 before layer4.0.bn2 and shortcut BN left R: 3064fa4d...; v3 before the scrypt batches: ea4aeb91..., d2aef8fc...; v2: 59962227..., 0ad272f4...; v1: 3665c6a8..., 2baedda5...)
-    "tiny": "de9f37c6bd71c97dc56f5767272048ca122cbf33ce7aa95b07cc3c7e934f8982",
-    "cifar10-resnet18": "fc23c6425ef40d2a21852f28abb0777d549e04548cb87624c90a9ca7cd8f2bec",
+PINNED_CHAIN_IDS = {    # v4 before issue 33.5's start (tiny k0 8, one step): de9f37c6..., fc23c642...; protocol v3 chain ids (ResNet-18 before layer4.0.bn2 and shortcut BN left R: 3064fa4d...; v3 before the scrypt batches: ea4aeb91..., d2aef8fc...; v2: 59962227..., 0ad272f4...; v1: 3665c6a8..., 2baedda5...)
+    "tiny": "6cdcf2b7d66acc3c05af0a9df2000ee283773b0662797ab6f7450ccf5222c489",
+    "cifar10-resnet18": "db31c7d6ba6181586b42e1f04826f7ee09eb350f0bdd8ac5aa60b900585e48e0",
     "dgg-paper": "7f455f512f318f3f3157744adfeb119daa0af9785b38791872b2fd3088008f0b",
 }
 
@@ -316,3 +318,12 @@ def test_a_training_field_the_step_does_not_implement_is_refused(section, field,
     spec = dataclasses.replace(preset("tiny"), training=dataclasses.replace(preset("tiny").training, **{field: value}))
     with pytest.raises(ValueError, match=why):
         canonical_step(spec, None)
+
+
+def test_the_tests_chain_is_tiny_with_its_first_start():
+    """tests/chain_spec.py: the chain the tests build is tiny but for its name and v3's start (k0 = 8, one step
+    per window), and the committed genesis document the test nodes read is that spec."""
+    assert ChainSpec.from_json(TINY_TEST_FILE.read_text()) == TINY_TEST, \
+        "tests/tiny-test.spec.json is stale: python -m tests.chain_spec rewrites it"
+    assert dataclasses.replace(TINY_TEST, name="tiny", difficulty=preset("tiny").difficulty) == preset("tiny")
+    assert (TINY_TEST.difficulty.initial, TINY_TEST.difficulty.max_step) == (8, 1)

@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from tests.nodeproc import NodeProc
+from tests.chain_spec import TINY_TEST_ARGS
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -47,7 +48,7 @@ def page(browser):
 
 @pytest.fixture(scope="module")
 def mining_node(tmp_path_factory):
-    node = NodeProc(tmp_path_factory.mktemp("e2e") / "miner", "--mine", "--preset", "tiny").start()
+    node = NodeProc(tmp_path_factory.mktemp("e2e") / "miner", "--mine", *TINY_TEST_ARGS).start()
     node.wait_height(2, timeout=180)
     yield node
     node.stop()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.nodeproc import NodeProc, wait_for
+from tests.chain_spec import TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
@@ -95,7 +96,7 @@ def test_nothing_is_fetched_from_elsewhere_and_docs_work_offline(page, mining_no
 
 
 def test_empty_chain_then_unreachable_api(page, tmp_path):
-    node = NodeProc(tmp_path / "empty", "--preset", "tiny").start()
+    node = NodeProc(tmp_path / "empty", *TINY_TEST_ARGS).start()
     try:
         page.goto(node.url + "/")
         assert "No blocks yet" in page.inner_text("#state-empty")

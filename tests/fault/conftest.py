@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 
 if os.environ.get("POLCHAIN_LONG") != "1":
     collect_ignore_glob = ["test_*.py"]
@@ -44,8 +45,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session")
 def spec():
-    from consensus.spec import preset
-    return preset("tiny")
+    return TINY_TEST
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +75,7 @@ def blocks(chaindir):
 @pytest.fixture
 def nodes(tmp_path, request):
     from tests.nodeproc import NodeGroup
-    group = NodeGroup(tmp_path, ("--preset", "tiny", "--poll-interval", "0.5"))
+    group = NodeGroup(tmp_path, (*TINY_TEST_ARGS, "--poll-interval", "0.5"))
     yield group
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:

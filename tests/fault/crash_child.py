@@ -36,11 +36,11 @@ def main() -> int:
     import torch
     torch.set_num_threads(1)
     from consensus.data import load_dataset
-    from consensus.spec import preset
     from node.chain import Chain
+    from tests.chain_spec import TINY_TEST
     from tests.fault.chainfile import load
 
-    spec = preset("tiny")
+    spec = TINY_TEST
     if args.dataset:
         from safetensors.torch import load_file
         from consensus.data import Dataset

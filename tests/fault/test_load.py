@@ -17,11 +17,11 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus.block import BlockHeader
-from consensus.spec import preset
 from consensus.ticket import sign_with_ticket
 from tests.nodeproc import REPO, free_port, node_env
 
 from .conftest import scale
+from tests.chain_spec import TINY_TEST
 
 READERS = 16
 ANNOUNCERS = 2
@@ -75,7 +75,7 @@ def test_load_readers_and_announcements_on_a_mining_node(nodes, record):
                                         difficulty=tip.difficulty, miner="", nonces=(rng.getrandbits(64),),
                                         state_hash="ab" * 32, acc_after=tip.acc_after + 1,
                                         records_root=tip.records_root)
-                        h = sign_with_ticket(preset("tiny"), h, thief)
+                        h = sign_with_ticket(TINY_TEST, h, thief)
                     r = c.post("/blocks", content=h.encode(),
                                headers={"content-type": "application/json", "x-polchain-origin": dead_origin})
                     count(f"POST {r.status_code}")

@@ -23,6 +23,7 @@ import pytest
 from tests.nodeproc import REPO, NodeGroup, node_env
 
 from .chainfile import fill_datadir
+from tests.chain_spec import TINY_TEST_ARGS
 
 
 BLOCK_PATH = re.compile(r"^/blocks/[0-9a-f]{64}$")
@@ -112,7 +113,7 @@ class FaultyPeer:
 def upstream(spec, dataset, blocks, tmp_path_factory):
     root = tmp_path_factory.mktemp("upstream")
     fill_datadir(spec, dataset, root / "up", blocks)
-    group = NodeGroup(root, ("--preset", "tiny", "--poll-interval", "0.5", "--no-discover"))
+    group = NodeGroup(root, (*TINY_TEST_ARGS, "--poll-interval", "0.5", "--no-discover"))
     node = group.add("up")
     node.start()
     yield node

@@ -11,6 +11,7 @@ import torch
 from consensus.data import Dataset, make_synthetic
 from consensus.spec import ChainSpec, preset
 from consensus.training import Replayer, genesis_state
+from tests.chain_spec import TINY_TEST
 
 
 MINER = hashlib.sha256(b"tests/miner/key").hexdigest()     # a stand-in miner public key (batches only)
@@ -69,7 +70,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_spec() -> ChainSpec:
-    return preset("tiny")
+    return TINY_TEST
 
 
 @pytest.fixture(scope="session")

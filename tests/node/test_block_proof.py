@@ -13,6 +13,7 @@ from consensus.proof import derive_batch, redraw_epoch
 from consensus.validation import accuracy_floor
 
 from .conftest import TEMPLATE_BLOCKS
+from tests.chain_spec import TINY_TEST_ARGS
 
 
 def _flat_value(state, param: str, offset: int) -> float:
@@ -75,7 +76,7 @@ def test_proof_without_the_parent_state_says_so(node_factory, smith, tmp_path):
     parent = smith.chain.store.get(smith.chain.store.hash_at(2)).header
     path = next(d.rglob(f"{parent.state_hash}*"))
     path.unlink()
-    node = node_factory(d, "--preset", "tiny")
+    node = node_factory(d, *TINY_TEST_ARGS)
     p = node.get("/blocks/3/proof").json()
     assert p["replay"]["status"] == "state-unavailable" and "pruned" in p["replay"]["detail"]
     assert len(p["requirements"]) == p["difficulty"]

@@ -20,6 +20,7 @@ import pytest
 from tests.nodeproc import node_env, patient
 
 from .conftest import NodeProc
+from tests.chain_spec import TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
@@ -43,7 +44,7 @@ def test_kill_9_and_recover(tmp_path):
     seed = int(os.environ.get("POLCHAIN_TEST_CRASH_SEED", str(time.time_ns() % 10**9)))
     rng = random.Random(seed)
     datadir = tmp_path / "data"
-    node = NodeProc(datadir, "--preset", "tiny", "--mine", "--archival")
+    node = NodeProc(datadir, *TINY_TEST_ARGS, "--mine", "--archival")
     last_seen = 0
     history = [("seed", seed)]
     try:

@@ -25,15 +25,15 @@ from consensus.block import Block
 from consensus.difficulty import work
 from node.chain import Chain
 from node.store import HEADER_ONLY, INVALID, Store
-from consensus.spec import preset
 from tests.blocks import BlockSmith, cheap_tickets, resign
+from tests.chain_spec import TINY_TEST
 
 
 @pytest.fixture(scope="module")
 def batch_spec():
     """tiny with 2-bit tickets: these tests are about the batch path (up to 1,500 headers), not the price
     of a header (tests/adversarial/test_ticket.py)."""
-    return cheap_tickets(preset("tiny"))
+    return cheap_tickets(TINY_TEST)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ CHILD = textwrap.dedent("""
     from consensus.spec import preset
     from node.chain import Chain
     from tests.blocks import cheap_tickets
-    spec = cheap_tickets(preset("tiny"))
+    spec = cheap_tickets(TINY_TEST)
     headers = [BlockHeader.from_dict(d) for d in json.loads(Path(sys.argv[2]).read_text())]
     d = spec.dataset
     chain = Chain(spec, Path(sys.argv[1]), make_synthetic(d.seed, d.train_size, d.test_size),

@@ -11,11 +11,12 @@ import time
 from node.mining import MinerGroup
 from node.service import NodeService
 from node.settings import Settings
+from tests.chain_spec import TINY_TEST_FILE
 from tests.nodeproc import patient
 
 
 def test_two_workers_mine_one_chain(tmp_path):
-    service = NodeService(Settings(datadir=tmp_path / "node", preset="tiny", threads=1, port=1))
+    service = NodeService(Settings(datadir=tmp_path / "node", spec_file=TINY_TEST_FILE, threads=1, port=1))
     group = MinerGroup(service, ["cpu", "cpu"])
     assert group.device == "cpu,cpu"
     group.start()

@@ -23,6 +23,7 @@ from tests.nodeproc import node_env, patient
 
 from .conftest import NodeProc, post_block
 from .test_api import assert_error
+from tests.chain_spec import TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
@@ -32,7 +33,7 @@ TARGET = 2 * KEEP + 3      # enough blocks that some post-states must have been 
 
 @pytest.fixture(scope="module")
 def miner_node(tmp_path_factory):
-    node = NodeProc(tmp_path_factory.mktemp("mining") / "data", "--preset", "tiny", "--mine",
+    node = NodeProc(tmp_path_factory.mktemp("mining") / "data", *TINY_TEST_ARGS, "--mine",
                     "--keep-weights", str(KEEP)).start()
     yield node
     if node.alive():

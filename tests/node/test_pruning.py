@@ -19,6 +19,7 @@ from tests.blocks import BlockSmith, mine_block
 
 from .conftest import TEMPLATE_BLOCKS
 from .test_proof_cache import open_copy, template_clock
+from tests.chain_spec import TINY_TEST_ARGS
 
 FORK_KEY = Ed25519PrivateKey.from_private_bytes(bytes([41]) * 32)   # mined blocks: the same on every run
 
@@ -125,7 +126,7 @@ def test_a_mining_node_prunes_a_side_branch_state(smith, tmp_path, node_factory)
     past the window, the side block's state is gone (404 pruned), the block itself is still served
     valid, and the best chain's recent states are served."""
     fork = archival_copy_with_a_side_block(smith, tmp_path / "node", FORK_KEY, seed=8)
-    node = node_factory(tmp_path / "node", "--preset", "tiny", "--mine", "--keep-weights", "2",
+    node = node_factory(tmp_path / "node", *TINY_TEST_ARGS, "--mine", "--keep-weights", "2",
                         "--no-discover", "--poll-interval", "0.5")
     side = f"/blocks/{fork.header.hash}/state"
     node.wait_for(lambda: node.status()["height"] >= TEMPLATE_BLOCKS + 1, timeout=120)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import signal
 
 import pytest
+from tests.chain_spec import TINY_TEST_ARGS
 
 
 @pytest.mark.slow
 def test_sigterm_while_mining_waits_for_the_miner(node_factory, tmp_path):
-    node = node_factory(tmp_path / "miner", "--mine", "--preset", "tiny")
+    node = node_factory(tmp_path / "miner", "--mine", *TINY_TEST_ARGS)
     # mid-search: the miner has made attempts on the current block
     node.wait_for(lambda: ((node.status()["mining"].get("current") or {}).get("attempts") or 0) > 0,
                   timeout=120, what="the miner searching")

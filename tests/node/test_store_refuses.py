@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.nodeproc import REPO, NodeProc, node_env, patient, wait_for
+from tests.chain_spec import TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
@@ -67,7 +68,7 @@ def test_a_mining_node_whose_disk_fills_up_pauses_reports_and_resumes(tmp_path):
     mnt = tmp_path / "mnt"
     with tmpfs(mnt, "48m"):
         # the log is outside the full filesystem (a node's stdout is not its store)
-        node = NodeProc(mnt / "data", "--preset", "tiny", "--mine", "--archival", log=tmp_path / "node.log")
+        node = NodeProc(mnt / "data", *TINY_TEST_ARGS, "--mine", "--archival", log=tmp_path / "node.log")
         try:
             node.start(timeout=BOUND_S)
             node.wait_height(3, timeout=BOUND_S)

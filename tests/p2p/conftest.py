@@ -13,9 +13,10 @@ from __future__ import annotations
 import pytest
 
 from tests.nodeproc import NodeGroup
+from tests.chain_spec import TINY_TEST_ARGS
 
 POLL = "0.5"
-COMMON = ("--preset", "tiny", "--poll-interval", POLL)
+COMMON = (*TINY_TEST_ARGS, "--poll-interval", POLL)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -14,7 +14,6 @@ import pytest
 
 from consensus.block import Block, BlockHeader
 from consensus.hashing import ZERO_HASH
-from consensus.spec import preset
 from p2p import fetch as fetch_mod
 from p2p import peers as peers_mod
 from p2p.client import PeerClient
@@ -22,6 +21,7 @@ from p2p.fetch import NoBody, fetch_from_any, fetch_state
 from p2p.peers import PeerBook
 
 from .util import FakePeer
+from tests.chain_spec import TINY_TEST
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def block():
     """A v2 header without records whose post-state is the tiny genesis weights."""
     from consensus.training import genesis_state
     from consensus.weights import encode_state, weights_hash
-    spec = preset("tiny")
+    spec = TINY_TEST
     state = genesis_state(spec)
     header = BlockHeader(version=spec.header_version, chain_id=spec.chain_id, height=1, parent=ZERO_HASH, timestamp_ms=1,
                          difficulty=8, miner="", nonces=(1,), state_hash=weights_hash(state), acc_after=0,

@@ -10,11 +10,11 @@ import pytest
 
 from consensus.ticket import sign_with_ticket
 from consensus.block import BlockHeader
-from consensus.spec import preset
 from node.keys import load_or_create_key
 from tests.nodeproc import wait_for
 
 from .util import FakePeer, tampered_block
+from tests.chain_spec import TINY_TEST
 
 
 def announced(peer: FakePeer, block_hash: str) -> bool:
@@ -40,8 +40,8 @@ def test_relay_after_work_ban_only_for_failed_work(nodes):
     # the node's own proof re-signed by its own key with a claim beyond the tolerance: R and the
     # post-state hold (they do not depend on the claim), the accuracy check fails
     key = load_or_create_key(a.datadir / "node.key")
-    tol = preset("tiny").evaluation.claim_tolerance
-    wrong_claim = sign_with_ticket(preset("tiny"), replace(own, acc_after=own.acc_after + tol + 1), key)
+    tol = TINY_TEST.evaluation.claim_tolerance
+    wrong_claim = sign_with_ticket(TINY_TEST, replace(own, acc_after=own.acc_after + tol + 1), key)
     with FakePeer() as origin, FakePeer() as listener:
         for fake in (origin, listener):
             fake.serve_json("/status", a.status())             # passes the handshake: same chain id

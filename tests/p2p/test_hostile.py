@@ -23,10 +23,10 @@ import pytest
 from p2p.exchange import RETRY_FIRST
 from tests.nodeproc import NodeProc, patient, wait_for
 
-from consensus.spec import preset
 from consensus.ticket import sign_with_ticket
 from .conftest import COMMON
 from .util import FakePeer, SilentPeer, same_tip, tampered_block
+from tests.chain_spec import TINY_TEST
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
@@ -173,7 +173,7 @@ def test_invalid_block_bans_the_client_not_the_loopback(pair):
     # 32 distinct invalid blocks at once: at most 16 wait for the validator, the others are told 503 busy
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     key = Ed25519PrivateKey.generate()
-    many = [sign_with_ticket(preset("tiny"), replace(bad, timestamp_ms=bad.timestamp_ms + i + 1), key) for i in range(32)]
+    many = [sign_with_ticket(TINY_TEST, replace(bad, timestamp_ms=bad.timestamp_ms + i + 1), key) for i in range(32)]
 
     def post(h):
         r = v.post("/blocks", files={"header": (None, h.encode()), "records": (None, "[]")})
@@ -265,7 +265,7 @@ def test_one_silent_peer_holds_nobody_up(nodes):
             h0 = m.status()["height"]
             for _ in range(30):
                 top = BlockHeader.from_dict(m.block(str(m.status()["height"]))["header"])
-                fake = sign_with_ticket(preset("tiny"), replace(top, height=top.height + 1, parent=top.hash,
+                fake = sign_with_ticket(TINY_TEST, replace(top, height=top.height + 1, parent=top.hash,
                                                                 timestamp_ms=int(time.time() * 1000)), key)
                 r = attacker.post("/blocks", content=fake.encode(),
                                   headers={"content-type": "application/json", "x-polchain-origin": silent.url})

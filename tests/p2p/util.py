@@ -7,9 +7,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from consensus.spec import preset
 from consensus.ticket import sign_with_ticket
 from tests.nodeproc import NodeProc, free_port
+from tests.chain_spec import TINY_TEST
 
 
 def miner_key(node: NodeProc) -> str:
@@ -104,7 +104,7 @@ def tampered_block(node: NodeProc, height: int):
     from consensus.hashing import sha256_hex
 
     header = BlockHeader.from_dict(node.block(str(height))["header"])
-    return sign_with_ticket(preset("tiny"), replace(header, state_hash=sha256_hex(header.state_hash.encode())),
+    return sign_with_ticket(TINY_TEST, replace(header, state_hash=sha256_hex(header.state_hash.encode())),
                             Ed25519PrivateKey.generate())
 
 
