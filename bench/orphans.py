@@ -50,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--miners", type=positive_int, default=3, help="how many of them mine (default 3)")
     p.add_argument("--interval", type=positive_float, default=None,
                    help="target block interval, seconds (default: the preset's)")
+    p.add_argument("--k", type=positive_int, default=None,
+                   help="initial difficulty (default: the preset's; another k is another chain, named -k<K>)")
     p.add_argument("--seconds", type=positive_float, default=240.0,
                    help="how long the network runs once up (default 240)")
     p.add_argument("--settle", type=nonneg_float, default=None,
@@ -78,15 +80,18 @@ def main(args) -> int:
 
 
 # -- the spec and the graph ------------------------------------------------------------------
-def interval_spec(preset_name: str, interval_s: float | None):
-    """The preset with another target interval; named ``<preset>-<ms>ms`` (its own chain id)."""
+def interval_spec(preset_name: str, interval_s: float | None, k: int | None = None):
+    """The preset with another target interval and/or initial k; named ``<preset>-<ms>ms`` and/or
+    ``-k<K>`` (its own chain id)."""
     from consensus.spec import preset
-    base = preset(preset_name)
-    if interval_s is None:
-        return base
-    ms = int(round(interval_s * 1000))
-    return dataclasses.replace(base, name=f"{base.name}-{ms}ms",
-                               difficulty=dataclasses.replace(base.difficulty, target_interval_ms=ms))
+    spec = preset(preset_name)
+    if interval_s is not None:
+        ms = int(round(interval_s * 1000))
+        spec = dataclasses.replace(spec, name=f"{spec.name}-{ms}ms",
+                                   difficulty=dataclasses.replace(spec.difficulty, target_interval_ms=ms))
+    if k is not None:
+        spec = dataclasses.replace(spec, name=f"{spec.name}-k{k}", difficulty=dataclasses.replace(spec.difficulty, initial=k))
+    return spec
 
 
 def random_graph(n: int, seed: int, min_degree: int = 2, max_degree: int = 3) -> list[tuple[int, int]]:
@@ -206,7 +211,7 @@ def run(args) -> dict:
 
     from .propagate import Node, stop_all, wait_until, write_spec
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    spec = interval_spec(args.preset, args.interval)
+    spec = interval_spec(args.preset, args.interval, args.k)
     interval_s = spec.difficulty.target_interval_ms / 1000
     settle = args.settle if args.settle is not None else max(10.0, 2 * interval_s)
     edges = random_graph(args.nodes, args.seed, args.min_degree, args.max_degree)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.chain_spec import TINY_TEST_ARGS
+from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -126,8 +126,8 @@ def test_testnet_runs_a_spec_file(tmp_path):
     """--spec FILE: every node runs that chain (here tiny with another name, so another chain id)."""
     import dataclasses
 
-    from consensus.spec import ChainSpec, preset
-    spec = dataclasses.replace(preset("tiny"), name="tiny-from-file")
+    from consensus.spec import ChainSpec
+    spec = dataclasses.replace(TINY_TEST, name="tiny-from-file")          # k0 = 8: a block in about a second
     (tmp_path / "spec.json").write_text(spec.to_json())
     datadir = tmp_path / "tn"
     proc, summary = _testnet("--nodes", "2", "--miners", "1", "--spec", str(tmp_path / "spec.json"), "--datadir",

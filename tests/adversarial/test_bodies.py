@@ -31,6 +31,7 @@ from consensus.hashing import ZERO_HASH
 from consensus.records import Record
 from consensus.weights import decode_state, encode_state, weights_hash
 from node.app import blocks_body_cap
+from tests.nodeproc import patient
 
 from .conftest import CHEATER_KEY, HONEST_KEY, owner_certificate, signed
 
@@ -209,7 +210,8 @@ def _offer_state(net: StateStore, header, data: bytes) -> bool:
     with FakePeer() as peer:
         peer.serve_block(header, state=data)
         book = PeerBook("http://127.0.0.1:1")
-        return fetch_state(PeerClient(timeout=2.0, deadline=2.0, body_deadline=2.0), book, net, [peer.url], header,
+        return fetch_state(PeerClient(timeout=patient(2.0), deadline=patient(2.0), body_deadline=patient(2.0)), book,
+                           net, [peer.url], header,
                            64 << 20, threading.Event())
 
 

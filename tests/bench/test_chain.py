@@ -12,7 +12,7 @@ def test_chain_tiny_json(bench_json, shared_data, tmp_path):
     assert res["benchmark"] == "chain" and res["blocks"] == 3
     rows = res["per_block"]
     # --k lowers the difficulty for the run, and the result says so
-    assert res["k_lowered"] and res["k0"] == 5 and res["k_spec"] == 8 and all(r["k"] >= 5 for r in rows)
+    assert res["k_lowered"] and res["k0"] == 5 and res["k_spec"] == 10 and all(r["k"] >= 5 for r in rows)
     # E (test[:500]) is a quarter of tiny's test split: the blocks are scored on test[500:] only
     assert res["held_out"] == [500, 2000] and res["held_out_size"] == 1500
     # the accuracy rule's pass rate: each block passed once, after r_hits checks

@@ -31,14 +31,16 @@ def test_interval_spec_is_another_chain():
     assert s.name == "tiny-5000ms" and s.difficulty.target_interval_ms == 5000
     assert s.chain_id != preset("tiny").chain_id
     assert interval_spec("tiny", None) == preset("tiny")
+    k8 = interval_spec("tiny", 1, 8)
+    assert k8.name == "tiny-1000ms-k8" and k8.difficulty.initial == 8 and k8.chain_id != s.chain_id
 
 
 @pytest.mark.slow      # 3 node processes, 2 mining, for about a minute
 def test_orphans_smoke(bench_json):
-    res = bench_json("orphans", "--nodes", "3", "--miners", "2", "--interval", "1", "--seconds", "25",
+    res = bench_json("orphans", "--nodes", "3", "--miners", "2", "--interval", "1", "--k", "8", "--seconds", "25",
                      "--settle", "5", "--sample", "1")
     assert res["benchmark"] == "orphans" and res["nodes"] == 3 and len(res["miners"]) == 2
-    assert res["spec"] == "tiny-1000ms" and res["target_interval_s"] == 1.0
+    assert res["spec"] == "tiny-1000ms-k8" and res["target_interval_s"] == 1.0
     assert len(res["edges"]) == 3 and res["degrees"] == [2, 2, 2]          # three nodes: a triangle
     assert res["mined"] > 0, "two miners at k=8 found no block in 20 s"
     assert 0 <= res["orphans"] <= res["mined"] <= res["mined_total"]

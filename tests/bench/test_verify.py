@@ -23,7 +23,7 @@ def test_verify_tiny_json(bench_json, shared_data, tmp_path):
     assert 1 <= b["steps"] <= 9 and b["body_bytes"] < 2000 and b["state_bytes"] > 20_000
     assert sum(res["stages"][s]["wall_s"]["median"] for s in STAGES) <= res["total"]["wall_s"]["max"] * 1.5
     m = res["mining"]
-    assert m["k0"] == 8 and m["seconds_per_attempt"] > 0 and 0 < m["p_acc"] < 1
+    assert m["k0"] == 10 and m["seconds_per_attempt"] > 0 and 0 < m["p_acc"] < 1
     assert m["expected_seconds"] > 0 and res["asymmetry"] > 0
     assert res["block"]["height"] == 1 and res["block_k"] == 3
     assert "block_note" in res                       # mined at k=3, not k0: said so

@@ -175,7 +175,8 @@ def test_over_the_network_cap_is_refused_at_once_and_trusted_get_in(server):
     held = [connect(port, f"127.0.3.{i}") for i in range(1, 5)]          # the /24's 4
     t0 = time.monotonic()
     took, answer = closed_after(connect(port, "127.0.3.9"), t0)
-    assert answer.startswith(b"HTTP/1.1 503 ") and b"net:127.0.3.0/24" in answer and took < 0.25
+    # refused with an answer (a connection closed at the deadline gets none), long before the deadline
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"net:127.0.3.0/24" in answer and took < patient(0.25)
     other = connect(port, "127.0.4.1")                                   # another network
     other.sendall(GET)
     assert response(other) == (b"HTTP/1.1 200 OK", b"0")

@@ -85,14 +85,14 @@ def _stamped(line: str) -> float:
 def test_own_block_is_the_tip_at_once(miner_node):
     """Issue 31.1: the node's own block becomes the tip without a replay or an evaluation (the miner's W'
     and acc(W') stand in: Chain.submit_mined), so "new tip" follows "mined block" in the same instant.
-    The fastest of the blocks is checked against 0.1 s (a minimum: a loaded machine delays some lines);
-    tests/node/test_chain_pipeline.py checks that no replay runs."""
-    miner_node.wait_height(3, timeout=90)
+    The fastest of the blocks is checked against 0.1 s (a minimum over at least four: a loaded machine
+    delays some lines); tests/node/test_chain_pipeline.py checks that no replay runs."""
+    miner_node.wait_height(5, timeout=90)
     mined = {m.group(1): _stamped(line) for line in miner_node.log_lines(r"mined block ")
              if (m := re.search(r"mined block ([0-9a-f]{16})", line))}
     delays = sorted(_stamped(line) - mined[m.group(1)] for line in miner_node.log_lines(r"new tip ")
                     if (m := re.search(r"new tip ([0-9a-f]{16})", line)) and m.group(1) in mined)
-    assert len(delays) >= 2, miner_node.log_text()[-3000:]
+    assert len(delays) >= 4, miner_node.log_text()[-3000:]
     print(f"FIGURES mined -> new tip: min {delays[0] * 1000:.0f} ms, median {delays[len(delays) // 2] * 1000:.0f} ms "
           f"over {len(delays)} blocks")
     assert delays[0] < 0.1, delays
