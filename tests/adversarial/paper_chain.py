@@ -28,7 +28,7 @@ from consensus.weights import State, clone_state, encode_state, weights_hash
 
 HONEST_KEY = Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)
 THIEF_KEY = Ed25519PrivateKey.from_private_bytes(bytes([2]) * 32)
-GAP_MS = 2000
+GAP_MS = 10_000     # dgg-paper's target interval: the retarget (from height 12) keeps the parent's k, as paper_header does
 # tiny-cnn: conv{l} feeds bn{l} (train mode, then ReLU); conv3's channels feed linear's input columns
 CONV_BN = {"conv1.weight": "bn1", "conv2.weight": "bn2", "conv3.weight": "bn3"}
 

@@ -17,7 +17,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consensus.spec import preset
+from tests.chain_spec import TINY_TEST
 from node.chain import Chain
 from node.post_states import CHECKPOINT_EVERY
 from tests.blocks import BlockSmith, cheap_tickets, low_difficulty
@@ -30,7 +30,7 @@ KEEP = 4
 
 @pytest.fixture(scope="module")
 def pruned(tiny_dataset, tmp_path_factory):
-    spec = cheap_tickets(low_difficulty(preset("tiny"), 1))
+    spec = cheap_tickets(low_difficulty(TINY_TEST, 1))            # one step per window: k 1 -> 7 by height 72
     chain = Chain(spec, tmp_path_factory.mktemp("rebuild") / "d", tiny_dataset, keep_weights=KEEP)
     BlockSmith(spec, tiny_dataset, Ed25519PrivateKey.from_private_bytes(bytes([41]) * 32)).blocks(
         BLOCKS, chain=chain, seed=300)

@@ -90,9 +90,9 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     from consensus.block import BlockHeader
     from consensus.data import make_synthetic
-    from consensus.spec import preset
     from node.chain import Chain
     from tests.blocks import cheap_tickets
+    from tests.chain_spec import TINY_TEST
     spec = cheap_tickets(TINY_TEST)
     headers = [BlockHeader.from_dict(d) for d in json.loads(Path(sys.argv[2]).read_text())]
     d = spec.dataset
