@@ -24,6 +24,7 @@ BENCHMARKS = (
     "bench.floor",
     "bench.hostile",
     "bench.ticket",
+    "bench.epochs",
 )
 
 
