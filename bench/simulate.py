@@ -30,6 +30,15 @@ blocks; the run mines ``--tail`` more so the end does not decide). ``--calibrate
 per-hop overhead of loopback runs of `polchain bench orphans` (latency 0: every node on one
 machine) to their measured propagation and ``--check`` compares the fitted model with runs it was
 not fitted on.
+
+``--from-genesis`` (issue 33.5) models a fresh chain's start instead of a fixed interval: each miner
+tries ``--attempts-per-s`` candidates per second, a candidate meets R with probability 2^-k, the
+accuracy rule keeps ``--hit-share`` of the R hits, k starts at the preset's k0 (or ``--k0``) and
+follows the preset's retarget rule (``consensus.difficulty``) on each branch's own timestamps, and
+fork choice is by cumulative work (2^k per block). Reported per retarget window: k, the best chain's
+mean interval, the orphan share, and the first window within sqrt 2 of the target. (A miner's rate is
+drawn for its tip when the last block came; a tip that changes meanwhile keeps the old k until the next
+block: k only moves once per window.)
 """
 from __future__ import annotations
 
@@ -41,10 +50,14 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.argtypes import fraction, nonneg_float, nonneg_int, positive_float, positive_int
 
 from . import common
+
+if TYPE_CHECKING:
+    from consensus.spec import ChainSpec
 
 
 # -- parameters ------------------------------------------------------------------------------
@@ -92,6 +105,18 @@ class Network:
     adopt: str = "accepted"           # a node's tip (and mining) moves when a block is: accepted | work-checked
 
 
+@dataclass(frozen=True)
+class Start:
+    """A fresh chain from genesis (``--from-genesis``): each miner tries ``attempts_per_s`` candidates per
+    second, a candidate meets R with probability 2^-k and the accuracy rule keeps ``hit_share`` of the R
+    hits, so a miner finds a block at rate attempts_per_s x hit_share / 2^k; k starts at the spec's
+    ``difficulty.initial`` and follows the spec's retarget rule (``consensus.difficulty``) on each branch's
+    own timestamps (the time each block was mined)."""
+    spec: ChainSpec                 # its difficulty rule (k0, window, max_step, target) is the one applied
+    attempts_per_s: float           # per miner
+    hit_share: float                # R hits the accuracy rule keeps
+
+
 # -- the graph ----------------------------------------------------------------------------------
 def graph(n: int, rng: random.Random, min_degree: int = 2, max_degree: int = 3, topology: str = "random"
           ) -> list[list[int]]:
@@ -125,10 +150,14 @@ def graph(n: int, rng: random.Random, min_degree: int = 2, max_degree: int = 3, 
 # -- the model -------------------------------------------------------------------------------------
 def simulate(profile: Profile, net: Network, *, interval_s: float | None = None, blocks: int = 200,
              tail: int = 20, seed: int = 1, miner_ids: list[int] | None = None,
-             adjacency: list[list[int]] | None = None, cost_scale: float = 1.0) -> dict:
+             adjacency: list[list[int]] | None = None, cost_scale: float = 1.0, start: Start | None = None) -> dict:
     """One run of the model; see the module doc. Deterministic for a seed. ``cost_scale`` multiplies
-    the validation stages (a loopback run on a loaded machine: load average / cores)."""
+    the validation stages (a loopback run on a loaded machine: load average / cores). With ``start``
+    the blocks come at the rate the difficulty gives (``Start``), not at ``interval_s``, every block's
+    work is 2^k and fork choice follows cumulative work; the result has a ``start`` part (``start_report``)."""
     import simpy
+
+    from consensus.difficulty import is_retarget_height, retarget_step
 
     rng = random.Random(seed)
     n = net.nodes
@@ -153,6 +182,8 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
     tip = [0] * n                                  # block index; 0 is genesis
     height = [0]
     parent = [-1]
+    k_of = [start.spec.difficulty.initial if start else 0]
+    cum = [0]                                       # cumulative work: 2^k per block (without start: 1)
     mined_at = [0.0]
     miner_of = [-1]
     arrival: list[list[float]] = [[0.0] * n]        # earliest scheduled arrival per node
@@ -176,8 +207,20 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
                 at(t - now, arrive, nb, blk)
 
     def accept(node: int, blk: int) -> None:
-        if height[blk] > height[tip[node]]:
+        if cum[blk] > cum[tip[node]]:
             tip[node] = blk
+
+    def next_k(p: int) -> int:
+        """The difficulty of a child of block ``p`` (consensus.difficulty.next_difficulty on the model's chain)."""
+        d = start.spec.difficulty
+        if not is_retarget_height(start.spec, height[p] + 1):
+            return k_of[p]
+        first = p
+        for _ in range(d.retarget_window):
+            first = parent[first]
+        span_ms = round(1000 * (mined_at[p] - mined_at[first]))
+        k = k_of[p] + retarget_step(span_ms, d.target_interval_ms * d.retarget_window, d.max_step)
+        return max(d.minimum, min(d.maximum, k))
 
     def enqueue(node: int, blk: int) -> None:
         now = env.now
@@ -203,10 +246,19 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
     def mining():
         total = blocks + tail
         while len(height) - 1 < total:
-            yield env.timeout(rng.expovariate(1.0 / interval))
-            m = rng.choice(miners)
+            if start is None:
+                yield env.timeout(rng.expovariate(1.0 / interval))
+                m = rng.choice(miners)
+                k = 0
+            else:       # each miner at the rate of its own tip's next k (drawn when the last block came)
+                rates = [start.attempts_per_s * start.hit_share / 2 ** next_k(tip[x]) for x in miners]
+                yield env.timeout(rng.expovariate(sum(rates)))
+                m = rng.choices(miners, weights=rates)[0]
+                k = next_k(tip[m])
             p = tip[m]
             b = len(height)
+            k_of.append(k)
+            cum.append(cum[p] + (2 ** k if start else 1))
             height.append(height[p] + 1)
             parent.append(p)
             mined_at.append(env.now)
@@ -224,9 +276,9 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
     env.process(mining())
     env.run()
 
-    # final best chain: the highest block, ties to the one accepted first by most nodes
-    top = max(height)
-    cands = [b for b in range(len(height)) if height[b] == top]
+    # final best chain: the most work (the highest block), ties to the one accepted first by most nodes
+    top = max(cum)
+    cands = [b for b in range(len(height)) if cum[b] == top]
     best_tip = min(cands, key=lambda b: statistics.median(accepted[b]))
     best = set()
     b = best_tip
@@ -242,7 +294,8 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
             reach_all.append(acc[-1] - mined_at[b])
             reach_90.append(acc[int(math.ceil(0.9 * n)) - 1] - mined_at[b])
     degrees = [len(a) for a in adj]
-    return {
+    extra = {"start": start_report(start, best_tip, parent, height, k_of, mined_at, counted, best)} if start else {}
+    return {**extra,
         "profile": profile.name, "nodes": n, "miners": len(miners), "interval_s": interval, "blocks": blocks,
         "orphans": orphans, "orphan_share": round(orphans / blocks, 4),
         "propagation_s": {"p50": _r(_pct(reach_all, 0.5)), "p90": _r(_pct(reach_all, 0.9)),
@@ -250,6 +303,41 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
         "degree": {"min": min(degrees), "mean": round(sum(degrees) / n, 2), "max": max(degrees)},
         "hops_diameter_from_node0": _eccentricity(adj, 0), "events": events[0], "seed": seed,
     }
+
+
+def start_report(start: Start, best_tip: int, parent: list[int], height: list[int], k_of: list[int],
+                 mined_at: list[float], counted: range, best: set[int]) -> dict:
+    """A fresh chain's start, by retarget window (heights 1..window + 1, then ``window`` each): the best
+    chain's k and mean interval there, and the orphan share among the counted blocks mined at those
+    heights; ``reached``: the first window whose mean interval is within sqrt 2 of the target."""
+    d = start.spec.difficulty
+    target, w = d.target_interval_ms / 1000, d.retarget_window
+    chain = []
+    b = best_tip
+    while b > 0:
+        chain.append(b)
+        b = parent[b]
+    chain.reverse()
+    last = max(height[b] for b in counted)
+    windows, lo = [], 1
+    while lo <= last:
+        hi = min(last, w + 1 if lo == 1 else lo + w - 1)
+        mine = [b for b in chain if lo <= height[b] <= hi]
+        mined = [b for b in counted if lo <= height[b] <= hi]
+        if not mine or len(mine) < hi - lo + 1:
+            break
+        gaps = [mined_at[b] - mined_at[parent[b]] for b in mine]
+        windows.append({"heights": [lo, hi], "k": sorted({k_of[b] for b in mine}),
+                        "mean_interval_s": _r(statistics.fmean(gaps), 2), "starts_at_s": _r(mined_at[mine[0]], 1),
+                        "mined": len(mined), "orphans": sum(1 for b in mined if b not in best)})
+        lo = hi + 1
+    reached = next((x for x in windows if target / 2 ** 0.5 <= x["mean_interval_s"] <= target * 2 ** 0.5), None)
+    miners_rate = start.attempts_per_s * start.hit_share
+    return {"k0": d.initial, "max_step": d.max_step, "window": w, "target_interval_s": target,
+            "attempts_per_s_per_miner": start.attempts_per_s, "hit_share": start.hit_share,
+            "one_miner_interval_at_k0_s": _r(2 ** d.initial / miners_rate, 2), "windows": windows,
+            "reached_target_at_height": reached["heights"][0] if reached else None,
+            "reached_target_after_s": reached["starts_at_s"] if reached else None}
 
 
 def _eccentricity(adj: list[list[int]], src: int) -> int:
@@ -377,6 +465,15 @@ def register(sub) -> None:
     p.add_argument("--blocks", type=positive_int, default=None,
                    help="blocks counted per run (default: 200, fewer for large nets to bound the run time)")
     p.add_argument("--seed", type=nonneg_int, default=1)
+    g = p.add_argument_group("a fresh chain from genesis (issue 33.5): blocks at the rate the difficulty gives")
+    g.add_argument("--from-genesis", action="store_true",
+                   help="start at the preset's k0 and apply its retarget rule (instead of a fixed interval)")
+    g.add_argument("--attempts-per-s", type=positive_float, default=None,
+                   help="candidates per second of each miner (required with --from-genesis)")
+    g.add_argument("--hit-share", type=fraction, default=1.0,
+                   help="share of R hits the accuracy rule keeps (default 1; ResNet-18 from genesis: 0.31 measured)")
+    g.add_argument("--k0", type=positive_int, default=None, help="initial difficulty instead of the preset's")
+    g.add_argument("--max-step", type=nonneg_int, default=None, help="retarget step limit instead of the preset's")
     p.add_argument("--calibrate", type=Path, nargs="*", default=None, metavar="JSON",
                    help="`polchain bench orphans` results (tiny, loopback) to fit the loopback hop overhead on "
                         "(the issue's 12-node figure is added)")
@@ -419,7 +516,30 @@ def main(args) -> int:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be positive")
     if args.blocks is not None and args.blocks < 1:
         raise SystemExit("error: --blocks must be positive")
+    if args.from_genesis and args.attempts_per_s is None:
+        raise SystemExit("error: --from-genesis needs --attempts-per-s (each miner's candidates per second)")
+    if not args.from_genesis and (args.attempts_per_s, args.k0, args.max_step) != (None, None, None):
+        raise SystemExit("error: --attempts-per-s, --k0 and --max-step belong to --from-genesis")
+    if args.from_genesis and (args.calibrate is not None or args.interval or args.tiny_interval or args.resnet_interval):
+        raise SystemExit("error: --from-genesis takes the presets' targets: no --interval options, no --calibrate")
+    if not 0 < args.hit_share <= 1:
+        raise SystemExit("error: --hit-share must be in (0, 1]")
     return common.emit_with_figures(run(args, profiles, sizes), args, table, name="simulate", draw=draw)
+
+
+def start_for(args, name: str) -> Start | None:
+    """The ``Start`` of ``--from-genesis`` for a profile: its preset's difficulty rule, with --k0 and
+    --max-step applied (a spec the chain could have: the ranges are checked as a spec file's are)."""
+    if not args.from_genesis:
+        return None
+    from consensus.spec import preset
+    spec = preset("tiny" if name == "tiny" else "cifar10-resnet18")
+    d = spec.difficulty
+    d = replace(d, initial=args.k0 if args.k0 is not None else d.initial,
+                max_step=args.max_step if args.max_step is not None else d.max_step)
+    if not d.minimum <= d.initial <= d.maximum:
+        raise SystemExit(f"error: --k0 must be within [{d.minimum}, {d.maximum}]")
+    return Start(replace(spec, difficulty=d), args.attempts_per_s, args.hit_share)
 
 
 def interval_for(args, name: str) -> float:
@@ -455,9 +575,12 @@ def run(args, profiles: list[str], sizes: list[int]) -> dict:
             net = replace(net0, nodes=n, miners=max(1, round(n * args.miner_share)))
             blocks = args.blocks or auto_blocks(n)
             t0 = time.perf_counter()
+            start = start_for(args, name)
             out = simulate(PROFILES[name], net, interval_s=interval_for(args, name), blocks=blocks,
-                           tail=max(10, blocks // 10), seed=args.seed)
+                           tail=max(10, blocks // 10), seed=args.seed, start=start)
             out["seconds"] = round(time.perf_counter() - t0, 2)
+            if start is not None:
+                out["interval_s"] = start.spec.difficulty.target_interval_ms / 1000
             common.progress(f"{name}, {n} nodes: orphan share {out['orphan_share']}, propagation p50 "
                             f"{out['propagation_s']['p50']} s ({out['seconds']} s, {out['events']} events)")
             rows.append(out)
@@ -505,7 +628,26 @@ def table(res: dict) -> str:
     lines.append(common.format_table(["profile", "nodes", "miners", "interval s", "blocks", "mean degree",
                                       "ecc. node0", "all p50 s", "all p90 s", "90% p50 s", "orphan share",
                                       "sim s"], rows))
+    for r in res["results"]:
+        if "start" in r:
+            lines += ["", start_table(r)]
     return "\n".join(lines)
+
+
+def start_table(r: dict) -> str:
+    s = r["start"]
+    reached = (f"within sqrt 2 of the target from height {s['reached_target_at_height']}, "
+               f"{s['reached_target_after_s']:g} s after genesis" if s["reached_target_at_height"] else
+               "the target was not reached")
+    rows = [(f"{w['heights'][0]}-{w['heights'][1]}", ",".join(map(str, w["k"])), w["mean_interval_s"],
+             w["starts_at_s"], w["mined"], w["orphans"], f"{w['orphans'] / w['mined']:.0%}" if w["mined"] else "-")
+            for w in s["windows"]]
+    return "\n".join([
+        f"{r['profile']}, {r['nodes']} nodes, from genesis: k0 {s['k0']}, steps of up to {s['max_step']} per "
+        f"{s['window']} blocks, {s['attempts_per_s_per_miner']:g} candidates/s per miner x {r['miners']}, "
+        f"{s['hit_share']:g} of R hits kept (one miner at k0: a block every {s['one_miner_interval_at_k0_s']:g} s); "
+        f"target {s['target_interval_s']:g} s: {reached}",
+        common.format_table(["heights", "k", "mean interval s", "starts at s", "mined", "orphans", "share"], rows)])
 
 
 def draw(res: dict, out_dir: Path) -> list[Path]:

@@ -117,3 +117,64 @@ def test_building_on_work_checked_blocks_orphans_less_when_evaluation_dominates(
     assert early["orphan_share"] < now["orphan_share"]
     # propagation (acceptance by every node) still includes the last node's evaluation
     assert early["propagation_s"]["p50"] > slow_eval.eval_s
+
+
+# -- a fresh chain from genesis (issue 33.5) ------------------------------------------------------------
+def _start(preset_name: str, k0: int, attempts: float, hit_share: float = 1.0):
+    import dataclasses
+
+    from bench.simulate import Start
+    from consensus.spec import preset
+    spec = preset(preset_name)
+    return Start(dataclasses.replace(spec, difficulty=dataclasses.replace(spec.difficulty, initial=k0)),
+                 attempts, hit_share)
+
+
+def test_from_genesis_k_follows_the_retarget_rule():
+    """tiny's rule on the model's chain: k stays k0 for blocks 1..11, then moves at height 12, 22, ...
+    by log2(target / span) within max_step; a network 4x too fast at k0 climbs 2 steps at once."""
+    from consensus.difficulty import retarget_step
+    start = _start("tiny", 10, attempts=1000.0)            # 3 miners: 2^10 / 3000 = 0.34 s, ~30x too fast
+    out = simulate(PROFILES["tiny"], Network(8, 3, latency_median_s=0.0), blocks=60, seed=2, start=start)
+    s = out["start"]
+    assert [w["heights"] for w in s["windows"][:3]] == [[1, 11], [12, 21], [22, 31]]
+    assert s["windows"][0]["k"] == [10] and s["windows"][1]["k"] == [12]       # max_step 2
+    span = round(1000 * s["windows"][0]["mean_interval_s"] * 10)
+    assert retarget_step(span, 10 * 10_000, 2) == 2
+    assert s["one_miner_interval_at_k0_s"] == round(2 ** 10 / 1000, 2)
+    again = simulate(PROFILES["tiny"], Network(8, 3, latency_median_s=0.0), blocks=60, seed=2, start=start)
+    assert again["start"] == s                              # deterministic for a seed
+
+
+def test_from_genesis_a_too_easy_start_orphans_on_cpu_validators():
+    """The model's case for ResNet-18's k0 (docs/benchmarks.md 9.4): GPU miners at 1,000 candidates/s,
+    validators on CPUs. At k0 = 10 blocks come every few seconds while a CPU work check takes 4.4 s: the
+    miners mine on their own branches and most blocks are orphaned; at 16 the start is near the target."""
+    net8 = Network(8, 3)
+    easy = simulate(PROFILES["resnet18-cpu2"], net8, blocks=60, seed=1, start=_start("cifar10-resnet18", 10, 1000, 0.31))
+    near = simulate(PROFILES["resnet18-cpu2"], net8, blocks=60, seed=1, start=_start("cifar10-resnet18", 16, 1000, 0.31))
+    assert easy["orphan_share"] > 0.3 and near["orphan_share"] < 0.1, (easy["orphan_share"], near["orphan_share"])
+    assert easy["start"]["windows"][0]["mean_interval_s"] < 10 < 60 < near["start"]["windows"][0]["mean_interval_s"]
+
+
+def test_cli_from_genesis(bench_json):
+    res = bench_json("simulate", "--profiles", "tiny", "--nodes", "8", "--miner-share", "0.375", "--blocks", "30",
+                     "--from-genesis", "--attempts-per-s", "300", "--hit-share", "0.9", "--k0", "9",
+                     "--max-step", "1", "--no-figure")
+    r = res["results"][0]
+    assert r["miners"] == 3 and r["interval_s"] == 10.0
+    assert r["start"]["k0"] == 9 and r["start"]["max_step"] == 1 and r["start"]["hit_share"] == 0.9
+    assert r["start"]["windows"][0]["heights"] == [1, 11]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--from-genesis"], "--from-genesis needs --attempts-per-s"),
+    (["--k0", "12"], "belong to --from-genesis"),
+    (["--from-genesis", "--attempts-per-s", "10", "--interval", "5"], "no --interval options"),
+    (["--from-genesis", "--attempts-per-s", "10", "--k0", "99"], "--k0 must be within [1, 40]"),
+])
+def test_cli_from_genesis_refuses(argv, message):
+    from node.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "simulate", "--profiles", "tiny", "--nodes", "8", "--no-figure", *argv])
+    assert message in str(exc.value)
