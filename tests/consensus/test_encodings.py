@@ -129,7 +129,7 @@ def test_genesis_header_is_pinned():
 # -- chain specs ------------------------------------------------------------------------------
 PINNED_CHAIN_IDS = {    # v4 before issue 33.5's start (tiny k0 8, one step): de9f37c6..., fc23c642...; protocol v3 chain ids (ResNet-18 before layer4.0.bn2 and shortcut BN left R: 3064fa4d...; v3 before the scrypt batches: ea4aeb91..., d2aef8fc...; v2: 59962227..., 0ad272f4...; v1: 3665c6a8..., 2baedda5...)
     "tiny": "6cdcf2b7d66acc3c05af0a9df2000ee283773b0662797ab6f7450ccf5222c489",
-    "cifar10-resnet18": "db31c7d6ba6181586b42e1f04826f7ee09eb350f0bdd8ac5aa60b900585e48e0",
+    "cifar10-resnet18": "f1225ef18dd1bafc581f6de16a602712472f7d426c50090a307592b576539bea",
     "dgg-paper": "7f455f512f318f3f3157744adfeb119daa0af9785b38791872b2fd3088008f0b",
 }
 
