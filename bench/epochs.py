@@ -12,6 +12,14 @@ lowered by ``floor_relax`` per redraw epoch since the parent's timestamp, never 
   early;
 * ``both``.
 
+Who gains: ``future`` is the stamping miner's own (its candidates meet a lower floor sooner than its
+rivals' on the same parent). ``parent+1`` is shared: every miner on the early-stamped block counts the
+next block's epochs from its timestamp, so the next block comes sooner for all of them alike (a faster
+chain, which the retarget absorbs, and a floor that relaxes sooner), not for the stamping miner over
+the others. A miner's own gain is therefore ``future``, or ``both`` over ``parent+1`` (the same lead on
+the shared clock); the goal (issue 33.2: at most 1.1x) is for that, and the shared speed-up is
+reported beside it.
+
 **Measured**: from W -- the tip of ``--datadir``'s chain with its claim, or genesis + ``--warm-steps``
 canonical steps on random batches claiming its own accuracy -- ``--trajectories`` trajectories of J + 1
 canonical steps on random batches, each judged by the miner's publication rule (correct - borderline on E)
@@ -126,7 +134,9 @@ def strategy_gains(spec, q: Callable[[int], float]) -> dict:
         "parent+1": honest / statistics.fmean(search(rate, x) for x in own_intervals),
         "both": honest / statistics.fmean(search(rate, future + x) for x in own_intervals),
     }
-    return {"r_hit_rate_per_s": rate, "honest_search_s": honest, "gains": gains}
+    own = max(gains["future"], gains["both"] / gains["parent+1"])
+    return {"r_hit_rate_per_s": rate, "honest_search_s": honest, "gains": gains, "own_gain": own,
+            "shared_speedup": gains["parent+1"]}
 
 
 def run(args) -> int:
@@ -166,6 +176,7 @@ def run(args) -> int:
         pass_rate_by_epoch=[round(q(e), 4) for e in range(epochs)],
         r_hit_rate_per_s=round(model["r_hit_rate_per_s"], 6), honest_search_s=round(model["honest_search_s"], 2),
         gains={k: round(v, 4) for k, v in model["gains"].items()}, goal=GOAL,
+        own_gain=round(model["own_gain"], 4), shared_speedup=round(model["shared_speedup"], 4),
         load_average=common.load_average())
     return common.emit(result, args, table, name=f"epochs-{spec.name}")
 
@@ -216,6 +227,8 @@ def table(res: dict) -> str:
         f"W: {res['start']}; floor = claim {res['min_improvement']:+d} - {res['floor_relax']} per redraw epoch "
         f"of {res['redraw_interval_s']:g} s; target interval {res['target_interval_s']:g} s", "",
         common.format_table(["redraw epoch", "floor pass rate q"], rows), "",
-        f"gain in candidates per block (goal <= {res['goal']}): " +
-        ", ".join(f"{k} {g[k]:.3f}x" for k in STRATEGIES) + f"; best {max(g.values()):.3f}x",
+        "fewer candidates per block than the honest stamp: " +
+        ", ".join(f"{k} {g[k]:.3f}x" for k in STRATEGIES),
+        f"a miner's own gain over its rivals (goal <= {res['goal']}): {res['own_gain']:.3f}x; shared by every "
+        f"miner on an early-stamped parent (the next block sooner for all): {res['shared_speedup']:.3f}x",
     ])

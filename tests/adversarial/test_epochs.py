@@ -108,7 +108,11 @@ def test_the_best_legal_timestamp_strategy_gains_little(tiny_dataset):
     parent = dataclasses.replace(genesis_header(spec), acc_after=r.accuracy(w).correct)
     q = pass_rate(spec, parent, publishable_accuracies(r, w, 200, rng))
     assert q(0) < q(1) <= 1, [q(e) for e in range(3)]       # the relaxation matters here: the test has a subject
-    gains = strategy_gains(spec, q)["gains"]
+    model = strategy_gains(spec, q)
+    gains = model["gains"]
     print(f"\nfloor pass rate per epoch {[round(q(e), 3) for e in range(3)]}; gains "
-          f"{ {k: round(v, 3) for k, v in gains.items()} }")
+          f"{ {k: round(v, 3) for k, v in gains.items()} }; own {model['own_gain']:.3f}")
+    assert 1 < model["own_gain"] <= GOAL, model        # measured: 1.019 (both over parent+1; future 1.009)
+    # on tiny even the shared speed-up (an early-stamped parent: the next block sooner for every miner) is
+    # within the goal; on ResNet-18 it is not (1.18x; docs/benchmarks.md 14.2), the own gain is (1.009x)
     assert 1 < max(gains.values()) <= GOAL, gains      # measured: future 1.009, parent+1 1.008, both 1.027

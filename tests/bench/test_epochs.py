@@ -17,6 +17,9 @@ def test_epochs_from_genesis_json(bench_json, shared_data, tmp_path):
     assert len(q) >= 3 and q == sorted(q) and all(0 <= x <= 1 for x in q)   # the floor only drops
     assert set(res["gains"]) == {"future", "parent+1", "both"}
     assert all(g >= 0.999 for g in res["gains"].values())     # a relaxation sooner never slows a miner
+    g = res["gains"]
+    assert res["own_gain"] == round(max(g["future"], g["both"] / g["parent+1"]), 4)
+    assert res["shared_speedup"] == g["parent+1"]
     assert res["claim"] > 0 and "genesis + 5" in res["start"]
     assert (tmp_path / "epochs-tiny.json").exists()
 
