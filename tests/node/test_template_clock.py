@@ -44,3 +44,20 @@ def test_the_template_chain_is_the_same_whatever_the_wall_clock(smith, tmp_path,
             s.chain.store.close()
     monkeypatch.undo()
     assert made[0] == made[1] == [smith.chain.store.hash_at(h) for h in (1, 2)]
+
+
+def test_a_smiths_fixed_stamp_moves_an_epoch_when_the_search_runs_long(tiny_spec, tiny_dataset):
+    """The fixed stamp is parent + 2 s for an ordinary search, and one redraw interval later after every
+    8 x 2^k readings (the reference miner reads it once per attempt), as the wall clock would move: a
+    search stuck below the floor sees it relax (the preset tiny's seed 6 found no block 3 in 20,000
+    attempts on a fixed stamp; 8,868 with this one)."""
+    from consensus.block import genesis_header
+    from tests.blocks import SMITH_KEY
+    smith = BlockSmith(tiny_spec, tiny_dataset, SMITH_KEY)
+    g = genesis_header(tiny_spec)
+    clock = smith.patient_stamp(g, 2)                          # 8 x 2^2 = 32 readings per epoch
+    reads = [clock() for _ in range(70)]
+    redraw = tiny_spec.proof.redraw_interval_ms
+    assert reads[:32] == [g.timestamp_ms + 2000] * 32
+    assert reads[32:64] == [g.timestamp_ms + 2000 + redraw] * 32 and reads[64] == g.timestamp_ms + 2000 + 2 * redraw
+    assert BlockSmith(tiny_spec, tiny_dataset, SMITH_KEY, gap_ms=None).patient_stamp(g, 2) is None   # wall clock
