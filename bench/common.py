@@ -43,7 +43,7 @@ def load_spec(args: argparse.Namespace):
     ``args.preset`` becomes the chain's name, which the results and their files carry.
     """
     from consensus.spec import preset
-    from node.chain import StartupError
+    from node.startup_error import StartupError
     from node.setup import read_spec_file
     try:
         spec = read_spec_file(args.spec) if getattr(args, "spec", None) else preset(args.preset)

@@ -104,12 +104,10 @@ def cmd_spec(args) -> int:
 
 # -- mine (solo, no network) -------------------------------------------------------
 def cmd_mine(args) -> int:
-    from miner.search import make_miner
-    from consensus.errors import Verdict
-    from node.chain import StartupError
+    # the arguments, the spec and the key first: a mistake is named before torch is imported
     from node.keys import load_or_create_key, open_key
-    from node.mining import mine_on_tip
     from node.setup import dataset_dir_of, open_chain, resolve_spec
+    from node.startup_error import StartupError
     from node.threads import apply_threads
 
     datadir = Path(args.datadir)
@@ -142,6 +140,9 @@ def cmd_mine(args) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    from consensus.errors import Verdict
+    from miner.search import make_miner
+    from node.mining import mine_on_tip
     miner = make_miner(args.miner, spec, chain.dataset, device=args.device, seed=args.seed)
     start = chain.tip().height
     # each block gets one line below (attempts, seconds, steps, accuracy); the chain's own 'new tip'
@@ -169,10 +170,9 @@ def cmd_mine(args) -> int:
 
 # -- verify --------------------------------------------------------------------------
 def cmd_verify(args) -> int:
-    from node.chain import StartupError
     from node.setup import dataset_dir_of, open_chain, resolve_spec
+    from node.startup_error import StartupError
     from node.threads import apply_threads
-    from node.verify import verify_chain
 
     from .progress import Progress
 
@@ -192,6 +192,7 @@ def cmd_verify(args) -> int:
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from node.verify import verify_chain
     print(f"replaying {chain.tip().height} blocks from genesis", file=sys.stderr)
     with Progress(None, "verify") as bar:
         def progress(h, n):

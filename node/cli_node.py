@@ -93,6 +93,12 @@ def cmd_node(args) -> int:
         return _fail(missing_key_message(settings.key_file, label))
     if settings.preset is None and settings.spec_file is None and not (settings.datadir / "spec.json").exists():
         settings.preset = "tiny"
+    from .setup import resolve_spec           # no torch yet: a bad spec or another chain's datadir, named at once
+    from .startup_error import StartupError
+    try:
+        resolve_spec(settings.datadir, settings.preset, settings.spec_file)
+    except StartupError as exc:
+        return _fail(str(exc))
     if settings.log_file is not None:
         try:
             add_log_file(settings.log_file)
@@ -120,9 +126,9 @@ def _serve(settings, sock: socket.socket) -> int:
 
     from .admission import Lane
     from .app import create_app
-    from .chain import StartupError
     from .connections import ConnectionGate, ConnectionLimits, fit_to_files, raise_file_limit
     from .service import NodeService
+    from .startup_error import StartupError
 
     try:
         service = NodeService(settings)

@@ -248,7 +248,7 @@ def cmd_testnet(args) -> int:
         print("error: --miners must be between 0 and --nodes", file=sys.stderr)
         return 2
     from consensus.spec import preset as load_preset
-    from node.chain import StartupError
+    from node.startup_error import StartupError
     from node.setup import read_spec_file
     try:
         if args.spec is not None:

@@ -1,17 +1,22 @@
-"""Opening a datadir: resolve the spec, load and check the data, open the chain."""
+"""Opening a datadir: resolve the spec, load and check the data, open the chain.
+
+Resolving the spec imports no torch (``open_chain`` does, when it loads the data and the chain): a
+command names a bad spec file or another chain's datadir at once."""
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from consensus.data import DatasetError, load_dataset
 from consensus.hashing import canonical_json, sha256_hex
 from consensus.spec import HEADER_VERSION, ChainSpec, preset
 
-from .chain import Chain, StartupError
-from .dataset import ensure_archive
 from .settings import CONFIG_FILE, SettingsError, remember_dataset_dir, stored_dataset_dir
+from .startup_error import StartupError
+
+if TYPE_CHECKING:
+    from .chain import Chain
 
 log = logging.getLogger("polchain.node")
 SPEC_FILE = "spec.json"
@@ -97,6 +102,10 @@ def data_dir_for(datadir: Path, data_dir: Path | None) -> Path:
 
 def open_chain(datadir: Path, spec: ChainSpec, *, data_dir: Path | None = None, keep_weights: int = 100,
                archival: bool = False, progress: bool = True) -> Chain:
+    from consensus.data import DatasetError, load_dataset
+
+    from .chain import Chain
+    from .dataset import ensure_archive
     try:
         data = data_dir_for(datadir, data_dir)
         ensure_archive(spec.dataset, data, progress=progress)  # found by MD5 there, else the official download

@@ -14,13 +14,10 @@ from consensus.spec import ChainSpec
 from consensus.training import CanonicalStep
 from consensus.weights import State, decode_state, encode_state, weights_hash
 
+from .startup_error import StartupError
 from .store import VALID, Store
 
 log = logging.getLogger("polchain.chain")
-
-
-class StartupError(Exception):
-    """The node must not start (wrong genesis weights, corrupt store...)."""
 
 
 def open_store(datadir: Path) -> Store:
