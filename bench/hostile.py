@@ -50,6 +50,13 @@ making 200 of them, 20 with --quick, before the attack); bans held (the node's G
 against every attacker identity that sent a block the node judged invalid; each is also probed with a
 POST, which a ban answers 403). Goals printed beside: 2x, 2x, 3x, 2 (met through protocol v4's admission
 tickets: the junk's sender pays a ticket), all bans held.
+
+``--junk-made ahead`` (the default of a full run): every junk block the attack sends on a tip (POSTed,
+announced by a fake peer, or an orphan on a ghost of it) is made before the attack phase, on 2 worker
+processes, for each honest block that will be the tip then (their hashes are known: the honest chain is
+mined beforehand), as an attacker paying for its tickets on cores of its own would arrive; the node's
+machine then carries the node and the bystander only. ``live`` (``--quick``'s default) makes each one
+when it is sent, on the node's cores. The CPU figure's denominator is the making price either way.
 """
 from __future__ import annotations
 
@@ -102,8 +109,9 @@ GOALS = {"bystander_p99": 2.0, "known_latency": 2.0, "new_latency": 3.0, "node_o
 DEFAULTS = {       # (full run, --quick)
     "quiet_seconds": (40.0, 8.0), "attack_seconds": (60.0, 12.0), "interval": (3.0, 2.0),
     "junk_rate": (20.0, 10.0), "idle_sockets": (300, 60), "fake_peers": (8, 3), "announce_rate": (1.0, 1.0),
-    "orphan_rate": (5.0, 3.0), "header_branches": (2, 1),
+    "orphan_rate": (5.0, 3.0), "header_branches": (2, 1), "junk_made": ("ahead", "live"),
 }
+PREMADE_SPARE = 1.3                    # junk made ahead per tip: the budget's rate x the interval x this
 
 
 def register(sub) -> None:
@@ -128,6 +136,9 @@ def register(sub) -> None:
                    help="orphans per second from the attacker's known host (default 5)")
     p.add_argument("--header-branches", type=nonneg_int, default=None,
                    help="header branches on an old pruned block during the attack (default 2)")
+    p.add_argument("--junk-made", choices=("ahead", "live"), default=None,
+                   help="make the junk before the attack, on worker processes, as an attacker with cores of its "
+                        "own (default), or while sending it, on this machine's cores (--quick's default)")
     p.add_argument("--keep-weights", type=positive_int, default=4,
                    help="the target's --keep-weights (default 4: a block 10 below the tip is pruned)")
     p.add_argument("--block-timeout", type=positive_float, default=30.0,
@@ -469,6 +480,9 @@ class Attacker:
         self.lock = threading.Lock()
         self.tip = None
         self.made = 0                             # junk blocks made (POSTed, announced, orphans)
+        self.from_pool = 0                        # ... of them made before the attack (--junk-made ahead)
+        # (tip hash, "tip" | "orphan") -> junk made ahead (--junk-made ahead, ``make_junk_ahead``)
+        self.pool: dict[tuple[str, str], list] = {k: list(v) for k, v in cfg.get("pool", {}).items()}
         self.post_codes: Counter = Counter()
         self.busy_reasons: Counter = Counter()
         self.invalid_posters: dict[str, str] = {}     # address -> the node's reason code (400)
@@ -487,10 +501,28 @@ class Attacker:
 
     # -- shared --------------------------------------------------------------------------------------
     def junk(self, rng: random.Random, parent=None):
+        """A junk block on ``parent`` (default: the tip): one made ahead for it when there is one left."""
         from .give_way import junk_block
+        parent = parent or self.tip
         with self.lock:
             self.made += 1
-        return junk_block(self.spec, parent or self.tip, rng)
+            ahead = self.pool.get((parent.hash, "tip"))
+            if ahead:
+                self.from_pool += 1
+                return ahead.pop()
+        return junk_block(self.spec, parent, rng)
+
+    def orphan(self, rng: random.Random):
+        """An orphan: junk on a ghost of the tip (its state hash changed: a parent nobody has)."""
+        import dataclasses
+        with self.lock:
+            ahead = self.pool.get((self.tip.hash, "orphan"))
+            if ahead:
+                self.made += 1
+                self.from_pool += 1
+                return ahead.pop()
+        return self.junk(rng, parent=dataclasses.replace(self.tip, state_hash=rng.randbytes(32).hex()))
+
 
     def _thread(self, fn, *args) -> None:
         def body() -> None:
@@ -702,17 +734,14 @@ class Attacker:
 
     # -- orphans from a known host -------------------------------------------------------------------
     def send_orphans(self) -> None:
-        import dataclasses
-
         import httpx
         rng = random.Random(self.cfg["seed"] * 1000 + 777)
         with client_from(ATTACKER_KNOWN_IP, self.url, timeout=30) as c:
             while not self.stop.wait(1.0 / self.cfg["orphan_rate"]):
                 if self.tip is None:
                     continue
-                ghost = dataclasses.replace(self.tip, state_hash=rng.randbytes(32).hex())   # a parent nobody has
                 try:
-                    r = post_block(c, self.junk(rng, parent=ghost).header)
+                    r = post_block(c, self.orphan(rng).header)
                     body = json_of(r)
                     code = f"{r.status_code} {body.get('code') or body.get('error') or ''}".strip()
                 except httpx.HTTPError as exc:
@@ -830,6 +859,7 @@ class Attacker:
         cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
         fakes = [{k: v for k, v in f.items() if k not in ("server", "junk", "client")} for f in self.fakes]
         return {"making_cpu_s_per_junk": making, "process_cpu_s": round(cpu, 3), "junk_made": self.made,
+                "junk_made_ahead": self.from_pool,
                 "seconds": round(time.monotonic() - t_attack, 2),
                 "posts": dict(self.post_codes), "busy_reasons": dict(self.busy_reasons),
                 "invalid_posters": self.invalid_posters, "announcements": dict(self.announce_codes),
@@ -838,6 +868,43 @@ class Attacker:
                 "sockets_open": {"min": min(self.open_samples, default=0),
                                  "median": statistics.median(self.open_samples) if self.open_samples else 0,
                                  "max": max(self.open_samples, default=0)}}
+
+
+def make_junk_ahead(cfg: dict, tips: list) -> tuple[dict, int, float]:
+    """--junk-made ahead: the junk for every tip of the attack (its POSTs and fake peers' announcements at the
+    budget's rates, and its orphans, for an interval each, x PREMADE_SPARE), made on 2 worker processes;
+    (pool, blocks made, seconds)."""
+    import multiprocessing
+    interval = cfg["interval"]
+    per_tip = math.ceil((cfg["junk_rate"] + cfg["fake_peers"] * cfg["announce_rate"]) * interval * PREMADE_SPARE)
+    orphans = math.ceil(cfg["orphan_rate"] * interval * PREMADE_SPARE)
+    jobs = [(h, "tip", per_tip, cfg["seed"] * 7919 + 2 * i) for i, h in enumerate(tips)] + \
+           [(h, "orphan", orphans, cfg["seed"] * 7919 + 2 * i + 1) for i, h in enumerate(tips)]
+    jobs = [j for j in jobs if j[2] > 0]
+    t0 = time.monotonic()
+    pool: dict[tuple[str, str], list] = {}
+    with multiprocessing.get_context("spawn").Pool(2) as workers:
+        for (h, kind, _, _), blocks in zip(jobs, workers.map(_make_junk, jobs)):
+            pool[(h["hash"], kind)] = blocks
+    return pool, sum(len(v) for v in pool.values()), time.monotonic() - t0
+
+
+def _make_junk(job) -> list:
+    """A worker of ``Attacker.make_ahead``: ``n`` junk blocks on the tip ``header`` (a dict), or orphans on
+    ghosts of it."""
+    import dataclasses
+
+    from consensus.block import BlockHeader
+    from consensus.spec import preset
+
+    from .give_way import junk_block
+    header, kind, n, seed = job
+    spec, rng = preset("tiny"), random.Random(seed)
+    tip = BlockHeader.from_dict({k: v for k, v in header.items() if k != "hash"})
+    assert tip.hash == header["hash"], "a tip that does not round-trip"
+    if kind == "tip":
+        return [junk_block(spec, tip, rng) for _ in range(n)]
+    return [junk_block(spec, dataclasses.replace(tip, state_hash=rng.randbytes(32).hex()), rng) for _ in range(n)]
 
 
 class _Retire(Exception):
@@ -975,6 +1042,14 @@ def run(args) -> dict:
         common.progress(f"quiet phase: {args.quiet_seconds:.0f} s, an honest block every {args.interval} s")
         quiet = phase("quiet", args.quiet_seconds)
         cfg = {"url": node.url, "seed": args.seed, "price_samples": 20 if args.quick else PRICE_SAMPLES, **budget_cfg}
+        made_ahead = made_ahead_s = None
+        if args.junk_made == "ahead":     # the tips of the attack: the last block released, then those to come
+            n = math.ceil(args.attack_seconds / args.interval) + 2
+            tips = [b.header.to_dict() | {"hash": b.header.hash}
+                    for _, b in blocks[max(0, releaser.next - 1):releaser.next + n]]
+            common.progress(f"making the attack's junk ahead for {len(tips)} tips on 2 worker processes")
+            cfg["pool"], made_ahead, made_ahead_s = make_junk_ahead(cfg, tips)
+            common.progress(f"made {made_ahead} junk blocks ahead in {made_ahead_s:.0f} s")
         common.progress(f"attack phase: {args.attack_seconds:.0f} s: {args.idle_sockets} idle/slow sockets, "
                         f"junk {args.junk_rate}/s, {args.fake_peers} fake peers, orphans {args.orphan_rate}/s, "
                         f"{args.header_branches} header branch(es)")
@@ -1053,7 +1128,9 @@ def run(args) -> dict:
                     "fake_peers_used": len(att["fakes"]),
                     "fake_peers_fetched_from": sum(1 for f in att["fakes"] if f["fetched"]),
                     "fake_peers_retired": dict(Counter(f["retired"] for f in att["fakes"])),
-                    "branches": att["branches"], "seconds": att["seconds"], "errors": att["errors"]},
+                    "branches": att["branches"], "seconds": att["seconds"], "errors": att["errors"],
+                    "junk_made": att["junk_made"], "junk_made_ahead": att["junk_made_ahead"],
+                    "made_ahead_s": _r(made_ahead_s, 1), "made_ahead_pooled": made_ahead},
             honest_blocks=samples, stopped_releasing=releaser.stuck if releaser.next < len(blocks) else None,
             wall_s=round(time.monotonic() - t_start, 1), load_average_after=common.load_average())
         return result
@@ -1098,7 +1175,10 @@ def table(res: dict) -> str:
         f"attack budget: {b['attack_seconds']:.0f} s; {b['idle_sockets']} idle/slow sockets from one /24; junk "
         f"{b['junk_rate']}/s from rotating addresses; {b['fake_peers']} fake peers announcing {b['announce_rate']}/s "
         f"each; orphans {b['orphan_rate']}/s from a known host; {b['header_branches']} header branch(es) on a "
-        f"pruned block. Quiet {b['quiet_seconds']:.0f} s; an honest block every {b['interval']} s.",
+        f"pruned block. Quiet {b['quiet_seconds']:.0f} s; an honest block every {b['interval']} s. Junk made "
+        + (f"ahead: {res['attack']['junk_made_ahead']} of the {res['attack']['junk_made']} sent were made before the "
+           f"attack ({res['attack']['made_ahead_s']} s on 2 worker processes), the rest live"
+           if b.get("junk_made") == "ahead" else "live, on this machine's cores, while the attack ran") + ".",
         "",
         common.format_table(["figure", "quiet", "attack", "attack/quiet", "goal", "met"], rows),
         "",
