@@ -102,7 +102,8 @@ BYSTANDER_EVERY_S = 0.05
 CLIENT_TIMEOUT_S = 10.0                # the bystander's timeout: a failed request counts this long
 RETRY_PAUSE_S = 0.25                   # an honest miner's pause after a 503 busy
 JUNK_SENDERS = 16
-PRICE_SAMPLES = 200                    # junk blocks made alone to price one (--quick: 20; a ticket's cost is geometric)
+PRICE_SAMPLES = (200, 20)              # junk blocks made alone to price one, full run and --quick (a ticket's
+                                       # cost is geometric: the mean needs many)
 SOCKETS_PER_TICK = 12                  # idle/slow sockets opened per 0.25 s at most (~50/s, reopening included)
 GOALS = {"bystander_p99": 2.0, "known_latency": 2.0, "new_latency": 3.0, "node_over_attacker_cpu": 2.0}
 
@@ -1041,7 +1042,7 @@ def run(args) -> dict:
 
         common.progress(f"quiet phase: {args.quiet_seconds:.0f} s, an honest block every {args.interval} s")
         quiet = phase("quiet", args.quiet_seconds)
-        cfg = {"url": node.url, "seed": args.seed, "price_samples": 20 if args.quick else PRICE_SAMPLES, **budget_cfg}
+        cfg = {"url": node.url, "seed": args.seed, "price_samples": PRICE_SAMPLES[1 if args.quick else 0], **budget_cfg}
         made_ahead = made_ahead_s = None
         if args.junk_made == "ahead":     # the tips of the attack: the last block released, then those to come
             n = math.ceil(args.attack_seconds / args.interval) + 2

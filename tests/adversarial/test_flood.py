@@ -30,11 +30,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.blocks import BlockSmith
+from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 from tests.nodeproc import NodeProc, patient
 
 from .junk_flood import SENDERS, JunkFlood
 from .loopback import client_from, post
-from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 

@@ -35,11 +35,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.give_way import junk_block
 from node.admission import GaveWay, Lane, LaneQueue
 from tests.blocks import BlockSmith
+from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 from tests.nodeproc import NodeProc, patient
 
 from .junk_flood import NETWORKS, JunkFlood
 from .loopback import client_from, post, post_until_judged
-from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 

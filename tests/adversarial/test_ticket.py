@@ -21,10 +21,10 @@ from consensus.block import genesis_header
 from consensus.ticket import ticket_holds
 from node.chain import Chain
 from tests.blocks import BlockSmith
+from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 from tests.nodeproc import NodeProc, wait_for
 
 from .loopback import announce, client_from, peers_on, post
-from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 
 SPEC = TINY_TEST
 JUNK = 200

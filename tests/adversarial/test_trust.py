@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.give_way import junk_block
 from consensus.block import genesis_header
 from tests.blocks import BlockSmith
+from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 from tests.nodeproc import NodeProc, patient, wait_for
 
 from .loopback import announce, client_from, peers_on, post, post_until_judged
-from tests.chain_spec import TINY_TEST, TINY_TEST_ARGS
 
 pytestmark = pytest.mark.slow      # node processes or long mining: in the full suite, not in `-m "not slow"`
 
