@@ -168,14 +168,14 @@ class InProcessNode:
 def node(honest, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
-    import node.setup
+    import consensus.data
     from node.app import create_app
     from node.service import NodeService
     from node.settings import Settings
 
     datadir = tmp_path / "svc"
     shutil.copytree(honest.datadir, datadir)
-    monkeypatch.setattr(node.setup, "load_dataset", lambda *a, **k: honest.dataset)
+    monkeypatch.setattr(consensus.data, "load_dataset", lambda *a, **k: honest.dataset)   # as open_chain loads it
     service = NodeService(Settings(datadir=datadir, spec_file=TINY_TEST_FILE, threads=1, port=1))
     app = create_app(service, manage_lifecycle=False)
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -274,7 +274,7 @@ def test_api_answers_while_a_block_validates(smith, tmp_path, candidate, monkeyp
 
     port = free_port()
     datadir = smith.copy_datadir(tmp_path / "data")
-    monkeypatch.setattr("node.setup.load_dataset", lambda *a, **kw: smith.chain.dataset)
+    monkeypatch.setattr("consensus.data.load_dataset", lambda *a, **kw: smith.chain.dataset)   # open_chain's
     service = NodeService(Settings(datadir=datadir, port=port, threads=1))
     real_submit = service.chain.submit
     validating, release = threading.Event(), threading.Event()
