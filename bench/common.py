@@ -196,6 +196,32 @@ def bench_dataset(spec, data_dir: Path | None = None):
     return generated_dataset(spec.dataset.train_size, spec.dataset.test_size), GENERATED_CIFAR
 
 
+def canonical_run(args: argparse.Namespace):
+    """(spec, dataset, its description, the canonical step, rng) of a benchmark that runs canonical steps
+    on random batches: ``--spec``/``--preset``, its data (``--dataset-dir``), ``--threads`` torch threads
+    and a ``random.Random(--seed)``."""
+    import random
+
+    import torch
+
+    from consensus.training import canonical_step
+    spec = load_spec(args)
+    data, note = bench_dataset(spec, args.data_dir)
+    torch.set_num_threads(args.threads)
+    return spec, data, note, canonical_step(spec, data), random.Random(args.seed)
+
+
+def warm_state(replayer, steps: int, rng):
+    """W: the genesis model after ``steps`` canonical steps on random batches (``replayer`` holds it)."""
+    from consensus.training import genesis_state
+    spec = replayer.spec
+    n, s = spec.dataset.train_size, spec.training.batch_size
+    replayer.load(genesis_state(spec))
+    for _ in range(steps):
+        replayer.step(tuple(rng.sample(range(n), s)))
+    return replayer.state()
+
+
 def generated_dataset(train: int, test: int, seed: int = 0):
     import torch
     from consensus.data import Dataset

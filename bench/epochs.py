@@ -140,24 +140,13 @@ def strategy_gains(spec, q: Callable[[int], float]) -> dict:
 
 
 def run(args) -> int:
-    import torch
-
     from consensus.block import genesis_header
-    from consensus.training import canonical_step, genesis_state
-    spec = common.load_spec(args)
-    data, note = common.bench_dataset(spec, args.data_dir)
-    torch.set_num_threads(args.threads)
-    rng = random.Random(args.seed)
-    r = canonical_step(spec, data)
+    spec, data, note, r, rng = common.canonical_run(args)
     if args.datadir is not None:
         parent, w = chain_tip(spec, args.datadir)
         start = f"the tip of {args.datadir} (height {parent.height}, claim {parent.acc_after})"
     else:
-        n, s = spec.dataset.train_size, spec.training.batch_size
-        r.load(genesis_state(spec))
-        for _ in range(args.warm_steps):
-            r.step(tuple(rng.sample(range(n), s)))
-        w = r.state()
+        w = common.warm_state(r, args.warm_steps, rng)
         parent = dataclasses.replace(genesis_header(spec), acc_after=r.accuracy(w).correct)
         start = f"genesis + {args.warm_steps} random canonical steps (claim {parent.acc_after}, its own accuracy)"
     common.progress(f"W: {start}; {args.trajectories} trajectories of {spec.proof.max_advance_steps + 1} steps")

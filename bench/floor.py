@@ -20,7 +20,6 @@ The steps are the chain's canonical (exact) steps; the accuracy is the validator
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 from pathlib import Path
 
@@ -48,14 +47,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import torch
-
-    from consensus.training import canonical_step, genesis_state
-    spec = common.load_spec(args)
-    data, note = common.bench_dataset(spec, args.data_dir)
-    torch.set_num_threads(args.threads)
-    rng = random.Random(args.seed)
-    r = canonical_step(spec, data)
+    spec, data, note, r, rng = common.canonical_run(args)
     n, bs, j1 = spec.dataset.train_size, spec.training.batch_size, spec.proof.max_advance_steps + 1
     tol, raise_, relax = spec.evaluation.claim_tolerance, spec.proof.min_improvement, spec.proof.floor_relax
 
@@ -66,10 +58,7 @@ def run(args) -> int:
             r.step(rng.sample(range(n), bs))
         return r.state(), r.accuracy().correct
 
-    r.load(genesis_state(spec))
-    for _ in range(args.warm_steps):
-        r.step(rng.sample(range(n), bs))
-    w = r.state()
+    w = common.warm_state(r, args.warm_steps, rng)
     start_acc = r.accuracy().correct
     common.progress(f"W after {args.warm_steps} steps: {start_acc} / {spec.evaluation.size} on E")
 

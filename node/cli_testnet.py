@@ -248,8 +248,8 @@ def cmd_testnet(args) -> int:
         print("error: --miners must be between 0 and --nodes", file=sys.stderr)
         return 2
     from consensus.spec import preset as load_preset
-    from node.startup_error import StartupError
     from node.setup import read_spec_file
+    from node.startup_error import StartupError
     try:
         if args.spec is not None:
             args.spec = args.spec.resolve()  # the nodes run in their own directories
