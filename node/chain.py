@@ -217,29 +217,30 @@ class Chain:
         known = self.store.status(h)
         t0 = time.perf_counter()
         try:
-            if known in (VALID, INVALID):
-                raise errors.Duplicate(f"already {known}")
-            checked = self._judge(block, peer, assumed=assumed, mined=mined, should_stop=should_stop)
-        except errors.BlockError as exc:
-            if isinstance(exc, errors.ParentNotValidated) and known is None:
-                self.store.put_block(block.header, block.wire_records, HEADER_ONLY, work_of(self.store, block.header),
-                                     peer=peer)
-                self.pruner.header_added()
-            return self._not_accepted(exc, block, peer, hold=True)
+            try:
+                if known in (VALID, INVALID):
+                    raise errors.Duplicate(f"already {known}")
+                checked = self._judge(block, peer, assumed=assumed, mined=mined, should_stop=should_stop)
+            except errors.BlockError as exc:
+                if isinstance(exc, errors.ParentNotValidated) and known is None:
+                    self.store.put_block(block.header, block.wire_records, HEADER_ONLY,
+                                         work_of(self.store, block.header), peer=peer)
+                    self.pruner.header_added()
+                return self._not_accepted(exc, block, peer, hold=True)
+            elapsed = time.perf_counter() - t0
+            with self.stage_timer("store"):
+                self._keep(block, checked, peer)
+                stored = self.store.get(h)
+                how = "assumed valid" if assumed else "mined here" if mined else f"validated in {elapsed:.2f}s"
+                out = Outcome(Verdict.ACCEPTED, "", how, h, relayed_early=h in self.relaying)
+                if stored.cumulative_work > self.tip().cumulative_work:
+                    out.reorg_depth = self._switch_tip(stored)
+                    out.new_tip = True
+            return out
         finally:
-            # served as "validating" until the verdict is stored: a peer that heard of the block early
-            # (fast relay) must find it here or in the store, never in neither
-            relayed = self.relaying.pop(h, None) is not None
-        elapsed = time.perf_counter() - t0
-        with self.stage_timer("store"):
-            self._keep(block, checked, peer)
-            stored = self.store.get(h)
-            how = "assumed valid" if assumed else "mined here" if mined else f"validated in {elapsed:.2f}s"
-            out = Outcome(Verdict.ACCEPTED, "", how, h, relayed_early=relayed)
-            if stored.cumulative_work > self.tip().cumulative_work:
-                out.reorg_depth = self._switch_tip(stored)
-                out.new_tip = True
-        return out
+            # served as "validating" until its verdict is stored (kept, or recorded invalid or held): a peer
+            # that heard of the block early (fast relay) finds it here or in the store, never in neither
+            self.relaying.pop(h, None)
 
     def _judge(self, block: Block, peer: str | None, *, assumed: bool, mined: tuple[State, Accuracy] | None,
                should_stop) -> Validated:

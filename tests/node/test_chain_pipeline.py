@@ -83,6 +83,33 @@ def test_work_checked_event_comes_before_accuracy_and_the_block_is_served_meanwh
     assert chain.in_flight(built.header.hash) is None and chain.relaying == {}
 
 
+def test_a_block_relayed_early_is_served_until_its_verdict_is_stored(chain, side):
+    """Never in neither: from the work-checked event to the stored verdict, ``GET /blocks/{hash}`` finds the
+    block (``in_flight``, then the store). It was dropped from ``relaying`` before the store step, and a
+    peer that fetched the announced block in that window got a 404 and waited for its next poll
+    (bench propagate: 60 s for a hop of 0.1 s)."""
+    built = side.next_block()
+    h, served = built.header.hash, []
+
+    def findable() -> bool:
+        return (chain.in_flight(h) or chain.store.get(h)) is not None
+
+    @contextmanager
+    def timer(stage):
+        if stage in ("accuracy", "store"):
+            served.append((stage, "enter", findable()))
+        yield
+        if stage in ("accuracy", "store"):
+            served.append((stage, "exit", findable()))
+
+    chain.stage_timer = timer
+    chain.work_checked_listeners.append(lambda block, peer: None)
+    out = chain.submit(Block(built.header, built.records), "http://peer.invalid:1")
+    assert out.status == Verdict.ACCEPTED and out.relayed_early
+    assert served == [(s, e, True) for s in ("accuracy", "store") for e in ("enter", "exit")]
+    assert chain.in_flight(h) is None and chain.store.get(h).status == BlockStatus.VALID and chain.relaying == {}
+
+
 def test_without_listeners_nothing_is_served_early(chain, side):
     built = side.next_block()
     out = chain.submit(Block(built.header, built.records))
