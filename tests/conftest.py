@@ -28,6 +28,15 @@ from tests.blocks import (BLOCK_GAP_MS, MINER_SEED, MemoryView, MinedBlock, low_
 from tests.chain_spec import TINY_TEST
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject.toml's addopts): one worker per core this process may run on, at most 4 (each
+    worker and the node processes its tests start take memory; issue 31.2), and none on one core (the
+    suite runs in this process, without a worker's start-up)."""
+    import os
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores < 2 else min(cores, 4)
+
+
 def pytest_configure(config):
     """A SIGTERM to pytest ends the run as Ctrl-C does, with its teardown: fixtures stop their nodes
     (tests/nodeproc.py, issue 31.13)."""
