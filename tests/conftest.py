@@ -11,7 +11,13 @@ theirs win inside their directory.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
+
+# Tests that compare thread counts run 2-thread OpenMP regions beside the other pytest-xdist worker: a waiting
+# thread sleeps instead of spinning on the core that worker needs (a thread-count test under a busy core:
+# 30 s spinning, 19 s sleeping). Set before torch loads its OpenMP runtime; the suite's processes inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 import torch

@@ -11,13 +11,13 @@ def _number(x) -> bool:
 
 @pytest.mark.slow      # a node process and an attacker process: about a minute
 def test_hostile_quick_json(bench_json, shared_data, tmp_path):
-    res = bench_json("hostile", "--quick", "--quiet-seconds", "5", "--attack-seconds", "8", "--interval", "2",
-                     "--idle-sockets", "20", "--junk-rate", "5", "--fake-peers", "2", "--orphan-rate", "2",
+    res = bench_json("hostile", "--quick", "--quiet-seconds", "4", "--attack-seconds", "6", "--interval", "2",
+                     "--idle-sockets", "20", "--junk-rate", "3", "--fake-peers", "1", "--orphan-rate", "1",
                      "--junk-made", "ahead", "--out", str(tmp_path))
     assert res["budget"]["junk_made"] == "ahead"
     assert 0 < res["attack"]["junk_made_ahead"] <= res["attack"]["junk_made"] and res["attack"]["made_ahead_s"] > 0
     assert res["benchmark"] == "hostile" and res["preset"] == "tiny" and res["quick"] is True
-    assert res["budget"]["attack_seconds"] == 8 and res["budget"]["idle_sockets"] == 20
+    assert res["budget"]["attack_seconds"] == 6 and res["budget"]["idle_sockets"] == 20
     for phase in ("quiet", "attack"):
         p = res["phases"][phase]
         assert _number(p["seconds"]) and _number(p["node_cpu_s"]) and _number(p["judged_invalid"])

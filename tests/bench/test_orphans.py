@@ -37,12 +37,12 @@ def test_interval_spec_is_another_chain():
 
 @pytest.mark.slow      # 3 node processes, 2 mining, for about a minute
 def test_orphans_smoke(bench_json):
-    res = bench_json("orphans", "--nodes", "3", "--miners", "2", "--interval", "1", "--k", "8", "--seconds", "25",
+    res = bench_json("orphans", "--nodes", "3", "--miners", "2", "--interval", "1", "--k", "8", "--seconds", "15",
                      "--settle", "5", "--sample", "1")
     assert res["benchmark"] == "orphans" and res["nodes"] == 3 and len(res["miners"]) == 2
     assert res["spec"] == "tiny-1000ms-k8" and res["target_interval_s"] == 1.0
     assert len(res["edges"]) == 3 and res["degrees"] == [2, 2, 2]          # three nodes: a triangle
-    assert res["mined"] > 0, "two miners at k=8 found no block in 20 s"
+    assert res["mined"] > 0, "two miners at k=8 found no block in 15 s"
     assert 0 <= res["orphans"] <= res["mined"] <= res["mined_total"]
     assert res["orphan_share"] == pytest.approx(res["orphans"] / res["mined"], abs=1e-4)
     p = res["propagation_s"]
