@@ -161,7 +161,10 @@ def simulate(profile: Profile, net: Network, *, interval_s: float | None = None,
 
     rng = random.Random(seed)
     n = net.nodes
-    interval = interval_s if interval_s is not None else profile.interval_s
+    if start is not None:     # blocks come at the difficulty's rate: the interval reported is the spec's target
+        interval = start.spec.difficulty.target_interval_ms / 1000
+    else:
+        interval = interval_s if interval_s is not None else profile.interval_s
     adj = adjacency or graph(n, rng, net.min_degree, net.max_degree, net.topology)
     miners = miner_ids if miner_ids is not None else sorted(rng.sample(range(n), min(net.miners, n)))
     transfer = profile.block_bytes * 8 / net.bandwidth_bps
@@ -579,8 +582,6 @@ def run(args, profiles: list[str], sizes: list[int]) -> dict:
             out = simulate(PROFILES[name], net, interval_s=interval_for(args, name), blocks=blocks,
                            tail=max(10, blocks // 10), seed=args.seed, start=start)
             out["seconds"] = round(time.perf_counter() - t0, 2)
-            if start is not None:
-                out["interval_s"] = start.spec.difficulty.target_interval_ms / 1000
             common.progress(f"{name}, {n} nodes: orphan share {out['orphan_share']}, propagation p50 "
                             f"{out['propagation_s']['p50']} s ({out['seconds']} s, {out['events']} events)")
             rows.append(out)

@@ -142,6 +142,7 @@ def test_from_genesis_k_follows_the_retarget_rule():
     span = round(1000 * s["windows"][0]["mean_interval_s"] * 10)
     assert retarget_step(span, 10 * 10_000, 2) == 2
     assert s["one_miner_interval_at_k0_s"] == round(2 ** 10 / 1000, 2)
+    assert out["interval_s"] == 10.0        # the spec's target, as simulate() itself reports it (not the profile's)
     again = simulate(PROFILES["tiny"], Network(8, 3, latency_median_s=0.0), blocks=60, seed=2, start=start)
     assert again["start"] == s                              # deterministic for a seed
 
