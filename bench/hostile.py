@@ -514,15 +514,14 @@ class Attacker:
         return junk_block(self.spec, parent, rng)
 
     def orphan(self, rng: random.Random):
-        """An orphan: junk on a ghost of the tip (its state hash changed: a parent nobody has)."""
-        import dataclasses
+        """An orphan: junk on a ghost of the tip (``ghost_of``)."""
         with self.lock:
             ahead = self.pool.get((self.tip.hash, "orphan"))
             if ahead:
                 self.made += 1
                 self.from_pool += 1
                 return ahead.pop()
-        return self.junk(rng, parent=dataclasses.replace(self.tip, state_hash=rng.randbytes(32).hex()))
+        return self.junk(rng, parent=ghost_of(self.tip, rng))
 
 
     def _thread(self, fn, *args) -> None:
@@ -890,11 +889,15 @@ def make_junk_ahead(cfg: dict, tips: list) -> tuple[dict, int, float]:
     return pool, sum(len(v) for v in pool.values()), time.monotonic() - t0
 
 
+def ghost_of(tip, rng: random.Random):
+    """``tip`` with a random state hash: a parent nobody has, so junk on it is an orphan everywhere."""
+    import dataclasses
+    return dataclasses.replace(tip, state_hash=rng.randbytes(32).hex())
+
+
 def _make_junk(job) -> list:
     """A worker of ``Attacker.make_ahead``: ``n`` junk blocks on the tip ``header`` (a dict), or orphans on
     ghosts of it."""
-    import dataclasses
-
     from consensus.block import BlockHeader
     from consensus.spec import preset
 
@@ -905,7 +908,7 @@ def _make_junk(job) -> list:
     assert tip.hash == header["hash"], "a tip that does not round-trip"
     if kind == "tip":
         return [junk_block(spec, tip, rng) for _ in range(n)]
-    return [junk_block(spec, dataclasses.replace(tip, state_hash=rng.randbytes(32).hex()), rng) for _ in range(n)]
+    return [junk_block(spec, ghost_of(tip, rng), rng) for _ in range(n)]
 
 
 class _Retire(Exception):
