@@ -96,7 +96,7 @@ def cmd_node(args) -> int:
     from .setup import resolve_spec           # no torch yet: a bad spec or another chain's datadir, named at once
     from .startup_error import StartupError
     try:
-        resolve_spec(settings.datadir, settings.preset, settings.spec_file)
+        spec = resolve_spec(settings.datadir, settings.preset, settings.spec_file)
     except StartupError as exc:
         return _fail(str(exc))
     if settings.log_file is not None:
@@ -116,12 +116,12 @@ def cmd_node(args) -> int:
         sock.close()
         return _fail(str(exc))
     try:
-        return _serve(settings, sock)
+        return _serve(settings, spec, sock)
     finally:
         lock.release()
 
 
-def _serve(settings, sock: socket.socket) -> int:
+def _serve(settings, spec, sock: socket.socket) -> int:
     import uvicorn
 
     from .admission import Lane
@@ -131,7 +131,7 @@ def _serve(settings, sock: socket.socket) -> int:
     from .startup_error import StartupError
 
     try:
-        service = NodeService(settings)
+        service = NodeService(settings, spec)
     except (StartupError, ValueError, OSError) as exc:  # bad spec file, unreadable key, unknown device...
         sock.close()
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

@@ -15,6 +15,7 @@ from consensus.block import Block, BlockHeader
 from consensus import errors
 from consensus.errors import BlockStatus, Verdict
 from consensus.records import Record
+from consensus.spec import ChainSpec
 from consensus.training import Accuracy
 from consensus.weights import State
 from p2p.addresses import network_prefix
@@ -36,10 +37,12 @@ log = logging.getLogger("polchain.node")
 
 
 class NodeService:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, spec: ChainSpec | None = None):
+        """``spec``: the chain's spec when the caller has resolved it already (``polchain node`` does, before
+        torch loads); else resolved here from the settings."""
         self.settings = settings
         datadir = Path(settings.datadir)
-        self.spec = resolve_spec(datadir, settings.preset, settings.spec_file)
+        self.spec = spec if spec is not None else resolve_spec(datadir, settings.preset, settings.spec_file)
         log.info("%s", apply_threads(settings.threads, self.spec.model.arch, settings.device))
         t0 = time.perf_counter()
         log.info("start-up: loading the dataset and opening the chain in %s", datadir)
