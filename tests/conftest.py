@@ -36,9 +36,12 @@ from tests.chain_spec import TINY_TEST
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto`` (pyproject.toml's addopts): one worker per core this process may run on, at most 4 (each
-    worker and the node processes its tests start take memory; issue 31.2), and none on one core (the
-    suite runs in this process, without a worker's start-up)."""
-    import os
+    worker and the node processes its tests start take memory; issue 31.2); none on one core, or for a run
+    of one test file (``--dist loadfile`` would give it one worker anyway): it runs in this process,
+    without the workers' start-up."""
+    paths = [a for a in config.args if not a.startswith("-")]
+    if len(paths) == 1 and paths[0].split("::")[0].endswith(".py"):
+        return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 0 if cores < 2 else min(cores, 4)
 
