@@ -34,16 +34,30 @@ from tests.blocks import (BLOCK_GAP_MS, MINER_SEED, MemoryView, MinedBlock, low_
 from tests.chain_spec import TINY_TEST
 
 
+GIB_PER_WORKER = 4    # a worker (~0.35 GB) and the node processes its tests run at once (~0.4 GB each, up to 8)
+
+
+def memory_gib() -> float:
+    """The memory this process may use: the machine's, or its cgroup's limit when lower (a container)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        total = min(total, int(open("/sys/fs/cgroup/memory.max").read()))
+    except (OSError, ValueError):     # no cgroup v2 file, or "max"
+        pass
+    return total / 2 ** 30
+
+
 def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto`` (pyproject.toml's addopts): one worker per core this process may run on, at most 4 (each
-    worker and the node processes its tests start take memory; issue 31.2); none on one core, or for a run
-    of one test file (``--dist loadfile`` would give it one worker anyway): it runs in this process,
-    without the workers' start-up."""
+    """``-n auto`` (pyproject.toml's addopts): one worker per core this process may run on, at most 4 and one
+    per GIB_PER_WORKER of memory (issue 31.2); none where that leaves fewer than 2, or for a run of one test
+    file (``--dist loadfile`` would give it one worker anyway): it runs in this process, without the workers'
+    start-up."""
     paths = [a for a in config.args if not a.startswith("-")]
     if len(paths) == 1 and paths[0].split("::")[0].endswith(".py"):
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores < 2 else min(cores, 4)
+    workers = min(cores, 4, int(memory_gib() // GIB_PER_WORKER))
+    return 0 if workers < 2 else workers
 
 
 def pytest_configure(config):
