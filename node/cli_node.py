@@ -187,10 +187,14 @@ def _server_class():
             await super().startup(sockets=[])          # the lifespan; no listener of uvicorn's own
             if not self.started:
                 return
+            # "started" once the sockets listen: uvicorn set it before our acceptors existed, and a caller that
+            # waited for it could connect in between and be refused (tests/node/test_connections.py's server)
+            self.started = False
             for sock in sockets or []:
                 acceptor = Acceptor(sock, self.gate, self._protocol, backlog=self.config.backlog)
                 acceptor.start()
                 self.acceptors.append(acceptor)
+            self.started = True
 
         def _protocol(self, slot):
             return GatedH11Protocol(config=self.config, server_state=self.server_state,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 import uvicorn
@@ -107,8 +108,10 @@ async def echo_app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.fixture
-def server():
+@contextmanager
+def serving():
+    """The node's server (its accept loop and gate) on a free port with ``echo_app``, up once it says it has
+    started; (port, gate)."""
     gate = ConnectionGate(FAST, ["127.0.0.1"], lambda host: False, cap_local_networks=True)
     sock = bind_port("127.0.0.1", 0)
     config = uvicorn.Config(echo_app, log_level="warning", lifespan="off", timeout_keep_alive=5)
@@ -118,9 +121,33 @@ def server():
     deadline = time.monotonic() + patient(10)
     while not srv.started and time.monotonic() < deadline:
         time.sleep(0.01)
-    yield sock.getsockname()[1], gate
-    srv.should_exit = True
-    t.join(patient(10))
+    try:
+        yield sock.getsockname()[1], gate
+    finally:
+        srv.should_exit = True
+        t.join(patient(10))
+
+
+@pytest.fixture
+def server():
+    with serving() as s:
+        yield s
+
+
+def test_the_server_says_started_only_once_it_listens(monkeypatch):
+    """``started`` comes after the acceptors listen. uvicorn set it before they existed, and the fixture above,
+    which waits for it, once connected in between and was refused (a loaded machine; here the acceptors'
+    start is slowed down to widen that window)."""
+    from node import connections
+    start = connections.Acceptor.start
+
+    def slow_start(self):
+        time.sleep(0.5)
+        start(self)
+    monkeypatch.setattr(connections.Acceptor, "start", slow_start)
+    with serving() as (port, _):
+        s = connect(port)          # refused before the fix
+        s.close()
 
 
 def connect(port: int, ip: str = "127.0.0.1") -> socket.socket:
